@@ -1,0 +1,3 @@
+"""Consortium: trustless collaborative LoRA fine-tuning of open LLMs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Base model loading, LoRA variants, adapter <-> flat vector, PEFT export."""
