@@ -1,0 +1,179 @@
+"""One typed run configuration: presets, TOML files and dotted `--set` overrides, with one-line errors."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line naming the field and what was expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    """Which base model every participant fine-tunes."""
+
+    name: str = Field("smollm2", min_length=1, description="'tiny', 'smollm2', an HF id or a local dir")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class LoraSection(_Section):
+    """The adapter every participant trains; `ffa` (A frozen, B trained) averages exactly."""
+
+    variant: Literal["lora", "ffa"] = "ffa"
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = Field(0, ge=0)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one target module is required")
+        return v
+
+
+class DataSection(_Section):
+    """Built-in domains and/or the user's own JSONL files, and how they are split among participants."""
+
+    domains: tuple[str, ...] = ("arithmetic", "units", "dates", "strings", "policy")
+    n_train: int = Field(200, ge=1, description="training examples per domain")
+    n_test: int = Field(40, ge=1, description="test examples per domain")
+    partition: Literal["domain", "dirichlet", "iid"] = "domain"
+    dirichlet_alpha: float = Field(0.5, gt=0)
+    jsonl: tuple[FilePath, ...] = Field((), description="extra JSONL files, one domain each (file stem)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of each JSONL file")
+
+
+class TrainSection(_Section):
+    """Local fine-tuning of one participant per round."""
+
+    local_steps: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_len: int = Field(128, ge=8)
+    grad_clip: float = Field(1.0, gt=0)
+
+
+class EvalSection(_Section):
+    """Exact-match evaluation with batched greedy decoding."""
+
+    max_new_tokens: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    isolated_baseline: bool = True
+
+
+class RunConfig(_Section):
+    """Everything a run depends on; the resolved copy is written into the run directory."""
+
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = Field(0, ge=0)
+    participants: int = Field(5, ge=1, le=10_000)
+    rounds: int = Field(3, ge=1)
+    aggregator: str = "fedavg"
+    weighting: Literal["samples", "uniform"] = "samples"
+    model: ModelSection = ModelSection()
+    lora: LoraSection = LoraSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, v: str) -> str:
+        from consortium.defense.aggregators import AGGREGATORS
+
+        if v not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {v!r}; known: {', '.join(sorted(AGGREGATORS))}")
+        return v
+
+
+PRESETS = ("smoke", "demo")
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw TOML table of a built-in preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    text = resources.files("consortium.presets").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    """TOML syntax for a value (`3`, `1e-3`, `true`, `["a","b"]`); anything else is a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one dotted `key=value` to a raw config dict (new dict; the input is untouched)."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set rounds=3")
+    update: dict[str, Any] = {}
+    node = update
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = _parse_value(value.strip())
+    return _merge(data, update)
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    field = ".".join(str(p) for p in e["loc"]) or "config"
+    if e["type"] == "extra_forbidden":
+        return f"{field}: unknown key"
+    got = e.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{field}: {msg}{shown}"
+
+
+def load_config(
+    path: Path | None = None, preset: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """Preset (default `demo`) < TOML file < `--set` overrides; raises ConfigError naming the bad field."""
+    data = preset_dict(preset or "demo")
+    if path is not None:
+        data = _merge(data, _read_toml(path))
+    for o in overrides or []:
+        data = apply_override(data, o)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
+    """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings)."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,1 @@
+"""Defences: aggregation rules (and, later, probes) applied to the committed updates."""

@@ -1,0 +1,54 @@
+"""Config: presets, TOML, dotted overrides, and one-line errors that name the field."""
+
+from pathlib import Path
+
+import pytest
+
+from consortium.config import ConfigError, load_config
+
+
+def test_presets_load_and_differ() -> None:
+    smoke, demo = load_config(preset="smoke"), load_config(preset="demo")
+    assert smoke.model.name == "tiny" and smoke.participants == 4 and smoke.rounds == 2
+    assert demo.model.name == "smollm2" and demo.participants >= 4
+    assert load_config() == demo  # demo is the default
+
+
+def test_toml_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('rounds = 5\n[train]\nlr = 0.01\n[lora]\nvariant = "lora"\n')
+    cfg = load_config(f, "smoke", ["rounds=7", "train.batch_size=3", 'lora.target_modules=["q_proj"]'])
+    assert cfg.rounds == 7 and cfg.train.lr == 0.01 and cfg.train.batch_size == 3
+    assert cfg.lora.variant == "lora" and cfg.lora.target_modules == ("q_proj",)
+    assert cfg.model.name == "tiny"  # untouched preset value survives
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("rounds=-1", "rounds: Input should be greater than or equal to 1 (got -1)"),
+        ("bogus=1", "bogus: unknown key"),
+        ("train.nope=1", "train.nope: unknown key"),
+        ("train.lr=abc", "train.lr: Input should be a valid number"),
+        ("lora.variant=qlora", "lora.variant: Input should be 'lora' or 'ffa'"),
+        ("aggregator=nope", "aggregator: unknown aggregator 'nope'; known: fedavg"),
+        ('data.jsonl=["/no/such/file.jsonl"]', "data.jsonl.0: Path does not point to a file"),
+        ("rounds", "--set 'rounds': expected key=value"),
+    ],
+)
+def test_bad_values_name_the_field(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(preset="smoke", overrides=[override])
+    assert str(e.value).startswith(expected)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = = 3")
+    with pytest.raises(ConfigError, match=r"bad.toml: invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        load_config(preset="huge")
