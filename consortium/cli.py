@@ -1,0 +1,78 @@
+"""`consortium` command line: run (now); node, audit, bench, export come with their issues."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning.")
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line naming what was wrong, no traceback, a non-zero exit."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main() -> None:
+    """Consortium: several organisations fine-tune one open LLM together without trusting each other."""
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")] = None,
+    preset: Annotated[str, typer.Option(help="built-in preset: smoke | demo")] = "demo",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")] = None,
+    out: Annotated[Path, typer.Option(help="parent directory of the run directory")] = Path("runs"),
+) -> None:
+    """Run federated LoRA fine-tuning in-process and write a run directory with a report."""
+    from consortium.config import ConfigError, load_config
+    from consortium.data import DataError
+
+    try:
+        cfg = load_config(config, preset, set_ or [])
+    except ConfigError as e:
+        fail(str(e))
+    console = Console()
+    from consortium.model import ModelLoadError
+    from consortium.sim import Simulation
+
+    try:
+        sim = Simulation(cfg, console)
+    except (DataError, ModelLoadError) as e:
+        fail(str(e))
+    try:
+        path = sim.run(out)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    summary(json.loads((path / "report.json").read_text()), console)
+    console.print(f"run directory: [bold]{path}[/]")
+
+
+def summary(report: dict, console: Console) -> None:
+    """The one-screen table at the end of a run."""
+    acc = report["accuracy"]
+    domains = list(acc["base"])
+    table = Table(title=f"{report['name']}: exact-match accuracy", show_lines=False)
+    table.add_column("model")
+    for d in domains:
+        table.add_column(d, justify="right")
+    for name, row in acc.items():
+        table.add_row(name, *(f"{row[d]:.3f}" for d in domains))
+    console.print(table)
+    t = report["timings"]
+    console.print(
+        f"total {t.get('total', 0):.0f}s; {report['bytes']['upload_per_participant_per_round']:,} bytes up per "
+        f"participant per round"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,271 @@
+"""In-process simulation: N organisations on one machine, one base model, adapters swapped per participant.
+
+Order of a run: data -> model -> (run directory) -> base evaluation -> federated rounds -> isolated
+baselines -> export -> report. Inputs are validated before the run directory exists, so a bad config
+or data file leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from consortium.config import RunConfig, to_toml_dict
+from consortium.data import (
+    DataError,
+    EncodedExample,
+    Example,
+    build_corpus,
+    encode_example,
+    load_jsonl,
+    partition,
+)
+from consortium.evaluate import accuracy_by_domain
+from consortium.model import LoraSpec, attach, export_peft, flat_to_state, get_flat, layout, load_base, set_flat
+from consortium.protocol import MemoryLedger, RoundRunner, get_vector, put_vector
+from consortium.report import write_report
+from consortium.rundir import RunDir
+from consortium.store import BlobStore, tensors_to_bytes
+from consortium.train import LocalTrainer, TrainParams
+
+
+@dataclass
+class Participant:
+    """One simulated organisation and its private shard."""
+
+    name: str
+    examples: list[Example]
+    encoded: list[EncodedExample]
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted({e.domain for e in self.examples})
+
+
+@dataclass
+class RunData:
+    participants: list[Participant]
+    test: list[Example]
+
+
+def _split_file(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Deterministic held-out split of a user's file (at least one test and one train example)."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_test = min(max(1, round(len(order) * fraction)), len(order) - 1)
+    test = [examples[i] for i in sorted(order[:n_test])]
+    train = [examples[i] for i in sorted(order[n_test:])]
+    return train, test
+
+
+def prepare_data(cfg: RunConfig) -> tuple[list[list[Example]], list[Example]]:
+    """Built-in corpus plus the user's JSONL files, partitioned among participants. Raises DataError."""
+    train: list[Example] = []
+    test: list[Example] = []
+    if cfg.data.domains:
+        corpus = build_corpus(list(cfg.data.domains), cfg.data.n_train, cfg.data.n_test, cfg.seed)
+        train += corpus.train
+        test += corpus.test
+    for path in cfg.data.jsonl:
+        rows = load_jsonl(Path(path), domain=Path(path).stem)
+        if len(rows) < 2:
+            raise DataError(f"{path}: needs at least 2 examples (one to train, one to test), has {len(rows)}")
+        tr, te = _split_file(rows, cfg.data.test_fraction, cfg.seed)
+        train += tr
+        test += te
+    if not train:
+        raise DataError("data: no training data (data.domains is empty and no data.jsonl file given)")
+    shards = partition(train, cfg.participants, cfg.data.partition, cfg.data.dirichlet_alpha, cfg.seed)
+    return shards, test
+
+
+def lora_spec(cfg: RunConfig) -> LoraSpec:
+    lc = cfg.lora
+    return LoraSpec(variant=lc.variant, r=lc.r, alpha=lc.alpha, target_modules=tuple(lc.target_modules), seed=lc.seed)
+
+
+def train_params(cfg: RunConfig, steps: int) -> TrainParams:
+    t = cfg.train
+    return TrainParams(steps=steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+
+
+def local_seed(run_seed: int, rnd: int, index: int) -> int:
+    """One independent, reproducible seed per (run, round, participant)."""
+    return (run_seed * 1_000_003 + rnd * 10_007 + index) % (2**31)
+
+
+class Simulation:
+    """Holds the one model and runs the federated protocol plus the baselines it is judged against."""
+
+    def __init__(self, cfg: RunConfig, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.console = console or Console()
+        shards, self.test = prepare_data(cfg)
+        dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
+        with self.console.status(f"loading base model {cfg.model.name!r}"):
+            base, self.tokenizer = load_base(cfg.model.name, dtype=dtype, seed=cfg.seed)
+        self.spec = lora_spec(cfg)
+        self.model = attach(base, self.spec)
+        self.layout = layout(self.model, self.spec)
+        self.initial = get_flat(self.model, self.spec)
+        self.participants = [
+            Participant(
+                name=f"org{i}",
+                examples=shard,
+                encoded=[encode_example(self.tokenizer, e, cfg.train.max_len) for e in shard],
+            )
+            for i, shard in enumerate(shards)
+        ]
+        self.trainer = LocalTrainer(self.model, self.spec, self.tokenizer.pad_token_id)
+
+    @contextmanager
+    def _progress(self) -> Iterator[Progress]:
+        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*cols, console=self.console, transient=False) as p:
+            yield p
+
+    def evaluate(self, vec: torch.Tensor, label: str, progress: Progress) -> dict[str, float]:
+        set_flat(self.model, self.spec, vec)
+        task = progress.add_task(f"eval {label}", total=len(self.test))
+        acc = accuracy_by_domain(
+            self.model,
+            self.tokenizer,
+            self.test,
+            self.cfg.eval.batch_size,
+            self.cfg.eval.max_new_tokens,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+        progress.remove_task(task)
+        return acc
+
+    def run(self, out_root: Path) -> Path:
+        """Run everything and write the run directory; Ctrl-C leaves a consistent, marked directory."""
+        rd = RunDir.create(out_root, self.cfg.name)
+        rd.write_config(to_toml_dict(self.cfg))
+        report = self._empty_report()
+        rd.write_json("report.json", report)
+        rd.log(f"run started in {rd.path}")
+        try:
+            with self._progress() as progress:
+                self._run(rd, report, progress)
+            report["status"] = "complete"
+        except KeyboardInterrupt:
+            report["status"] = "interrupted"
+            rd.log("interrupted by the user; everything written so far is complete and consistent")
+            self.console.print(f"[yellow]interrupted: {rd.path} holds the {report['rounds_completed']} finished round(s)")
+            raise
+        finally:
+            rd.write_json("report.json", report)
+            write_report(report, rd.path)
+            rd.log(f"run {report['status']}")
+        return rd.path
+
+    def _empty_report(self) -> dict[str, Any]:
+        cfg = self.cfg
+        blob_bytes = len(tensors_to_bytes(flat_to_state(self.initial, self.layout)))
+        return {
+            "name": cfg.name,
+            "status": "running",
+            "model": cfg.model.name,
+            "lora_variant": cfg.lora.variant,
+            "aggregator": cfg.aggregator,
+            "participants": cfg.participants,
+            "participant_domains": {p.name: p.domains for p in self.participants},
+            "participant_examples": {p.name: len(p.examples) for p in self.participants},
+            "rounds": cfg.rounds,
+            "rounds_completed": 0,
+            "accuracy": {},
+            "cross_domain": {},
+            "rounds_detail": [],
+            "losses": {"federated": {}, "isolated": {}},
+            "bytes": {
+                "trainable_params": int(self.initial.numel()),
+                "upload_per_participant_per_round": blob_bytes,
+                "download_per_participant_per_round": blob_bytes,
+            },
+            "timings": {},
+            "global_adapter": None,
+        }
+
+    def _run(self, rd: RunDir, report: dict[str, Any], progress: Progress) -> None:
+        cfg, timings = self.cfg, report["timings"]
+        t0 = time.perf_counter()
+        report["accuracy"]["base"] = self.evaluate(self.initial, "base model", progress)
+        timings["eval_base"] = time.perf_counter() - t0
+        rd.write_json("report.json", report)
+
+        runner = RoundRunner(MemoryLedger(), BlobStore(rd.store), self.layout, cfg.aggregator, cfg.weighting)
+        global_hash = put_vector(runner.store, self.initial, self.layout)
+        by_name = {p.name: (i, p) for i, p in enumerate(self.participants)}
+        t_train = t_eval = 0.0
+        rounds_task = progress.add_task("federated rounds", total=cfg.rounds)
+        for r in range(cfg.rounds):
+            part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
+
+            def train(pid: str, start: torch.Tensor, r: int = r, task: Any = part_task) -> tuple[torch.Tensor, int]:
+                i, p = by_name[pid]
+                res = self.trainer.train(start, p.encoded, train_params(cfg, cfg.train.local_steps), local_seed(cfg.seed, r, i))
+                report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
+                progress.advance(task)
+                return res.delta, len(p.examples)
+
+            t1 = time.perf_counter()
+            rec = runner.run_round(global_hash, [p.name for p in self.participants], train)
+            t_train += time.perf_counter() - t1
+            progress.remove_task(part_task)
+            global_hash = rec.global_out or global_hash
+            t1 = time.perf_counter()
+            acc = self.evaluate(get_vector(runner.store, global_hash, self.layout), f"round {r + 1}", progress)
+            t_eval += time.perf_counter() - t1
+            report["rounds_detail"].append(
+                {
+                    "round": r,
+                    "global_in": rec.global_in,
+                    "global_out": rec.global_out,
+                    "commitments": [c.__dict__ for c in rec.commitments],
+                    "accuracy": acc,
+                }
+            )
+            report["rounds_completed"] = r + 1
+            report["accuracy"]["federated"] = acc
+            report["global_adapter"] = global_hash
+            timings["federated_train"], timings["federated_eval"] = t_train, t_eval
+            rd.write_json("report.json", report)
+            rd.log(f"round {r + 1}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}")
+            progress.advance(rounds_task)
+
+        final = get_vector(runner.store, global_hash, self.layout)
+        set_flat(self.model, self.spec, final)
+        export_peft(self.model, rd.adapter)
+        if cfg.eval.isolated_baseline:
+            self._isolated(report, progress)
+            rd.write_json("report.json", report)
+        timings["total"] = time.perf_counter() - t0
+
+    def _isolated(self, report: dict[str, Any], progress: Progress) -> None:
+        """Each participant trains alone for rounds x local_steps steps, evaluated on every domain."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        steps = cfg.rounds * cfg.train.local_steps
+        matrix: dict[str, dict[str, float]] = {}
+        task = progress.add_task("isolated baselines", total=len(self.participants))
+        for i, p in enumerate(self.participants):
+            res = self.trainer.train(self.initial, p.encoded, train_params(cfg, steps), local_seed(cfg.seed, 0, i))
+            report["losses"]["isolated"][p.name] = res.losses
+            acc = self.evaluate(self.initial + res.delta, f"isolated {p.name}", progress)
+            matrix[f"{p.name} ({'+'.join(p.domains)})"] = acc
+            progress.advance(task)
+        domains = list(report["accuracy"]["base"])
+        report["accuracy"]["isolated"] = {d: sum(m[d] for m in matrix.values()) / len(matrix) for d in domains}
+        report["cross_domain"] = {**matrix, "federated": report["accuracy"]["federated"]}
+        report["timings"]["isolated"] = time.perf_counter() - t0
+
