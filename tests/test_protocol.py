@@ -1,0 +1,88 @@
+"""Round protocol: candidates are a pure function of the records; bad blobs and replays are refused."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from consortium.model import LoraSpec, attach, layout, load_base
+from consortium.protocol import (
+    Commitment,
+    MemoryLedger,
+    ProtocolError,
+    RoundRunner,
+    compute_candidate,
+    get_vector,
+    put_vector,
+)
+from consortium.store import BlobStore, IntegrityError
+
+SPEC = LoraSpec(variant="ffa", r=4, alpha=8.0)
+
+
+@pytest.fixture(scope="module")
+def lay():
+    model, _ = load_base("tiny")
+    return layout(attach(model, SPEC), SPEC)
+
+
+def _vec(lay, seed: int) -> torch.Tensor:
+    n = sum(torch.Size(s).numel() for _, s in lay)
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed))
+
+
+def test_candidate_is_global_plus_weighted_mean_and_recomputes_bit_identically(tmp_path: Path, lay) -> None:
+    store = BlobStore(tmp_path)
+    g = put_vector(store, _vec(lay, 0), lay)
+    deltas = [_vec(lay, i) for i in (1, 2, 3)]
+    commits = [Commitment(f"org{i}", put_vector(store, d, lay), n) for i, (d, n) in enumerate(zip(deltas, (1, 1, 2)))]
+    cand = compute_candidate(store, lay, g, commits, "fedavg", "samples")
+    expected = get_vector(store, g, lay) + (deltas[0] + deltas[1] + 2 * deltas[2]) / 4
+    torch.testing.assert_close(cand, expected, rtol=0, atol=1e-6)
+    again = compute_candidate(store, lay, g, list(reversed(commits)), "fedavg", "samples")
+    assert put_vector(store, again, lay) == put_vector(store, cand, lay)  # same bytes, same hash
+    uniform = compute_candidate(store, lay, g, commits, "fedavg", "uniform")
+    torch.testing.assert_close(uniform, get_vector(store, g, lay) + sum(deltas) / 3, rtol=0, atol=1e-6)
+
+
+def test_wrong_shape_dtype_and_tampering_refused(tmp_path: Path, lay) -> None:
+    store = BlobStore(tmp_path)
+    g = put_vector(store, _vec(lay, 0), lay)
+    name, shape = lay[0]
+    wrong_shape = store.put_tensors({name: torch.zeros(3)})
+    with pytest.raises(ProtocolError, match=f"blob {wrong_shape}"):
+        compute_candidate(store, lay, g, [Commitment("org0", wrong_shape, 1)], "fedavg", "samples")
+    state = {n: torch.zeros(s, dtype=torch.float64) for n, s in lay}
+    wrong_dtype = store.put_tensors(state)
+    with pytest.raises(ProtocolError, match="torch.float64, expected torch.float32"):
+        get_vector(store, wrong_dtype, lay)
+    good = put_vector(store, _vec(lay, 5), lay)
+    path = tmp_path / good[:2] / good
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        compute_candidate(store, lay, g, [Commitment("org0", good, 1)], "fedavg", "samples")
+
+
+def test_ledger_refuses_double_commit_and_open_round(tmp_path: Path) -> None:
+    ledger = MemoryLedger()
+    rnd = ledger.open_round("a" * 64)
+    ledger.commit(rnd, Commitment("org0", "b" * 64, 1))
+    with pytest.raises(ProtocolError, match="org0 already committed"):
+        ledger.commit(rnd, Commitment("org0", "c" * 64, 1))
+    with pytest.raises(ProtocolError, match="still open"):
+        ledger.open_round("a" * 64)
+    with pytest.raises(ProtocolError, match="no candidate"):
+        ledger.finalize(rnd)
+
+
+def test_round_runner_moves_the_global(tmp_path: Path, lay) -> None:
+    store = BlobStore(tmp_path)
+    start = _vec(lay, 0)
+    g = put_vector(store, start, lay)
+    runner = RoundRunner(MemoryLedger(), store, lay, "fedavg", "uniform")
+    deltas = {"org0": _vec(lay, 1), "org1": _vec(lay, 2)}
+    rec = runner.run_round(g, ["org1", "org0"], lambda pid, vec: (deltas[pid], 10))
+    assert rec.accepted and rec.global_out == rec.candidate != g
+    torch.testing.assert_close(get_vector(store, rec.global_out, lay), start + (deltas["org0"] + deltas["org1"]) / 2)
