@@ -105,7 +105,10 @@ def test_spec_validation():
 def test_layout_names_match_peft_and_ffa_halves_traffic():
     ffa_model, _ = tiny_peft(LoraSpec(variant="ffa"))
     lora_model, _ = tiny_peft(LoraSpec(variant="lora"))
-    ffa_lay, lora_lay = layout(ffa_model, LoraSpec(variant="ffa")), layout(lora_model, LoraSpec(variant="lora"))
+    ffa_lay, lora_lay = (
+        layout(ffa_model, LoraSpec(variant="ffa")),
+        layout(lora_model, LoraSpec(variant="lora")),
+    )
     peft_keys = set(get_peft_model_state_dict(lora_model, save_embedding_layers=False))
     assert {k for k, _ in lora_lay} == peft_keys
     assert [k for k, _ in lora_lay] == sorted(peft_keys)
@@ -256,10 +259,16 @@ def test_export_reloads_with_identical_logits(tmp_path, variant):
     set_flat(peft_model, spec, random_vec(layout_size(layout(peft_model, spec)), 6))
     want = logits(peft_model, tok)
     out = export_peft(peft_model, tmp_path / "global")
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == "tiny-random-llama"
-    assert cfg["r"] == 8 and cfg["lora_alpha"] == 16.0 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+    assert (
+        cfg["r"] == 8 and cfg["lora_alpha"] == 16.0 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+    )
     fresh, _ = load_base("tiny", seed=0)
     reloaded = PeftModel.from_pretrained(fresh, out)
     assert torch.equal(logits(reloaded, tok), want)
