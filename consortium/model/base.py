@@ -103,6 +103,7 @@ def _write_cache(entry: Path, model: PreTrainedModel, tok: PreTrainedTokenizerBa
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "consortium-source.json").write_text(json.dumps({"gguf": str(gguf), "key": entry.name}))
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; a shared cache should be readable by other users
         try:
             os.replace(tmp, entry)
         except OSError:
