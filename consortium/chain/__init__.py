@@ -1,0 +1,55 @@
+"""The trust layer: the Consortium contract (Vyper) and its typed web3.py client.
+
+Embedded EVM by default (`EmbeddedBackend`), any JSON-RPC node with `RpcBackend(url)`.
+"""
+
+from .backends import AnvilNode, Backend, EmbeddedBackend, RpcBackend, connect, find_anvil
+from .client import ChainClient, seed_commitment, to_bytes32, vote_commitment
+from .draw import draw_indices, draw_roles, round_seed, xor_seeds
+from .errors import ChainError
+from .history import Candidate, Commit, Event, History, ParticipantRecord, RevealedVote, RoundRecord
+from .types import (
+    Outcome,
+    Params,
+    ParticipantInfo,
+    Phase,
+    RoundInfo,
+    RoundState,
+    SlashReason,
+    Tx,
+    Vote,
+)
+
+__all__ = [
+    "AnvilNode",
+    "Backend",
+    "Candidate",
+    "ChainClient",
+    "ChainError",
+    "Commit",
+    "EmbeddedBackend",
+    "Event",
+    "History",
+    "Outcome",
+    "Params",
+    "ParticipantInfo",
+    "ParticipantRecord",
+    "Phase",
+    "RevealedVote",
+    "RoundInfo",
+    "RoundRecord",
+    "RoundState",
+    "RpcBackend",
+    "SlashReason",
+    "Tx",
+    "Vote",
+    "connect",
+    "draw_indices",
+    "draw_roles",
+    "find_anvil",
+    "round_seed",
+    "seed_commitment",
+    "to_bytes32",
+    "vote_commitment",
+    "xor_seeds",
+]

@@ -1,0 +1,187 @@
+"""Where the contract runs: an in-process EVM (default, zero set-up) or any JSON-RPC node.
+
+Both give the client the same things: a `Web3`, funded accounts the node signs for, block mining
+(for tests and simulations) and state snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from web3 import Web3
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Backend(Protocol):
+    """What the client needs from a chain."""
+
+    w3: Web3
+    kind: str
+
+    @property
+    def accounts(self) -> list[str]: ...
+
+    def mine(self, n: int = 1) -> None: ...
+
+    def snapshot(self) -> Any: ...
+
+    def revert(self, snap: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedBackend:
+    """py-evm through eth-tester, in this process: no node, no network."""
+
+    kind = "embedded"
+
+    def __init__(self, n_accounts: int = 10) -> None:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider
+
+        state = PyEVMBackend.generate_genesis_state(num_accounts=n_accounts)
+        self.tester = EthereumTester(PyEVMBackend(genesis_state=state))
+        self.w3 = Web3(EthereumTesterProvider(self.tester))
+        self._accounts = [Web3.to_checksum_address(a) for a in self.tester.get_accounts()]
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def mine(self, n: int = 1) -> None:
+        if n > 0:
+            self.tester.mine_blocks(n)
+
+    def snapshot(self) -> Any:
+        return self.tester.take_snapshot()
+
+    def revert(self, snap: Any) -> None:
+        self.tester.revert_to_snapshot(snap)
+
+    def close(self) -> None:
+        pass
+
+
+class RpcBackend:
+    """Any Ethereum JSON-RPC node (anvil, Hardhat, geth --dev...): accounts are the node's own
+    unlocked ones; mining and snapshots use the dev-node methods (anvil/Hardhat/ganache)."""
+
+    kind = "rpc"
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        self._accounts = [Web3.to_checksum_address(a) for a in self.w3.eth.accounts]
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        resp = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if "error" in resp:
+            raise RuntimeError(f"{method} failed: {resp['error']}")
+        return resp.get("result")
+
+    def mine(self, n: int = 1) -> None:
+        if n <= 0:
+            return
+        try:
+            self._rpc("anvil_mine", [hex(n)])
+        except RuntimeError:  # not anvil: mine one block at a time
+            for _ in range(n):
+                self._rpc("evm_mine", [])
+
+    def snapshot(self) -> Any:
+        return self._rpc("evm_snapshot", [])
+
+    def revert(self, snap: Any) -> None:
+        if not self._rpc("evm_revert", [snap]):
+            raise RuntimeError(f"evm_revert({snap}) refused")
+
+    def close(self) -> None:
+        pass
+
+
+def find_anvil() -> str | None:
+    """The anvil binary: $ANVIL, then the Makefile's npm install under .tools, then PATH."""
+    env = os.environ.get("ANVIL")
+    candidates = [env] if env else []
+    tools = REPO_ROOT / ".tools" / "node_modules"
+    candidates += [
+        str(tools / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"),
+        str(tools / ".bin" / "anvil"),
+        shutil.which("anvil") or "",
+    ]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AnvilNode:
+    """A local anvil started on 127.0.0.1 and stopped by `stop()` (or the context manager)."""
+
+    binary: str
+    n_accounts: int = 10
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> AnvilNode:
+        args = [self.binary, "--host", "127.0.0.1", "--port", str(self.port),
+                "--accounts", str(self.n_accounts), "--hardfork", "cancun",
+                "--gas-limit", "30000000", "--silent"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 2}))
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"anvil exited with {self.proc.returncode}: {err.strip()}")
+            try:
+                w3.eth.block_number  # noqa: B018 - the call is the readiness probe
+                return self
+            except Exception:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"anvil did not answer on {self.url} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> AnvilNode:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def connect(url: str | None = None, n_accounts: int = 10) -> Backend:
+    """The embedded EVM when no URL is given, else the JSON-RPC node at `url`."""
+    return EmbeddedBackend(n_accounts) if url is None else RpcBackend(url)

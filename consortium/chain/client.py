@@ -1,0 +1,347 @@
+"""Typed client for the Consortium contract, the same over the embedded EVM and JSON-RPC.
+
+Every state-changing method returns a `Tx` or raises `ChainError(reason)`; reads return
+dataclasses from `types`. `as_account(addr)` gives a client acting for another account.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi import encode
+from eth_utils import keccak
+from web3 import Web3
+
+from .backends import Backend
+from .compile import load_artifact
+from .errors import ChainError, reason_from
+from .history import History, HistoryReader
+from .types import Params, ParticipantInfo, Phase, RoundInfo, Tx, Vote
+
+GAS_LIMIT = 8_000_000  # explicit gas skips estimation; finalize of 64 roles needs under 4M
+
+
+def to_bytes32(value: bytes | str) -> bytes:
+    """Accept 32 raw bytes or a 64-digit hex string (how the blob store names sha256 digests)."""
+    if isinstance(value, str):
+        value = bytes.fromhex(value.removeprefix("0x"))
+    if len(value) != 32:
+        raise ValueError(f"expected a 32-byte hash, got {len(value)} bytes")
+    return bytes(value)
+
+
+def vote_commitment(round_id: int, voter: str, vote: Vote) -> bytes:
+    """keccak256(abi.encode(round_id, voter, choice, flags, salt)) as the contract checks it."""
+    return keccak(encode(["uint256", "address", "uint256", "uint256", "bytes32"],
+                         [round_id, voter, vote.choice, vote.flags, vote.salt]))
+
+
+def seed_commitment(round_id: int, who: str, seed: bytes) -> bytes:
+    """keccak256(abi.encode(round_id, who, seed)) as the contract checks it."""
+    return keccak(encode(["uint256", "address", "bytes32"], [round_id, who, seed]))
+
+
+@dataclass
+class _Shared:
+    """State every `as_account` view of one deployment shares."""
+
+    backend: Backend
+    contract: Any
+    deploy_block: int
+    reader: HistoryReader
+    ballots: dict[tuple[int, str], Vote] = field(default_factory=dict)
+    seeds: dict[tuple[int, str], bytes] = field(default_factory=dict)
+    params: Params | None = None
+
+
+class ChainClient:
+    """One account's view of a deployed Consortium contract."""
+
+    def __init__(self, shared: _Shared, account: Any, preflight: bool | None = None,
+                 gas: int | None = GAS_LIMIT) -> None:
+        self._s = shared
+        self._account = account  # an address the node signs for, or an eth_account LocalAccount
+        self.address: str = account if isinstance(account, str) else account.address
+        # simulate before sending so a revert costs no gas; the embedded EVM skips it for speed
+        # and recovers the reason by replaying a failed transaction instead
+        self.preflight = shared.backend.kind != "embedded" if preflight is None else preflight
+        self.gas = gas
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def deploy(cls, backend: Backend, params: Params | None = None, genesis_hash: bytes | str | None = None,
+               fund: int = 0, account: Any = None) -> ChainClient:
+        """Deploy from the checked-in artifact; `fund` seeds the reward pool."""
+        art = load_artifact()
+        w3 = backend.w3
+        acct = account or backend.accounts[0]
+        sender = acct if isinstance(acct, str) else acct.address
+        factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+        p = params or Params()
+        g = to_bytes32(genesis_hash) if genesis_hash is not None else b"\x00" * 32
+        ctor = factory.constructor(p.as_tuple(), g)
+        tx_hash = _transact(w3, ctor, acct, {"from": sender, "value": fund, "gas": GAS_LIMIT})
+        rcpt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        if rcpt["status"] != 1:
+            try:
+                ctor.call({"from": sender, "value": fund})
+            except Exception as exc:
+                reason = reason_from(exc)
+                if reason is None:
+                    raise
+                raise ChainError(reason, function="deploy") from None
+            raise ChainError("deployment failed", function="deploy")
+        return cls.at(backend, rcpt["contractAddress"], acct, deploy_block=rcpt["blockNumber"])
+
+    @classmethod
+    def at(cls, backend: Backend, address: str, account: Any = None, deploy_block: int = 0) -> ChainClient:
+        """Attach to an existing deployment."""
+        art = load_artifact()
+        contract = backend.w3.eth.contract(address=Web3.to_checksum_address(address), abi=art["abi"])
+        shared = _Shared(backend, contract, deploy_block, HistoryReader(backend.w3, contract, deploy_block))
+        return cls(shared, account or backend.accounts[0])
+
+    def as_account(self, account: Any) -> ChainClient:
+        """The same deployment, acting as `account` (address or LocalAccount)."""
+        return ChainClient(self._s, account, self.preflight, self.gas)
+
+    @property
+    def backend(self) -> Backend:
+        return self._s.backend
+
+    @property
+    def w3(self) -> Web3:
+        return self._s.backend.w3
+
+    @property
+    def contract(self) -> Any:
+        return self._s.contract
+
+    @property
+    def contract_address(self) -> str:
+        return str(self._s.contract.address)
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, name: str, *args: Any, value: int = 0) -> Tx:
+        fn = getattr(self.contract.functions, name)(*args)
+        tx: dict[str, Any] = {"from": self.address, "value": value}
+        if self.preflight:
+            _call_or_raise(fn, tx, name, "pending")
+        tx["gas"] = self.gas if self.gas is not None else self._estimate(fn, tx, name)
+        try:
+            tx_hash = _transact(self.w3, fn, self._account, tx)
+        except Exception as exc:
+            reason = reason_from(exc)
+            if reason is None:
+                raise
+            raise ChainError(reason, function=name) from None
+        rcpt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if rcpt["status"] != 1:
+            tx.pop("gas")
+            reason = _replay_reason(fn, tx, rcpt["blockNumber"])
+            raise ChainError(reason, function=name, tx_hash=tx_hash.hex())
+        return Tx(tx_hash.hex(), rcpt["blockNumber"], rcpt["gasUsed"], name)
+
+    def _estimate(self, fn: Any, tx: dict[str, Any], name: str) -> int:
+        try:
+            return int(fn.estimate_gas(tx) * 1.2) + 10_000
+        except Exception as exc:
+            reason = reason_from(exc)
+            if reason is None:
+                raise
+            raise ChainError(reason, function=name) from None
+
+    # ------------------------------------------------------------------ participants
+
+    def register(self, stake: int) -> Tx:
+        return self._send("register", value=stake)
+
+    def top_up(self, amount: int) -> Tx:
+        return self._send("top_up", value=amount)
+
+    def announce_exit(self) -> Tx:
+        return self._send("announce_exit")
+
+    def complete_exit(self) -> Tx:
+        return self._send("complete_exit")
+
+    def withdraw(self, amount: int) -> Tx:
+        return self._send("withdraw", amount)
+
+    def fund(self, amount: int) -> Tx:
+        return self._send("fund", value=amount)
+
+    # ------------------------------------------------------------------ rounds
+
+    def open_round(self, base_hash: bytes | str) -> Tx:
+        return self._send("open_round", to_bytes32(base_hash))
+
+    def commit_seed(self, round_id: int, seed: bytes | None = None) -> Tx:
+        """Commit a random seed (kept here for reveal_seed); optional entropy for the draw."""
+        seed = seed if seed is not None else os.urandom(32)
+        tx = self._send("commit_seed", round_id, seed_commitment(round_id, self.address, seed))
+        self._s.seeds[(round_id, self.address)] = seed
+        return tx
+
+    def reveal_seed(self, round_id: int, seed: bytes | None = None) -> Tx:
+        seed = seed if seed is not None else self._s.seeds.get((round_id, self.address), b"\x00" * 32)
+        return self._send("reveal_seed", round_id, seed)
+
+    def draw(self) -> Tx:
+        return self._send("draw")
+
+    def commit(self, round_id: int, update_hash: bytes | str, uri: str) -> Tx:
+        return self._send("commit", round_id, to_bytes32(update_hash), uri)
+
+    def post_candidate(self, round_id: int, candidate_hash: bytes | str,
+                       flagged: Sequence[str] | int = ()) -> Tx:
+        """`flagged`: proposer addresses (or a bitmask of proposer slots)."""
+        return self._send("post_candidate", round_id, to_bytes32(candidate_hash), self.flag_mask(flagged))
+
+    def commit_vote(self, round_id: int, vote: Vote | int, flags: Sequence[str] | int = ()) -> Vote:
+        """Commit a ballot (an int is the choice); returns the Vote, salt included, for the reveal."""
+        if isinstance(vote, int):
+            vote = Vote(vote, self.flag_mask(flags), os.urandom(32))
+        self._send("commit_vote", round_id, vote_commitment(round_id, self.address, vote))
+        self._s.ballots[(round_id, self.address)] = vote
+        return vote
+
+    def reveal_vote(self, round_id: int, vote: Vote | None = None) -> Tx:
+        """Reveal `vote`, or the ballot this client committed for the round."""
+        v = vote or self._s.ballots.get((round_id, self.address))
+        if v is None:
+            raise ChainError("no ballot kept for this round; pass the Vote", function="reveal_vote")
+        return self._send("reveal_vote", round_id, v.choice, v.flags, v.salt)
+
+    def finalize(self) -> Tx:
+        return self._send("finalize")
+
+    def flag_mask(self, flagged: Sequence[str] | int) -> int:
+        """Bitmask of proposer slots from proposer addresses."""
+        if isinstance(flagged, int):
+            return flagged
+        slots = {a.lower(): i for i, a in enumerate(self.proposers())}
+        mask = 0
+        for a in flagged:
+            if a.lower() not in slots:
+                raise ValueError(f"{a} is not a proposer of the current round")
+            mask |= 1 << slots[a.lower()]
+        return mask
+
+    # ------------------------------------------------------------------ reads
+
+    def params(self) -> Params:
+        if self._s.params is None:
+            self._s.params = Params(*self.contract.functions.params().call())
+        return self._s.params
+
+    def round_info(self) -> RoundInfo:
+        t = self.contract.functions.round_info().call()
+        return RoundInfo(*t, seed_blocks=self.params().seed_blocks)
+
+    def participant(self, who: str | None = None) -> ParticipantInfo:
+        addr = Web3.to_checksum_address(who or self.address)
+        stake, balance, index, weight, exit_block, registered, role = (
+            self.contract.functions.participants(addr).call())
+        return ParticipantInfo(addr, stake, balance, index, weight, exit_block, registered,
+                               role >> 32, (role >> 24) & 255, (role >> 16) & 255, (role >> 8) & 255,
+                               role & 255)
+
+    def proposers(self) -> list[str]:
+        n = self.round_info().n_proposers
+        return [self.contract.functions.proposers(i).call() for i in range(n)]
+
+    def voters(self) -> list[str]:
+        n = self.round_info().n_voters
+        return [self.contract.functions.voters(i).call() for i in range(n)]
+
+    def candidates(self) -> list[tuple[bytes, int]]:
+        """(hash, flagged bitmask) of this round's candidates, candidate k at position k-1."""
+        n = self.round_info().n_candidates
+        f = self.contract.functions
+        return [(f.candidate_hashes(i).call(), f.candidate_flags(i).call()) for i in range(n)]
+
+    def global_hash(self) -> bytes:
+        return bytes(self.contract.functions.global_hash().call())
+
+    def reward_pool(self) -> int:
+        return int(self.contract.functions.reward_pool().call())
+
+    def contract_balance(self) -> int:
+        return int(self.w3.eth.get_balance(self.contract.address))
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def n_participants(self) -> int:
+        """Participant indices handed out so far (exited ones keep theirs)."""
+        return int(self.contract.functions.n_indices().call())
+
+    def participant_addresses(self) -> list[str]:
+        f = self.contract.functions
+        return [f.index_owner(i).call() for i in range(1, self.n_participants() + 1)]
+
+    # ------------------------------------------------------------------ blocks, snapshots, history
+
+    def mine(self, n: int = 1) -> None:
+        self.backend.mine(n)
+
+    def advance_to(self, block: int) -> None:
+        """Mine empty blocks so that the next transaction lands in block `block` (or later)."""
+        self.mine(block - 1 - self.block_number())
+
+    def advance_to_phase(self, phase: Phase) -> None:
+        """Mine until the next transaction falls in `phase` of the current round."""
+        r = self.round_info()
+        start = {Phase.SEED_REVEAL: r.seed_block + 1, Phase.DRAW: r.draw_from,
+                 Phase.CANDIDATE: r.commit_end, Phase.VOTE_COMMIT: r.candidate_end,
+                 Phase.VOTE_REVEAL: r.vote_commit_end, Phase.FINALIZE: r.vote_reveal_end}
+        if phase not in start:
+            raise ValueError(f"cannot advance to {phase.name}")
+        self.advance_to(start[phase])
+
+    def snapshot(self) -> Any:
+        return self.backend.snapshot()
+
+    def revert(self, snap: Any) -> None:
+        """Back to a snapshot; history and kept ballots forget what came after it."""
+        self.backend.revert(snap)
+        self._s.reader.truncate(self.block_number())
+
+    def history(self) -> History:
+        """Rounds, roles, commitments, votes, outcomes and balances rebuilt from events only."""
+        return self._s.reader.history()
+
+
+def _transact(w3: Web3, fn: Any, account: Any, tx: dict[str, Any]) -> Any:
+    """Send through the node's own key (address) or sign here (LocalAccount)."""
+    if isinstance(account, str):
+        return fn.transact(tx)
+    full = fn.build_transaction({**tx, "nonce": w3.eth.get_transaction_count(account.address)})
+    signed = account.sign_transaction(full)
+    return w3.eth.send_raw_transaction(signed.raw_transaction)
+
+
+def _call_or_raise(fn: Any, tx: dict[str, Any], name: str, block: int | str = "latest") -> None:
+    try:
+        fn.call(tx, block_identifier=block)
+    except Exception as exc:
+        reason = reason_from(exc)
+        if reason is None:
+            raise
+        raise ChainError(reason, function=name) from None
+
+
+def _replay_reason(fn: Any, tx: dict[str, Any], block: int) -> str:
+    """Why a mined transaction failed: re-run it as a call in its own block (one transaction per
+    block on dev nodes, and a failed one leaves the contract as it was)."""
+    try:
+        _call_or_raise(fn, tx, "", block)
+    except ChainError as err:
+        return err.reason
+    return "reverted (out of gas?)"

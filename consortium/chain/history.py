@@ -1,0 +1,275 @@
+"""history(): the whole ledger rebuilt from the contract's events alone.
+
+Logs are read incrementally (a cursor, never from block 0 again): eth-tester's get_logs over the
+whole chain costs O(blocks²).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from web3 import Web3
+
+from .types import Outcome, SlashReason
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    args: dict[str, Any]
+    block: int
+    log_index: int
+    tx_hash: str
+
+
+@dataclass
+class ParticipantRecord:
+    address: str
+    index: int
+    stake: int = 0
+    balance: int = 0
+    registered: bool = False
+    exiting: bool = False
+
+    def weight(self, min_stake: int) -> int:
+        """What the contract's draw tree holds for this participant."""
+        eligible = self.registered and not self.exiting and self.stake >= min_stake
+        return self.stake if eligible else 0
+
+
+@dataclass(frozen=True)
+class Commit:
+    slot: int
+    update_hash: bytes
+    uri: str
+    block: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    number: int  # 1-based: what a vote's choice refers to
+    poster: str
+    candidate_hash: bytes
+    flagged: int  # bitmask of proposer slots
+    flagged_addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RevealedVote:
+    choice: int
+    flags: int
+    weight: int
+
+
+@dataclass
+class RoundRecord:
+    round_id: int
+    base_hash: bytes
+    opener: str
+    open_block: int
+    seed_block: int
+    seed_commits: dict[str, bytes] = field(default_factory=dict)
+    seed_reveals: dict[str, bytes] = field(default_factory=dict)
+    seed: bytes | None = None
+    draw_block: int | None = None
+    proposers: list[str] = field(default_factory=list)
+    voters: list[str] = field(default_factory=list)
+    deadlines: dict[str, int] = field(default_factory=dict)
+    owners: list[str] = field(default_factory=list)  # participant index i+1 -> address, at draw
+    weights: list[int] = field(default_factory=list)  # stake snapshot by index, at draw
+    commits: dict[str, Commit] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    vote_commits: dict[str, bytes] = field(default_factory=dict)
+    votes: dict[str, RevealedVote] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    winner: int = 0
+    global_hash: bytes | None = None
+    accept_weight: int = 0
+    revealed_weight: int = 0
+    rewards: dict[str, int] = field(default_factory=dict)
+    slashes: list[tuple[str, int, SlashReason]] = field(default_factory=list)
+
+
+@dataclass
+class History:
+    events: list[Event]
+    participants: dict[str, ParticipantRecord]
+    rounds: list[RoundRecord]
+    reward_pool: int
+    global_hash: bytes
+    min_stake: int
+
+    def round(self, round_id: int) -> RoundRecord:
+        return self.rounds[round_id - 1]
+
+    @property
+    def total_stake(self) -> int:
+        return sum(p.stake for p in self.participants.values())
+
+    @property
+    def total_balance(self) -> int:
+        return sum(p.balance for p in self.participants.values())
+
+
+class HistoryReader:
+    """Keeps decoded events of one deployment and a cursor past the last block read."""
+
+    def __init__(self, w3: Web3, contract: Any, from_block: int) -> None:
+        self.w3 = w3
+        self.contract = contract
+        self.from_block = from_block
+        self.next_block = from_block
+        self.events: list[Event] = []
+        self._by_topic = {}
+        for item in contract.abi:
+            if item.get("type") == "event":
+                ev = contract.events[item["name"]]()
+                self._by_topic[bytes(Web3.to_bytes(hexstr=ev.topic))] = ev
+
+    def truncate(self, head: int) -> None:
+        """Forget events above `head` (after a snapshot revert the chain re-grows from there)."""
+        self.events = [e for e in self.events if e.block <= head]
+        self.next_block = min(self.next_block, head + 1)
+
+    def fetch(self) -> list[Event]:
+        head = self.w3.eth.block_number
+        if head >= self.next_block:
+            logs = self.w3.eth.get_logs({"address": self.contract.address,
+                                         "fromBlock": self.next_block, "toBlock": head})
+            for log in logs:
+                ev = self._by_topic.get(bytes(log["topics"][0]))
+                if ev is None:
+                    continue
+                d = ev.process_log(log)
+                self.events.append(Event(d["event"], dict(d["args"]), int(d["blockNumber"]),
+                                         int(d["logIndex"]), d["transactionHash"].hex()))
+            self.next_block = head + 1
+        return self.events
+
+    def history(self) -> History:
+        return build_history(self.fetch())
+
+
+def build_history(events: list[Event]) -> History:
+    """Replay events in order; the balances follow the contract's own arithmetic."""
+    h = History(list(events), {}, [], 0, b"\x00" * 32, 0)
+    for e in events:
+        handler = _HANDLERS.get(e.name)
+        if handler is not None:
+            handler(h, {**e.args, "_block": e.block})
+    return h
+
+
+def _p(h: History, who: str) -> ParticipantRecord:
+    return h.participants[Web3.to_checksum_address(who)]
+
+
+def _deployed(h: History, a: dict[str, Any]) -> None:
+    h.global_hash = bytes(a["genesis_hash"])
+    h.min_stake = a["min_stake"]
+
+
+def _registered(h: History, a: dict[str, Any]) -> None:
+    who = Web3.to_checksum_address(a["who"])
+    rec = h.participants.setdefault(who, ParticipantRecord(who, a["index"]))
+    rec.stake, rec.registered, rec.exiting = a["stake"], True, False
+
+
+def _topped_up(h: History, a: dict[str, Any]) -> None:
+    _p(h, a["who"]).stake = a["stake"]
+
+
+def _exit_announced(h: History, a: dict[str, Any]) -> None:
+    _p(h, a["who"]).exiting = True
+
+
+def _exit_completed(h: History, a: dict[str, Any]) -> None:
+    rec = _p(h, a["who"])
+    rec.balance += a["amount"]
+    rec.stake, rec.registered, rec.exiting = 0, False, False
+
+
+def _withdrawn(h: History, a: dict[str, Any]) -> None:
+    _p(h, a["who"]).balance -= a["amount"]
+
+
+def _funded(h: History, a: dict[str, Any]) -> None:
+    h.reward_pool += a["amount"]
+
+
+def _round_opened(h: History, a: dict[str, Any]) -> None:
+    if h.global_hash == b"\x00" * 32:
+        h.global_hash = bytes(a["base_hash"])
+    h.rounds.append(RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"],
+                                 a["seed_block"]))
+
+
+def _seed_committed(h: History, a: dict[str, Any]) -> None:
+    h.round(a["round_id"]).seed_commits[a["who"]] = bytes(a["commitment"])
+
+
+def _seed_revealed(h: History, a: dict[str, Any]) -> None:
+    h.round(a["round_id"]).seed_reveals[a["who"]] = bytes(a["seed"])
+
+
+def _round_drawn(h: History, a: dict[str, Any]) -> None:
+    r = h.round(a["round_id"])
+    r.seed, r.draw_block = bytes(a["seed"]), a["_block"]
+    r.proposers, r.voters = list(a["proposers"]), list(a["voters"])
+    r.deadlines = {k: a[k] for k in ("commit_end", "candidate_end", "vote_commit_end", "vote_reveal_end")}
+    by_index = sorted(h.participants.values(), key=lambda p: p.index)
+    r.owners = [p.address for p in by_index]
+    r.weights = [p.weight(h.min_stake) for p in by_index]
+
+
+def _update_committed(h: History, a: dict[str, Any]) -> None:
+    h.round(a["round_id"]).commits[a["who"]] = Commit(a["slot"], bytes(a["update_hash"]), a["uri"],
+                                                       a["_block"])
+
+
+def _candidate_posted(h: History, a: dict[str, Any]) -> None:
+    r = h.round(a["round_id"])
+    flagged = tuple(p for i, p in enumerate(r.proposers) if (a["flagged"] >> i) & 1)
+    r.candidates.append(
+        Candidate(a["candidate"], a["who"], bytes(a["candidate_hash"]), a["flagged"], flagged))
+
+
+def _vote_committed(h: History, a: dict[str, Any]) -> None:
+    h.round(a["round_id"]).vote_commits[a["who"]] = bytes(a["commitment"])
+
+
+def _vote_revealed(h: History, a: dict[str, Any]) -> None:
+    h.round(a["round_id"]).votes[a["who"]] = RevealedVote(a["choice"], a["flags"], a["weight"])
+
+
+def _rewarded(h: History, a: dict[str, Any]) -> None:
+    _p(h, a["who"]).balance += a["amount"]
+    h.reward_pool -= a["amount"]
+    rewards = h.round(a["round_id"]).rewards
+    rewards[a["who"]] = rewards.get(a["who"], 0) + a["amount"]
+
+
+def _slashed(h: History, a: dict[str, Any]) -> None:
+    _p(h, a["who"]).stake -= a["amount"]
+    h.reward_pool += a["amount"]
+    h.round(a["round_id"]).slashes.append((a["who"], a["amount"], SlashReason(a["reason"])))
+
+
+def _round_finalized(h: History, a: dict[str, Any]) -> None:
+    r = h.round(a["round_id"])
+    r.outcome, r.winner = Outcome(a["outcome"]), a["winner"]
+    r.global_hash = bytes(a["global_hash"])
+    r.accept_weight, r.revealed_weight = a["accept_weight"], a["revealed_weight"]
+    h.global_hash = r.global_hash
+
+
+_HANDLERS = {
+    "Deployed": _deployed, "Registered": _registered, "ToppedUp": _topped_up,
+    "ExitAnnounced": _exit_announced, "ExitCompleted": _exit_completed, "Withdrawn": _withdrawn,
+    "Funded": _funded, "RoundOpened": _round_opened, "SeedCommitted": _seed_committed,
+    "SeedRevealed": _seed_revealed, "RoundDrawn": _round_drawn, "UpdateCommitted": _update_committed,
+    "CandidatePosted": _candidate_posted, "VoteCommitted": _vote_committed,
+    "VoteRevealed": _vote_revealed, "Rewarded": _rewarded, "Slashed": _slashed,
+    "RoundFinalized": _round_finalized,
+}

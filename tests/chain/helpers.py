@@ -1,0 +1,70 @@
+"""Shared drivers for the chain tests: a deployed world and a full round."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from consortium.chain import ChainClient, Params, Phase, Tx, Vote
+
+ETH = 10**18
+PARAMS = Params(
+    min_stake=ETH, seed_blocks=4, commit_blocks=6, candidate_blocks=4, vote_commit_blocks=6,
+    vote_reveal_blocks=6, exit_cooldown=5, n_proposers=2, n_voters=3, reward_per_round=ETH // 10,
+    slash_rejected_bps=1000, slash_minority_bps=500, slash_no_show_bps=200, quorum_bps=5000,
+)
+N_PARTICIPANTS = 8
+GENESIS = hashlib.sha256(b"genesis adapter").digest()
+
+
+def h(label: str) -> bytes:
+    """A sha256 digest standing in for an update or aggregate blob."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+@dataclass
+class RoundResult:
+    round_id: int
+    proposers: list[str]
+    voters: list[str]
+    finalize: Tx | None
+    candidate: bytes
+
+
+def open_and_draw(c: ChainClient, seeds: int = 0) -> int:
+    """Open a round on the current global hash, optionally with seed contributions, and draw."""
+    c.open_round(c.global_hash())
+    rid = c.round_info().round_id
+    people = c.participant_addresses()[:seeds]
+    for who in people:
+        c.as_account(who).commit_seed(rid)
+    c.advance_to_phase(Phase.SEED_REVEAL)
+    for who in people:
+        c.as_account(who).reveal_seed(rid)
+    c.advance_to_phase(Phase.DRAW)
+    c.draw()
+    return rid
+
+
+def play_round(c: ChainClient, *, accept: bool = True, commit: int | None = None,
+               reveal: int | None = None, flagged: tuple[int, ...] = (), label: str = "r",
+               seeds: int = 0) -> RoundResult:
+    """One whole round: `commit` proposers commit, everyone votes accept (or reject), `reveal`
+    voters reveal, then finalize."""
+    rid = open_and_draw(c, seeds)
+    props, voters = c.proposers(), c.voters()
+    for i, p in enumerate(props[: len(props) if commit is None else commit]):
+        c.as_account(p).commit(rid, h(f"{label}-{rid}-update-{i}"), f"file:///store/{label}{rid}{i}")
+    c.advance_to_phase(Phase.CANDIDATE)
+    cand = h(f"{label}-{rid}-aggregate")
+    mask = sum(1 << i for i in flagged)
+    c.post_candidate(rid, cand, mask)
+    c.advance_to_phase(Phase.VOTE_COMMIT)
+    for v in voters:
+        c.as_account(v).commit_vote(rid, Vote(1 if accept else 0, 0, h(f"salt-{v}")))
+    c.advance_to_phase(Phase.VOTE_REVEAL)
+    for v in voters[: len(voters) if reveal is None else reveal]:
+        c.as_account(v).reveal_vote(rid)
+    c.advance_to_phase(Phase.FINALIZE)
+    tx = c.finalize()
+    return RoundResult(rid, props, voters, tx, cand)
