@@ -19,11 +19,13 @@ template that formats assistant turns differently is reported instead of silentl
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from consortium.data.errors import DataError
 from consortium.data.example import Example
+
+if TYPE_CHECKING:  # importing transformers costs seconds; only the type is needed here
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 
