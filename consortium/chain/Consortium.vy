@@ -772,3 +772,38 @@ def round_info() -> RoundInfo:
 def weight_of_prefix(i: uint256) -> uint256:
     """Sum of weights of indices 1..i (lets tests check the tree against the stakes)."""
     return self._prefix(i)
+
+
+@external
+@view
+def roles() -> (DynArray[address, MAX_PROPOSERS], DynArray[address, MAX_VOTERS]):
+    """The current round's proposers and voters, in slot order."""
+    props: DynArray[address, MAX_PROPOSERS] = []
+    vots: DynArray[address, MAX_VOTERS] = []
+    np: uint256 = self.n_proposers
+    nv: uint256 = self.n_voters
+    if self.state == SEEDING:
+        np = 0
+        nv = 0
+    for i: uint256 in range(MAX_PROPOSERS):
+        if i == np:
+            break
+        props.append(self.proposers[i])
+    for i: uint256 in range(MAX_VOTERS):
+        if i == nv:
+            break
+        vots.append(self.voters[i])
+    return props, vots
+
+
+@external
+@view
+def participant_list(start: uint256, count: uint256) -> DynArray[address, 256]:
+    """Addresses by participant index, from `start` (1-based), at most 256 per call."""
+    out: DynArray[address, 256] = []
+    n: uint256 = self.n_indices
+    for i: uint256 in range(256):
+        if i == count or start + i > n:
+            break
+        out.append(self.index_owner[start + i])
+    return out

@@ -15,8 +15,8 @@ from eth_abi import encode
 from eth_utils import keccak
 from web3 import Web3
 
+from .artifact import load_artifact
 from .backends import Backend
-from .compile import load_artifact
 from .errors import ChainError, reason_from
 from .history import History, HistoryReader
 from .types import Params, ParticipantInfo, Phase, RoundInfo, Tx, Vote
@@ -128,7 +128,12 @@ class ChainClient:
     # ------------------------------------------------------------------ sending
 
     def _send(self, name: str, *args: Any, value: int = 0) -> Tx:
-        fn = getattr(self.contract.functions, name)(*args)
+        return self.transact(getattr(self.contract.functions, name)(*args), value=value)
+
+    def transact(self, fn: Any, value: int = 0) -> Tx:
+        """Send any bound contract call (this contract's or another's) as this account; a revert
+        anywhere in it raises ChainError."""
+        name = str(fn.fn_name)
         tx: dict[str, Any] = {"from": self.address, "value": value}
         if self.preflight:
             _call_or_raise(fn, tx, name, "pending")
@@ -235,42 +240,52 @@ class ChainClient:
 
     # ------------------------------------------------------------------ reads
 
+    def _read(self, name: str, *args: Any) -> Any:
+        """A view call; an explicit funded `from` spares eth-tester's costly sender guess (and its
+        balance check, which fails for a contract or an empty account)."""
+        accounts = self.backend.accounts
+        sender = accounts[0] if accounts else self.address
+        return getattr(self.contract.functions, name)(*args).call({"from": sender})
+
     def params(self) -> Params:
         if self._s.params is None:
-            self._s.params = Params(*self.contract.functions.params().call())
+            self._s.params = Params(*self._read("params"))
         return self._s.params
 
     def round_info(self) -> RoundInfo:
-        t = self.contract.functions.round_info().call()
+        t = self._read("round_info")
         return RoundInfo(*t, seed_blocks=self.params().seed_blocks)
 
     def participant(self, who: str | None = None) -> ParticipantInfo:
         addr = Web3.to_checksum_address(who or self.address)
         stake, balance, index, weight, exit_block, registered, role = (
-            self.contract.functions.participants(addr).call())
+            self._read("participants", addr))
         return ParticipantInfo(addr, stake, balance, index, weight, exit_block, registered,
                                role >> 32, (role >> 24) & 255, (role >> 16) & 255, (role >> 8) & 255,
                                role & 255)
 
+    def roles(self) -> tuple[list[str], list[str]]:
+        """(proposers, voters) of the current round in slot order (empty before the draw)."""
+        props, voters = self._read("roles")
+        return list(props), list(voters)
+
     def proposers(self) -> list[str]:
-        n = self.round_info().n_proposers
-        return [self.contract.functions.proposers(i).call() for i in range(n)]
+        return self.roles()[0]
 
     def voters(self) -> list[str]:
-        n = self.round_info().n_voters
-        return [self.contract.functions.voters(i).call() for i in range(n)]
+        return self.roles()[1]
 
     def candidates(self) -> list[tuple[bytes, int]]:
         """(hash, flagged bitmask) of this round's candidates, candidate k at position k-1."""
         n = self.round_info().n_candidates
-        f = self.contract.functions
-        return [(f.candidate_hashes(i).call(), f.candidate_flags(i).call()) for i in range(n)]
+        return [(bytes(self._read("candidate_hashes", i)), int(self._read("candidate_flags", i)))
+                for i in range(n)]
 
     def global_hash(self) -> bytes:
-        return bytes(self.contract.functions.global_hash().call())
+        return bytes(self._read("global_hash"))
 
     def reward_pool(self) -> int:
-        return int(self.contract.functions.reward_pool().call())
+        return int(self._read("reward_pool"))
 
     def contract_balance(self) -> int:
         return int(self.w3.eth.get_balance(self.contract.address))
@@ -280,11 +295,16 @@ class ChainClient:
 
     def n_participants(self) -> int:
         """Participant indices handed out so far (exited ones keep theirs)."""
-        return int(self.contract.functions.n_indices().call())
+        return int(self._read("n_indices"))
 
     def participant_addresses(self) -> list[str]:
-        f = self.contract.functions
-        return [f.index_owner(i).call() for i in range(1, self.n_participants() + 1)]
+        """Every address that ever registered, by participant index."""
+        out: list[str] = []
+        while True:
+            page = list(self._read("participant_list", len(out) + 1, 256))
+            out += page
+            if len(page) < 256:
+                return out
 
     # ------------------------------------------------------------------ blocks, snapshots, history
 

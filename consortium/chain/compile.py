@@ -12,10 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "Consortium.vy"
-ARTIFACT = HERE / "artifact.json"
-EVM_VERSION = "cancun"  # must match the `#pragma evm-version` line of the source
+from .artifact import ARTIFACT, EVM_VERSION, SOURCE, load_artifact
 
 
 def source_sha256(path: Path = SOURCE) -> str:
@@ -44,11 +41,6 @@ def compile_source(path: Path = SOURCE) -> dict[str, Any]:
         "bytecode": out["bytecode"],
         "bytecode_runtime": out["bytecode_runtime"],
     }
-
-
-def load_artifact(path: Path = ARTIFACT) -> dict[str, Any]:
-    """The checked-in artifact (no compiler needed at run time)."""
-    return json.loads(path.read_text())
 
 
 def write_artifact(artifact: dict[str, Any], path: Path = ARTIFACT) -> None:

@@ -68,3 +68,24 @@ def play_round(c: ChainClient, *, accept: bool = True, commit: int | None = None
     c.advance_to_phase(Phase.FINALIZE)
     tx = c.finalize()
     return RoundResult(rid, props, voters, tx, cand)
+
+
+def fingerprint(c: ChainClient, extra: tuple[str, ...] = ()) -> tuple[object, ...]:
+    """Everything a refused transaction must leave as it was."""
+    who = [*c.participant_addresses(), *extra]
+    return (c.contract_balance(), c.reward_pool(), c.global_hash(), c.round_info(),
+            tuple(c.participant(a) for a in who), c.n_participants())
+
+
+def to_vote_reveal(c: ChainClient, choice: int = 1) -> int:
+    """Open, draw, all proposers commit, one candidate, all voters commit `choice`."""
+    rid = open_and_draw(c)
+    for i, p in enumerate(c.proposers()):
+        c.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
+    c.advance_to_phase(Phase.CANDIDATE)
+    c.post_candidate(rid, h("agg"), 0)
+    c.advance_to_phase(Phase.VOTE_COMMIT)
+    for v in c.voters():
+        c.as_account(v).commit_vote(rid, Vote(choice, 0, h(f"salt-{v}")))
+    c.advance_to_phase(Phase.VOTE_REVEAL)
+    return rid
