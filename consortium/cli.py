@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning."
+)
 err = Console(stderr=True)
 
 
@@ -29,7 +31,9 @@ def main() -> None:
 def run(
     config: Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")] = None,
     preset: Annotated[str, typer.Option(help="built-in preset: smoke | demo")] = "demo",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
+    ] = None,
     out: Annotated[Path, typer.Option(help="parent directory of the run directory")] = Path("runs"),
 ) -> None:
     """Run federated LoRA fine-tuning in-process and write a run directory with a report."""
@@ -41,6 +45,7 @@ def run(
     except ConfigError as e:
         fail(str(e))
     console = Console()
+    quiet_libraries()
     from consortium.model import ModelLoadError
     from consortium.sim import Simulation
 
@@ -56,6 +61,17 @@ def run(
     console.print(f"run directory: [bold]{path}[/]")
 
 
+def quiet_libraries() -> None:
+    """Our progress bars replace the libraries' own; known-harmless deprecation chatter is dropped."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def summary(report: dict, console: Console) -> None:
     """The one-screen table at the end of a run."""
     acc = report["accuracy"]
@@ -69,8 +85,8 @@ def summary(report: dict, console: Console) -> None:
     console.print(table)
     t = report["timings"]
     console.print(
-        f"total {t.get('total', 0):.0f}s; {report['bytes']['upload_per_participant_per_round']:,} bytes up per "
-        f"participant per round"
+        f"total {t.get('total', 0):.0f}s; "
+        f"{report['bytes']['upload_per_participant_per_round']:,} bytes up per participant per round"
     )
 
 

@@ -69,7 +69,9 @@ def accuracy_by_domain(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Exact-match accuracy per domain, plus `mean` (the unweighted mean over domains)."""
-    answers = greedy_answers(model, tokenizer, [e.prompt for e in examples], batch_size, max_new_tokens, on_batch)
+    answers = greedy_answers(
+        model, tokenizer, [e.prompt for e in examples], batch_size, max_new_tokens, on_batch
+    )
     hits: dict[str, list[bool]] = defaultdict(list)
     for ex, ans in zip(examples, answers, strict=True):
         hits[ex.domain].append(is_correct(ans, ex.response))

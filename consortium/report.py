@@ -8,9 +8,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from consortium.rundir import atomic_write  # noqa: E402
+from consortium.rundir import atomic_write
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -83,7 +83,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [
         f"# Run report: {report['name']}",
         "",
-        f"Status: **{report['status']}**. Model `{report['model']}`, LoRA variant `{report['lora_variant']}`, "
+        f"Status: **{report['status']}**. Model `{report['model']}`, "
+        f"LoRA variant `{report['lora_variant']}`, "
         f"{report['participants']} participants, {report['rounds_completed']}/{report['rounds']} rounds, "
         f"aggregator `{report['aggregator']}`.",
         "",

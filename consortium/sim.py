@@ -30,7 +30,16 @@ from consortium.data import (
     partition,
 )
 from consortium.evaluate import accuracy_by_domain
-from consortium.model import LoraSpec, attach, export_peft, flat_to_state, get_flat, layout, load_base, set_flat
+from consortium.model import (
+    LoraSpec,
+    attach,
+    export_peft,
+    flat_to_state,
+    get_flat,
+    layout,
+    load_base,
+    set_flat,
+)
 from consortium.protocol import MemoryLedger, RoundRunner, get_vector, put_vector
 from consortium.report import write_report
 from consortium.rundir import RunDir
@@ -90,12 +99,16 @@ def prepare_data(cfg: RunConfig) -> tuple[list[list[Example]], list[Example]]:
 
 def lora_spec(cfg: RunConfig) -> LoraSpec:
     lc = cfg.lora
-    return LoraSpec(variant=lc.variant, r=lc.r, alpha=lc.alpha, target_modules=tuple(lc.target_modules), seed=lc.seed)
+    return LoraSpec(
+        variant=lc.variant, r=lc.r, alpha=lc.alpha, target_modules=tuple(lc.target_modules), seed=lc.seed
+    )
 
 
 def train_params(cfg: RunConfig, steps: int) -> TrainParams:
     t = cfg.train
-    return TrainParams(steps=steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+    return TrainParams(
+        steps=steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip
+    )
 
 
 def local_seed(run_seed: int, rnd: int, index: int) -> int:
@@ -161,7 +174,9 @@ class Simulation:
         except KeyboardInterrupt:
             report["status"] = "interrupted"
             rd.log("interrupted by the user; everything written so far is complete and consistent")
-            self.console.print(f"[yellow]interrupted: {rd.path} holds the {report['rounds_completed']} finished round(s)")
+            self.console.print(
+                f"[yellow]interrupted: {rd.path} holds the {report['rounds_completed']} finished round(s)"
+            )
             raise
         finally:
             rd.write_json("report.json", report)
@@ -211,9 +226,13 @@ class Simulation:
         for r in range(cfg.rounds):
             part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
 
-            def train(pid: str, start: torch.Tensor, r: int = r, task: Any = part_task) -> tuple[torch.Tensor, int]:
+            def train(
+                pid: str, start: torch.Tensor, r: int = r, task: Any = part_task
+            ) -> tuple[torch.Tensor, int]:
                 i, p = by_name[pid]
-                res = self.trainer.train(start, p.encoded, train_params(cfg, cfg.train.local_steps), local_seed(cfg.seed, r, i))
+                res = self.trainer.train(
+                    start, p.encoded, train_params(cfg, cfg.train.local_steps), local_seed(cfg.seed, r, i)
+                )
                 report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
                 progress.advance(task)
                 return res.delta, len(p.examples)
@@ -224,7 +243,9 @@ class Simulation:
             progress.remove_task(part_task)
             global_hash = rec.global_out or global_hash
             t1 = time.perf_counter()
-            acc = self.evaluate(get_vector(runner.store, global_hash, self.layout), f"round {r + 1}", progress)
+            acc = self.evaluate(
+                get_vector(runner.store, global_hash, self.layout), f"round {r + 1}", progress
+            )
             t_eval += time.perf_counter() - t1
             report["rounds_detail"].append(
                 {
@@ -259,13 +280,16 @@ class Simulation:
         matrix: dict[str, dict[str, float]] = {}
         task = progress.add_task("isolated baselines", total=len(self.participants))
         for i, p in enumerate(self.participants):
-            res = self.trainer.train(self.initial, p.encoded, train_params(cfg, steps), local_seed(cfg.seed, 0, i))
+            res = self.trainer.train(
+                self.initial, p.encoded, train_params(cfg, steps), local_seed(cfg.seed, 0, i)
+            )
             report["losses"]["isolated"][p.name] = res.losses
             acc = self.evaluate(self.initial + res.delta, f"isolated {p.name}", progress)
             matrix[f"{p.name} ({'+'.join(p.domains)})"] = acc
             progress.advance(task)
         domains = list(report["accuracy"]["base"])
-        report["accuracy"]["isolated"] = {d: sum(m[d] for m in matrix.values()) / len(matrix) for d in domains}
+        report["accuracy"]["isolated"] = {
+            d: sum(m[d] for m in matrix.values()) / len(matrix) for d in domains
+        }
         report["cross_domain"] = {**matrix, "federated": report["accuracy"]["federated"]}
         report["timings"]["isolated"] = time.perf_counter() - t0
-

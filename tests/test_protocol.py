@@ -35,7 +35,10 @@ def test_candidate_is_global_plus_weighted_mean_and_recomputes_bit_identically(t
     store = BlobStore(tmp_path)
     g = put_vector(store, _vec(lay, 0), lay)
     deltas = [_vec(lay, i) for i in (1, 2, 3)]
-    commits = [Commitment(f"org{i}", put_vector(store, d, lay), n) for i, (d, n) in enumerate(zip(deltas, (1, 1, 2)))]
+    commits = [
+        Commitment(f"org{i}", put_vector(store, d, lay), n)
+        for i, (d, n) in enumerate(zip(deltas, (1, 1, 2), strict=True))
+    ]
     cand = compute_candidate(store, lay, g, commits, "fedavg", "samples")
     expected = get_vector(store, g, lay) + (deltas[0] + deltas[1] + 2 * deltas[2]) / 4
     torch.testing.assert_close(cand, expected, rtol=0, atol=1e-6)
@@ -48,13 +51,13 @@ def test_candidate_is_global_plus_weighted_mean_and_recomputes_bit_identically(t
 def test_wrong_shape_dtype_and_tampering_refused(tmp_path: Path, lay) -> None:
     store = BlobStore(tmp_path)
     g = put_vector(store, _vec(lay, 0), lay)
-    name, shape = lay[0]
+    name, _ = lay[0]
     wrong_shape = store.put_tensors({name: torch.zeros(3)})
     with pytest.raises(ProtocolError, match=f"blob {wrong_shape}"):
         compute_candidate(store, lay, g, [Commitment("org0", wrong_shape, 1)], "fedavg", "samples")
     state = {n: torch.zeros(s, dtype=torch.float64) for n, s in lay}
     wrong_dtype = store.put_tensors(state)
-    with pytest.raises(ProtocolError, match="torch.float64, expected torch.float32"):
+    with pytest.raises(ProtocolError, match=r"torch\.float64, expected torch\.float32"):
         get_vector(store, wrong_dtype, lay)
     good = put_vector(store, _vec(lay, 5), lay)
     path = tmp_path / good[:2] / good
@@ -85,4 +88,6 @@ def test_round_runner_moves_the_global(tmp_path: Path, lay) -> None:
     deltas = {"org0": _vec(lay, 1), "org1": _vec(lay, 2)}
     rec = runner.run_round(g, ["org1", "org0"], lambda pid, vec: (deltas[pid], 10))
     assert rec.accepted and rec.global_out == rec.candidate != g
-    torch.testing.assert_close(get_vector(store, rec.global_out, lay), start + (deltas["org0"] + deltas["org1"]) / 2)
+    torch.testing.assert_close(
+        get_vector(store, rec.global_out, lay), start + (deltas["org0"] + deltas["org1"]) / 2
+    )

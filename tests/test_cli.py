@@ -1,0 +1,97 @@
+"""`consortium run` end to end on the smoke preset, and the errors a user sees for bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from consortium.cli import app
+
+runner = CliRunner()
+FAST = ["--set", "rounds=1", "--set", "data.n_train=16", "--set", "data.n_test=2"]
+
+
+def _run(out: Path, *args: str):
+    return runner.invoke(app, ["run", "--preset", "smoke", "--out", str(out), *args])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    res = _run(out)
+    assert res.exit_code == 0, res.output
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_smoke_run_writes_a_complete_run_directory(smoke_run: Path) -> None:
+    for name in ("config.toml", "report.json", "report.md", "run.log", "adapter/adapter_config.json"):
+        assert (smoke_run / name).is_file(), name
+    for plot in ("accuracy_per_round", "cross_domain", "loss_curves"):
+        assert (smoke_run / "plots" / f"{plot}.png").stat().st_size > 1000
+    report = json.loads((smoke_run / "report.json").read_text())
+    assert report["status"] == "complete" and report["rounds_completed"] == 2
+    for model in ("base", "isolated", "federated"):
+        acc = report["accuracy"][model]
+        assert set(acc) == {"arithmetic", "units", "dates", "strings", "mean"}
+        assert all(0.0 <= v <= 1.0 for v in acc.values())
+    assert report["bytes"]["upload_per_participant_per_round"] > 4 * report["bytes"]["trainable_params"]
+    assert len(report["cross_domain"]) == 5  # four isolated participants + the federated model
+    # every round's blobs are in the store, named by their hash
+    for rnd in report["rounds_detail"]:
+        for c in rnd["commitments"]:
+            assert (smoke_run / "store" / c["blob"][:2] / c["blob"]).is_file()
+
+
+def test_same_seed_gives_identical_adapter_bytes(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert _run(out, *FAST, "--set", "eval.isolated_baseline=false").exit_code == 0
+    (ra,), (rb,) = list(a.iterdir()), list(b.iterdir())
+    blob = "adapter/adapter_model.safetensors"
+    assert (ra / blob).read_bytes() == (rb / blob).read_bytes()
+    ja, jb = (json.loads((r / "report.json").read_text()) for r in (ra, rb))
+    assert ja["global_adapter"] == jb["global_adapter"]
+    c = tmp_path / "c"
+    assert _run(c, *FAST, "--set", "eval.isolated_baseline=false", "--set", "seed=1").exit_code == 0
+    (rc,) = list(c.iterdir())
+    assert json.loads((rc / "report.json").read_text())["global_adapter"] != ja["global_adapter"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "rounds=-1"], "rounds: Input should be greater than or equal to 1"),
+        (["--set", "nope=3"], "nope: unknown key"),
+        (["--set", 'data.jsonl=["/no/such.jsonl"]'], "data.jsonl.0: Path does not point to a file"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+    ],
+)
+def test_bad_config_exits_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    res = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "runs"), *args])
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_data_line_names_file_and_line(tmp_path: Path) -> None:
+    data = tmp_path / "clinic.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n')
+    res = _run(tmp_path / "runs", "--set", f'data.jsonl=["{data}"]')
+    assert res.exit_code == 2
+    assert f"{data}:2:" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_user_jsonl_becomes_a_domain(tmp_path: Path) -> None:
+    data = tmp_path / "clinic.jsonl"
+    rows = [{"prompt": f"Code for ward {i}?", "response": f"W{i}"} for i in range(10)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _run(
+        tmp_path / "runs", *FAST, "--set", "eval.isolated_baseline=false", "--set", f'data.jsonl=["{data}"]'
+    )
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "clinic" in json.loads((run_dir / "report.json").read_text())["accuracy"]["federated"]
