@@ -16,7 +16,9 @@ BPS: constant(uint256) = 10000
 TREE_DEPTH: constant(uint256) = 40  # Fenwick tree over at most 2**40 participant indices
 
 # round states
-IDLE: constant(uint256) = 0  # no round open (none yet, or the last one is finalized)
+IDLE: constant(uint256) = 0  # no round opened yet
+DONE: constant(uint256) = 3  # the last round is finalized or cancelled (never back to 0: a zero to
+                             # nonzero store would cost 20,000 gas every round)
 SEEDING: constant(uint256) = 1  # open: seed commit / reveal, roles not drawn yet
 DRAWN: constant(uint256) = 2  # roles drawn: commit, candidate, vote commit, vote reveal
 
@@ -77,7 +79,6 @@ struct RoundInfo:
     candidate_end: uint256
     vote_commit_end: uint256
     vote_reveal_end: uint256
-    seed: bytes32
     n_proposers: uint256
     n_voters: uint256
     n_candidates: uint256
@@ -187,8 +188,21 @@ event RoundFinalized:
     revealed_weight: uint256
 
 
-# --- parameters (fixed at deployment) ---
-params: public(Params)
+# --- parameters (fixed at deployment; immutables live in the code: no storage reads) ---
+MIN_STAKE: immutable(uint256)
+SEED_BLOCKS: immutable(uint256)
+COMMIT_BLOCKS: immutable(uint256)
+CANDIDATE_BLOCKS: immutable(uint256)
+VOTE_COMMIT_BLOCKS: immutable(uint256)
+VOTE_REVEAL_BLOCKS: immutable(uint256)
+EXIT_COOLDOWN: immutable(uint256)
+N_PROPOSERS: immutable(uint256)
+N_VOTERS: immutable(uint256)
+REWARD_PER_ROUND: immutable(uint256)
+SLASH_REJECTED_BPS: immutable(uint256)
+SLASH_MINORITY_BPS: immutable(uint256)
+SLASH_NO_SHOW_BPS: immutable(uint256)
+QUORUM_BPS: immutable(uint256)
 
 # --- participants ---
 participants: public(HashMap[address, Participant])
@@ -203,32 +217,21 @@ global_hash: public(bytes32)
 # --- the current round (slots reused from round to round: history lives in the events) ---
 round_id: public(uint256)
 state: uint256
-base_hash: bytes32
-open_block: uint256
-seed_block: uint256
-draw_block: uint256
-commit_end: uint256
-candidate_end: uint256
-vote_commit_end: uint256
-vote_reveal_end: uint256
+open_block: uint256  # seed commits until open_block + SEED_BLOCKS, reveals for SEED_BLOCKS more
+draw_block: uint256  # every later deadline is draw_block + the immutable phase lengths
 seed_acc: uint256
-seed: bytes32
 seed_commits: HashMap[address, bytes32]
-proposers: public(address[MAX_PROPOSERS])
-n_proposers: uint256
-update_hashes: public(bytes32[MAX_PROPOSERS])
-voters: public(address[MAX_VOTERS])
-n_voters: uint256
-voter_weights: public(uint256[MAX_VOTERS])
-vote_commits: public(bytes32[MAX_VOTERS])
-voter_weight: uint256
-revealed_weight: uint256
+proposers: address[MAX_PROPOSERS]
+voter_slots: uint256[MAX_VOTERS]  # weight at the draw << 160 | address: one slot per voter
+vote_commits: bytes32[MAX_VOTERS]
+voter_weight: uint256  # total weight of the drawn voters (the quorum's base)
 candidate_hashes: public(bytes32[MAX_CANDIDATES])
 candidate_flags: public(uint256[MAX_CANDIDATES])
-n_candidates: uint256
-# tallies keyed by round so no reset is needed: [round][0] reject, [round][k] accept candidate k
-tally: public(HashMap[uint256, HashMap[uint256, uint256]])
-flag_weight: public(HashMap[uint256, HashMap[uint256, uint256]])
+n_cand_tagged: uint256  # round_id << 8 | number of candidates: no reset needed at the draw
+# tallies tagged with the round (round_id << 192 | weight) so the slots are reused, never reset:
+# [0] reject, [k] accept candidate k; flag_tallies[i]: weight of voters flagging proposer slot i
+tallies: uint256[MAX_CANDIDATES + 1]
+flag_tallies: uint256[MAX_PROPOSERS]
 
 # removed weights during one draw: gone at the end of the transaction
 tree_removed: transient(HashMap[uint256, uint256])
@@ -245,7 +248,20 @@ def __init__(p: Params, genesis_hash: bytes32):
     assert p.slash_rejected_bps <= BPS and p.slash_minority_bps <= BPS, "slash above 100%"
     assert p.slash_no_show_bps <= BPS, "slash above 100%"
     assert p.quorum_bps <= BPS, "quorum above 100%"
-    self.params = p
+    MIN_STAKE = p.min_stake
+    SEED_BLOCKS = p.seed_blocks
+    COMMIT_BLOCKS = p.commit_blocks
+    CANDIDATE_BLOCKS = p.candidate_blocks
+    VOTE_COMMIT_BLOCKS = p.vote_commit_blocks
+    VOTE_REVEAL_BLOCKS = p.vote_reveal_blocks
+    EXIT_COOLDOWN = p.exit_cooldown
+    N_PROPOSERS = p.n_proposers
+    N_VOTERS = p.n_voters
+    REWARD_PER_ROUND = p.reward_per_round
+    SLASH_REJECTED_BPS = p.slash_rejected_bps
+    SLASH_MINORITY_BPS = p.slash_minority_bps
+    SLASH_NO_SHOW_BPS = p.slash_no_show_bps
+    QUORUM_BPS = p.quorum_bps
     self.global_hash = genesis_hash
     self.reward_pool = msg.value
     log Deployed(genesis_hash=genesis_hash, min_stake=p.min_stake)
@@ -297,21 +313,23 @@ def _tree_sub(i: uint256, amount: uint256):
 
 
 @internal
-def _sync_weight(who: address):
-    """Keep the tree equal to the stake of every eligible participant."""
-    p: Participant = self.participants[who]
+def _sync_weight(who: address, stake: uint256, active: bool):
+    """Keep the tree equal to the stake of every eligible participant (active: registered and
+    not exiting)."""
     w: uint256 = 0
-    if p.registered and p.exit_block == 0 and p.stake >= self.params.min_stake:
-        w = p.stake
-    if w == p.weight:
+    if active and stake >= MIN_STAKE:
+        w = stake
+    old: uint256 = self.participants[who].weight
+    if w == old:
         return
-    if w > p.weight:
-        self._tree_add(p.index, w - p.weight)
-        self.total_weight += w - p.weight
+    idx: uint256 = self.participants[who].index
+    if w > old:
+        self._tree_add(idx, w - old)
+        self.total_weight += w - old
     else:
-        self._tree_sub(p.index, p.weight - w)
-        self.total_weight -= p.weight - w
-    if p.weight == 0:
+        self._tree_sub(idx, old - w)
+        self.total_weight -= old - w
+    if old == 0:
         self.eligible += 1
     elif w == 0:
         self.eligible -= 1
@@ -325,7 +343,7 @@ def _sync_weight(who: address):
 def register():
     """Join with msg.value as stake (re-joining after a completed exit keeps the old index)."""
     assert not self.participants[msg.sender].registered, "already registered"
-    assert msg.value >= self.params.min_stake, "stake below minimum"
+    assert msg.value >= MIN_STAKE, "stake below minimum"
     idx: uint256 = self.participants[msg.sender].index
     if idx == 0:
         idx = self.n_indices + 1
@@ -337,7 +355,7 @@ def register():
         self.participants[msg.sender].index = idx
     self.participants[msg.sender].registered = True
     self.participants[msg.sender].stake = msg.value
-    self._sync_weight(msg.sender)
+    self._sync_weight(msg.sender, msg.value, True)
     log Registered(who=msg.sender, index=idx, stake=msg.value)
 
 
@@ -348,16 +366,18 @@ def top_up():
     assert self.participants[msg.sender].registered, "not registered"
     assert self.participants[msg.sender].exit_block == 0, "exit announced"
     assert msg.value > 0, "zero amount"
-    self.participants[msg.sender].stake += msg.value
-    self._sync_weight(msg.sender)
-    log ToppedUp(who=msg.sender, amount=msg.value, stake=self.participants[msg.sender].stake)
+    stake: uint256 = self.participants[msg.sender].stake + msg.value
+    self.participants[msg.sender].stake = stake
+    self._sync_weight(msg.sender, stake, True)
+    log ToppedUp(who=msg.sender, amount=msg.value, stake=stake)
 
 
 @internal
 @view
 def _has_open_role(who: address) -> bool:
     r: uint256 = self.participants[who].role >> 32
-    return r != 0 and r == self.round_id and self.state != IDLE
+    s: uint256 = self.state
+    return r != 0 and r == self.round_id and s != IDLE and s != DONE
 
 
 @external
@@ -366,9 +386,9 @@ def announce_exit():
     assert self.participants[msg.sender].registered, "not registered"
     assert self.participants[msg.sender].exit_block == 0, "exit announced"
     assert not self._has_open_role(msg.sender), "open role in round"
-    eb: uint256 = block.number + self.params.exit_cooldown
+    eb: uint256 = block.number + EXIT_COOLDOWN
     self.participants[msg.sender].exit_block = eb
-    self._sync_weight(msg.sender)
+    self._sync_weight(msg.sender, 0, False)
     log ExitAnnounced(who=msg.sender, exit_block=eb)
 
 
@@ -414,7 +434,8 @@ def fund():
 def open_round(base_hash: bytes32):
     """Open the next round on the current global model (the first call may set the genesis)."""
     assert self.participants[msg.sender].registered, "not registered"
-    assert self.state == IDLE, "round in progress"
+    s: uint256 = self.state
+    assert s == IDLE or s == DONE, "round in progress"
     assert base_hash != empty(bytes32), "empty hash"
     if self.global_hash == empty(bytes32):
         self.global_hash = base_hash
@@ -422,12 +443,9 @@ def open_round(base_hash: bytes32):
     rid: uint256 = self.round_id + 1
     self.round_id = rid
     self.state = SEEDING
-    self.base_hash = base_hash
     self.open_block = block.number
-    sb: uint256 = block.number + self.params.seed_blocks
-    self.seed_block = sb
     self.seed_acc = 0
-    log RoundOpened(round_id=rid, base_hash=base_hash, opener=msg.sender, seed_block=sb)
+    log RoundOpened(round_id=rid, base_hash=base_hash, opener=msg.sender, seed_block=block.number + SEED_BLOCKS)
 
 
 @external
@@ -435,7 +453,7 @@ def commit_seed(round_id: uint256, commitment: bytes32):
     """Optional entropy: keccak256(abi_encode(round_id, sender, seed)), before the seed block."""
     assert self.participants[msg.sender].registered, "not registered"
     assert round_id == self.round_id, "wrong round"
-    assert self.state == SEEDING and block.number < self.seed_block, "not in seed commit phase"
+    assert self.state == SEEDING and block.number < self.open_block + SEED_BLOCKS, "not in seed commit phase"
     self.seed_commits[msg.sender] = commitment
     log SeedCommitted(round_id=round_id, who=msg.sender, commitment=commitment)
 
@@ -444,9 +462,9 @@ def commit_seed(round_id: uint256, commitment: bytes32):
 def reveal_seed(round_id: uint256, seed: bytes32):
     """Reveal after the seed block's hash is fixed, so no committer knew it in advance."""
     assert round_id == self.round_id, "wrong round"
-    sb: uint256 = self.seed_block
+    sb: uint256 = self.open_block + SEED_BLOCKS
     assert self.state == SEEDING and block.number > sb, "not in seed reveal phase"
-    assert block.number <= sb + self.params.seed_blocks, "not in seed reveal phase"
+    assert block.number <= sb + SEED_BLOCKS, "not in seed reveal phase"
     c: bytes32 = self.seed_commits[msg.sender]
     assert c != empty(bytes32), "no seed commitment"
     assert keccak256(abi_encode(round_id, msg.sender, seed)) == c, "reveal does not match"
@@ -485,26 +503,20 @@ def _remove(i: uint256, amount: uint256, n: uint256):
         j += self._lowbit(j)
 
 
-@internal
-def _cancel(rid: uint256):
-    self.state = IDLE
-    log RoundFinalized(
-        round_id=rid, outcome=CANCELLED, winner=0, global_hash=self.global_hash,
-        accept_weight=0, revealed_weight=0,
-    )
-
-
 @external
 def draw():
     """Draw proposers then voters, stake-weighted without replacement, from the round seed."""
     assert self.state == SEEDING, "no round to draw"
-    sb: uint256 = self.seed_block
-    assert block.number > sb + self.params.seed_blocks, "draw too early"
+    sb: uint256 = self.open_block + SEED_BLOCKS
+    assert block.number > sb + SEED_BLOCKS, "draw too early"
     rid: uint256 = self.round_id
-    np: uint256 = self.params.n_proposers
-    nv: uint256 = self.params.n_voters
-    if self.eligible < np + nv:
-        self._cancel(rid)
+    need: uint256 = N_PROPOSERS + N_VOTERS
+    if self.eligible < need:
+        self.state = DONE
+        log RoundFinalized(
+            round_id=rid, outcome=CANCELLED, winner=0, global_hash=self.global_hash,
+            accept_weight=0, revealed_weight=0,
+        )
         return
     bh: bytes32 = empty(bytes32)
     if block.number - sb <= 256:
@@ -512,7 +524,6 @@ def draw():
     else:
         bh = blockhash(block.number - 1)  # nobody drew in time: weaker, documented
     seed: bytes32 = keccak256(concat(bh, convert(self.seed_acc, bytes32), convert(rid, bytes32)))
-    self.seed = seed
     n: uint256 = self.n_indices
     top: uint256 = 1
     for _: uint256 in range(TREE_DEPTH):
@@ -524,7 +535,7 @@ def draw():
     vots: DynArray[address, MAX_VOTERS] = []
     vw_total: uint256 = 0
     for k: uint256 in range(MAX_ROLES):
-        if k == np + nv:
+        if k == need:
             break
         r: uint256 = convert(keccak256(concat(seed, convert(k, bytes32))), uint256) % remaining
         idx: uint256 = self._find(r, n, top)
@@ -532,39 +543,60 @@ def draw():
         w: uint256 = self.participants[who].weight
         self._remove(idx, w, n)
         remaining -= w
-        if k < np:
+        if k < N_PROPOSERS:
             self.proposers[k] = who
             props.append(who)
             self.participants[who].role = (rid << 32) | (PROPOSER << 24) | (k << 16)
         else:
-            s: uint256 = k - np
-            self.voters[s] = who
-            self.voter_weights[s] = w
+            s: uint256 = k - N_PROPOSERS
+            self.voter_slots[s] = (w << 160) | convert(who, uint256)
             vw_total += w
             vots.append(who)
             self.participants[who].role = (rid << 32) | (VOTER << 24) | (s << 16)
-    self.n_proposers = np
-    self.n_voters = nv
     self.voter_weight = vw_total
-    self.revealed_weight = 0
-    self.n_candidates = 0
     self.state = DRAWN
     self.draw_block = block.number
-    ce: uint256 = block.number + self.params.commit_blocks
-    cae: uint256 = ce + self.params.candidate_blocks
-    vce: uint256 = cae + self.params.vote_commit_blocks
-    vre: uint256 = vce + self.params.vote_reveal_blocks
-    self.commit_end = ce
-    self.candidate_end = cae
-    self.vote_commit_end = vce
-    self.vote_reveal_end = vre
+    ce: uint256 = block.number + COMMIT_BLOCKS
     log RoundDrawn(
         round_id=rid, seed=seed, proposers=props, voters=vots, commit_end=ce,
-        candidate_end=cae, vote_commit_end=vce, vote_reveal_end=vre,
+        candidate_end=ce + CANDIDATE_BLOCKS, vote_commit_end=ce + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS,
+        vote_reveal_end=ce + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS + VOTE_REVEAL_BLOCKS,
     )
 
 
 # ---------------------------------------------------------------- round: commit, candidate, vote
+
+@internal
+@pure
+def _tagged(packed: uint256, rid: uint256) -> uint256:
+    """The weight in a round-tagged tally slot, 0 if the slot is from an older round."""
+    if packed >> 192 != rid:
+        return 0
+    return packed & convert(max_value(uint192), uint256)
+
+
+@internal
+@view
+def _n_candidates(rid: uint256) -> uint256:
+    t: uint256 = self.n_cand_tagged
+    if t >> 8 != rid:
+        return 0
+    return t & 255
+
+
+@external
+@view
+def tally(k: uint256) -> uint256:
+    """Weight revealed for choice k (0 reject, k accept candidate k) in the current round."""
+    return self._tagged(self.tallies[k], self.round_id)
+
+
+@external
+@view
+def flag_weight(slot: uint256) -> uint256:
+    """Weight of revealed votes flagging proposer `slot` in the current round."""
+    return self._tagged(self.flag_tallies[slot], self.round_id)
+
 
 @internal
 @view
@@ -578,18 +610,27 @@ def _role_of(who: address, round_id: uint256, kind: uint256) -> uint256:
     return role
 
 
+@internal
+@view
+def _in_phase(start_offset: uint256, length: uint256) -> bool:
+    """Is this block within [draw_block + start_offset, + length) of a drawn round?"""
+    start: uint256 = self.draw_block + start_offset
+    return self.state == DRAWN and block.number >= start and block.number < start + length
+
+
 @external
 def commit(round_id: uint256, update_hash: bytes32, uri: String[MAX_URI]):
-    """A proposer commits sha256(update) and where to fetch it: one commit per proposer."""
+    """A proposer commits sha256(update) and where to fetch it (kept in the event only): one
+    commit per proposer."""
     assert round_id == self.round_id, "wrong round"
-    assert self.state == DRAWN and block.number < self.commit_end, "not in commit phase"
+    assert self._in_phase(0, COMMIT_BLOCKS), "not in commit phase"
     role: uint256 = self._role_of(msg.sender, round_id, PROPOSER)
     assert (role >> 8) & COMMITTED == 0, "already committed"
     assert update_hash != empty(bytes32), "empty hash"
-    slot: uint256 = (role >> 16) & 255
     self.participants[msg.sender].role = role | (COMMITTED << 8)
-    self.update_hashes[slot] = update_hash
-    log UpdateCommitted(round_id=round_id, who=msg.sender, slot=slot, update_hash=update_hash, uri=uri)
+    log UpdateCommitted(
+        round_id=round_id, who=msg.sender, slot=(role >> 16) & 255, update_hash=update_hash, uri=uri
+    )
 
 
 @external
@@ -598,11 +639,10 @@ def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256)
     candidate that matches their own recomputation."""
     assert self.participants[msg.sender].registered, "not registered"
     assert round_id == self.round_id, "wrong round"
-    assert self.state == DRAWN, "not in candidate phase"
-    assert block.number >= self.commit_end and block.number < self.candidate_end, "not in candidate phase"
+    assert self._in_phase(COMMIT_BLOCKS, CANDIDATE_BLOCKS), "not in candidate phase"
     assert candidate_hash != empty(bytes32), "empty hash"
-    assert flagged >> self.n_proposers == 0, "flag outside proposer slots"
-    n: uint256 = self.n_candidates
+    assert flagged >> N_PROPOSERS == 0, "flag outside proposer slots"
+    n: uint256 = self._n_candidates(round_id)
     assert n < MAX_CANDIDATES, "too many candidates"
     for k: uint256 in range(MAX_CANDIDATES):
         if k == n:
@@ -611,7 +651,7 @@ def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256)
             "duplicate candidate"
     self.candidate_hashes[n] = candidate_hash
     self.candidate_flags[n] = flagged
-    self.n_candidates = n + 1
+    self.n_cand_tagged = (round_id << 8) | (n + 1)
     log CandidatePosted(
         round_id=round_id, who=msg.sender, candidate=n + 1, candidate_hash=candidate_hash, flagged=flagged
     )
@@ -622,9 +662,7 @@ def commit_vote(round_id: uint256, commitment: bytes32):
     """keccak256(abi_encode(round_id, voter, choice, flags, salt)); choice 0 rejects, k accepts
     candidate k (1-based); flags is a bitmask of proposer slots the voter flags."""
     assert round_id == self.round_id, "wrong round"
-    assert self.state == DRAWN, "not in vote commit phase"
-    assert block.number >= self.candidate_end and block.number < self.vote_commit_end, \
-        "not in vote commit phase"
+    assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS, VOTE_COMMIT_BLOCKS), "not in vote commit phase"
     role: uint256 = self._role_of(msg.sender, round_id, VOTER)
     assert (role >> 8) & COMMITTED == 0, "already committed"
     self.participants[msg.sender].role = role | (COMMITTED << 8)
@@ -636,8 +674,7 @@ def commit_vote(round_id: uint256, commitment: bytes32):
 def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes32):
     """Open the vote; the tallies are kept as votes arrive so finalize stays bounded."""
     assert round_id == self.round_id, "wrong round"
-    assert self.state == DRAWN, "not in vote reveal phase"
-    assert block.number >= self.vote_commit_end and block.number < self.vote_reveal_end, \
+    assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS, VOTE_REVEAL_BLOCKS), \
         "not in vote reveal phase"
     role: uint256 = self._role_of(msg.sender, round_id, VOTER)
     status: uint256 = (role >> 8) & 255
@@ -646,18 +683,17 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes3
     slot: uint256 = (role >> 16) & 255
     c: bytes32 = keccak256(abi_encode(round_id, msg.sender, choice, flags, salt))
     assert c == self.vote_commits[slot], "reveal does not match"
-    assert choice <= self.n_candidates, "no such candidate"
-    assert flags >> self.n_proposers == 0, "flag outside proposer slots"
-    w: uint256 = self.voter_weights[slot]
+    assert choice <= self._n_candidates(round_id), "no such candidate"
+    assert flags >> N_PROPOSERS == 0, "flag outside proposer slots"
+    w: uint256 = self.voter_slots[slot] >> 160
     self.participants[msg.sender].role = role | (REVEALED << 8) | choice
-    self.revealed_weight += w
-    self.tally[round_id][choice] += w
+    self.tallies[choice] = (round_id << 192) | (self._tagged(self.tallies[choice], round_id) + w)
     f: uint256 = flags
     for i: uint256 in range(MAX_PROPOSERS):
         if f == 0:
             break
         if f & 1 == 1:
-            self.flag_weight[round_id][i] += w
+            self.flag_tallies[i] = (round_id << 192) | (self._tagged(self.flag_tallies[i], round_id) + w)
         f = f >> 1
     log VoteRevealed(round_id=round_id, who=msg.sender, choice=choice, flags=flags, weight=w)
 
@@ -666,36 +702,51 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes3
 
 @internal
 def _slash(rid: uint256, who: address, bps: uint256, reason: uint256) -> uint256:
-    amount: uint256 = self.participants[who].stake * bps // BPS
+    """Role holders are registered and not exiting (exit is refused while a role is open)."""
+    stake: uint256 = self.participants[who].stake
+    amount: uint256 = stake * bps // BPS
     if amount == 0:
         return 0
-    self.participants[who].stake -= amount
-    self._sync_weight(who)
+    self.participants[who].stake = stake - amount
+    self._sync_weight(who, stake - amount, True)
     log Slashed(round_id=rid, who=who, amount=amount, reason=reason)
     return amount
+
+
+@internal
+@view
+def _revealed(rid: uint256, nc: uint256) -> uint256:
+    """Weight of all revealed votes: each one counts in exactly one tally entry."""
+    total: uint256 = 0
+    for k: uint256 in range(MAX_CANDIDATES + 1):
+        if k > nc:
+            break
+        total += self._tagged(self.tallies[k], rid)
+    return total
 
 
 @external
 def finalize():
     """Anyone, after the reveal deadline: tally, move the global hash, reward and slash.
-    Bounded by n_proposers + n_voters <= MAX_ROLES and MAX_CANDIDATES."""
+    Bounded by N_PROPOSERS + N_VOTERS <= MAX_ROLES and MAX_CANDIDATES."""
     assert self.state == DRAWN, "no round to finalize"
-    assert block.number >= self.vote_reveal_end, "too early"
+    assert block.number >= self.draw_block + COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS \
+        + VOTE_REVEAL_BLOCKS, "too early"
     rid: uint256 = self.round_id
-    revealed: uint256 = self.revealed_weight
+    nc: uint256 = self._n_candidates(rid)
+    revealed: uint256 = self._revealed(rid, nc)
     outcome: uint256 = REJECTED
     winner: uint256 = 0
-    majority: uint256 = 0  # choice of the strict-majority side, if any (valid when has_majority)
+    majority: uint256 = 0  # choice of the strict-majority side (valid when has_majority)
     has_majority: bool = False
-    quorum: bool = revealed * BPS >= self.params.quorum_bps * self.voter_weight and revealed > 0
+    quorum: bool = revealed > 0 and revealed * BPS >= QUORUM_BPS * self.voter_weight
     if not quorum:
         outcome = NO_QUORUM
     else:
-        nc: uint256 = self.n_candidates
         for k: uint256 in range(MAX_CANDIDATES + 1):
             if k > nc:
                 break
-            if self.tally[rid][k] * 2 > revealed:
+            if self._tagged(self.tallies[k], rid) * 2 > revealed:
                 majority = k
                 has_majority = True
         if has_majority and majority > 0:
@@ -708,46 +759,45 @@ def finalize():
 
     slashed: uint256 = 0
     rewarded: DynArray[address, MAX_ROLES] = []
-    np: uint256 = self.n_proposers
     for i: uint256 in range(MAX_PROPOSERS):
-        if i == np:
+        if i == N_PROPOSERS:
             break
         who: address = self.proposers[i]
         status: uint256 = (self.participants[who].role >> 8) & 255
         if status & COMMITTED == 0:
-            slashed += self._slash(rid, who, self.params.slash_no_show_bps, SLASH_NO_SHOW)
-        elif (winner_flags >> i) & 1 == 1 or (quorum and self.flag_weight[rid][i] * 2 > revealed):
-            slashed += self._slash(rid, who, self.params.slash_rejected_bps, SLASH_REJECTED)
+            slashed += self._slash(rid, who, SLASH_NO_SHOW_BPS, SLASH_NO_SHOW)
+        elif (winner_flags >> i) & 1 == 1 or (quorum and self._tagged(self.flag_tallies[i], rid) * 2 > revealed):
+            slashed += self._slash(rid, who, SLASH_REJECTED_BPS, SLASH_REJECTED)
         elif outcome == ACCEPTED:
             rewarded.append(who)
-    nv: uint256 = self.n_voters
     for i: uint256 in range(MAX_VOTERS):
-        if i == nv:
+        if i == N_VOTERS:
             break
-        who: address = self.voters[i]
+        who: address = convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address)
         role: uint256 = self.participants[who].role
         if (role >> 8) & REVEALED == 0:
-            slashed += self._slash(rid, who, self.params.slash_no_show_bps, SLASH_NO_SHOW)
+            slashed += self._slash(rid, who, SLASH_NO_SHOW_BPS, SLASH_NO_SHOW)
         elif has_majority:
             if role & 255 == majority:
                 rewarded.append(who)
             else:
-                slashed += self._slash(rid, who, self.params.slash_minority_bps, SLASH_MINORITY)
+                slashed += self._slash(rid, who, SLASH_MINORITY_BPS, SLASH_MINORITY)
 
     pool: uint256 = self.reward_pool + slashed
     n_rewarded: uint256 = len(rewarded)
     if n_rewarded > 0:
-        share: uint256 = min(self.params.reward_per_round, pool) // n_rewarded
+        share: uint256 = min(REWARD_PER_ROUND, pool) // n_rewarded
         if share > 0:
             for who: address in rewarded:
                 self.participants[who].balance += share
                 log Rewarded(round_id=rid, who=who, amount=share)
             pool -= share * n_rewarded
     self.reward_pool = pool
-    self.state = IDLE
+    self.state = DONE
     log RoundFinalized(
         round_id=rid, outcome=outcome, winner=winner, global_hash=self.global_hash,
-        accept_weight=self.tally[rid][winner] if winner > 0 else 0, revealed_weight=revealed,
+        accept_weight=self._tagged(self.tallies[winner], rid) if winner > 0 else 0,
+        revealed_weight=revealed,
     )
 
 
@@ -755,44 +805,60 @@ def finalize():
 
 @external
 @view
-def round_info() -> RoundInfo:
-    return RoundInfo(
-        round_id=self.round_id, state=self.state, base_hash=self.base_hash,
-        open_block=self.open_block, seed_block=self.seed_block, draw_block=self.draw_block,
-        commit_end=self.commit_end, candidate_end=self.candidate_end,
-        vote_commit_end=self.vote_commit_end, vote_reveal_end=self.vote_reveal_end,
-        seed=self.seed, n_proposers=self.n_proposers, n_voters=self.n_voters,
-        n_candidates=self.n_candidates, voter_weight=self.voter_weight,
-        revealed_weight=self.revealed_weight,
+def params() -> Params:
+    return Params(
+        min_stake=MIN_STAKE, seed_blocks=SEED_BLOCKS, commit_blocks=COMMIT_BLOCKS,
+        candidate_blocks=CANDIDATE_BLOCKS, vote_commit_blocks=VOTE_COMMIT_BLOCKS,
+        vote_reveal_blocks=VOTE_REVEAL_BLOCKS, exit_cooldown=EXIT_COOLDOWN, n_proposers=N_PROPOSERS,
+        n_voters=N_VOTERS, reward_per_round=REWARD_PER_ROUND, slash_rejected_bps=SLASH_REJECTED_BPS,
+        slash_minority_bps=SLASH_MINORITY_BPS, slash_no_show_bps=SLASH_NO_SHOW_BPS, quorum_bps=QUORUM_BPS,
     )
 
 
 @external
 @view
-def weight_of_prefix(i: uint256) -> uint256:
-    """Sum of weights of indices 1..i (lets tests check the tree against the stakes)."""
-    return self._prefix(i)
+def round_info() -> RoundInfo:
+    """The current round; deadlines are 0 until the draw."""
+    st: uint256 = self.state
+    drawn: bool = st == DRAWN or (st == DONE and self.draw_block > self.open_block)
+    db: uint256 = 0
+    np: uint256 = 0
+    nv: uint256 = 0
+    if drawn:
+        db = self.draw_block
+        np = N_PROPOSERS
+        nv = N_VOTERS
+    ce: uint256 = db + COMMIT_BLOCKS if drawn else 0
+    cae: uint256 = ce + CANDIDATE_BLOCKS if drawn else 0
+    vce: uint256 = cae + VOTE_COMMIT_BLOCKS if drawn else 0
+    vre: uint256 = vce + VOTE_REVEAL_BLOCKS if drawn else 0
+    rid: uint256 = self.round_id
+    nc: uint256 = self._n_candidates(rid) if drawn else 0
+    return RoundInfo(
+        round_id=rid, state=st if st != DONE else IDLE, base_hash=self.global_hash,
+        open_block=self.open_block, seed_block=self.open_block + SEED_BLOCKS if rid > 0 else 0,
+        draw_block=db, commit_end=ce, candidate_end=cae, vote_commit_end=vce, vote_reveal_end=vre,
+        n_proposers=np, n_voters=nv, n_candidates=nc,
+        voter_weight=self.voter_weight if drawn else 0, revealed_weight=self._revealed(rid, nc) if drawn else 0,
+    )
 
 
 @external
 @view
 def roles() -> (DynArray[address, MAX_PROPOSERS], DynArray[address, MAX_VOTERS]):
-    """The current round's proposers and voters, in slot order."""
+    """The current round's proposers and voters in slot order (empty before the draw)."""
     props: DynArray[address, MAX_PROPOSERS] = []
     vots: DynArray[address, MAX_VOTERS] = []
-    np: uint256 = self.n_proposers
-    nv: uint256 = self.n_voters
-    if self.state == SEEDING:
-        np = 0
-        nv = 0
+    if self.state != DRAWN:
+        return props, vots
     for i: uint256 in range(MAX_PROPOSERS):
-        if i == np:
+        if i == N_PROPOSERS:
             break
         props.append(self.proposers[i])
     for i: uint256 in range(MAX_VOTERS):
-        if i == nv:
+        if i == N_VOTERS:
             break
-        vots.append(self.voters[i])
+        vots.append(convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address))
     return props, vots
 
 
@@ -807,3 +873,10 @@ def participant_list(start: uint256, count: uint256) -> DynArray[address, 256]:
             break
         out.append(self.index_owner[start + i])
     return out
+
+
+@external
+@view
+def weight_of_prefix(i: uint256) -> uint256:
+    """Sum of weights of indices 1..i (lets tests check the tree against the stakes)."""
+    return self._prefix(i)

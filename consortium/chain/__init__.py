@@ -9,6 +9,7 @@ from .draw import draw_indices, draw_roles, round_seed, xor_seeds
 from .errors import ChainError
 from .history import Candidate, Commit, Event, History, ParticipantRecord, RevealedVote, RoundRecord
 from .types import (
+    BallotTx,
     Outcome,
     Params,
     ParticipantInfo,
@@ -23,6 +24,7 @@ from .types import (
 __all__ = [
     "AnvilNode",
     "Backend",
+    "BallotTx",
     "Candidate",
     "ChainClient",
     "ChainError",

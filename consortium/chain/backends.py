@@ -6,6 +6,7 @@ Both give the client the same things: a `Web3`, funded accounts the node signs f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -20,11 +21,22 @@ from web3 import Web3
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _lean(w3: Web3) -> Web3:
+    """Drop web3 middleware this client never needs: ENS name lookups, and request validation that
+    asks the node for the chain id and the latest block around every call (the client sets the
+    chain id on each transaction itself)."""
+    for name in ("validation", "ens_name_to_address"):
+        with contextlib.suppress(ValueError):
+            w3.middleware_onion.remove(name)
+    return w3
+
+
 class Backend(Protocol):
     """What the client needs from a chain."""
 
     w3: Web3
     kind: str
+    dev: bool
 
     @property
     def accounts(self) -> list[str]: ...
@@ -42,6 +54,7 @@ class EmbeddedBackend:
     """py-evm through eth-tester, in this process: no node, no network."""
 
     kind = "embedded"
+    dev = True  # a development chain: mining on demand, snapshots, base fee only falls
 
     def __init__(self, n_accounts: int = 10) -> None:
         from eth_tester import EthereumTester, PyEVMBackend
@@ -49,7 +62,9 @@ class EmbeddedBackend:
 
         state = PyEVMBackend.generate_genesis_state(num_accounts=n_accounts)
         self.tester = EthereumTester(PyEVMBackend(genesis_state=state))
-        self.w3 = Web3(EthereumTesterProvider(self.tester))
+        provider = EthereumTesterProvider(self.tester)
+        provider.cache_allowed_requests = True  # eth_chainId once, not twice per request
+        self.w3 = _lean(Web3(provider))
         self._accounts = [Web3.to_checksum_address(a) for a in self.tester.get_accounts()]
 
     @property
@@ -76,9 +91,13 @@ class RpcBackend:
 
     kind = "rpc"
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, dev: bool = False) -> None:
         self.url = url
-        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        self.dev = dev  # True for a local dev node (anvil, Hardhat): lets the client cache fees
+        # cache_allowed_requests: web3 otherwise asks eth_chainId twice for every request
+        self.w3 = _lean(
+            Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True))
+        )
         self._accounts = [Web3.to_checksum_address(a) for a in self.w3.eth.accounts]
 
     @property
@@ -147,9 +166,20 @@ class AnvilNode:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> AnvilNode:
-        args = [self.binary, "--host", "127.0.0.1", "--port", str(self.port),
-                "--accounts", str(self.n_accounts), "--hardfork", "cancun",
-                "--gas-limit", "30000000", "--silent"]
+        args = [
+            self.binary,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--accounts",
+            str(self.n_accounts),
+            "--hardfork",
+            "cancun",
+            "--gas-limit",
+            "30000000",
+            "--silent",
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 2}))
@@ -182,6 +212,7 @@ class AnvilNode:
         self.stop()
 
 
-def connect(url: str | None = None, n_accounts: int = 10) -> Backend:
-    """The embedded EVM when no URL is given, else the JSON-RPC node at `url`."""
-    return EmbeddedBackend(n_accounts) if url is None else RpcBackend(url)
+def connect(url: str | None = None, n_accounts: int = 10, dev: bool = False) -> Backend:
+    """The embedded EVM when no URL is given, else the JSON-RPC node at `url` (`dev`: a local
+    development node such as anvil)."""
+    return EmbeddedBackend(n_accounts) if url is None else RpcBackend(url, dev=dev)

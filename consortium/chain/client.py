@@ -19,7 +19,7 @@ from .artifact import load_artifact
 from .backends import Backend
 from .errors import ChainError, reason_from
 from .history import History, HistoryReader
-from .types import Params, ParticipantInfo, Phase, RoundInfo, Tx, Vote
+from .types import BallotTx, Params, ParticipantInfo, Phase, RoundInfo, Tx, Vote
 
 GAS_LIMIT = 8_000_000  # explicit gas skips estimation; finalize of 64 roles needs under 4M
 
@@ -35,8 +35,12 @@ def to_bytes32(value: bytes | str) -> bytes:
 
 def vote_commitment(round_id: int, voter: str, vote: Vote) -> bytes:
     """keccak256(abi.encode(round_id, voter, choice, flags, salt)) as the contract checks it."""
-    return keccak(encode(["uint256", "address", "uint256", "uint256", "bytes32"],
-                         [round_id, voter, vote.choice, vote.flags, vote.salt]))
+    return keccak(
+        encode(
+            ["uint256", "address", "uint256", "uint256", "bytes32"],
+            [round_id, voter, vote.choice, vote.flags, vote.salt],
+        )
+    )
 
 
 def seed_commitment(round_id: int, who: str, seed: bytes) -> bytes:
@@ -55,13 +59,15 @@ class _Shared:
     ballots: dict[tuple[int, str], Vote] = field(default_factory=dict)
     seeds: dict[tuple[int, str], bytes] = field(default_factory=dict)
     params: Params | None = None
+    tx_defaults: dict[str, int] | None = None
 
 
 class ChainClient:
     """One account's view of a deployed Consortium contract."""
 
-    def __init__(self, shared: _Shared, account: Any, preflight: bool | None = None,
-                 gas: int | None = GAS_LIMIT) -> None:
+    def __init__(
+        self, shared: _Shared, account: Any, preflight: bool | None = None, gas: int | None = GAS_LIMIT
+    ) -> None:
         self._s = shared
         self._account = account  # an address the node signs for, or an eth_account LocalAccount
         self.address: str = account if isinstance(account, str) else account.address
@@ -73,8 +79,14 @@ class ChainClient:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def deploy(cls, backend: Backend, params: Params | None = None, genesis_hash: bytes | str | None = None,
-               fund: int = 0, account: Any = None) -> ChainClient:
+    def deploy(
+        cls,
+        backend: Backend,
+        params: Params | None = None,
+        genesis_hash: bytes | str | None = None,
+        fund: int = 0,
+        account: Any = None,
+    ) -> ChainClient:
         """Deploy from the checked-in artifact; `fund` seeds the reward pool."""
         art = load_artifact()
         w3 = backend.w3
@@ -134,9 +146,9 @@ class ChainClient:
         """Send any bound contract call (this contract's or another's) as this account; a revert
         anywhere in it raises ChainError."""
         name = str(fn.fn_name)
-        tx: dict[str, Any] = {"from": self.address, "value": value}
+        tx: dict[str, Any] = {"from": self.address, "value": value, **self._tx_defaults()}
         if self.preflight:
-            _call_or_raise(fn, tx, name, "pending")
+            _call_or_raise(fn, {"from": self.address, "value": value}, name, "pending")
         tx["gas"] = self.gas if self.gas is not None else self._estimate(fn, tx, name)
         try:
             tx_hash = _transact(self.w3, fn, self._account, tx)
@@ -147,10 +159,20 @@ class ChainClient:
             raise ChainError(reason, function=name) from None
         rcpt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
         if rcpt["status"] != 1:
-            tx.pop("gas")
-            reason = _replay_reason(fn, tx, rcpt["blockNumber"])
+            reason = _replay_reason(fn, {"from": self.address, "value": value}, rcpt["blockNumber"])
             raise ChainError(reason, function=name, tx_hash=tx_hash.hex())
         return Tx(tx_hash.hex(), rcpt["blockNumber"], rcpt["gasUsed"], name)
+
+    def _tx_defaults(self) -> dict[str, int]:
+        """Chain id always, and on a dev chain fixed fees: its base fee only falls (blocks stay
+        under half full), so this spares web3 two look-ups per transaction."""
+        if self._s.tx_defaults is None:
+            d = {"chainId": int(self.w3.eth.chain_id)}
+            if getattr(self.backend, "dev", False):
+                base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+                d |= {"maxPriorityFeePerGas": 10**9, "maxFeePerGas": 2 * base + 10**9}
+            self._s.tx_defaults = d
+        return self._s.tx_defaults
 
     def _estimate(self, fn: Any, tx: dict[str, Any], name: str) -> int:
         try:
@@ -203,18 +225,20 @@ class ChainClient:
     def commit(self, round_id: int, update_hash: bytes | str, uri: str) -> Tx:
         return self._send("commit", round_id, to_bytes32(update_hash), uri)
 
-    def post_candidate(self, round_id: int, candidate_hash: bytes | str,
-                       flagged: Sequence[str] | int = ()) -> Tx:
+    def post_candidate(
+        self, round_id: int, candidate_hash: bytes | str, flagged: Sequence[str] | int = ()
+    ) -> Tx:
         """`flagged`: proposer addresses (or a bitmask of proposer slots)."""
         return self._send("post_candidate", round_id, to_bytes32(candidate_hash), self.flag_mask(flagged))
 
-    def commit_vote(self, round_id: int, vote: Vote | int, flags: Sequence[str] | int = ()) -> Vote:
-        """Commit a ballot (an int is the choice); returns the Vote, salt included, for the reveal."""
+    def commit_vote(self, round_id: int, vote: Vote | int, flags: Sequence[str] | int = ()) -> BallotTx:
+        """Commit a ballot (an int is the choice, with a fresh salt); the result carries the Vote
+        for the reveal, which this client also keeps."""
         if isinstance(vote, int):
             vote = Vote(vote, self.flag_mask(flags), os.urandom(32))
-        self._send("commit_vote", round_id, vote_commitment(round_id, self.address, vote))
+        tx = self._send("commit_vote", round_id, vote_commitment(round_id, self.address, vote))
         self._s.ballots[(round_id, self.address)] = vote
-        return vote
+        return BallotTx(tx.tx_hash, tx.block, tx.gas_used, tx.function, vote)
 
     def reveal_vote(self, round_id: int, vote: Vote | None = None) -> Tx:
         """Reveal `vote`, or the ballot this client committed for the round."""
@@ -240,29 +264,41 @@ class ChainClient:
 
     # ------------------------------------------------------------------ reads
 
-    def _read(self, name: str, *args: Any) -> Any:
+    def _read(self, name: str, *args: Any, block: int | str = "latest") -> Any:
         """A view call; an explicit funded `from` spares eth-tester's costly sender guess (and its
         balance check, which fails for a contract or an empty account)."""
         accounts = self.backend.accounts
         sender = accounts[0] if accounts else self.address
-        return getattr(self.contract.functions, name)(*args).call({"from": sender})
+        return getattr(self.contract.functions, name)(*args).call({"from": sender}, block_identifier=block)
 
     def params(self) -> Params:
         if self._s.params is None:
             self._s.params = Params(*self._read("params"))
         return self._s.params
 
-    def round_info(self) -> RoundInfo:
-        t = self._read("round_info")
+    def round_info(self, block: int | str = "latest") -> RoundInfo:
+        t = self._read("round_info", block=block)
         return RoundInfo(*t, seed_blocks=self.params().seed_blocks)
 
-    def participant(self, who: str | None = None) -> ParticipantInfo:
+    def participant(self, who: str | None = None, block: int | str = "latest") -> ParticipantInfo:
         addr = Web3.to_checksum_address(who or self.address)
-        stake, balance, index, weight, exit_block, registered, role = (
-            self._read("participants", addr))
-        return ParticipantInfo(addr, stake, balance, index, weight, exit_block, registered,
-                               role >> 32, (role >> 24) & 255, (role >> 16) & 255, (role >> 8) & 255,
-                               role & 255)
+        stake, balance, index, weight, exit_block, registered, role = self._read(
+            "participants", addr, block=block
+        )
+        return ParticipantInfo(
+            addr,
+            stake,
+            balance,
+            index,
+            weight,
+            exit_block,
+            registered,
+            role >> 32,
+            (role >> 24) & 255,
+            (role >> 16) & 255,
+            (role >> 8) & 255,
+            role & 255,
+        )
 
     def roles(self) -> tuple[list[str], list[str]]:
         """(proposers, voters) of the current round in slot order (empty before the draw)."""
@@ -278,17 +314,19 @@ class ChainClient:
     def candidates(self) -> list[tuple[bytes, int]]:
         """(hash, flagged bitmask) of this round's candidates, candidate k at position k-1."""
         n = self.round_info().n_candidates
-        return [(bytes(self._read("candidate_hashes", i)), int(self._read("candidate_flags", i)))
-                for i in range(n)]
+        return [
+            (bytes(self._read("candidate_hashes", i)), int(self._read("candidate_flags", i)))
+            for i in range(n)
+        ]
 
-    def global_hash(self) -> bytes:
-        return bytes(self._read("global_hash"))
+    def global_hash(self, block: int | str = "latest") -> bytes:
+        return bytes(self._read("global_hash", block=block))
 
-    def reward_pool(self) -> int:
-        return int(self._read("reward_pool"))
+    def reward_pool(self, block: int | str = "latest") -> int:
+        return int(self._read("reward_pool", block=block))
 
-    def contract_balance(self) -> int:
-        return int(self.w3.eth.get_balance(self.contract.address))
+    def contract_balance(self, block: int | str = "latest") -> int:
+        return int(self.w3.eth.get_balance(self.contract.address, block_identifier=block))
 
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)
@@ -318,9 +356,14 @@ class ChainClient:
     def advance_to_phase(self, phase: Phase) -> None:
         """Mine until the next transaction falls in `phase` of the current round."""
         r = self.round_info()
-        start = {Phase.SEED_REVEAL: r.seed_block + 1, Phase.DRAW: r.draw_from,
-                 Phase.CANDIDATE: r.commit_end, Phase.VOTE_COMMIT: r.candidate_end,
-                 Phase.VOTE_REVEAL: r.vote_commit_end, Phase.FINALIZE: r.vote_reveal_end}
+        start = {
+            Phase.SEED_REVEAL: r.seed_block + 1,
+            Phase.DRAW: r.draw_from,
+            Phase.CANDIDATE: r.commit_end,
+            Phase.VOTE_COMMIT: r.candidate_end,
+            Phase.VOTE_REVEAL: r.vote_commit_end,
+            Phase.FINALIZE: r.vote_reveal_end,
+        }
         if phase not in start:
             raise ValueError(f"cannot advance to {phase.name}")
         self.advance_to(start[phase])

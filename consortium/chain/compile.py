@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     art = compile_source()
     write_artifact(art)
-    print(f"wrote {ARTIFACT} (vyper {art['vyper_version']}, evm {art['evm_version']}, "
-          f"{len(art['bytecode']) // 2 - 1} bytes initcode)")
+    print(
+        f"wrote {ARTIFACT} (vyper {art['vyper_version']}, evm {art['evm_version']}, "
+        f"{len(art['bytecode']) // 2 - 1} bytes initcode)"
+    )
     return 0
 
 

@@ -135,15 +135,23 @@ class HistoryReader:
     def fetch(self) -> list[Event]:
         head = self.w3.eth.block_number
         if head >= self.next_block:
-            logs = self.w3.eth.get_logs({"address": self.contract.address,
-                                         "fromBlock": self.next_block, "toBlock": head})
+            logs = self.w3.eth.get_logs(
+                {"address": self.contract.address, "fromBlock": self.next_block, "toBlock": head}
+            )
             for log in logs:
                 ev = self._by_topic.get(bytes(log["topics"][0]))
                 if ev is None:
                     continue
                 d = ev.process_log(log)
-                self.events.append(Event(d["event"], dict(d["args"]), int(d["blockNumber"]),
-                                         int(d["logIndex"]), d["transactionHash"].hex()))
+                self.events.append(
+                    Event(
+                        d["event"],
+                        dict(d["args"]),
+                        int(d["blockNumber"]),
+                        int(d["logIndex"]),
+                        d["transactionHash"].hex(),
+                    )
+                )
             self.next_block = head + 1
         return self.events
 
@@ -201,8 +209,9 @@ def _funded(h: History, a: dict[str, Any]) -> None:
 def _round_opened(h: History, a: dict[str, Any]) -> None:
     if h.global_hash == b"\x00" * 32:
         h.global_hash = bytes(a["base_hash"])
-    h.rounds.append(RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"],
-                                 a["seed_block"]))
+    h.rounds.append(
+        RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"], a["seed_block"])
+    )
 
 
 def _seed_committed(h: History, a: dict[str, Any]) -> None:
@@ -224,15 +233,17 @@ def _round_drawn(h: History, a: dict[str, Any]) -> None:
 
 
 def _update_committed(h: History, a: dict[str, Any]) -> None:
-    h.round(a["round_id"]).commits[a["who"]] = Commit(a["slot"], bytes(a["update_hash"]), a["uri"],
-                                                       a["_block"])
+    h.round(a["round_id"]).commits[a["who"]] = Commit(
+        a["slot"], bytes(a["update_hash"]), a["uri"], a["_block"]
+    )
 
 
 def _candidate_posted(h: History, a: dict[str, Any]) -> None:
     r = h.round(a["round_id"])
     flagged = tuple(p for i, p in enumerate(r.proposers) if (a["flagged"] >> i) & 1)
     r.candidates.append(
-        Candidate(a["candidate"], a["who"], bytes(a["candidate_hash"]), a["flagged"], flagged))
+        Candidate(a["candidate"], a["who"], bytes(a["candidate_hash"]), a["flagged"], flagged)
+    )
 
 
 def _vote_committed(h: History, a: dict[str, Any]) -> None:
@@ -265,11 +276,22 @@ def _round_finalized(h: History, a: dict[str, Any]) -> None:
 
 
 _HANDLERS = {
-    "Deployed": _deployed, "Registered": _registered, "ToppedUp": _topped_up,
-    "ExitAnnounced": _exit_announced, "ExitCompleted": _exit_completed, "Withdrawn": _withdrawn,
-    "Funded": _funded, "RoundOpened": _round_opened, "SeedCommitted": _seed_committed,
-    "SeedRevealed": _seed_revealed, "RoundDrawn": _round_drawn, "UpdateCommitted": _update_committed,
-    "CandidatePosted": _candidate_posted, "VoteCommitted": _vote_committed,
-    "VoteRevealed": _vote_revealed, "Rewarded": _rewarded, "Slashed": _slashed,
+    "Deployed": _deployed,
+    "Registered": _registered,
+    "ToppedUp": _topped_up,
+    "ExitAnnounced": _exit_announced,
+    "ExitCompleted": _exit_completed,
+    "Withdrawn": _withdrawn,
+    "Funded": _funded,
+    "RoundOpened": _round_opened,
+    "SeedCommitted": _seed_committed,
+    "SeedRevealed": _seed_revealed,
+    "RoundDrawn": _round_drawn,
+    "UpdateCommitted": _update_committed,
+    "CandidatePosted": _candidate_posted,
+    "VoteCommitted": _vote_committed,
+    "VoteRevealed": _vote_revealed,
+    "Rewarded": _rewarded,
+    "Slashed": _slashed,
     "RoundFinalized": _round_finalized,
 }

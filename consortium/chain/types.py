@@ -72,7 +72,6 @@ class RoundInfo:
     candidate_end: int
     vote_commit_end: int
     vote_reveal_end: int
-    seed: bytes
     n_proposers: int
     n_voters: int
     n_candidates: int
@@ -90,9 +89,12 @@ class RoundInfo:
             if block <= self.seed_block + self.seed_blocks:
                 return Phase.SEED_REVEAL if block > self.seed_block else Phase.SEED_COMMIT
             return Phase.DRAW
-        for end, phase in ((self.commit_end, Phase.COMMIT), (self.candidate_end, Phase.CANDIDATE),
-                           (self.vote_commit_end, Phase.VOTE_COMMIT),
-                           (self.vote_reveal_end, Phase.VOTE_REVEAL)):
+        for end, phase in (
+            (self.commit_end, Phase.COMMIT),
+            (self.candidate_end, Phase.CANDIDATE),
+            (self.vote_commit_end, Phase.VOTE_COMMIT),
+            (self.vote_reveal_end, Phase.VOTE_REVEAL),
+        ):
             if block < end:
                 return phase
         return Phase.FINALIZE
@@ -137,3 +139,10 @@ class Vote:
     choice: int
     flags: int = 0
     salt: bytes = field(default=b"\x00" * 32)
+
+
+@dataclass(frozen=True)
+class BallotTx(Tx):
+    """commit_vote's transaction plus the ballot (salt included) needed for the reveal."""
+
+    vote: Vote = field(default_factory=lambda: Vote(0))

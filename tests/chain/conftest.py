@@ -35,7 +35,7 @@ def anvil_url() -> Iterator[str]:
 def backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "embedded":
         return EmbeddedBackend(N_ACCOUNTS)
-    return RpcBackend(request.getfixturevalue("anvil_url"))
+    return RpcBackend(request.getfixturevalue("anvil_url"), dev=True)
 
 
 @pytest.fixture(scope="module")

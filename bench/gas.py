@@ -1,0 +1,137 @@
+"""Gas per call and per participant per round of the Consortium contract.
+
+    .venv/bin/python bench/gas.py            # embedded EVM (gas is identical on anvil)
+    .venv/bin/python bench/gas.py --anvil    # the same on a local anvil node
+
+For 5, 20 and 100 registered participants it plays rounds in which every role does its part
+(seed commit-reveal by `--seeds` participants, all proposers commit, one candidate, all voters
+commit and reveal), and prints the gas of each call and the round total divided by the number of
+participants and of roles. The first round writes fresh storage slots; later rounds reuse them
+(the steady state a long run sees), so both are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+from collections import defaultdict
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from consortium.chain import (
+    AnvilNode,
+    ChainClient,
+    EmbeddedBackend,
+    Params,
+    Phase,
+    RpcBackend,
+    Vote,
+    find_anvil,
+)
+
+ETH = 10**18
+# roles per round for each participant count (proposers, voters); at most 32 + 32
+ROLES = {5: (2, 3), 20: (5, 10), 100: (32, 32)}
+
+
+def h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def params_for(n_proposers: int, n_voters: int) -> Params:
+    span = n_proposers + n_voters + 4  # one transaction per block on a dev chain
+    return Params(min_stake=ETH, seed_blocks=12, commit_blocks=span, candidate_blocks=4,
+                  vote_commit_blocks=span, vote_reveal_blocks=span, exit_cooldown=4,
+                  n_proposers=n_proposers, n_voters=n_voters, reward_per_round=ETH // 10,
+                  slash_rejected_bps=1000, slash_minority_bps=500, slash_no_show_bps=200, quorum_bps=5000)
+
+
+def play(c: ChainClient, gas: dict[str, list[int]], seeds: int, label: str) -> int:
+    """One round where everybody shows up; returns its total gas."""
+    total = 0
+
+    def rec(name: str, tx_gas: int) -> None:
+        nonlocal total
+        gas[name].append(tx_gas)
+        total += tx_gas
+
+    rec("open_round", c.open_round(c.global_hash()).gas_used)
+    rid = c.round_info().round_id
+    people = c.participant_addresses()[:seeds]
+    for who in people:
+        rec("commit_seed", c.as_account(who).commit_seed(rid).gas_used)
+    c.advance_to_phase(Phase.SEED_REVEAL)
+    for who in people:
+        rec("reveal_seed", c.as_account(who).reveal_seed(rid).gas_used)
+    c.advance_to_phase(Phase.DRAW)
+    rec("draw", c.draw().gas_used)
+    props, voters = c.roles()
+    for i, p in enumerate(props):
+        rec("commit", c.as_account(p).commit(rid, h(f"{label}{rid}u{i}"), f"file:///store/{i:064x}").gas_used)
+    c.advance_to_phase(Phase.CANDIDATE)
+    rec("post_candidate", c.post_candidate(rid, h(f"{label}{rid}agg"), 0).gas_used)
+    c.advance_to_phase(Phase.VOTE_COMMIT)
+    for v in voters:
+        rec("commit_vote", c.as_account(v).commit_vote(rid, Vote(1, 0, h(v))).gas_used)
+    c.advance_to_phase(Phase.VOTE_REVEAL)
+    for v in voters:
+        rec("reveal_vote", c.as_account(v).reveal_vote(rid).gas_used)
+    c.advance_to_phase(Phase.FINALIZE)
+    rec("finalize", c.finalize().gas_used)
+    return total
+
+
+def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
+    np, nv = ROLES[n]
+    accounts = backend.accounts  # type: ignore[attr-defined]
+    c = ChainClient.deploy(backend, params_for(np, nv), h("genesis"), fund=100 * ETH,  # type: ignore[arg-type]
+                           account=accounts[0])
+    gas: dict[str, list[int]] = defaultdict(list)
+    deployed = c.history().events[0].tx_hash
+    gas["deploy"].append(int(c.w3.eth.get_transaction_receipt(deployed)["gasUsed"]))
+    for i, a in enumerate(accounts[1 : n + 1]):
+        gas["register"].append(c.as_account(a).register((2 + i % 7) * ETH).gas_used)
+    totals = [play(c.as_account(accounts[1]), gas, seeds, f"n{n}") for _ in range(rounds)]
+    who = c.as_account(accounts[n])
+    gas["top_up"].append(who.top_up(ETH).gas_used)
+    gas["announce_exit"].append(who.announce_exit().gas_used)
+    c.mine(5)
+    gas["complete_exit"].append(who.complete_exit().gas_used)
+    gas["withdraw"].append(who.withdraw(ETH).gas_used)
+
+    print(f"\n## {n} participants, {np} proposers + {nv} voters per round, {seeds} seed contributors")
+    print(f"{'call':<16}{'min':>10}{'median':>10}{'max':>10}")
+    for name, vals in gas.items():
+        print(f"{name:<16}{min(vals):>10,}{int(statistics.median(vals)):>10,}{max(vals):>10,}")
+    first, steady = totals[0], totals[-1]
+    print(f"round total: first {first:,}, steady {steady:,}")
+    print(f"per participant per round: first {first // n:,}, steady {steady // n:,}")
+    print(f"per role per round:        first {first // (np + nv):,}, steady {steady // (np + nv):,}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--anvil", action="store_true", help="run on a local anvil instead of the embedded EVM")
+    ap.add_argument("--sizes", type=int, nargs="*", default=sorted(ROLES), choices=sorted(ROLES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="participants contributing seed entropy")
+    args = ap.parse_args()
+    with ExitStack() as stack:
+        for n in args.sizes:
+            if args.anvil:
+                binary = find_anvil()
+                if binary is None:
+                    sys.exit("anvil not found: make install (npm install --prefix .tools @foundry-rs/anvil)")
+                node = stack.enter_context(AnvilNode(binary, n_accounts=n + 1))
+                backend: object = RpcBackend(node.url, dev=True)
+            else:
+                backend = EmbeddedBackend(n + 1)
+            bench(backend, n, args.rounds, args.seeds)
+
+
+if __name__ == "__main__":
+    main()
