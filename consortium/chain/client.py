@@ -353,9 +353,10 @@ class ChainClient:
         """Mine empty blocks so that the next transaction lands in block `block` (or later)."""
         self.mine(block - 1 - self.block_number())
 
-    def advance_to_phase(self, phase: Phase) -> None:
-        """Mine until the next transaction falls in `phase` of the current round."""
-        r = self.round_info()
+    def advance_to_phase(self, phase: Phase, info: RoundInfo | None = None) -> None:
+        """Mine until the next transaction falls in `phase` of the current round (`info`: a
+        round_info() already read for this round, to spare a call)."""
+        r = info or self.round_info()
         start = {
             Phase.SEED_REVEAL: r.seed_block + 1,
             Phase.DRAW: r.draw_from,
