@@ -85,32 +85,49 @@ def play(c: ChainClient, gas: dict[str, list[int]], seeds: int, label: str) -> i
     return total
 
 
+def no_show_finalize(c: ChainClient) -> int:
+    """finalize's heaviest path: every role slashed, each slash updating the draw tree."""
+    c.open_round(c.global_hash())
+    c.advance_to_phase(Phase.DRAW)
+    c.draw()
+    c.advance_to_phase(Phase.FINALIZE)
+    return c.finalize().gas_used
+
+
 def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
     np, nv = ROLES[n]
     accounts = backend.accounts  # type: ignore[attr-defined]
     c = ChainClient.deploy(backend, params_for(np, nv), h("genesis"), fund=100 * ETH,  # type: ignore[arg-type]
                            account=accounts[0])
-    gas: dict[str, list[int]] = defaultdict(list)
+    once: dict[str, list[int]] = defaultdict(list)
     deployed = c.history().events[0].tx_hash
-    gas["deploy"].append(int(c.w3.eth.get_transaction_receipt(deployed)["gasUsed"]))
+    once["deploy"].append(int(c.w3.eth.get_transaction_receipt(deployed)["gasUsed"]))
     for i, a in enumerate(accounts[1 : n + 1]):
-        gas["register"].append(c.as_account(a).register((2 + i % 7) * ETH).gas_used)
-    totals = [play(c.as_account(accounts[1]), gas, seeds, f"n{n}") for _ in range(rounds)]
+        once["register"].append(c.as_account(a).register((2 + i % 7) * ETH).gas_used)
+    per_round = [defaultdict(list) for _ in range(rounds)]
+    totals = [play(c.as_account(accounts[1]), per_round[k], seeds, f"n{n}") for k in range(rounds)]
+    worst = no_show_finalize(c.as_account(accounts[1]))
     who = c.as_account(accounts[n])
-    gas["top_up"].append(who.top_up(ETH).gas_used)
-    gas["announce_exit"].append(who.announce_exit().gas_used)
+    once["top_up"].append(who.top_up(ETH).gas_used)
+    once["announce_exit"].append(who.announce_exit().gas_used)
     c.mine(5)
-    gas["complete_exit"].append(who.complete_exit().gas_used)
-    gas["withdraw"].append(who.withdraw(ETH).gas_used)
+    once["complete_exit"].append(who.complete_exit().gas_used)
+    once["withdraw"].append(who.withdraw(ETH).gas_used)
 
     print(f"\n## {n} participants, {np} proposers + {nv} voters per round, {seeds} seed contributors")
-    print(f"{'call':<16}{'min':>10}{'median':>10}{'max':>10}")
-    for name, vals in gas.items():
-        print(f"{name:<16}{min(vals):>10,}{int(statistics.median(vals)):>10,}{max(vals):>10,}")
+    print(f"{'call':<16}{'first round':>14}{'later rounds':>14}   (median gas per call)")
+    for name in per_round[0]:
+        first = int(statistics.median(per_round[0][name]))
+        later = int(statistics.median(v for r in per_round[1:] for v in r[name])) if rounds > 1 else first
+        print(f"{name:<16}{first:>14,}{later:>14,}")
+    print(f"{'call':<16}{'min':>14}{'max':>14}")
+    for name, vals in once.items():
+        print(f"{name:<16}{min(vals):>14,}{max(vals):>14,}")
     first, steady = totals[0], totals[-1]
     print(f"round total: first {first:,}, steady {steady:,}")
     print(f"per participant per round: first {first // n:,}, steady {steady // n:,}")
     print(f"per role per round:        first {first // (np + nv):,}, steady {steady // (np + nv):,}")
+    print(f"worst-case finalize (every role a no-show, all {np + nv} slashed): {worst:,}")
 
 
 def main() -> None:
@@ -118,7 +135,8 @@ def main() -> None:
     ap.add_argument("--anvil", action="store_true", help="run on a local anvil instead of the embedded EVM")
     ap.add_argument("--sizes", type=int, nargs="*", default=sorted(ROLES), choices=sorted(ROLES))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=3, help="participants contributing seed entropy")
+    ap.add_argument("--seeds", type=int, default=0,
+                    help="participants contributing seed entropy each round (optional: 0 = block hash only)")
     args = ap.parse_args()
     with ExitStack() as stack:
         for n in args.sizes:

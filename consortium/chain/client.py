@@ -100,7 +100,7 @@ class ChainClient:
         rcpt = w3.eth.wait_for_transaction_receipt(tx_hash)
         if rcpt["status"] != 1:
             try:
-                ctor.call({"from": sender, "value": fund})
+                ctor.estimate_gas({"from": sender, "value": fund})
             except Exception as exc:
                 reason = reason_from(exc)
                 if reason is None:

@@ -202,3 +202,15 @@ def test_locally_signed_account(chain: ChainClient) -> None:
         assert getattr(exc, "reason", None) == "already registered"
     else:
         raise AssertionError("second register went through")
+
+
+def test_bad_deployment_parameters_are_refused(chain: ChainClient) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from consortium.chain import ChainError
+
+    with pytest.raises(ChainError) as info:
+        ChainClient.deploy(chain.backend, replace(PARAMS, n_voters=33), GENESIS)
+    assert info.value.reason == "n_voters out of range"
