@@ -44,10 +44,22 @@ def h(label: str) -> bytes:
 
 def params_for(n_proposers: int, n_voters: int) -> Params:
     span = n_proposers + n_voters + 4  # one transaction per block on a dev chain
-    return Params(min_stake=ETH, seed_blocks=12, commit_blocks=span, candidate_blocks=4,
-                  vote_commit_blocks=span, vote_reveal_blocks=span, exit_cooldown=4,
-                  n_proposers=n_proposers, n_voters=n_voters, reward_per_round=ETH // 10,
-                  slash_rejected_bps=1000, slash_minority_bps=500, slash_no_show_bps=200, quorum_bps=5000)
+    return Params(
+        min_stake=ETH,
+        seed_blocks=12,
+        commit_blocks=span,
+        candidate_blocks=4,
+        vote_commit_blocks=span,
+        vote_reveal_blocks=span,
+        exit_cooldown=4,
+        n_proposers=n_proposers,
+        n_voters=n_voters,
+        reward_per_round=ETH // 10,
+        slash_rejected_bps=1000,
+        slash_minority_bps=500,
+        slash_no_show_bps=200,
+        quorum_bps=5000,
+    )
 
 
 def play(c: ChainClient, gas: dict[str, list[int]], seeds: int, label: str) -> int:
@@ -97,8 +109,13 @@ def no_show_finalize(c: ChainClient) -> int:
 def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
     np, nv = ROLES[n]
     accounts = backend.accounts  # type: ignore[attr-defined]
-    c = ChainClient.deploy(backend, params_for(np, nv), h("genesis"), fund=100 * ETH,  # type: ignore[arg-type]
-                           account=accounts[0])
+    c = ChainClient.deploy(
+        backend,
+        params_for(np, nv),
+        h("genesis"),
+        fund=100 * ETH,  # type: ignore[arg-type]
+        account=accounts[0],
+    )
     once: dict[str, list[int]] = defaultdict(list)
     deployed = c.history().events[0].tx_hash
     once["deploy"].append(int(c.w3.eth.get_transaction_receipt(deployed)["gasUsed"]))
@@ -135,8 +152,12 @@ def main() -> None:
     ap.add_argument("--anvil", action="store_true", help="run on a local anvil instead of the embedded EVM")
     ap.add_argument("--sizes", type=int, nargs="*", default=sorted(ROLES), choices=sorted(ROLES))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=0,
-                    help="participants contributing seed entropy each round (optional: 0 = block hash only)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="participants contributing seed entropy each round (optional: 0 = block hash only)",
+    )
     args = ap.parse_args()
     with ExitStack() as stack:
         for n in args.sizes:

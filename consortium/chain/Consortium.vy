@@ -877,6 +877,20 @@ def participant_list(start: uint256, count: uint256) -> DynArray[address, 256]:
 
 @external
 @view
+def participant_states(start: uint256, count: uint256) -> DynArray[Participant, 128]:
+    """Participants by index from `start` (1-based), at most 128 per call: one read for a
+    dashboard or an audit instead of one per address."""
+    out: DynArray[Participant, 128] = []
+    n: uint256 = self.n_indices
+    for i: uint256 in range(128):
+        if i == count or start + i > n:
+            break
+        out.append(self.participants[self.index_owner[start + i]])
+    return out
+
+
+@external
+@view
 def weight_of_prefix(i: uint256) -> uint256:
     """Sum of weights of indices 1..i (lets tests check the tree against the stakes)."""
     return self._prefix(i)

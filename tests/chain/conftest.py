@@ -22,8 +22,10 @@ N_ACCOUNTS = 16  # 0: deployer, 1..8: participants, the rest: outsiders
 def anvil_url() -> Iterator[str]:
     binary = find_anvil()
     if binary is None:
-        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil "
-                    "(or set $ANVIL)")
+        pytest.skip(
+            "anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil "
+            "(or set $ANVIL)"
+        )
     node = AnvilNode(binary, n_accounts=N_ACCOUNTS).start()
     try:
         yield node.url

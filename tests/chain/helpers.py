@@ -9,9 +9,20 @@ from consortium.chain import ChainClient, Params, Phase, Tx, Vote
 
 ETH = 10**18
 PARAMS = Params(
-    min_stake=ETH, seed_blocks=4, commit_blocks=6, candidate_blocks=4, vote_commit_blocks=6,
-    vote_reveal_blocks=6, exit_cooldown=5, n_proposers=2, n_voters=3, reward_per_round=ETH // 10,
-    slash_rejected_bps=1000, slash_minority_bps=500, slash_no_show_bps=200, quorum_bps=5000,
+    min_stake=ETH,
+    seed_blocks=4,
+    commit_blocks=6,
+    candidate_blocks=4,
+    vote_commit_blocks=6,
+    vote_reveal_blocks=6,
+    exit_cooldown=5,
+    n_proposers=2,
+    n_voters=3,
+    reward_per_round=ETH // 10,
+    slash_rejected_bps=1000,
+    slash_minority_bps=500,
+    slash_no_show_bps=200,
+    quorum_bps=5000,
 )
 N_PARTICIPANTS = 8
 GENESIS = hashlib.sha256(b"genesis adapter").digest()
@@ -46,9 +57,16 @@ def open_and_draw(c: ChainClient, seeds: int = 0) -> int:
     return rid
 
 
-def play_round(c: ChainClient, *, accept: bool = True, commit: int | None = None,
-               reveal: int | None = None, flagged: tuple[int, ...] = (), label: str = "r",
-               seeds: int = 0) -> RoundResult:
+def play_round(
+    c: ChainClient,
+    *,
+    accept: bool = True,
+    commit: int | None = None,
+    reveal: int | None = None,
+    flagged: tuple[int, ...] = (),
+    label: str = "r",
+    seeds: int = 0,
+) -> RoundResult:
     """One whole round: `commit` proposers commit, everyone votes accept (or reject), `reveal`
     voters reveal, then finalize."""
     rid = open_and_draw(c, seeds)
@@ -72,9 +90,14 @@ def play_round(c: ChainClient, *, accept: bool = True, commit: int | None = None
 
 def fingerprint(c: ChainClient, extra: tuple[str, ...] = ()) -> tuple[object, ...]:
     """Everything a refused transaction must leave as it was."""
-    who = [*c.participant_addresses(), *extra]
-    return (c.contract_balance(), c.reward_pool(), c.global_hash(), c.round_info(),
-            tuple(c.participant(a) for a in who), c.n_participants())
+    return (
+        c.contract_balance(),
+        c.reward_pool(),
+        c.global_hash(),
+        c.round_info(),
+        tuple(c.all_participants()),
+        tuple(c.participant(a) for a in extra),
+    )
 
 
 def to_vote_reveal(c: ChainClient, choice: int = 1) -> int:

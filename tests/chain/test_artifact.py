@@ -17,6 +17,7 @@ def test_pragmas_pin_compiler_and_evm_version() -> None:
 
 
 def test_artifact_matches_a_fresh_compile() -> None:
-    assert load_artifact()["source_sha256"] == build.source_sha256(), \
+    assert load_artifact()["source_sha256"] == build.source_sha256(), (
         "Consortium.vy changed: run `python -m consortium.chain.compile`"
+    )
     assert build.drift() == [], "artifact.json drifted: run `python -m consortium.chain.compile`"

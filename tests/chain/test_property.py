@@ -18,9 +18,20 @@ from hypothesis import strategies as st
 from consortium.chain import ChainClient, ChainError, Outcome, Params, Phase, RoundState, Vote, draw_roles
 
 PROP_PARAMS = Params(
-    min_stake=ETH, seed_blocks=1, commit_blocks=3, candidate_blocks=3, vote_commit_blocks=3,
-    vote_reveal_blocks=3, exit_cooldown=3, n_proposers=1, n_voters=2, reward_per_round=ETH // 10,
-    slash_rejected_bps=1000, slash_minority_bps=500, slash_no_show_bps=200, quorum_bps=5000,
+    min_stake=ETH,
+    seed_blocks=1,
+    commit_blocks=3,
+    candidate_blocks=3,
+    vote_commit_blocks=3,
+    vote_reveal_blocks=3,
+    exit_cooldown=3,
+    n_proposers=1,
+    n_voters=2,
+    reward_per_round=ETH // 10,
+    slash_rejected_bps=1000,
+    slash_minority_bps=500,
+    slash_no_show_bps=200,
+    quorum_bps=5000,
 )
 N_PEOPLE = 7  # accounts 1..7; 1..4 registered at the start
 FUND = 2 * ETH
@@ -155,8 +166,10 @@ class Driver:
         assert c.contract_balance() == hist.total_stake + hist.total_balance + hist.reward_pool
         assert c.contract_balance() == self.deposited - self.withdrawn
         assert hist.reward_pool == c.reward_pool()
+        on_chain = {p.address: p for p in c.all_participants()}
+        assert set(on_chain) == set(hist.participants)
         for addr, rec in hist.participants.items():
-            p = c.participant(addr)
+            p = on_chain[addr]
             assert rec.stake >= 0 and rec.balance >= 0
             assert (p.stake, p.balance, p.registered) == (rec.stake, rec.balance, rec.registered)
             assert p.weight == rec.weight(hist.min_stake)
@@ -201,8 +214,12 @@ def run_sequence(c: ChainClient, actions: list[tuple[Any, ...]]) -> Driver:
     return d
 
 
-_COMMON = {"deadline": None, "derandomize": True, "database": None,
-           "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+_COMMON = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
 
 
 @settings(max_examples=200, **_COMMON)

@@ -156,8 +156,11 @@ def test_candidate_guards(chain: ChainClient) -> None:
     chain.advance_to_phase(Phase.CANDIDATE)
     chain.post_candidate(rid, h("agg"), 0b01)
     refused(chain, lambda: chain.post_candidate(rid, h("agg"), 0b01), "duplicate candidate")
-    refused(chain, lambda: chain.post_candidate(rid, h("agg"), 1 << PARAMS.n_proposers),
-            "flag outside proposer slots")
+    refused(
+        chain,
+        lambda: chain.post_candidate(rid, h("agg"), 1 << PARAMS.n_proposers),
+        "flag outside proposer slots",
+    )
 
 
 def test_reveal_of_unknown_candidate(chain: ChainClient) -> None:
@@ -175,7 +178,8 @@ def _attacker(chain: ChainClient, payer: str, swallow: bool) -> object:
     w3 = chain.w3
     factory = w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"])
     rcpt = w3.eth.wait_for_transaction_receipt(
-        factory.constructor(chain.contract_address, swallow).transact({"from": payer}))
+        factory.constructor(chain.contract_address, swallow).transact({"from": payer})
+    )
     att = w3.eth.contract(address=rcpt["contractAddress"], abi=out["abi"])
     for fn, value in ((att.functions.join(), 2 * ETH), (att.functions.leave(), 0)):
         w3.eth.wait_for_transaction_receipt(fn.transact({"from": payer, "value": value}))

@@ -191,8 +191,11 @@ def test_refused_before_sending_and_after_mining_give_the_same_error(chain: Chai
 
 def test_locally_signed_account(chain: ChainClient) -> None:
     acct = Account.from_key(h("a local key"))
-    chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_transaction(
-        {"from": chain.backend.accounts[0], "to": acct.address, "value": 5 * ETH}))
+    chain.w3.eth.wait_for_transaction_receipt(
+        chain.w3.eth.send_transaction(
+            {"from": chain.backend.accounts[0], "to": acct.address, "value": 5 * ETH}
+        )
+    )
     me = chain.as_account(acct)
     me.register(2 * ETH)
     assert me.participant().stake == 2 * ETH
