@@ -52,6 +52,9 @@ class DataSection(_Section):
     dirichlet_alpha: float = Field(0.5, gt=0)
     jsonl: tuple[FilePath, ...] = Field((), description="extra JSONL files, one domain each (file stem)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of each JSONL file")
+    system_prompt: str | None = Field(
+        "You are a concise assistant.", description="system message; none = the template's default"
+    )
 
 
 class TrainSection(_Section):
@@ -66,8 +69,9 @@ class TrainSection(_Section):
 
 
 class EvalSection(_Section):
-    """Exact-match evaluation with batched greedy decoding."""
+    """Exact match: a teacher-forced pass (greedy's verdict in one forward) or batched greedy decoding."""
 
+    method: Literal["teacher_forced", "greedy"] = "teacher_forced"
     max_new_tokens: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     isolated_baseline: bool = True

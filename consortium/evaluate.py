@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from consortium.data import Example, encode_prompt
+from consortium.data import Example, encode_example, encode_prompt
+from consortium.train import IGNORE, collate
 
 
 def normalise(text: str) -> str:
@@ -28,10 +30,11 @@ def greedy_answers(
     prompts: Sequence[str],
     batch_size: int,
     max_new_tokens: int,
+    system: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Greedy continuations, batched by similar prompt length with left padding."""
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p, system) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(encoded)
     device = next(model.parameters()).device
@@ -60,21 +63,68 @@ def greedy_answers(
     return out
 
 
-def accuracy_by_domain(
+@torch.no_grad()
+def teacher_forced_verdicts(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     batch_size: int,
-    max_new_tokens: int,
+    system: str | None = None,
+    max_len: int = 512,
     on_batch: Callable[[int], None] | None = None,
-) -> dict[str, float]:
+) -> list[bool]:
+    """Exact match in one forward pass: correct iff every reference token (and the end-of-turn token
+    after it) is the argmax given the reference prefix, i.e. iff greedy decoding would produce exactly
+    the reference and stop. No decode loop, and only answer positions are projected to the vocabulary.
+    """
+    encoded = [encode_example(tokenizer, e, max_len, system) for e in examples]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    verdicts = [False] * len(encoded)
+    device = next(model.parameters()).device
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {
+            k: v.to(device) for k, v in collate([encoded[i] for i in idx], tokenizer.pad_token_id).items()
+        }
+        hidden = causal_lm.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        targets = batch["labels"][:, 1:]
+        keep = targets != IGNORE
+        pred = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).argmax(-1)
+        hit = torch.ones_like(targets, dtype=torch.bool)
+        hit[keep] = pred == targets[keep]
+        for row, i in enumerate(idx):
+            verdicts[i] = bool(hit[row].all())
+        if on_batch is not None:
+            on_batch(len(idx))
+    return verdicts
+
+
+def exact_match_verdicts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    method: Literal["teacher_forced", "greedy"],
+    batch_size: int,
+    max_new_tokens: int,
+    system: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[bool]:
+    """One verdict per example, by a teacher-forced pass (fast) or by greedy generation (free-form)."""
+    if method == "teacher_forced":
+        return teacher_forced_verdicts(model, tokenizer, examples, batch_size, system, on_batch=on_batch)
+    prompts = [e.prompt for e in examples]
+    answers = greedy_answers(model, tokenizer, prompts, batch_size, max_new_tokens, system, on_batch)
+    return [is_correct(a, e.response) for a, e in zip(answers, examples, strict=True)]
+
+
+def accuracy_by_domain(examples: Sequence[Example], verdicts: Sequence[bool]) -> dict[str, float]:
     """Exact-match accuracy per domain, plus `mean` (the unweighted mean over domains)."""
-    answers = greedy_answers(
-        model, tokenizer, [e.prompt for e in examples], batch_size, max_new_tokens, on_batch
-    )
     hits: dict[str, list[bool]] = defaultdict(list)
-    for ex, ans in zip(examples, answers, strict=True):
-        hits[ex.domain].append(is_correct(ans, ex.response))
+    for ex, ok in zip(examples, verdicts, strict=True):
+        hits[ex.domain].append(ok)
     acc = {d: sum(h) / len(h) for d, h in sorted(hits.items())}
     acc["mean"] = sum(acc.values()) / len(acc)
     return acc

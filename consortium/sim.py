@@ -29,7 +29,7 @@ from consortium.data import (
     load_jsonl,
     partition,
 )
-from consortium.evaluate import accuracy_by_domain
+from consortium.evaluate import accuracy_by_domain, exact_match_verdicts
 from consortium.model import (
     LoraSpec,
     attach,
@@ -134,7 +134,10 @@ class Simulation:
             Participant(
                 name=f"org{i}",
                 examples=shard,
-                encoded=[encode_example(self.tokenizer, e, cfg.train.max_len) for e in shard],
+                encoded=[
+                    encode_example(self.tokenizer, e, cfg.train.max_len, cfg.data.system_prompt)
+                    for e in shard
+                ],
             )
             for i, shard in enumerate(shards)
         ]
@@ -149,14 +152,18 @@ class Simulation:
     def evaluate(self, vec: torch.Tensor, label: str, progress: Progress) -> dict[str, float]:
         set_flat(self.model, self.spec, vec)
         task = progress.add_task(f"eval {label}", total=len(self.test))
-        acc = accuracy_by_domain(
+        ev = self.cfg.eval
+        verdicts = exact_match_verdicts(
             self.model,
             self.tokenizer,
             self.test,
-            self.cfg.eval.batch_size,
-            self.cfg.eval.max_new_tokens,
+            ev.method,
+            ev.batch_size,
+            ev.max_new_tokens,
+            self.cfg.data.system_prompt,
             on_batch=lambda n: progress.advance(task, n),
         )
+        acc = accuracy_by_domain(self.test, verdicts)
         progress.remove_task(task)
         return acc
 

@@ -44,10 +44,19 @@ class EncodedExample:
             )
 
 
-def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
-    """The templated prompt up to and including the assistant header."""
+def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    head = [] if system is None else [{"role": "system", "content": system}]
+    return [*head, {"role": "user", "content": prompt}]
+
+
+def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: str, system: str | None = None) -> str:
+    """The templated prompt up to and including the assistant header.
+
+    `system=None` leaves the template's own default (SmolLM2 injects a ~20-token one); a short explicit
+    system message makes every sequence shorter, which on a CPU is most of the cost of a short answer.
+    """
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        _messages(prompt, system), tokenize=False, add_generation_prompt=True
     )
 
 
@@ -55,12 +64,14 @@ def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system: str | None = None) -> list[int]:
     """Token ids to generate the answer from (the same prefix `encode_example` trains on)."""
-    return _encode(tokenizer, prompt_text(tokenizer, prompt))
+    return _encode(tokenizer, prompt_text(tokenizer, prompt, system))
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int) -> EncodedExample:
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int, system: str | None = None
+) -> EncodedExample:
     """Prompt and answer as one sequence, loss on the answer and end-of-turn token only.
 
     If too long, tokens are dropped from the LEFT of the prompt (the question's end and the assistant header
@@ -70,10 +81,10 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, ex: Example, max_len: int
         raise DataError("tokenizer has no eos_token; cannot mark the end of the answer")
     if max_len < 2:
         raise DataError(f"max_len must be >= 2, got {max_len}")
-    p_text = prompt_text(tokenizer, ex.prompt)
+    p_text = prompt_text(tokenizer, ex.prompt, system)
     t_text = ex.response + tokenizer.eos_token
     full = tokenizer.apply_chat_template(
-        [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.response}],
+        [*_messages(ex.prompt, system), {"role": "assistant", "content": ex.response}],
         tokenize=False,
     )
     if not full.startswith(p_text + t_text):
