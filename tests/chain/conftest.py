@@ -11,9 +11,9 @@ import pytest
 
 from consortium.chain import AnvilNode, ChainClient, EmbeddedBackend, RpcBackend, find_anvil
 
-sys.path.insert(0, str(Path(__file__).parent))  # helpers.py beside this file
+sys.path.insert(0, str(Path(__file__).parent))  # chain_helpers.py beside this file
 
-from helpers import ETH, GENESIS, N_PARTICIPANTS, PARAMS
+from chain_helpers import ETH, GENESIS, N_PARTICIPANTS, PARAMS
 
 N_ACCOUNTS = 16  # 0: deployer, 1..8: participants, the rest: outsiders
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from chain_helpers import ETH, GENESIS, PARAMS, fingerprint, h, open_and_draw, play_round, to_vote_reveal
 from eth_account import Account
-from helpers import ETH, GENESIS, PARAMS, fingerprint, h, open_and_draw, play_round, to_vote_reveal
 
 from consortium.chain import (
     ChainClient,

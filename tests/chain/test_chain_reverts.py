@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ETH, PARAMS, fingerprint, h, open_and_draw, to_vote_reveal
+from chain_helpers import ETH, PARAMS, fingerprint, h, open_and_draw, to_vote_reveal
 
 from consortium.chain import ChainClient, ChainError, Phase, Vote
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helpers import ETH, GENESIS, h
+from chain_helpers import ETH, GENESIS, h
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,7 +69,7 @@ class Driver:
 
     def light_state(self, actor: str, block: int | str = "latest") -> tuple[object, ...]:
         """What a refused call could most plausibly have touched (the full check of every
-        refusal path is in test_reverts.py)."""
+        refusal path is in test_chain_reverts.py)."""
         return self.c.contract_balance(block), self.c.participant(actor, block)
 
     def attempt(self, actor: str, fn: Callable[[ChainClient], object], value: int = 0) -> bool:
@@ -223,7 +223,7 @@ _COMMON = {
 
 
 @settings(max_examples=200, **_COMMON)
-@given(actions=st.lists(ACTIONS, min_size=1, max_size=6))
+@given(actions=st.lists(ACTIONS, min_size=1, max_size=5))
 def test_random_sequences_keep_the_invariants(fresh: Callable[[], ChainClient], actions: list[Any]) -> None:
     run_sequence(fresh(), actions)
 
