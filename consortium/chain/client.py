@@ -160,8 +160,8 @@ class ChainClient:
         rcpt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
         if rcpt["status"] != 1:
             reason = _replay_reason(fn, {"from": self.address, "value": value}, rcpt["blockNumber"])
-            raise ChainError(reason, function=name, tx_hash=tx_hash.hex())
-        return Tx(tx_hash.hex(), rcpt["blockNumber"], rcpt["gasUsed"], name)
+            raise ChainError(reason, function=name, tx_hash=Web3.to_hex(tx_hash))
+        return Tx(Web3.to_hex(tx_hash), rcpt["blockNumber"], rcpt["gasUsed"], name)
 
     def _tx_defaults(self) -> dict[str, int]:
         """Chain id always, and on a dev chain fixed fees: its base fee only falls (blocks stay

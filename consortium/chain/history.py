@@ -149,7 +149,7 @@ class HistoryReader:
                         dict(d["args"]),
                         int(d["blockNumber"]),
                         int(d["logIndex"]),
-                        d["transactionHash"].hex(),
+                        Web3.to_hex(d["transactionHash"]),
                     )
                 )
             self.next_block = head + 1

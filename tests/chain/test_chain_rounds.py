@@ -217,3 +217,22 @@ def test_bad_deployment_parameters_are_refused(chain: ChainClient) -> None:
     with pytest.raises(ChainError) as info:
         ChainClient.deploy(chain.backend, replace(PARAMS, n_voters=33), GENESIS)
     assert info.value.reason == "n_voters out of range"
+
+
+def test_plain_json_rpc_client_without_dev_shortcuts(chain: ChainClient, outsiders: list[str]) -> None:
+    """A client built with connect(url): web3 picks the fees, preflight on, attached by address."""
+    import pytest
+
+    from consortium.chain import ChainError, RpcBackend, connect
+
+    if not isinstance(chain.backend, RpcBackend):
+        pytest.skip("needs the JSON-RPC backend")
+    be = connect(chain.backend.url)
+    assert isinstance(be, RpcBackend) and not be.dev
+    c = ChainClient.at(be, chain.contract_address, outsiders[0])
+    assert c.preflight and c.params() == PARAMS
+    c.register(PARAMS.min_stake)
+    with pytest.raises(ChainError) as info:
+        c.register(PARAMS.min_stake)
+    assert info.value.reason == "already registered"
+    assert chain.participant(outsiders[0]).stake == PARAMS.min_stake
