@@ -71,6 +71,8 @@ def plot_losses(report: dict[str, Any], path: Path) -> None:
 
 
 def _acc_table(acc: dict[str, dict[str, float]]) -> str:
+    if not acc:
+        return "_No evaluation finished._"
     domains = list(next(iter(acc.values())))
     lines = ["| model | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
     for name, row in acc.items():

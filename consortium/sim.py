@@ -185,6 +185,10 @@ class Simulation:
                 f"[yellow]interrupted: {rd.path} holds the {report['rounds_completed']} finished round(s)"
             )
             raise
+        except Exception as e:
+            report["status"] = "failed"
+            report["error"] = f"{type(e).__name__}: {e}"
+            raise
         finally:
             rd.write_json("report.json", report)
             write_report(report, rd.path)

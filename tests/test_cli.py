@@ -95,3 +95,25 @@ def test_user_jsonl_becomes_a_domain(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert "clinic" in json.loads((run_dir / "report.json").read_text())["accuracy"]["federated"]
+
+
+def test_ctrl_c_leaves_a_consistent_marked_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consortium.train import LocalTrainer
+
+    real, calls = LocalTrainer.train, []
+
+    def interrupt_in_round_two(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # 4 participants: the 5th local training is round 2's first
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTrainer, "train", interrupt_in_round_two)
+    res = _run(tmp_path / "runs", "--set", "data.n_train=16", "--set", "data.n_test=2")
+    assert res.exit_code == 130
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["rounds_completed"] == 1
+    assert report["global_adapter"] == report["rounds_detail"][0]["global_out"]
+    assert "interrupted" in (run_dir / "report.md").read_text()
+    assert not list(run_dir.rglob(".*tmp*"))  # no half-written temp files
