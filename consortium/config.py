@@ -86,6 +86,7 @@ class RunConfig(_Section):
     rounds: int = Field(3, ge=1)
     aggregator: str = "fedavg"
     weighting: Literal["samples", "uniform"] = "samples"
+    server_lr: float = Field(1.0, gt=0, le=100, description="server step on the aggregate (1 = FedAvg)")
     model: ModelSection = ModelSection()
     lora: LoraSection = LoraSection()
     data: DataSection = DataSection()

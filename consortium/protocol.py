@@ -112,8 +112,13 @@ def compute_candidate(
     commitments: Sequence[Commitment],
     aggregator: str,
     weighting: Literal["samples", "uniform"],
+    server_lr: float = 1.0,
 ) -> torch.Tensor:
-    """The candidate global vector: `global_in + aggregate(updates, weights)`; pure in its inputs."""
+    """The candidate global vector: `global_in + server_lr * aggregate(updates, weights)`.
+
+    Pure in its inputs. `server_lr` is FedOpt's server step size (Reddi et al., 2021): 1.0 is plain
+    FedAvg; above 1 it offsets the dilution of averaging updates that point in different directions.
+    """
     if not commitments:
         raise ProtocolError("no commitments to aggregate")
     ordered = sorted(commitments, key=lambda c: c.participant)
@@ -122,7 +127,10 @@ def compute_candidate(
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:
         weights = torch.ones(len(ordered), dtype=torch.float64)
-    return get_vector(store, global_in, layout) + aggregate(aggregator, updates, weights)
+    step = aggregate(aggregator, updates, weights)
+    if server_lr != 1.0:
+        step = step * server_lr
+    return get_vector(store, global_in, layout) + step
 
 
 TrainFn = Callable[[str, torch.Tensor], tuple[torch.Tensor, int]]
@@ -137,6 +145,7 @@ class RoundRunner:
     layout: Layout
     aggregator: str
     weighting: Literal["samples", "uniform"]
+    server_lr: float = 1.0
 
     def run_round(self, global_hash: str, participants: Sequence[str], train: TrainFn) -> RoundRecord:
         """One round; `train(participant, global_vector) -> (delta, n_examples)` is the local step."""
@@ -147,7 +156,13 @@ class RoundRunner:
             blob = put_vector(self.store, delta, self.layout)
             self.ledger.commit(rnd, Commitment(participant=pid, blob=blob, n_examples=n))
         cand = compute_candidate(
-            self.store, self.layout, rnd.global_in, rnd.commitments, self.aggregator, self.weighting
+            self.store,
+            self.layout,
+            rnd.global_in,
+            rnd.commitments,
+            self.aggregator,
+            self.weighting,
+            self.server_lr,
         )
         self.ledger.post_candidate(rnd, put_vector(self.store, cand, self.layout))
         self.ledger.finalize(rnd)

@@ -204,6 +204,7 @@ class Simulation:
             "model": cfg.model.name,
             "lora_variant": cfg.lora.variant,
             "aggregator": cfg.aggregator,
+            "server_lr": cfg.server_lr,
             "participants": cfg.participants,
             "participant_domains": {p.name: p.domains for p in self.participants},
             "participant_examples": {p.name: len(p.examples) for p in self.participants},
@@ -229,7 +230,9 @@ class Simulation:
         timings["eval_base"] = time.perf_counter() - t0
         rd.write_json("report.json", report)
 
-        runner = RoundRunner(MemoryLedger(), BlobStore(rd.store), self.layout, cfg.aggregator, cfg.weighting)
+        runner = RoundRunner(
+            MemoryLedger(), BlobStore(rd.store), self.layout, cfg.aggregator, cfg.weighting, cfg.server_lr
+        )
         global_hash = put_vector(runner.store, self.initial, self.layout)
         by_name = {p.name: (i, p) for i, p in enumerate(self.participants)}
         t_train = t_eval = 0.0

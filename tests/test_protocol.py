@@ -91,3 +91,13 @@ def test_round_runner_moves_the_global(tmp_path: Path, lay) -> None:
     torch.testing.assert_close(
         get_vector(store, rec.global_out, lay), start + (deltas["org0"] + deltas["org1"]) / 2
     )
+
+
+def test_server_lr_scales_the_aggregate_step(tmp_path: Path, lay) -> None:
+    store = BlobStore(tmp_path)
+    start = _vec(lay, 0)
+    g = put_vector(store, start, lay)
+    deltas = [_vec(lay, 1), _vec(lay, 2)]
+    commits = [Commitment(f"org{i}", put_vector(store, d, lay), 1) for i, d in enumerate(deltas)]
+    cand = compute_candidate(store, lay, g, commits, "fedavg", "uniform", server_lr=2.5)
+    torch.testing.assert_close(cand, start + 2.5 * (deltas[0] + deltas[1]) / 2, rtol=0, atol=1e-5)
