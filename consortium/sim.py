@@ -60,12 +60,6 @@ class Participant:
         return sorted({e.domain for e in self.examples})
 
 
-@dataclass
-class RunData:
-    participants: list[Participant]
-    test: list[Example]
-
-
 def _split_file(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Deterministic held-out split of a user's file (at least one test and one train example)."""
     order = list(range(len(examples)))
