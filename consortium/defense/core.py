@@ -1,0 +1,260 @@
+"""Types, registry and chunked tensor kernels shared by the aggregation rules.
+
+Everything here is torch-only (no pydantic, nothing from the rest of `consortium`) so that the defences and
+`bench/aggregation_scale.py` run on a bare GPU box. Big work ([n, d]) runs on the updates' device in column
+chunks of at most `chunk_elems` elements; small work ([n] and [n, n]) runs on the CPU in float64, so the
+selection logic of a rule does not depend on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+class UpdateError(ValueError):
+    """A client's update (or its weight) is unusable; the message names the client."""
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class DefenseParams:
+    """Knobs of every rule; the run config's `[defense]` table maps 1:1 onto these fields.
+
+    A plain stdlib dataclass: pydantic validates it directly (and `__pydantic_config__` forbids unknown
+    keys) without this package importing pydantic. Ranges that do not depend on the number of clients are
+    checked here; those that do (`f < n`, Bulyan's `n >= 4f + 3`, ...) are checked when a rule runs.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    f: int | None = None
+    """Assumed maximum number of malicious clients (Krum, Multi-Krum, Bulyan). None = the largest the
+    rule tolerates: `max(0, (n - 3) // 2)` for Krum / Multi-Krum (n > 2f + 2), `max(0, (n - 3) // 4)`
+    for Bulyan (n >= 4f + 3). An explicit f only needs `f < n` for Krum / Multi-Krum."""
+    multi_krum_m: int | None = None
+    """Clients Multi-Krum keeps (1..n). None = n - f."""
+    trim_ratio: float = 0.1
+    """Trimmed mean: fraction of clients cut at EACH end per coordinate, 0 <= x < 0.5;
+    `floor(trim_ratio * n)` values are cut per end."""
+    norm_bound: float | None = None
+    """Norm bounding: clip each update to this L2 norm (> 0). None = the median of the clients' norms."""
+    flame_noise: float = 0.001
+    """FLAME: Gaussian noise std = flame_noise * S, S the median L2 norm (lambda in the paper; >= 0)."""
+    flame_min_cluster_size: int | None = None
+    """FLAME: HDBSCAN min_cluster_size (>= 2). None = n // 2 + 1 (the admitted cluster is a majority)."""
+    foolsgold_confidence: float = 1.0
+    """FoolsGold: confidence kappa of the logit (> 0)."""
+    rlr_threshold: int | None = None
+    """RLR: a coordinate's learning rate is flipped when |sum_i sign(u_i)| < this count (1..n).
+    None = max(1, n // 4)."""
+    chunk_elems: int = 1 << 26
+    """Column-chunk size of the [n, d] kernels, in elements of an [n, chunk] block (>= 1)."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> ValueError:
+            return ValueError(f"defense.{name} must be {want}, got {getattr(self, name)!r}")
+
+        if self.f is not None and not (_is_int(self.f) and self.f >= 0):
+            raise bad("f", "an integer >= 0 or None")
+        if self.multi_krum_m is not None and not (_is_int(self.multi_krum_m) and self.multi_krum_m >= 1):
+            raise bad("multi_krum_m", "an integer >= 1 or None")
+        if not (_is_num(self.trim_ratio) and 0 <= self.trim_ratio < 0.5):
+            raise bad("trim_ratio", "a number in [0, 0.5)")
+        if self.norm_bound is not None and not (_is_num(self.norm_bound) and 0 < self.norm_bound < math.inf):
+            raise bad("norm_bound", "a finite number > 0 or None")
+        if not (_is_num(self.flame_noise) and 0 <= self.flame_noise < math.inf):
+            raise bad("flame_noise", "a finite number >= 0")
+        if self.flame_min_cluster_size is not None and not (
+            _is_int(self.flame_min_cluster_size) and self.flame_min_cluster_size >= 2
+        ):
+            raise bad("flame_min_cluster_size", "an integer >= 2 or None")
+        if not (_is_num(self.foolsgold_confidence) and 0 < self.foolsgold_confidence < math.inf):
+            raise bad("foolsgold_confidence", "a finite number > 0")
+        if self.rlr_threshold is not None and not (_is_int(self.rlr_threshold) and self.rlr_threshold >= 1):
+            raise bad("rlr_threshold", "an integer >= 1 or None")
+        if not (_is_int(self.chunk_elems) and self.chunk_elems >= 1):
+            raise bad("chunk_elems", "an integer >= 1")
+
+
+DEFAULT_PARAMS = DefenseParams()
+
+
+@dataclass
+class AggregateResult:
+    """What a rule returns.
+
+    `aggregate` has the updates' dtype and device. `weights` and `flags` live on the CPU (they are small and
+    go into reports). `weights` is each client's effective share of the aggregate: for rules that average
+    whole updates it is the normalised coefficient of the client's (possibly rescaled) update; for
+    coordinate-wise rules (median, trimmed mean, Bulyan's second stage) it is the client's weight in each
+    coordinate averaged over the d coordinates. It sums to 1, or is all 0 if nothing was admitted.
+    """
+
+    aggregate: torch.Tensor
+    weights: torch.Tensor
+    flags: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Everything a rule may use besides the updates and the sample weights."""
+
+    params: DefenseParams
+    clients: tuple[str, ...]
+    seed: int = 0
+    root_update: torch.Tensor | None = None
+    history: torch.Tensor | None = None
+
+
+Rule = Callable[[torch.Tensor, torch.Tensor, RuleContext], AggregateResult]
+AGGREGATORS: dict[str, Rule] = {}
+
+
+def register(name: str) -> Callable[[Rule], Rule]:
+    """Register a rule under `name`, the value of `aggregator` in the run config."""
+
+    def deco(fn: Rule) -> Rule:
+        if name in AGGREGATORS:
+            raise ValueError(f"aggregator {name!r} registered twice")
+        AGGREGATORS[name] = fn
+        return fn
+
+    return deco
+
+
+# --- chunked kernels -------------------------------------------------------------------------------------
+
+
+def col_chunks(rows: int, d: int, chunk_elems: int) -> Iterator[slice]:
+    """Column slices such that an [rows, chunk] block has at most `chunk_elems` elements (>= 1 column)."""
+    step = max(1, chunk_elems // max(1, rows))
+    for start in range(0, d, step):
+        yield slice(start, min(d, start + step))
+
+
+def gram(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
+    """X X^T in float64, accumulated over column chunks, symmetrised exactly, returned on the CPU."""
+    n, d = x.shape
+    g = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    for cols in col_chunks(n, d, chunk_elems):
+        c = x[:, cols].to(torch.float64)
+        g += c @ c.T
+    g = g.cpu()
+    return (g + g.T) * 0.5
+
+
+def sq_dists(g: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared distances ||x||^2 + ||y||^2 - 2 x.y from a Gram matrix, clamped >= 0."""
+    sq = torch.diagonal(g)
+    return (sq[:, None] + sq[None, :] - 2.0 * g).clamp_min(0.0)
+
+
+def cosine_from_gram(g: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities from a Gram matrix; a zero vector has similarity 0 to everything."""
+    norms = torch.diagonal(g).clamp_min(0.0).sqrt()
+    denom = norms[:, None] * norms[None, :]
+    return torch.where(denom > 0, g / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1.0, 1.0)
+
+
+def row_norms(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
+    """L2 norm of each row, accumulated in float64 over column chunks; on the CPU."""
+    n, d = x.shape
+    acc = torch.zeros(n, dtype=torch.float64, device=x.device)
+    for cols in col_chunks(n, d, chunk_elems):
+        c = x[:, cols].to(torch.float64)
+        acc += (c * c).sum(1)
+    return acc.sqrt().cpu()
+
+
+def weighted_sum(
+    x: torch.Tensor,
+    coef: torch.Tensor,
+    chunk_elems: int,
+    *,
+    post: Callable[[slice, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """sum_i coef_i * x_i in float64 per chunk, cast to x's dtype. `coef` is a float64 CPU [n] vector;
+    rows with coef 0 are skipped. `post(cols, chunk64)` may transform each float64 chunk result."""
+    d = x.shape[1]
+    out = torch.zeros(d, dtype=x.dtype, device=x.device)
+    keep = torch.nonzero(coef != 0).flatten()
+    if keep.numel() == 0 and post is None:
+        return out
+    c_dev = coef[keep].to(x.device)
+    keep_dev = keep.to(x.device)
+    for cols in col_chunks(keep.numel(), d, chunk_elems):
+        block = x[:, cols].index_select(0, keep_dev).to(torch.float64)
+        s = (c_dev[:, None] * block).sum(0)
+        if post is not None:
+            s = post(cols, s)
+        out[cols] = s.to(x.dtype)
+    return out
+
+
+def median_of(v: torch.Tensor) -> float:
+    """Median of a 1-D tensor, the mean of the two middle values for even length (like numpy.median)."""
+    s = torch.sort(v.to(torch.float64).cpu()).values
+    m = s.numel()
+    return float((s[(m - 1) // 2] + s[m // 2]) * 0.5)
+
+
+def middle_mean(
+    x: torch.Tensor, k: int, chunk_elems: int, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per coordinate, the mean of the sorted values at positions k .. m-k-1 (m = number of rows used).
+
+    k = (m - 1) // 2 is the median (mean of the two middle values for even m); other k is the trimmed mean.
+    `rows` (CPU int64) restricts to a subset of the rows. Returns the [d] result in x's dtype and each row's
+    share (float64 CPU [n]): its weight in a coordinate (1 / (m - 2k) when kept) averaged over coordinates.
+    Sorting is stable, so equal values are kept in client order; that only affects the shares.
+    """
+    n, d = x.shape
+    m = n if rows is None else rows.numel()
+    kept = m - 2 * k
+    out = torch.empty(d, dtype=x.dtype, device=x.device)
+    counts = torch.zeros(n, dtype=torch.float64, device=x.device)
+    rows_dev = None if rows is None else rows.to(x.device)
+    for cols in col_chunks(m, d, chunk_elems):
+        block = x[:, cols] if rows_dev is None else x[:, cols].index_select(0, rows_dev)
+        s, idx = torch.sort(block.T.contiguous(), dim=1, stable=True)  # [c, m]
+        mid = s[:, k : m - k].to(torch.float64)
+        out[cols] = (mid.sum(1) / kept).to(x.dtype)
+        used = idx[:, k : m - k].flatten()
+        if rows_dev is not None:
+            used = rows_dev[used]
+        counts += torch.bincount(used, minlength=n).to(torch.float64)
+    return out, (counts / (kept * d)).cpu()
+
+
+def closest_to_median_mean(
+    x: torch.Tensor, beta: int, chunk_elems: int, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bulyan's second stage: per coordinate, the mean of the `beta` values (among `rows`) closest to the
+    median of those rows; equal distances go to the smaller value. Returns ([d] in x's dtype, shares [n])."""
+    n, d = x.shape
+    m = rows.numel()
+    out = torch.empty(d, dtype=x.dtype, device=x.device)
+    counts = torch.zeros(n, dtype=torch.float64, device=x.device)
+    rows_dev = rows.to(x.device)
+    for cols in col_chunks(m, d, chunk_elems):
+        block = x[:, cols].index_select(0, rows_dev)
+        s, idx = torch.sort(block.T.contiguous(), dim=1, stable=True)  # [c, m]
+        s64 = s.to(torch.float64)
+        med = (s64[:, (m - 1) // 2] + s64[:, m // 2]) * 0.5
+        near = torch.sort((s64 - med[:, None]).abs(), dim=1, stable=True).indices[:, :beta]
+        out[cols] = (s64.gather(1, near).sum(1) / beta).to(x.dtype)
+        counts += torch.bincount(rows_dev[idx.gather(1, near).flatten()], minlength=n).to(torch.float64)
+    return out, (counts / (beta * d)).cpu()
