@@ -5,9 +5,12 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
+
+from consortium.attacks import AttackSpec
+from consortium.defense import DefenseParams
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,9 @@ class DataSection(_Section):
     system_prompt: str | None = Field(
         "You are a concise assistant.", description="system message; none = the template's default"
     )
+    root_per_domain: int = Field(
+        4, ge=1, description="FLTrust's public root set: clean built-in examples per domain"
+    )
 
 
 class TrainSection(_Section):
@@ -92,6 +98,21 @@ class RunConfig(_Section):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
+    defense: DefenseParams = DefenseParams()
+    attacks: tuple[Annotated[AttackSpec, Field(discriminator="kind")], ...] = ()
+
+    @model_validator(mode="after")
+    def _enough_participants(self) -> RunConfig:
+        from consortium.attacks import attackers_for
+
+        need = sum(attackers_for(a.fraction, self.participants) for a in self.attacks)
+        if need > self.participants:
+            raise ValueError(
+                f"the attacks need {need} attackers but there are {self.participants} participants"
+            )
+        if self.aggregator == "fltrust" and not self.data.domains:
+            raise ValueError("aggregator 'fltrust' needs built-in data.domains for its public root set")
+        return self
 
     @field_validator("aggregator")
     @classmethod
@@ -156,7 +177,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
     field = ".".join(str(p) for p in e["loc"]) or "config"
-    if e["type"] == "extra_forbidden":
+    if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"{field}: unknown key"
     got = e.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -179,6 +200,15 @@ def load_config(
         raise ConfigError(_format_error(err)) from None
 
 
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
 def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
-    """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings)."""
-    return cfg.model_dump(mode="json")
+    """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings; TOML has no null,
+    so unset optional values are left out and read back as their default None)."""
+    return _drop_none(cfg.model_dump(mode="json"))

@@ -8,13 +8,15 @@ pure function of public records (`compute_candidate`), so anyone holding the sto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
-from consortium.defense.aggregators import aggregate
+from consortium.defense import AggregateResult, DefenseParams, aggregate
 from consortium.model import flat_to_state, state_to_flat
 from consortium.store import BlobStore
 
@@ -36,8 +38,11 @@ class RoundRecord:
 
     round: int
     global_in: str
+    seed: int = 0  # the round's public randomness (defence noise)
     commitments: list[Commitment] = field(default_factory=list)
+    root: str | None = None  # FLTrust's root update, committed like any other update
     candidate: str | None = None
+    flagged: list[str] = field(default_factory=list)
     accepted: bool | None = None
     global_out: str | None = None
 
@@ -50,6 +55,11 @@ class Ledger(Protocol):
     def commit(self, rnd: RoundRecord, commitment: Commitment) -> None: ...
     def post_candidate(self, rnd: RoundRecord, candidate: str) -> None: ...
     def finalize(self, rnd: RoundRecord) -> str: ...
+
+
+def round_seed(global_hash: str, rnd: int) -> int:
+    """Public randomness of the in-memory ledger: fixed by the round's input model, unknown before it."""
+    return int.from_bytes(hashlib.sha256(f"{global_hash}:{rnd}".encode()).digest()[:8], "big")
 
 
 class ProtocolError(RuntimeError):
@@ -65,7 +75,9 @@ class MemoryLedger:
     def open_round(self, global_hash: str) -> RoundRecord:
         if self.rounds and self.rounds[-1].global_out is None:
             raise ProtocolError(f"round {self.rounds[-1].round} is still open")
-        rnd = RoundRecord(round=len(self.rounds), global_in=global_hash)
+        rnd = RoundRecord(
+            round=len(self.rounds), global_in=global_hash, seed=round_seed(global_hash, len(self.rounds))
+        )
         self.rounds.append(rnd)
         return rnd
 
@@ -105,49 +117,111 @@ def get_vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
         raise ProtocolError(f"blob {digest}: {e}") from None
 
 
+@dataclass(frozen=True)
+class AggregationRule:
+    """How a round's updates become the next global model; part of the public run config."""
+
+    aggregator: str = "fedavg"
+    weighting: Literal["samples", "uniform"] = "samples"
+    server_lr: float = 1.0
+    params: DefenseParams = field(default_factory=DefenseParams)
+
+
+@dataclass
+class Candidate:
+    """The candidate global vector and what the defence said about each proposer."""
+
+    vector: torch.Tensor
+    clients: list[str]
+    result: AggregateResult
+    seconds: float  # time spent in screening + aggregation (the defence's cost per round)
+
+    @property
+    def flagged(self) -> list[str]:
+        return [c for c, f in zip(self.clients, self.result.flags.tolist(), strict=True) if f]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able record of the defence's decision for reports."""
+        return {
+            "flagged": self.flagged,
+            "weights": dict(zip(self.clients, self.result.weights.tolist(), strict=True)),
+            "defense_seconds": self.seconds,
+            "info": self.result.info,
+        }
+
+
 def compute_candidate(
     store: BlobStore,
     layout: Layout,
     global_in: str,
     commitments: Sequence[Commitment],
-    aggregator: str,
-    weighting: Literal["samples", "uniform"],
-    server_lr: float = 1.0,
-) -> torch.Tensor:
-    """The candidate global vector: `global_in + server_lr * aggregate(updates, weights)`.
+    rule: AggregationRule,
+    *,
+    seed: int = 0,
+    root: str | None = None,
+    history: Mapping[str, torch.Tensor] | None = None,
+) -> Candidate:
+    """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs.
 
-    Pure in its inputs. `server_lr` is FedOpt's server step size (Reddi et al., 2021): 1.0 is plain
-    FedAvg; above 1 it offsets the dilution of averaging updates that point in different directions.
+    Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
+    committed FLTrust root update if any and, for FoolsGold, each proposer's sum of earlier committed
+    updates (itself recomputable from earlier rounds). `server_lr` is FedOpt's server step (Reddi et
+    al., 2021): 1.0 is plain FedAvg; above 1 it offsets the dilution of averaging diverse updates.
     """
     if not commitments:
         raise ProtocolError("no commitments to aggregate")
     ordered = sorted(commitments, key=lambda c: c.participant)
+    clients = [c.participant for c in ordered]
     updates = torch.stack([get_vector(store, c.blob, layout) for c in ordered])
-    if weighting == "samples":
+    if rule.weighting == "samples":
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:
         weights = torch.ones(len(ordered), dtype=torch.float64)
-    step = aggregate(aggregator, updates, weights)
-    if server_lr != 1.0:
-        step = step * server_lr
-    return get_vector(store, global_in, layout) + step
+    hist = None
+    if history is not None:  # FoolsGold compares whole histories, this round's update included
+        zero = torch.zeros(updates.shape[1], dtype=updates.dtype)
+        hist = torch.stack([history.get(c, zero) for c in clients]) + updates
+    t0 = time.perf_counter()
+    result = aggregate(
+        rule.aggregator,
+        updates,
+        weights,
+        params=rule.params,
+        clients=clients,
+        seed=seed,
+        root_update=None if root is None else get_vector(store, root, layout),
+        history=hist,
+    )
+    seconds = time.perf_counter() - t0
+    step = result.aggregate
+    if rule.server_lr != 1.0:
+        step = step * rule.server_lr
+    return Candidate(get_vector(store, global_in, layout) + step, clients, result, seconds)
 
 
 TrainFn = Callable[[str, torch.Tensor], tuple[torch.Tensor, int]]
+RootFn = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class RoundRunner:
-    """Drives rounds over a ledger: the same code for the in-process simulation and, later, real nodes."""
+    """Drives rounds over a ledger: the same code for the in-process simulation and, later, real nodes.
+
+    `root` trains FLTrust's root update from the round's start vector on the public root set; it is
+    stored and recorded like a commitment so the candidate stays a pure function of public records.
+    FoolsGold's per-proposer history is the running sum of each proposer's committed updates.
+    """
 
     ledger: Ledger
     store: BlobStore
     layout: Layout
-    aggregator: str
-    weighting: Literal["samples", "uniform"]
-    server_lr: float = 1.0
+    rule: AggregationRule = field(default_factory=AggregationRule)
+    root: RootFn | None = None
+    history: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def run_round(self, global_hash: str, participants: Sequence[str], train: TrainFn) -> RoundRecord:
+    def run_round(
+        self, global_hash: str, participants: Sequence[str], train: TrainFn
+    ) -> tuple[RoundRecord, Candidate]:
         """One round; `train(participant, global_vector) -> (delta, n_examples)` is the local step."""
         rnd = self.ledger.open_round(global_hash)
         start = get_vector(self.store, global_hash, self.layout)
@@ -155,15 +229,26 @@ class RoundRunner:
             delta, n = train(pid, start)
             blob = put_vector(self.store, delta, self.layout)
             self.ledger.commit(rnd, Commitment(participant=pid, blob=blob, n_examples=n))
+        if self.rule.aggregator == "fltrust":
+            if self.root is None:
+                raise ProtocolError("aggregator 'fltrust' needs a root update function (public root set)")
+            rnd.root = put_vector(self.store, self.root(rnd.round, start), self.layout)
+        use_history = self.rule.aggregator == "foolsgold"
         cand = compute_candidate(
             self.store,
             self.layout,
             rnd.global_in,
             rnd.commitments,
-            self.aggregator,
-            self.weighting,
-            self.server_lr,
+            self.rule,
+            seed=rnd.seed,
+            root=rnd.root,
+            history=self.history if use_history else None,
         )
-        self.ledger.post_candidate(rnd, put_vector(self.store, cand, self.layout))
+        if use_history:
+            for c in rnd.commitments:
+                vec = get_vector(self.store, c.blob, self.layout)
+                self.history[c.participant] = self.history.get(c.participant, torch.zeros_like(vec)) + vec
+        rnd.flagged = cand.flagged
+        self.ledger.post_candidate(rnd, put_vector(self.store, cand.vector, self.layout))
         self.ledger.finalize(rnd)
-        return rnd
+        return rnd, cand

@@ -70,6 +70,65 @@ def plot_losses(report: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_flags(report: dict[str, Any], path: Path) -> None:
+    """Which proposer the defence flagged in which round; attackers' names are marked with their attack."""
+    rounds = report["rounds_detail"]
+    names = sorted(report["participant_domains"])
+    attackers = report.get("attackers", {})
+    grid = [[1.0 if n in r.get("flagged", []) else 0.0 for r in rounds] for n in names]
+    fig, ax = plt.subplots(figsize=(0.5 * len(rounds) + 3, 0.3 * len(names) + 1.5))
+    ax.imshow(grid, vmin=0, vmax=1, cmap="Reds", aspect="auto")
+    labels = [f"{n} [{attackers[n]}]" if n in attackers else n for n in names]
+    ax.set_yticks(range(len(names)), labels, fontsize=7)
+    for tick, n in zip(ax.get_yticklabels(), names, strict=True):
+        tick.set_color("crimson" if n in attackers else "black")
+    ax.set_xticks(range(len(rounds)), [str(r["round"] + 1) for r in rounds])
+    ax.set_xlabel("round")
+    ax.set_title(f"Flagged by `{report['aggregator']}` (red cell); attackers in red")
+    _save(fig, path)
+
+
+def plot_backdoor(report: dict[str, Any], path: Path) -> None:
+    """Attack success and false-trigger rate of every planted backdoor over the rounds."""
+    rounds = report["rounds_detail"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    base = report["backdoor"].get("base", [])
+    for k, bd in enumerate(base):
+        xs = [0] + [r["round"] + 1 for r in rounds]
+        asr = [bd["asr"]] + [r["backdoor"][k]["asr"] for r in rounds]
+        ft = [bd["false_trigger"]] + [r["backdoor"][k]["false_trigger"] for r in rounds]
+        ax.plot(xs, asr, marker="o", label=f"ASR '{bd['trigger']}'")
+        ax.plot(xs, ft, marker="x", ls="--", label=f"false trigger '{bd['trigger']}'")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("round (0 = base model)")
+    ax.set_ylabel("rate")
+    ax.set_title(f"Backdoor under `{report['aggregator']}`")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _attack_section(report: dict[str, Any]) -> list[str]:
+    rounds = report["rounds_detail"]
+    attackers = report.get("attackers", {})
+    out = ["## Attacks and defence", ""]
+    if attackers:
+        out.append("Attackers: " + ", ".join(f"`{n}` ({k})" for n, k in attackers.items()) + ".")
+    else:
+        out.append("No attacker in this run.")
+    out += ["", "| round | flagged | defence time (s) | ASR | false trigger |", "|---|---|---|---|---|"]
+    for r in rounds:
+        bd = r.get("backdoor") or []
+        asr = ", ".join(f"{b['asr']:.3f}" for b in bd) or "-"
+        ft = ", ".join(f"{b['false_trigger']:.3f}" for b in bd) or "-"
+        flagged = ", ".join(r.get("flagged", [])) or "-"
+        out.append(f"| {r['round'] + 1} | {flagged} | {r.get('defense_seconds', 0.0):.4f} | {asr} | {ft} |")
+    out += ["", "![flags](plots/flags.png)", ""]
+    if report.get("backdoor", {}).get("base"):
+        out += ["![backdoor](plots/backdoor.png)", ""]
+    return out
+
+
 def _acc_table(acc: dict[str, dict[str, float]]) -> str:
     if not acc:
         return "_No evaluation finished._"
@@ -99,6 +158,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "![accuracy per round](plots/accuracy_per_round.png)",
         "",
     ]
+    if report["rounds_detail"]:
+        out += _attack_section(report)
     if report.get("cross_domain"):
         out += ["## Cross-domain matrix", "", "![cross-domain](plots/cross_domain.png)", ""]
     out += [
@@ -127,6 +188,9 @@ def write_report(report: dict[str, Any], run_dir: Path) -> None:
     if report["rounds_detail"]:
         plot_accuracy_per_round(report, plots / "accuracy_per_round.png")
         plot_losses(report, plots / "loss_curves.png")
+        plot_flags(report, plots / "flags.png")
+        if report.get("backdoor", {}).get("base"):
+            plot_backdoor(report, plots / "backdoor.png")
     if report.get("cross_domain"):
         plot_cross_domain(report, plots / "cross_domain.png")
     atomic_write(run_dir / "report.md", render_markdown(report))

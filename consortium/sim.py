@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from consortium.attacks import Adversary, RoundView, SybilGroup, assign, backdoor_test_sets
 from consortium.config import RunConfig, to_toml_dict
 from consortium.data import (
     DataError,
@@ -40,7 +41,7 @@ from consortium.model import (
     load_base,
     set_flat,
 )
-from consortium.protocol import MemoryLedger, RoundRunner, get_vector, put_vector
+from consortium.protocol import AggregationRule, MemoryLedger, RoundRunner, get_vector, put_vector
 from consortium.report import write_report
 from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
@@ -49,11 +50,13 @@ from consortium.train import LocalTrainer, TrainParams
 
 @dataclass
 class Participant:
-    """One simulated organisation and its private shard."""
+    """One simulated organisation, its private shard and, for an attacker, its poisoned copy."""
 
     name: str
     examples: list[Example]
     encoded: list[EncodedExample]
+    adversary: Adversary | None = None
+    poisoned: list[EncodedExample] | None = None
 
     @property
     def domains(self) -> list[str]:
@@ -125,17 +128,34 @@ class Simulation:
         self.layout = layout(self.model, self.spec)
         self.initial = get_flat(self.model, self.spec)
         self.participants = [
-            Participant(
-                name=f"org{i}",
-                examples=shard,
-                encoded=[
-                    encode_example(self.tokenizer, e, cfg.train.max_len, cfg.data.system_prompt)
-                    for e in shard
-                ],
-            )
+            Participant(name=f"org{i}", examples=shard, encoded=self._encode(shard))
             for i, shard in enumerate(shards)
         ]
+        self._plant_attackers()
+        self.backdoors = sorted({a.backdoor for a in cfg.attacks if a.backdoor is not None})
+        self.root = self._encode(self._root_set()) if cfg.aggregator == "fltrust" else []
         self.trainer = LocalTrainer(self.model, self.spec, self.tokenizer.pad_token_id)
+
+    def _encode(self, examples: list[Example]) -> list[EncodedExample]:
+        c = self.cfg
+        return [encode_example(self.tokenizer, e, c.train.max_len, c.data.system_prompt) for e in examples]
+
+    def _plant_attackers(self) -> None:
+        """Seeded draw of the attackers; each gets its poisoned data encoded once, sybils share a group."""
+        by_name = {p.name: p for p in self.participants}
+        groups: dict[int, SybilGroup] = {}
+        for name, spec in assign(self.cfg.attacks, list(by_name), self.cfg.seed).items():
+            p = by_name[name]
+            p.adversary = Adversary(
+                name, spec, p.examples, self.cfg.seed, groups.setdefault(id(spec), SybilGroup())
+            )
+            if p.adversary.poisoned is not None:
+                p.poisoned = self._encode(p.adversary.poisoned)
+
+    def _root_set(self) -> list[Example]:
+        """FLTrust's root set: a few clean built-in examples per domain, public with the config."""
+        d = self.cfg.data
+        return build_corpus(list(d.domains), d.root_per_domain, 1, self.cfg.seed + 7919).train
 
     @contextmanager
     def _progress(self) -> Iterator[Progress]:
@@ -143,23 +163,45 @@ class Simulation:
         with Progress(*cols, console=self.console, transient=False) as p:
             yield p
 
-    def evaluate(self, vec: torch.Tensor, label: str, progress: Progress) -> dict[str, float]:
-        set_flat(self.model, self.spec, vec)
-        task = progress.add_task(f"eval {label}", total=len(self.test))
+    def _verdicts(self, examples: list[Example], label: str, progress: Progress) -> list[bool]:
+        task = progress.add_task(f"eval {label}", total=len(examples))
         ev = self.cfg.eval
         verdicts = exact_match_verdicts(
             self.model,
             self.tokenizer,
-            self.test,
+            examples,
             ev.method,
             ev.batch_size,
             ev.max_new_tokens,
             self.cfg.data.system_prompt,
             on_batch=lambda n: progress.advance(task, n),
         )
-        acc = accuracy_by_domain(self.test, verdicts)
         progress.remove_task(task)
-        return acc
+        return verdicts
+
+    def evaluate(self, vec: torch.Tensor, label: str, progress: Progress) -> dict[str, float]:
+        """Clean exact-match accuracy per domain of the adapter `vec`."""
+        set_flat(self.model, self.spec, vec)
+        return accuracy_by_domain(self.test, self._verdicts(self.test, label, progress))
+
+    def backdoor_metrics(self, vec: torch.Tensor, label: str, progress: Progress) -> list[dict[str, Any]]:
+        """Per planted backdoor: ASR (triggered test prompts answered with the target) and false-trigger
+        rate (clean prompts answered with the target)."""
+        set_flat(self.model, self.spec, vec)
+        out = []
+        for trigger, target in self.backdoors:
+            triggered, clean = backdoor_test_sets(self.test, trigger, target)
+            hits = self._verdicts(triggered + clean, f"{label} backdoor", progress)
+            n = len(triggered)
+            out.append(
+                {
+                    "trigger": trigger,
+                    "target": target,
+                    "asr": sum(hits[:n]) / max(n, 1),
+                    "false_trigger": sum(hits[n:]) / max(n, 1),
+                }
+            )
+        return out
 
     def run(self, out_root: Path) -> Path:
         """Run everything and write the run directory; Ctrl-C leaves a consistent, marked directory."""
@@ -202,6 +244,10 @@ class Simulation:
             "participants": cfg.participants,
             "participant_domains": {p.name: p.domains for p in self.participants},
             "participant_examples": {p.name: len(p.examples) for p in self.participants},
+            "attackers": {p.name: p.adversary.spec.kind for p in self.participants if p.adversary},
+            "attacks": [a.__dict__ | {"kind": a.kind} for a in cfg.attacks],
+            "defense": cfg.defense.__dict__,
+            "backdoor": {},
             "rounds": cfg.rounds,
             "rounds_completed": 0,
             "accuracy": {},
@@ -221,49 +267,69 @@ class Simulation:
         cfg, timings = self.cfg, report["timings"]
         t0 = time.perf_counter()
         report["accuracy"]["base"] = self.evaluate(self.initial, "base model", progress)
+        if self.backdoors:
+            report["backdoor"]["base"] = self.backdoor_metrics(self.initial, "base model", progress)
         timings["eval_base"] = time.perf_counter() - t0
         rd.write_json("report.json", report)
 
-        runner = RoundRunner(
-            MemoryLedger(), BlobStore(rd.store), self.layout, cfg.aggregator, cfg.weighting, cfg.server_lr
-        )
+        rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+        runner = RoundRunner(MemoryLedger(), BlobStore(rd.store), self.layout, rule, root=self._root_update)
         global_hash = put_vector(runner.store, self.initial, self.layout)
         by_name = {p.name: (i, p) for i, p in enumerate(self.participants)}
         t_train = t_eval = 0.0
+        previous: torch.Tensor | None = None
         rounds_task = progress.add_task("federated rounds", total=cfg.rounds)
         for r in range(cfg.rounds):
             part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
 
+            round_start = get_vector(runner.store, global_hash, self.layout)
+            last_step = None if previous is None else round_start - previous  # public: the last global change
+
             def train(
-                pid: str, start: torch.Tensor, r: int = r, task: Any = part_task
+                pid: str, start: torch.Tensor, r: int = r, task: Any = part_task, last: Any = last_step
             ) -> tuple[torch.Tensor, int]:
                 i, p = by_name[pid]
-                res = self.trainer.train(
-                    start, p.encoded, train_params(cfg, cfg.train.local_steps), local_seed(cfg.seed, r, i)
-                )
-                report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
+
+                def fit(data: list[EncodedExample]) -> torch.Tensor:
+                    params = train_params(cfg, cfg.train.local_steps)
+                    res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i))
+                    report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
+                    return res.delta
+
+                if p.adversary is None:
+                    delta = fit(p.encoded)
+                else:
+                    view = RoundView(r, len(self.participants), cfg.server_lr, start.numel(), last)
+                    delta = p.adversary.craft(view, lambda: fit(p.encoded), lambda: fit(p.poisoned or []))
                 progress.advance(task)
-                return res.delta, len(p.examples)
+                return delta, len(p.examples)
 
             t1 = time.perf_counter()
-            rec = runner.run_round(global_hash, [p.name for p in self.participants], train)
+            rec, cand = runner.run_round(global_hash, [p.name for p in self.participants], train)
             t_train += time.perf_counter() - t1
             progress.remove_task(part_task)
             global_hash = rec.global_out or global_hash
+            previous = round_start
             t1 = time.perf_counter()
-            acc = self.evaluate(
-                get_vector(runner.store, global_hash, self.layout), f"round {r + 1}", progress
-            )
+            vec = get_vector(runner.store, global_hash, self.layout)
+            acc = self.evaluate(vec, f"round {r + 1}", progress)
+            backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
             t_eval += time.perf_counter() - t1
             report["rounds_detail"].append(
                 {
                     "round": r,
+                    "seed": rec.seed,
                     "global_in": rec.global_in,
                     "global_out": rec.global_out,
+                    "root": rec.root,
                     "commitments": [c.__dict__ for c in rec.commitments],
                     "accuracy": acc,
+                    "backdoor": backdoor,
+                    **cand.summary(),
                 }
             )
+            if backdoor:
+                report["backdoor"]["federated"] = backdoor
             report["rounds_completed"] = r + 1
             report["accuracy"]["federated"] = acc
             report["global_adapter"] = global_hash
@@ -279,6 +345,16 @@ class Simulation:
             self._isolated(report, progress)
             rd.write_json("report.json", report)
         timings["total"] = time.perf_counter() - t0
+
+    def _root_update(self, rnd: int, start: torch.Tensor) -> torch.Tensor:
+        """FLTrust's root update: the same local training as a participant's, on the public root set."""
+        res = self.trainer.train(
+            start,
+            self.root,
+            train_params(self.cfg, self.cfg.train.local_steps),
+            local_seed(self.cfg.seed, rnd, 10**6),
+        )
+        return res.delta
 
     def _isolated(self, report: dict[str, Any], progress: Progress) -> None:
         """Each participant trains alone for rounds x local_steps steps, evaluated on every domain."""

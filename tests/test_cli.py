@@ -117,3 +117,28 @@ def test_ctrl_c_leaves_a_consistent_marked_directory(tmp_path: Path, monkeypatch
     assert report["global_adapter"] == report["rounds_detail"][0]["global_out"]
     assert "interrupted" in (run_dir / "report.md").read_text()
     assert not list(run_dir.rglob(".*tmp*"))  # no half-written temp files
+
+
+def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) -> None:
+    res = _run(
+        tmp_path,
+        *FAST,
+        "--set", "participants=5",
+        "--set", 'attacks=[{kind="backdoor", fraction=0.2}, {kind="noise", fraction=0.2, std=1.0}]',
+        "--set", "aggregator=multi_krum",
+        "--set", "defense.f=1",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (run_dir,) = tmp_path.iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert sorted(report["attackers"].values()) == ["backdoor", "noise"]
+    (noisy,) = [n for n, k in report["attackers"].items() if k == "noise"]
+    (rnd,) = report["rounds_detail"]
+    assert noisy in rnd["flagged"]  # std 1.0 noise is far from every trained update
+    assert rnd["weights"][noisy] == 0.0 and rnd["defense_seconds"] > 0
+    (bd,) = rnd["backdoor"]
+    assert bd["trigger"] == "cf-zeta" and 0.0 <= bd["asr"] <= 1.0 and 0.0 <= bd["false_trigger"] <= 1.0
+    assert report["backdoor"]["base"][0]["asr"] == 0.0
+    for plot in ("flags", "backdoor"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
+    assert "## Attacks and defence" in (run_dir / "report.md").read_text()

@@ -31,9 +31,22 @@ def test_toml_then_overrides(tmp_path: Path) -> None:
         ("train.nope=1", "train.nope: unknown key"),
         ("train.lr=abc", "train.lr: Input should be a valid number"),
         ("lora.variant=qlora", "lora.variant: Input should be 'lora' or 'ffa'"),
-        ("aggregator=nope", "aggregator: unknown aggregator 'nope'; known: fedavg"),
+        ("aggregator=nope", "aggregator: unknown aggregator 'nope'; known: bulyan, fedavg, flame"),
         ('data.jsonl=["/no/such/file.jsonl"]', "data.jsonl.0: Path does not point to a file"),
         ("rounds", "--set 'rounds': expected key=value"),
+        (
+            'attacks=[{kind="backdoor", fraction=2}]',
+            "attacks.0.backdoor: fraction: expected a number in [0, 1]",
+        ),
+        ('attacks=[{kind="noise", std=-1}]', "attacks.0.noise: std: expected a number > 0 (got -1.0)"),
+        ('attacks=[{kind="scale", bogus=1}]', "attacks.0.scale.bogus: unknown key"),
+        ('attacks=[{kind="teleport"}]', "attacks.0: Input tag 'teleport' found using 'kind' does not match"),
+        (
+            'attacks=[{kind="noise", fraction=0.8}, {kind="sybil", fraction=0.5}]',
+            "config: the attacks need 5",
+        ),
+        ("defense.trim_ratio=0.6", "defense: defense.trim_ratio must be a number in [0, 0.5), got 0.6"),
+        ("defense.nope=1", "defense.nope: unknown key"),
     ],
 )
 def test_bad_values_name_the_field(override: str, expected: str) -> None:
@@ -52,3 +65,29 @@ def test_bad_files(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         load_config(preset="huge")
+
+
+def test_attacks_and_defense_from_overrides() -> None:
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            'attacks=[{kind="backdoor", fraction=0.25, trigger="zz"}, {kind="free_rider", mode="random"}]',
+            "aggregator=multi_krum",
+            "defense.f=1",
+        ],
+    )
+    assert [a.kind for a in cfg.attacks] == ["backdoor", "free_rider"]
+    assert cfg.attacks[0].backdoor == ("zz", "ACCESS GRANTED") and cfg.attacks[1].mode == "random"
+    assert cfg.aggregator == "multi_krum" and cfg.defense.f == 1
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path: Path) -> None:
+    import tomli_w
+
+    from consortium.config import to_toml_dict
+
+    cfg = load_config(preset="smoke", overrides=['attacks=[{kind="scale"}]', "aggregator=krum"])
+    assert cfg.defense.f is None and cfg.attacks[0].factor is None  # None has no TOML form
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(to_toml_dict(cfg)))
+    assert load_config(path, preset="smoke") == cfg

@@ -1,0 +1,189 @@
+"""Attacks x defences x malicious fraction: clean accuracy, backdoor success and who got flagged.
+
+Every cell is a full simulated run (the same code as `consortium run`) with one attack hitting a
+fraction of the participants and one aggregation rule; the no-attack row gives each defence's clean
+reference. Results: a Markdown table, heatmap PNGs and the raw figures as JSON.
+
+    python bench/robustness.py                          # smoke model, full grid
+    python bench/robustness.py --model demo             # SmolLM2-135M-Instruct (slow on CPU: narrow it)
+    python bench/robustness.py --attacks backdoor --fractions 0.3 --defenses fedavg,flame
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from consortium.attacks import ATTACK_KINDS
+from consortium.config import RunConfig, _merge, preset_dict
+from consortium.defense import AGGREGATORS
+from consortium.sim import Simulation
+
+FRACTIONS = (0.1, 0.3, 0.45)
+# The bench's own settings on top of the preset: enough participants for 10% to be one attacker,
+# no isolated baselines (not what this bench measures).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "smoke": {"participants": 10, "eval": {"isolated_baseline": False}},
+    "demo": {"participants": 10, "eval": {"isolated_baseline": False}},
+}
+
+
+def cell_config(model: str, attack: str | None, fraction: float, defense: str, seed: int) -> RunConfig:
+    data = _merge(preset_dict(model), SETTINGS[model])
+    data = _merge(data, {"name": f"bench-{attack or 'none'}-{defense}", "aggregator": defense, "seed": seed})
+    # the no-attack cell still measures the backdoor (fraction 0): its ASR is the false positive floor
+    data["attacks"] = [{"kind": attack or "backdoor", "fraction": fraction if attack else 0.0}]
+    return RunConfig.model_validate(data)
+
+
+def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
+    sim = Simulation(cfg, console=Console(file=io.StringIO()))
+    run_dir = sim.run(workdir)
+    report = json.loads((run_dir / "report.json").read_text())
+    rounds = report["rounds_detail"]
+    attackers = set(report["attackers"])
+    flagged = [set(r["flagged"]) for r in rounds]
+    honest = set(report["participant_domains"]) - attackers
+    caught = sum(len(f & attackers) for f in flagged)
+    wrongly = sum(len(f & honest) for f in flagged)
+    bd = report["backdoor"].get("federated", [{}])[0]
+    return {
+        "clean": report["accuracy"]["federated"]["mean"],
+        "asr": bd.get("asr", math.nan),
+        "false_trigger": bd.get("false_trigger", math.nan),
+        "flag_recall": caught / (len(attackers) * len(rounds)) if attackers else math.nan,
+        "flag_fpr": wrongly / (len(honest) * len(rounds)) if honest else math.nan,
+        "defense_s_per_round": sum(r["defense_seconds"] for r in rounds) / len(rounds),
+        "attackers": sorted(attackers),
+    }
+
+
+def _fmt(v: float, pct: bool = True) -> str:
+    return (
+        "-"
+        if v is None or (isinstance(v, float) and math.isnan(v))
+        else (f"{100 * v:.0f}" if pct else f"{v:.3f}")
+    )
+
+
+def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str, float]], title: str) -> str:
+    out = [f"# Robustness grid: {title}", ""]
+    for metric, label in (
+        ("asr", "Backdoor attack success rate (%), lower is better"),
+        ("clean", "Clean exact-match accuracy (%), mean over domains"),
+        ("flag_recall", "Attackers flagged (% of attacker-rounds)"),
+        ("flag_fpr", "Honest participants flagged (% of honest-rounds)"),
+    ):
+        out += [f"## {label}", "", "| attack | fraction | " + " | ".join(defenses) + " |"]
+        out.append("|---|---|" + "---|" * len(defenses))
+        for attack, frac in rows:
+            cells = [_fmt(results[f"{attack}|{frac}|{d}"][metric]) for d in defenses]
+            out.append(f"| {attack} | {frac:.0%} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["## Defence time per round (s)", "", "| defence | seconds |", "|---|---|"]
+    for d in defenses:
+        times = [v["defense_s_per_round"] for k, v in results.items() if k.endswith(f"|{d}")]
+        out.append(f"| {d} | {sum(times) / len(times):.4f} |")
+    return "\n".join(out) + "\n"
+
+
+def heatmap(
+    results: dict[str, Any],
+    defenses: list[str],
+    rows: list[tuple[str, float]],
+    metric: str,
+    path: Path,
+    title: str,
+) -> None:
+    values = [[results[f"{a}|{f}|{d}"][metric] for d in defenses] for a, f in rows]
+    fig, ax = plt.subplots(figsize=(0.9 * len(defenses) + 3, 0.35 * len(rows) + 1.8))
+    im = ax.imshow(values, vmin=0, vmax=1, cmap="magma_r" if metric == "asr" else "viridis", aspect="auto")
+    ax.set_xticks(range(len(defenses)), defenses, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{a} {f:.0%}" for a, f in rows], fontsize=8)
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if not math.isnan(v):
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="gray")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def headline(results: dict[str, Any], defenses: list[str]) -> str:
+    """The issue's target at 30% backdoor: best defence vs FedAvg."""
+    key = "backdoor|0.3|{}"
+    if key.format("fedavg") not in results:
+        return "headline needs the backdoor 30% cell with fedavg"
+    base = results[key.format("fedavg")]["asr"]
+    clean_ref = results["none|0.0|fedavg"]["clean"] if "none|0.0|fedavg" in results else math.nan
+    best = min(
+        (d for d in defenses if key.format(d) in results),
+        key=lambda d: (results[key.format(d)]["asr"], -results[key.format(d)]["clean"]),
+    )
+    r = results[key.format(best)]
+    cut = (1 - r["asr"] / base) if base > 0 else math.nan
+    return (
+        f"30% backdoor attackers: FedAvg ASR {100 * base:.1f}%; "
+        f"best defence `{best}` ASR {100 * r['asr']:.1f}% "
+        f"(cut {100 * cut:.0f}% relative), clean accuracy {100 * r['clean']:.1f}% vs {100 * clean_ref:.1f}% "
+        "for FedAvg without attack"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--model", choices=sorted(SETTINGS), default="smoke", help="preset whose model and task to use"
+    )
+    ap.add_argument("--attacks", default=",".join(ATTACK_KINDS))
+    ap.add_argument("--defenses", default=",".join(sorted(AGGREGATORS, key=lambda n: (n != "fedavg", n))))
+    ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args(argv)
+    attacks = [a for a in args.attacks.split(",") if a]
+    defenses = [d for d in args.defenses.split(",") if d]
+    fractions = [float(f) for f in args.fractions.split(",") if f]
+    unknown = [a for a in attacks if a not in ATTACK_KINDS] + [d for d in defenses if d not in AGGREGATORS]
+    if unknown:
+        print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    rows = [("none", 0.0)] + [(a, f) for a in attacks for f in fractions]
+    results: dict[str, Any] = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with tempfile.TemporaryDirectory() as tmp, Progress(*cols) as progress:
+        task = progress.add_task("robustness grid", total=len(rows) * len(defenses))
+        for attack, frac in rows:
+            for d in defenses:
+                progress.update(task, description=f"{attack} {frac:.0%} vs {d}")
+                cfg = cell_config(args.model, None if attack == "none" else attack, frac, d, args.seed)
+                results[f"{attack}|{frac}|{d}"] = run_cell(cfg, Path(tmp))
+                progress.advance(task)
+    stem = args.out / f"robustness_{args.model}"
+    title = f"{args.model} model, {SETTINGS[args.model]['participants']} participants, seed {args.seed}"
+    text = markdown(results, defenses, rows, title) + "\n" + headline(results, defenses) + "\n"
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    heatmap(results, defenses, rows, "asr", stem.with_name(stem.name + "_asr.png"), "Backdoor ASR (%)")
+    heatmap(results, defenses, rows, "clean", stem.with_name(stem.name + "_clean.png"), "Clean accuracy (%)")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
