@@ -44,12 +44,18 @@ __all__ = [
 
 
 def _finite_rows(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
-    """Per row: all entries finite? Chunked over columns (no [n, d] bool temporary); on the CPU."""
+    """Per row: all entries finite? On the CPU. Fast path: a row's sum is finite only if every entry is
+    (NaN and Inf propagate); rows whose sum is not finite (also when finite values overflow) are checked
+    entry by entry. Chunked over columns, no [n, d] temporary."""
     n, d = x.shape
-    ok = torch.ones(n, dtype=torch.bool, device=x.device)
+    sums = torch.zeros(n, dtype=x.dtype, device=x.device)
     for cols in col_chunks(n, d, chunk_elems):
-        ok &= torch.isfinite(x[:, cols]).all(1)
-    return ok.cpu()
+        sums += x[:, cols].sum(1)
+    suspect = torch.nonzero(~torch.isfinite(sums)).flatten().tolist()
+    ok = torch.ones(n, dtype=torch.bool)
+    for i in suspect:
+        ok[i] = bool(torch.isfinite(x[i]).all())
+    return ok
 
 
 def stack_updates(

@@ -379,8 +379,10 @@ def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggre
 
     def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
         nonlocal flipped
-        blk = updates[:, cols]
-        flip = ((blk > 0).sum(0) - (blk < 0).sum(0)).abs() < thr
+        signs = torch.sign(updates[:, cols])
+        if signs.dtype.itemsize < 4:
+            signs = signs.float()  # sums of +-1 are exact in float32 up to 2^24 clients
+        flip = signs.sum(0).abs() < thr
         flipped = flipped + flip.sum()
         return torch.where(flip, -s, s)
 
