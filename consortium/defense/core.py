@@ -145,14 +145,16 @@ def col_chunks(rows: int, d: int, chunk_elems: int) -> Iterator[slice]:
         yield slice(start, min(d, start + step))
 
 
-def gram(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
-    """X X^T in float64, accumulated over column chunks, symmetrised exactly, returned on the CPU."""
+def gram(x: torch.Tensor, chunk_elems: int, *, on_device: bool = False) -> torch.Tensor:
+    """X X^T in float64, accumulated over column chunks, symmetrised exactly; on the CPU unless
+    `on_device` (then on x's device)."""
     n, d = x.shape
     g = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     for cols in col_chunks(n, d, chunk_elems):
         c = x[:, cols].to(torch.float64)
         g += c @ c.T
-    g = g.cpu()
+    if not on_device:
+        g = g.cpu()
     return (g + g.T) * 0.5
 
 
