@@ -129,3 +129,21 @@ def test_reference_is_not_vacuous() -> None:
     mean = x.mean(0)
     for name in ("median", "trimmed_mean", "krum", "multi_krum", "bulyan"):
         assert np.abs(_agg(name, x, w) - mean).max() > 0.1, name
+
+
+@pytest.mark.parametrize(("n", "d"), [(7, 40), (11, 40), (15, 30)])
+def test_many_ties(n: int, d: int) -> None:
+    """Small integers: equal values, equal distances, equal Krum scores everywhere. The tie rules
+    (lowest client index for Krum, smaller value for Bulyan's closest-to-median) match the reference."""
+    rng = np.random.default_rng(n)
+    x = rng.integers(-2, 3, size=(n, d)).astype(np.float64)
+    w = np.ones(n)
+    np.testing.assert_array_equal(_agg("median", x, w), ref_median(x))
+    np.testing.assert_allclose(
+        _agg("trimmed_mean", x, w, trim_ratio=0.2), ref_trimmed_mean(x, int(0.2 * n)), atol=1e-12
+    )
+    for f in range((n - 3) // 4 + 1):
+        np.testing.assert_allclose(_agg("bulyan", x, w, f=f), ref_bulyan(x, f), rtol=0, atol=1e-12)
+    for f in (0, 1, (n - 3) // 2):
+        np.testing.assert_array_equal(_agg("krum", x, w, f=f), ref_krum(x, f))
+        np.testing.assert_allclose(_agg("multi_krum", x, w, f=f), ref_multi_krum(x, w, f, n - f), atol=1e-12)
