@@ -217,32 +217,27 @@ def median_of(v: torch.Tensor) -> float:
     return float((s[(m - 1) // 2] + s[m // 2]) * 0.5)
 
 
-def middle_mean(
-    x: torch.Tensor, k: int, chunk_elems: int, rows: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per coordinate, the mean of the sorted values at positions k .. m-k-1 (m = number of rows used).
+def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per coordinate, the mean of the sorted values at positions k .. n-k-1.
 
-    k = (m - 1) // 2 is the median (mean of the two middle values for even m); other k is the trimmed mean.
-    `rows` (CPU int64) restricts to a subset of the rows. Returns the [d] result in x's dtype and each row's
-    share (float64 CPU [n]): its weight in a coordinate (1 / (m - 2k) when kept) averaged over coordinates.
-    Sorting is stable, so equal values are kept in client order; that only affects the shares.
+    k = (n - 1) // 2 is the median (mean of the two middle values for even n); other k is the trimmed mean.
+    Returns the [d] result in x's dtype (the mean taken in float64) and each client's share (float64 CPU
+    [n]): its weight in a coordinate (1 / (n - 2k) when kept) averaged over the coordinates. Sorting is
+    stable, so equal values are kept in client order; that only affects the shares.
     """
     n, d = x.shape
-    m = n if rows is None else rows.numel()
-    kept = m - 2 * k
+    kept = n - 2 * k
     out = torch.empty(d, dtype=x.dtype, device=x.device)
-    counts = torch.zeros(n, dtype=torch.float64, device=x.device)
-    rows_dev = None if rows is None else rows.to(x.device)
-    for cols in col_chunks(m, d, chunk_elems):
-        block = x[:, cols] if rows_dev is None else x[rows_dev, cols]
-        s, idx = torch.sort(block.T.contiguous(), dim=1, stable=True)  # [c, m]
-        mid = s[:, k : m - k].to(torch.float64)
-        out[cols] = (mid.sum(1) / kept).to(x.dtype)
-        used = idx[:, k : m - k].flatten()
-        if rows_dev is not None:
-            used = rows_dev[used]
-        counts += torch.bincount(used, minlength=n).to(torch.float64)
-    return out, (counts / (kept * d)).cpu()
+    counts = torch.zeros(n, dtype=torch.long, device=x.device)
+    for cols in col_chunks(n, d, chunk_elems):
+        s, idx = torch.sort(x[:, cols].T.contiguous(), dim=1, stable=True)  # [c, n]
+        out[cols] = (s[:, k : n - k].to(torch.float64).sum(1) / kept).to(x.dtype)
+        if kept <= 2 * k:  # count the kept entries, or the trimmed ones, whichever are fewer
+            counts += torch.bincount(idx[:, k : n - k].flatten(), minlength=n)
+        else:
+            cut = torch.cat([idx[:, :k], idx[:, n - k :]], 1).flatten()
+            counts += (cols.stop - cols.start) - torch.bincount(cut, minlength=n)
+    return out, (counts.cpu().to(torch.float64) / (kept * d))
 
 
 def closest_to_median_mean(

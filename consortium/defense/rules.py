@@ -381,9 +381,11 @@ def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggre
     """Robust learning rate (Ozdayi et al., 2021, "Defending against backdoors in federated learning with
     robust learning rate"): per coordinate, if |sum_i sign(u_i)| < threshold the coordinate's learning rate
     is -1, else +1; aggregate = that vector times the sample-weighted mean. threshold = rlr_threshold or
-    max(1, n // 4) (the paper sets it a little above the number of corrupt agents; n // 4 assumes up to
-    about a quarter). Every client votes, whatever its sample weight. No client is flagged;
-    `info["flipped_fraction"]` is the share of coordinates whose rate was flipped."""
+    max(1, n // 4). The threshold must exceed the number of corrupt clients (their aligned votes on the
+    backdoor coordinates, against the honest clients' near-random signs, then fall below it and those
+    coordinates are reversed) yet stay below the honest agreement on useful coordinates; n // 4 assumes
+    fewer than a quarter of the clients are corrupt. Every client votes, whatever its sample weight. No
+    client is flagged; `info["flipped_fraction"]` is the share of coordinates whose rate was flipped."""
     n, d = updates.shape
     thr = ctx.params.rlr_threshold if ctx.params.rlr_threshold is not None else max(1, n // 4)
     if thr > n:
