@@ -12,9 +12,11 @@ reference. Results: a Markdown table, heatmap PNGs and the raw figures as JSON.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,8 +38,24 @@ FRACTIONS = (0.1, 0.3, 0.45)
 # The bench's own settings on top of the preset: enough participants for 10% to be one attacker,
 # no isolated baselines (not what this bench measures).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "smoke": {"participants": 10, "eval": {"isolated_baseline": False}},
-    "demo": {"participants": 10, "eval": {"isolated_baseline": False}},
+    # the random-init tiny model cannot learn anything under LoRA; its warmed-up twin can (model.warm)
+    "smoke": {
+        "participants": 10,
+        "rounds": 3,
+        "model": {"name": "tiny-warm"},
+        "lora": {
+            "r": 8,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        },
+        "train": {"local_steps": 4, "lr": 1e-2},
+        "data": {
+            "domains": ["arithmetic", "units", "dates", "strings", "policy"],
+            "n_train": 40,
+            "n_test": 10,
+        },
+        "eval": {"isolated_baseline": False},
+    },
+    "demo": {"participants": 10, "rounds": 3, "eval": {"isolated_baseline": False}},
 }
 
 
@@ -49,9 +67,17 @@ def cell_config(model: str, attack: str | None, fraction: float, defense: str, s
     return RunConfig.model_validate(data)
 
 
+def warm_base(model: str) -> None:
+    """Load the base model once so a first-use build (tiny-warm) is cached before the workers start."""
+    from consortium.model import load_base
+
+    name = _merge(preset_dict(model), SETTINGS[model])["model"]["name"]
+    load_base(name)
+
+
 def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
     sim = Simulation(cfg, console=Console(file=io.StringIO()))
-    run_dir = sim.run(workdir)
+    run_dir = sim.run(workdir, plots=False)
     report = json.loads((run_dir / "report.json").read_text())
     rounds = report["rounds_detail"]
     attackers = set(report["attackers"])
@@ -69,6 +95,18 @@ def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
         "defense_s_per_round": sum(r["defense_seconds"] for r in rounds) / len(rounds),
         "attackers": sorted(attackers),
     }
+
+
+def _worker_init() -> None:
+    """One torch thread per worker: on a busy machine two-thread workers slow each other down ~10x."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _cell_job(args: tuple[str, str | None, float, str, int, str]) -> dict[str, Any]:
+    model, attack, frac, defense, seed, tmp = args
+    return run_cell(cell_config(model, attack, frac, defense, seed), Path(tmp))
 
 
 def _fmt(v: float, pct: bool = True) -> str:
@@ -153,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--defenses", default=",".join(sorted(AGGREGATORS, key=lambda n: (n != "fedavg", n))))
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a]
@@ -166,14 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     args.out.mkdir(parents=True, exist_ok=True)
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with tempfile.TemporaryDirectory() as tmp, Progress(*cols) as progress:
-        task = progress.add_task("robustness grid", total=len(rows) * len(defenses))
-        for attack, frac in rows:
-            for d in defenses:
-                progress.update(task, description=f"{attack} {frac:.0%} vs {d}")
-                cfg = cell_config(args.model, None if attack == "none" else attack, frac, d, args.seed)
-                results[f"{attack}|{frac}|{d}"] = run_cell(cfg, Path(tmp))
-                progress.advance(task)
+    # validate every cell's config up front: a bad grid fails before hours of work, not during
+    cells = {f"{a}|{f}|{d}": (a, f, d) for a, f in rows for d in defenses}
+    for a, f, d in cells.values():
+        cell_config(args.model, None if a == "none" else a, f, d, args.seed)
+    warm_base(args.model)  # build the cached base model once, not in every worker
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Progress(*cols) as progress,
+        cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
+    ):
+        task = progress.add_task("robustness grid", total=len(cells))
+        futures = {
+            pool.submit(_cell_job, (args.model, None if a == "none" else a, f, d, args.seed, tmp)): key
+            for key, (a, f, d) in cells.items()
+        }
+        for fut in cf.as_completed(futures):
+            results[futures[fut]] = fut.result()
+            progress.advance(task)
+    results = {k: results[k] for k in cells}
     stem = args.out / f"robustness_{args.model}"
     title = f"{args.model} model, {SETTINGS[args.model]['participants']} participants, seed {args.seed}"
     text = markdown(results, defenses, rows, title) + "\n" + headline(results, defenses) + "\n"

@@ -24,7 +24,9 @@ class _Section(BaseModel):
 class ModelSection(_Section):
     """Which base model every participant fine-tunes."""
 
-    name: str = Field("smollm2", min_length=1, description="'tiny', 'smollm2', an HF id or a local dir")
+    name: str = Field(
+        "smollm2", min_length=1, description="'tiny', 'tiny-warm', 'smollm2', an HF id or a local dir"
+    )
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 

@@ -181,11 +181,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def write_report(report: dict[str, Any], run_dir: Path) -> None:
-    """Plots first, then report.md; plots that need missing data are skipped, not faked."""
+def write_report(report: dict[str, Any], run_dir: Path, plots_too: bool = True) -> None:
+    """Plots first, then report.md; plots that need missing data are skipped, not faked. Benchmarks
+    that run hundreds of cells pass `plots_too=False` (Matplotlib would dominate their time)."""
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
-    if report["rounds_detail"]:
+    if report["rounds_detail"] and plots_too:
         plot_accuracy_per_round(report, plots / "accuracy_per_round.png")
         plot_losses(report, plots / "loss_curves.png")
         plot_flags(report, plots / "flags.png")

@@ -203,7 +203,7 @@ class Simulation:
             )
         return out
 
-    def run(self, out_root: Path) -> Path:
+    def run(self, out_root: Path, plots: bool = True) -> Path:
         """Run everything and write the run directory; Ctrl-C leaves a consistent, marked directory."""
         rd = RunDir.create(out_root, self.cfg.name)
         rd.write_config(to_toml_dict(self.cfg))
@@ -227,7 +227,7 @@ class Simulation:
             raise
         finally:
             rd.write_json("report.json", report)
-            write_report(report, rd.path)
+            write_report(report, rd.path, plots_too=plots)
             rd.log(f"run {report['status']}")
         return rd.path
 

