@@ -117,6 +117,13 @@ def get_vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
         raise ProtocolError(f"blob {digest}: {e}") from None
 
 
+def _committed_update(store: BlobStore, c: Commitment, layout: Layout) -> torch.Tensor:
+    try:
+        return get_vector(store, c.blob, layout)
+    except ProtocolError as e:
+        raise ProtocolError(f"update from {c.participant!r}: {e}") from None
+
+
 @dataclass(frozen=True)
 class AggregationRule:
     """How a round's updates become the next global model; part of the public run config."""
@@ -172,7 +179,7 @@ def compute_candidate(
         raise ProtocolError("no commitments to aggregate")
     ordered = sorted(commitments, key=lambda c: c.participant)
     clients = [c.participant for c in ordered]
-    updates = torch.stack([get_vector(store, c.blob, layout) for c in ordered])
+    updates = torch.stack([_committed_update(store, c, layout) for c in ordered])
     if rule.weighting == "samples":
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:

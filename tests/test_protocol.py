@@ -57,7 +57,7 @@ def test_wrong_shape_dtype_and_tampering_refused(tmp_path: Path, lay) -> None:
     g = put_vector(store, _vec(lay, 0), lay)
     name, _ = lay[0]
     wrong_shape = store.put_tensors({name: torch.zeros(3)})
-    with pytest.raises(ProtocolError, match=f"blob {wrong_shape}"):
+    with pytest.raises(ProtocolError, match=f"update from 'org0': blob {wrong_shape}"):
         compute_candidate(store, lay, g, [Commitment("org0", wrong_shape, 1)], SAMPLES)
     state = {n: torch.zeros(s, dtype=torch.float64) for n, s in lay}
     wrong_dtype = store.put_tensors(state)
@@ -145,3 +145,19 @@ def test_fltrust_round_commits_its_root_update_and_foolsgold_keeps_history(tmp_p
     fg = RoundRunner(MemoryLedger(), store, lay, AggregationRule("foolsgold"))
     fg.run_round(g, sorted(deltas), lambda p, v: (deltas[p], 1))
     assert torch.equal(fg.history["org1"], deltas["org1"])
+
+
+def test_nan_update_is_refused_naming_the_participant(tmp_path: Path, lay) -> None:
+    store = BlobStore(tmp_path)
+    g = put_vector(store, _vec(lay, 0), lay)
+    state = {name: torch.zeros(shape) for name, shape in lay}
+    first = lay[0][0]
+    state[first].view(-1)[0] = float(
+        "inf"
+    )  # a participant can publish any bytes, not only what put_vector allows
+    commits = [
+        Commitment("org0", put_vector(store, _vec(lay, 2), lay), 1),
+        Commitment("org1", store.put_tensors(state), 1),
+    ]
+    with pytest.raises(ValueError, match=r"org1.*(NaN|Inf)"):
+        compute_candidate(store, lay, g, commits, SAMPLES)
