@@ -202,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
         return 2
     rows = [("none", 0.0)] + [(a, f) for a in attacks for f in fractions]
-    results: dict[str, Any] = {}
     args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"robustness_{args.model}"
+    # finished cells are kept in a partial file as they complete, so an interrupted grid resumes
+    partial = stem.with_name(f"{stem.name}_seed{args.seed}.partial.json")
+    results: dict[str, Any] = json.loads(partial.read_text()) if partial.is_file() else {}
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     # validate every cell's config up front: a bad grid fails before hours of work, not during
     cells = {f"{a}|{f}|{d}": (a, f, d) for a, f in rows for d in defenses}
@@ -215,16 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         Progress(*cols) as progress,
         cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
     ):
-        task = progress.add_task("robustness grid", total=len(cells))
+        todo = {k: v for k, v in cells.items() if k not in results}
+        task = progress.add_task("robustness grid", total=len(cells), completed=len(cells) - len(todo))
         futures = {
             pool.submit(_cell_job, (args.model, None if a == "none" else a, f, d, args.seed, tmp)): key
-            for key, (a, f, d) in cells.items()
+            for key, (a, f, d) in todo.items()
         }
         for fut in cf.as_completed(futures):
             results[futures[fut]] = fut.result()
+            partial.write_text(json.dumps(results, indent=1))
             progress.advance(task)
     results = {k: results[k] for k in cells}
-    stem = args.out / f"robustness_{args.model}"
     title = f"{args.model} model, {SETTINGS[args.model]['participants']} participants, seed {args.seed}"
     text = markdown(results, defenses, rows, title) + "\n" + headline(results, defenses) + "\n"
     stem.with_suffix(".md").write_text(text)
