@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument(
+        "--render-only", action="store_true", help="no runs: tables from the finished cells (complete rows)"
+    )
     args = ap.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a]
     defenses = [d for d in args.defenses.split(",") if d]
@@ -212,13 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     cells = {f"{a}|{f}|{d}": (a, f, d) for a, f in rows for d in defenses}
     for a, f, d in cells.values():
         cell_config(args.model, None if a == "none" else a, f, d, args.seed)
-    warm_base(args.model)  # build the cached base model once, not in every worker
+    if args.render_only:
+        rows = [(a, f) for a, f in rows if all(f"{a}|{f}|{d}" in results for d in defenses)]
+        cells = {k: v for k, v in cells.items() if k in results and (v[0], v[1]) in rows}
+        if not rows:
+            print(f"no complete row in {partial}", file=sys.stderr)
+            return 2
+    else:
+        warm_base(args.model)  # build the cached base model once, not in every worker
     with (
         tempfile.TemporaryDirectory() as tmp,
         Progress(*cols) as progress,
         cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
     ):
-        todo = {k: v for k, v in cells.items() if k not in results}
+        todo = {k: v for k, v in cells.items() if k not in results and not args.render_only}
         task = progress.add_task("robustness grid", total=len(cells), completed=len(cells) - len(todo))
         futures = {
             pool.submit(_cell_job, (args.model, None if a == "none" else a, f, d, args.seed, tmp)): key
