@@ -32,19 +32,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # 
 
 from consortium.defense import AGGREGATORS, DefenseParams, aggregate  # noqa: E402
 
-RULES = [
-    "fedavg",
-    "median",
-    "trimmed_mean",
-    "krum",
-    "multi_krum",
-    "bulyan",
-    "norm_bound",
-    "flame",
-    "foolsgold",
-    "fltrust",
-    "rlr",
-]
+RULES = list(AGGREGATORS)  # registration order: fedavg first, then the robust rules
 
 
 def human(d: int) -> str:
