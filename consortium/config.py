@@ -85,6 +85,58 @@ class EvalSection(_Section):
     isolated_baseline: bool = True
 
 
+class ChainSection(_Section):
+    """The contract run (`protocol = "chain"`): stakes, roles per round, rewards, slashes, how voters judge.
+
+    Amounts are in ETH (the contract works in wei). Phase lengths are derived from the roles so that
+    every role's transaction fits its window on the embedded EVM, which mines one block per transaction.
+    """
+
+    rpc_url: str | None = Field(None, description="JSON-RPC node; none = the embedded EVM")
+    stake: float = Field(10.0, gt=0, description="ETH each participant stakes at registration")
+    min_stake: float = Field(1.0, gt=0, description="ETH below which a participant is no longer drawn")
+    reward_pool: float = Field(100.0, ge=0, description="ETH the deployer puts into the reward pool")
+    reward_per_round: float = Field(0.3, ge=0, description="ETH split among a round's rewarded roles")
+    n_proposers: int | None = Field(None, ge=1, le=32, description="none = participants - n_voters")
+    n_voters: int | None = Field(None, ge=1, le=32, description="none = a third of the participants")
+    slash_rejected_bps: int = Field(1000, ge=0, le=10_000)
+    slash_minority_bps: int = Field(500, ge=0, le=10_000)
+    slash_no_show_bps: int = Field(500, ge=0, le=10_000)
+    quorum_bps: int = Field(5000, ge=1, le=10_000)
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of each participant's shard kept out of training to vote with"
+    )
+    accept_tolerance: float = Field(
+        0.02, ge=0, description="a voter accepts if held-out loss(candidate) <= loss(global) * (1 + this)"
+    )
+    flag_loss_margin: float = Field(
+        0.10, ge=0, description="a voter flags an update raising its held-out loss by more than this share"
+    )
+    flag_min_norm: float = Field(
+        0.05, ge=0, description="a voter flags an update shorter than this share of the median update norm"
+    )
+    flag_stale_cosine: float = Field(
+        0.99, gt=0, le=1, description="a voter flags an update this aligned with the last global step"
+    )
+
+    def roles(self, participants: int) -> tuple[int, int]:
+        """(proposers, voters) per round for `participants` registered organisations."""
+        voters = self.n_voters or max(1, round(participants / 3))
+        proposers = self.n_proposers or min(32, participants - voters)
+        return proposers, voters
+
+
+class StrategySpec(_Section):
+    """A non-attack behaviour in the decentralised round, given to a seeded share of the honest trainers.
+
+    `lazy_voter` accepts the first candidate without evaluating; `colluding_voter` votes with the
+    attackers for their unscreened candidate; `no_show` takes its role and never acts.
+    """
+
+    kind: Literal["lazy_voter", "colluding_voter", "no_show"]
+    fraction: float = Field(0.1, ge=0, le=1)
+
+
 class RunConfig(_Section):
     """Everything a run depends on; the resolved copy is written into the run directory."""
 
@@ -102,6 +154,11 @@ class RunConfig(_Section):
     eval: EvalSection = EvalSection()
     defense: DefenseParams = DefenseParams()
     attacks: tuple[Annotated[AttackSpec, Field(discriminator="kind")], ...] = ()
+    protocol: Literal["chain", "fedavg"] = Field(
+        "chain", description="'chain': rounds through the contract; 'fedavg': centralised baseline"
+    )
+    chain: ChainSection = ChainSection()
+    strategies: tuple[StrategySpec, ...] = ()
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:
@@ -112,9 +169,30 @@ class RunConfig(_Section):
             raise ValueError(
                 f"the attacks need {need} attackers but there are {self.participants} participants"
             )
+        need += sum(attackers_for(s.fraction, self.participants) for s in self.strategies)
+        if need > self.participants:
+            raise ValueError(
+                f"attacks and strategies need {need} participants but there are {self.participants}"
+            )
         if self.aggregator == "fltrust" and not self.data.domains:
             raise ValueError("aggregator 'fltrust' needs built-in data.domains for its public root set")
+        if self.protocol == "chain":
+            self._check_chain()
         return self
+
+    def _check_chain(self) -> None:
+        if self.aggregator == "fltrust":
+            raise ValueError(
+                "aggregator 'fltrust' needs protocol = 'fedavg': its root update has no place on chain yet"
+            )
+        proposers, voters = self.chain.roles(self.participants)
+        if proposers < 1 or proposers + voters > self.participants:
+            raise ValueError(
+                f"chain: {proposers} proposers + {voters} voters per round need at least "
+                f"{proposers + voters} participants, there are {self.participants}"
+            )
+        if self.chain.min_stake > self.chain.stake:
+            raise ValueError(f"chain.min_stake {self.chain.min_stake} exceeds chain.stake {self.chain.stake}")
 
     @field_validator("aggregator")
     @classmethod

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from consortium.data import Example, encode_example, encode_prompt
-from consortium.train import IGNORE, collate
+from consortium.data import EncodedExample, Example, encode_example, encode_prompt
+from consortium.train import IGNORE, collate, response_loss
 
 
 def normalise(text: str) -> str:
@@ -128,3 +128,21 @@ def accuracy_by_domain(examples: Sequence[Example], verdicts: Sequence[bool]) ->
     acc = {d: sum(h) / len(h) for d, h in sorted(hits.items())}
     acc["mean"] = sum(acc.values()) / len(acc)
     return acc
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: PreTrainedModel, encoded: Sequence[EncodedExample], pad_id: int, batch_size: int
+) -> float:
+    """Mean response-token loss over `encoded` (a voter's held-out set), token-weighted across batches."""
+    if not encoded:
+        raise ValueError("no held-out examples to evaluate on")
+    device = next(model.parameters()).device
+    total = 0.0
+    tokens = 0
+    for start in range(0, len(encoded), batch_size):
+        batch = {k: v.to(device) for k, v in collate(encoded[start : start + batch_size], pad_id).items()}
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total += float(response_loss(model, batch)) * n
+        tokens += n
+    return total / max(tokens, 1)

@@ -108,6 +108,85 @@ def plot_backdoor(report: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+STRATEGY_COLOURS = {
+    "honest": "tab:green",
+    "lazy_voter": "tab:orange",
+    "colluding_voter": "tab:purple",
+    "no_show": "tab:gray",
+    "free_rider": "tab:brown",
+}
+
+
+def stake_series(report: dict[str, Any]) -> dict[str, list[float]]:
+    """Stake + withdrawable balance of every participant after each round (registration first)."""
+    chain = report.get("chain", {})
+    stake0 = chain.get("stake", 0.0)
+    series: dict[str, list[float]] = {n: [stake0] for n in chain.get("strategies", {})}
+    for r in report["rounds_detail"]:
+        for n in series:
+            series[n].append(r.get("stakes", {}).get(n, 0.0) + r.get("balances", {}).get(n, 0.0))
+    return series
+
+
+def plot_stakes(report: dict[str, Any], path: Path) -> None:
+    """Every participant's stake plus earned balance over the rounds, coloured by strategy."""
+    strategies = report["chain"]["strategies"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    seen: set[str] = set()
+    for name, ys in stake_series(report).items():
+        kind = strategies[name]
+        colour = STRATEGY_COLOURS.get(kind, "tab:red")  # every attack in red
+        label = None if kind in seen else kind
+        seen.add(kind)
+        ax.plot(range(len(ys)), ys, color=colour, alpha=0.8, label=label)
+    ax.set_xlabel("round (0 = registration)")
+    ax.set_ylabel("stake + balance (ETH)")
+    ax.set_title("Stake per participant, by strategy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _chain_section(report: dict[str, Any]) -> list[str]:
+    chain = report["chain"]
+    out = [
+        "## Chain",
+        "",
+        f"Contract `{chain['contract']}` on the `{chain['backend']}` backend; head block "
+        f"{chain['head']['block']} `{chain['head']['hash'][:18]}…`. Strategies: "
+        + ", ".join(f"`{n}` {k}" for n, k in chain["strategies"].items() if k != "honest")
+        + (" (everyone else honest)." if any(k == "honest" for k in chain["strategies"].values()) else "."),
+        "",
+        "| round | proposers | voters | candidates | votes (choice; flags) | outcome | slashed | gas |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rounds_detail"]:
+        if "outcome" not in r:
+            continue
+        cands = (
+            "; ".join(
+                f"#{c['number']} by {c['poster']}"
+                + (f" flags {','.join(c['flagged'])}" if c["flagged"] else "")
+                for c in r.get("candidates", [])
+            )
+            or "-"
+        )
+        votes = (
+            "; ".join(
+                f"{v}: {b['choice']}" + (f" ({','.join(b['flags'])})" if b["flags"] else "")
+                for v, b in r.get("votes", {}).items()
+            )
+            or "-"
+        )
+        slashed = ", ".join(f"{s['who']} {s['eth']:.3g} ({s['reason']})" for s in r.get("slashes", [])) or "-"
+        out.append(
+            f"| {r['round'] + 1} | {', '.join(r['proposers']) or '-'} | {', '.join(r['voters']) or '-'} "
+            f"| {cands} | {votes} | {r['outcome']} | {slashed} | {sum(r.get('gas', {}).values()):,} |"
+        )
+    out += ["", "Choice 0 rejects, k accepts candidate #k.", "", "![stakes](plots/stakes.png)", ""]
+    return out
+
+
 def _attack_section(report: dict[str, Any]) -> list[str]:
     rounds = report["rounds_detail"]
     attackers = report.get("attackers", {})
@@ -160,6 +239,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if report["rounds_detail"]:
         out += _attack_section(report)
+    if report.get("chain") and report["rounds_detail"]:
+        out += _chain_section(report)
     if report.get("cross_domain"):
         out += ["## Cross-domain matrix", "", "![cross-domain](plots/cross_domain.png)", ""]
     out += [
@@ -192,6 +273,8 @@ def write_report(report: dict[str, Any], run_dir: Path, plots_too: bool = True) 
         plot_flags(report, plots / "flags.png")
         if report.get("backdoor", {}).get("base"):
             plot_backdoor(report, plots / "backdoor.png")
+        if report.get("chain"):
+            plot_stakes(report, plots / "stakes.png")
     if report.get("cross_domain"):
         plot_cross_domain(report, plots / "cross_domain.png")
     atomic_write(run_dir / "report.md", render_markdown(report))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -30,7 +30,7 @@ from consortium.data import (
     load_jsonl,
     partition,
 )
-from consortium.evaluate import accuracy_by_domain, exact_match_verdicts
+from consortium.evaluate import accuracy_by_domain, exact_match_verdicts, heldout_loss
 from consortium.model import (
     LoraSpec,
     attach,
@@ -41,11 +41,23 @@ from consortium.model import (
     load_base,
     set_flat,
 )
-from consortium.protocol import AggregationRule, MemoryLedger, RoundRunner, get_vector, put_vector
+from consortium.protocol import (
+    AggregationRule,
+    MemoryLedger,
+    ProtocolError,
+    RoundRunner,
+    TrainFn,
+    get_vector,
+    put_vector,
+)
 from consortium.report import write_report
 from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
 from consortium.train import LocalTrainer, TrainParams
+from consortium.voting import VoteRule
+
+if TYPE_CHECKING:  # the chain packages are needed only for protocol = "chain"
+    from consortium.decentral import ChainRoundRunner
 
 
 @dataclass
@@ -57,6 +69,8 @@ class Participant:
     encoded: list[EncodedExample]
     adversary: Adversary | None = None
     poisoned: list[EncodedExample] | None = None
+    holdout: list[EncodedExample] = field(default_factory=list)  # a voter's own held-out data
+    strategy: str = "honest"
 
     @property
     def domains(self) -> list[str]:
@@ -127,11 +141,19 @@ class Simulation:
         self.model = attach(base, self.spec)
         self.layout = layout(self.model, self.spec)
         self.initial = get_flat(self.model, self.spec)
-        self.participants = [
-            Participant(name=f"org{i}", examples=shard, encoded=self._encode(shard))
-            for i, shard in enumerate(shards)
-        ]
+        self.participants = []
+        for i, shard in enumerate(shards):
+            train, holdout = shard, []
+            if cfg.protocol == "chain":  # voters judge on data they never trained on
+                if len(shard) < 2:
+                    raise DataError(
+                        f"org{i} has {len(shard)} example(s); protocol 'chain' needs 2 (train + held out)"
+                    )
+                train, holdout = _split_file(shard, cfg.chain.holdout_fraction, cfg.seed + i)
+            p = Participant(f"org{i}", train, self._encode(train), holdout=self._encode(holdout))
+            self.participants.append(p)
         self._plant_attackers()
+        self._assign_strategies()
         self.backdoors = sorted({a.backdoor for a in cfg.attacks if a.backdoor is not None})
         self.root = self._encode(self._root_set()) if cfg.aggregator == "fltrust" else []
         self.trainer = LocalTrainer(self.model, self.spec, self.tokenizer.pad_token_id)
@@ -151,6 +173,20 @@ class Simulation:
             )
             if p.adversary.poisoned is not None:
                 p.poisoned = self._encode(p.adversary.poisoned)
+
+    def _assign_strategies(self) -> None:
+        """Attackers play their attack; a seeded share of the others lazy-vote, collude or no-show."""
+        for p in self.participants:
+            p.strategy = p.adversary.spec.kind if p.adversary is not None else "honest"
+        if self.cfg.protocol != "chain":
+            return
+        from consortium.decentral import strategy_names
+
+        names = [p.name for p in self.participants]
+        taken = [p.name for p in self.participants if p.adversary is not None]
+        chosen = strategy_names(self.cfg.strategies, names, taken, self.cfg.seed)
+        for p in self.participants:
+            p.strategy = chosen.get(p.name, p.strategy)
 
     def _root_set(self) -> list[Example]:
         """FLTrust's root set: a few clean built-in examples per domain, public with the config."""
@@ -239,6 +275,7 @@ class Simulation:
             "status": "running",
             "model": cfg.model.name,
             "lora_variant": cfg.lora.variant,
+            "protocol": cfg.protocol,
             "aggregator": cfg.aggregator,
             "server_lr": cfg.server_lr,
             "participants": cfg.participants,
@@ -273,78 +310,167 @@ class Simulation:
         rd.write_json("report.json", report)
 
         rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
-        runner = RoundRunner(MemoryLedger(), BlobStore(rd.store), self.layout, rule, root=self._root_update)
-        global_hash = put_vector(runner.store, self.initial, self.layout)
-        by_name = {p.name: (i, p) for i, p in enumerate(self.participants)}
+        store = BlobStore(rd.store)
+        global_hash = put_vector(store, self.initial, self.layout)
+        if cfg.protocol == "chain":
+            chain = self._chain_runner(rd, store, rule, global_hash)
+        else:
+            runner = RoundRunner(MemoryLedger(), store, self.layout, rule, root=self._root_update)
         t_train = t_eval = 0.0
         previous: torch.Tensor | None = None
         rounds_task = progress.add_task("federated rounds", total=cfg.rounds)
         for r in range(cfg.rounds):
             part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
-
-            round_start = get_vector(runner.store, global_hash, self.layout)
+            round_start = get_vector(store, global_hash, self.layout)
             last_step = None if previous is None else round_start - previous  # public: the last global change
-
-            def train(
-                pid: str, start: torch.Tensor, r: int = r, task: Any = part_task, last: Any = last_step
-            ) -> tuple[torch.Tensor, int]:
-                i, p = by_name[pid]
-
-                def fit(data: list[EncodedExample]) -> torch.Tensor:
-                    params = train_params(cfg, cfg.train.local_steps)
-                    res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i))
-                    report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
-                    return res.delta
-
-                if p.adversary is None:
-                    delta = fit(p.encoded)
-                else:
-                    view = RoundView(r, len(self.participants), cfg.server_lr, start.numel(), last)
-                    delta = p.adversary.craft(view, lambda: fit(p.encoded), lambda: fit(p.poisoned or []))
-                progress.advance(task)
-                return delta, len(p.examples)
-
+            train = self._train_fn(r, last_step, report, lambda t=part_task: progress.advance(t))
             t1 = time.perf_counter()
-            rec, cand = runner.run_round(global_hash, [p.name for p in self.participants], train)
-            t_train += time.perf_counter() - t1
-            progress.remove_task(part_task)
-            global_hash = rec.global_out or global_hash
-            previous = round_start
-            t1 = time.perf_counter()
-            vec = get_vector(runner.store, global_hash, self.layout)
-            acc = self.evaluate(vec, f"round {r + 1}", progress)
-            backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
-            t_eval += time.perf_counter() - t1
-            report["rounds_detail"].append(
-                {
-                    "round": r,
+            if cfg.protocol == "chain":
+                done = chain.run_round(global_hash, train, self._loss_fn, last_step)
+                global_out, detail = done.global_out, done.summary()
+            else:
+                rec, cand = runner.run_round(global_hash, [p.name for p in self.participants], train)
+                global_out = rec.global_out or global_hash
+                detail = {
                     "seed": rec.seed,
                     "global_in": rec.global_in,
                     "global_out": rec.global_out,
                     "root": rec.root,
                     "commitments": [c.__dict__ for c in rec.commitments],
-                    "accuracy": acc,
-                    "backdoor": backdoor,
                     **cand.summary(),
                 }
-            )
+            t_train += time.perf_counter() - t1
+            progress.remove_task(part_task)
+            previous = round_start if global_out != global_hash else previous
+            global_hash = global_out
+            t1 = time.perf_counter()
+            vec = get_vector(store, global_hash, self.layout)
+            acc = self.evaluate(vec, f"round {r + 1}", progress)
+            backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
+            t_eval += time.perf_counter() - t1
+            report["rounds_detail"].append({"round": r, **detail, "accuracy": acc, "backdoor": backdoor})
             if backdoor:
                 report["backdoor"]["federated"] = backdoor
             report["rounds_completed"] = r + 1
             report["accuracy"]["federated"] = acc
             report["global_adapter"] = global_hash
             timings["federated_train"], timings["federated_eval"] = t_train, t_eval
+            if cfg.protocol == "chain":
+                report["chain"] = self._chain_summary(chain, rd)
             rd.write_json("report.json", report)
-            rd.log(f"round {r + 1}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}")
+            outcome = f" ({detail['outcome']})" if "outcome" in detail else ""
+            rd.log(f"round {r + 1}{outcome}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}")
             progress.advance(rounds_task)
 
-        final = get_vector(runner.store, global_hash, self.layout)
+        final = get_vector(store, global_hash, self.layout)
         set_flat(self.model, self.spec, final)
         export_peft(self.model, rd.adapter)
         if cfg.eval.isolated_baseline:
             self._isolated(report, progress)
             rd.write_json("report.json", report)
         timings["total"] = time.perf_counter() - t0
+
+    def _train_fn(
+        self, r: int, last_step: torch.Tensor | None, report: dict[str, Any], done: Callable[[], None]
+    ) -> TrainFn:
+        """The local step of round r: honest training, or the attacker's crafted update."""
+        cfg = self.cfg
+        by_name = {p.name: (i, p) for i, p in enumerate(self.participants)}
+
+        def train(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
+            i, p = by_name[pid]
+
+            def fit(data: list[EncodedExample]) -> torch.Tensor:
+                params = train_params(cfg, cfg.train.local_steps)
+                res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i))
+                report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
+                return res.delta
+
+            if p.adversary is None:
+                delta = fit(p.encoded)
+            else:
+                view = RoundView(r, len(self.participants), cfg.server_lr, start.numel(), last_step)
+                delta = p.adversary.craft(view, lambda: fit(p.encoded), lambda: fit(p.poisoned or []))
+            done()
+            return delta, len(p.examples)
+
+        return train
+
+    def _loss_fn(self, voter: str) -> Callable[[torch.Tensor], float]:
+        """A voter's held-out loss of an adapter vector (its own data, never trained on)."""
+        p = next(p for p in self.participants if p.name == voter)
+
+        def loss(vec: torch.Tensor) -> float:
+            set_flat(self.model, self.spec, vec)
+            return heldout_loss(self.model, p.holdout, self.tokenizer.pad_token_id, self.cfg.eval.batch_size)
+
+        return loss
+
+    def _chain_runner(
+        self, rd: RunDir, store: BlobStore, rule: AggregationRule, genesis: str
+    ) -> ChainRoundRunner:
+        """Deploy the contract (embedded EVM unless `chain.rpc_url`), every participant registers and stakes.
+        Every transaction goes to `chain/txlog.jsonl`, from which `audit` replays the embedded chain."""
+        from consortium.chain import ChainClient, connect
+        from consortium.chain.txlog import TxLog
+        from consortium.decentral import TXLOG, ChainRoundRunner, chain_params, wei
+
+        cfg, cc = self.cfg, self.cfg.chain
+        proposers, voters = cc.roles(cfg.participants)
+        params = chain_params(
+            participants=cfg.participants,
+            proposers=proposers,
+            voters=voters,
+            min_stake=cc.min_stake,
+            reward_per_round=cc.reward_per_round,
+            slash_rejected_bps=cc.slash_rejected_bps,
+            slash_minority_bps=cc.slash_minority_bps,
+            slash_no_show_bps=cc.slash_no_show_bps,
+            quorum_bps=cc.quorum_bps,
+        )
+        backend = connect(cc.rpc_url, n_accounts=cfg.participants + 1, seed=cfg.seed)
+        if len(backend.accounts) < cfg.participants + 1:
+            raise ProtocolError(
+                f"chain.rpc_url: the node has {len(backend.accounts)} unlocked accounts, "
+                f"{cfg.participants + 1} are needed (one per participant plus the deployer)"
+            )
+        (rd.path / "chain").mkdir(exist_ok=True)
+        txlog = TxLog(rd.path / TXLOG)
+        operator = ChainClient.deploy(
+            backend, params, genesis_hash=genesis, fund=wei(cc.reward_pool), txlog=txlog
+        )
+        accounts = {p.name: backend.accounts[i + 1] for i, p in enumerate(self.participants)}
+        runner = ChainRoundRunner(
+            operator,
+            accounts,
+            {p.name: p.strategy for p in self.participants},
+            store,
+            self.layout,
+            rule,
+            VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.flag_min_norm, cc.flag_stale_cosine),
+            run_seed=cfg.seed,
+            attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
+        )
+        runner.register_all(cc.stake)
+        return runner
+
+    def _chain_summary(self, runner: ChainRoundRunner, rd: RunDir) -> dict[str, Any]:
+        """The chain section of the report: where it ran, who played what, and the head to audit against."""
+        from consortium.chain.txlog import head
+        from consortium.decentral import HEAD
+
+        op = runner.operator
+        chain_head = head(op.w3)
+        rd.write_json(HEAD, {"contract": op.contract_address, **chain_head})
+        return {
+            "backend": op.backend.kind,
+            "stake": self.cfg.chain.stake,
+            "contract": op.contract_address,
+            "params": op.params().__dict__,
+            "accounts": dict(runner.accounts),
+            "strategies": dict(runner.strategies),
+            "head": chain_head,
+        }
 
     def _root_update(self, rnd: int, start: torch.Tensor) -> torch.Tensor:
         """FLTrust's root update: the same local training as a participant's, on the public root set."""

@@ -8,6 +8,7 @@ from .client import ChainClient, seed_commitment, to_bytes32, vote_commitment
 from .draw import draw_indices, draw_roles, round_seed, xor_seeds
 from .errors import ChainError
 from .history import Candidate, Commit, Event, History, ParticipantRecord, RevealedVote, RoundRecord
+from .txlog import Replay, TxLog, head, read_txlog, replay
 from .types import (
     BallotTx,
     Outcome,
@@ -37,6 +38,7 @@ __all__ = [
     "ParticipantInfo",
     "ParticipantRecord",
     "Phase",
+    "Replay",
     "RevealedVote",
     "RoundInfo",
     "RoundRecord",
@@ -44,11 +46,15 @@ __all__ = [
     "RpcBackend",
     "SlashReason",
     "Tx",
+    "TxLog",
     "Vote",
     "connect",
     "draw_indices",
     "draw_roles",
     "find_anvil",
+    "head",
+    "read_txlog",
+    "replay",
     "round_seed",
     "seed_commitment",
     "to_bytes32",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -50,18 +51,63 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+GENESIS_TIMESTAMP = 4_000_000_000  # 2096: past any wall clock, so every block is parent + 1 s
+
+
+def _seeded_pyevm_backend(seed: int, genesis_state: Any) -> Any:
+    """eth-tester's py-evm backend with nothing left to chance: a genesis timestamp ahead of the
+    wall clock (py-evm stamps a block max(now, parent + 1)) and each block's `mix_hash` (the
+    post-merge prevrandao, which eth-tester draws from os.urandom) a function of the seed and the
+    block number. A block re-mined after a revert gets the same mix_hash, so a run with snapshots
+    and reverts still ends on the chain a straight run would."""
+    from eth.vm.forks import ParisVM, PragueVM
+    from eth.vm.forks.cancun import get_total_blob_gas
+    from eth_tester import PyEVMBackend
+    from eth_tester.backends.pyevm.main import ZERO_ADDRESS
+
+    class SeededPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
+        def mine_blocks(self, num_blocks: int = 1, coinbase: bytes = ZERO_ADDRESS) -> tuple[bytes, ...]:
+            # PyEVMBackend.mine_blocks with the mix_hash drawn from the seed
+            hashes = []
+            for _ in range(num_blocks):
+                kwargs: dict[str, Any] = {"coinbase": coinbase}
+                vm = self.chain.get_vm()
+                if isinstance(vm, ParisVM):
+                    kwargs["mix_hash"] = mix_hash(seed, self.chain.header.block_number)
+                if isinstance(vm, PragueVM):
+                    txs = self.chain.get_block().transactions
+                    kwargs["blob_gas_used"] = sum(get_total_blob_gas(tx) for tx in txs)
+                hashes.append(self.chain.mine_block(**kwargs).hash)
+            return tuple(hashes)
+
+    params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": GENESIS_TIMESTAMP})
+    return SeededPyEVMBackend(genesis_parameters=params, genesis_state=genesis_state)
+
+
+def mix_hash(seed: int, block_number: int) -> bytes:
+    """The prevrandao of block `block_number` on a seeded embedded chain."""
+    return random.Random(f"consortium-embedded:{seed}:{block_number}").randbytes(32)
+
+
 class EmbeddedBackend:
-    """py-evm through eth-tester, in this process: no node, no network."""
+    """py-evm through eth-tester, in this process: no node, no network.
+
+    `seed`: make the chain deterministic. The same transactions and mines then give bit-identical
+    blocks (hashes, timestamps, prevrandao) in any process. Block timestamps then start in 2096 and
+    advance one second a block. None: eth-tester's own behaviour (wall-clock timestamps, random
+    prevrandao)."""
 
     kind = "embedded"
     dev = True  # a development chain: mining on demand, snapshots, base fee only falls
 
-    def __init__(self, n_accounts: int = 10) -> None:
+    def __init__(self, n_accounts: int = 10, seed: int | None = None) -> None:
         from eth_tester import EthereumTester, PyEVMBackend
         from web3 import EthereumTesterProvider
 
+        self.seed = seed
         state = PyEVMBackend.generate_genesis_state(num_accounts=n_accounts)
-        self.tester = EthereumTester(PyEVMBackend(genesis_state=state))
+        evm = PyEVMBackend(genesis_state=state) if seed is None else _seeded_pyevm_backend(seed, state)
+        self.tester = EthereumTester(evm)
         provider = EthereumTesterProvider(self.tester)
         provider.cache_allowed_requests = True  # eth_chainId once, not twice per request
         self.w3 = _lean(Web3(provider))
@@ -212,7 +258,9 @@ class AnvilNode:
         self.stop()
 
 
-def connect(url: str | None = None, n_accounts: int = 10, dev: bool = False) -> Backend:
-    """The embedded EVM when no URL is given, else the JSON-RPC node at `url` (`dev`: a local
-    development node such as anvil)."""
-    return EmbeddedBackend(n_accounts) if url is None else RpcBackend(url, dev=dev)
+def connect(
+    url: str | None = None, n_accounts: int = 10, dev: bool = False, seed: int | None = None
+) -> Backend:
+    """The embedded EVM when no URL is given (`seed`: deterministic, see EmbeddedBackend), else the
+    JSON-RPC node at `url` (`dev`: a local development node such as anvil)."""
+    return EmbeddedBackend(n_accounts, seed) if url is None else RpcBackend(url, dev=dev)

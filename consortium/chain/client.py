@@ -1,7 +1,9 @@
 """Typed client for the Consortium contract, the same over the embedded EVM and JSON-RPC.
 
 Every state-changing method returns a `Tx` or raises `ChainError(reason)`; reads return
-dataclasses from `types`. `as_account(addr)` gives a client acting for another account.
+dataclasses from `types`. `as_account(addr)` gives a client acting for another account. With a
+`TxLog` (`deploy(..., txlog=)`, `at(..., txlog=)`) every transaction and mined block is logged
+for `txlog.replay`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .artifact import load_artifact
 from .backends import Backend
 from .errors import ChainError, reason_from
 from .history import History, HistoryReader
+from .txlog import TxLog
 from .types import BallotTx, Params, ParticipantInfo, Phase, RoundInfo, Tx, Vote
 
 GAS_LIMIT = 8_000_000  # explicit gas skips estimation; finalize of 64 roles needs under 4M
@@ -60,6 +63,7 @@ class _Shared:
     seeds: dict[tuple[int, str], bytes] = field(default_factory=dict)
     params: Params | None = None
     tx_defaults: dict[str, int] | None = None
+    txlog: TxLog | None = None  # every transaction and mine, for an exact replay
 
 
 class ChainClient:
@@ -86,8 +90,10 @@ class ChainClient:
         genesis_hash: bytes | str | None = None,
         fund: int = 0,
         account: Any = None,
+        txlog: TxLog | None = None,
     ) -> ChainClient:
-        """Deploy from the checked-in artifact; `fund` seeds the reward pool."""
+        """Deploy from the checked-in artifact; `fund` seeds the reward pool; `txlog` logs the
+        deployment and everything sent through the client after it."""
         art = load_artifact()
         w3 = backend.w3
         acct = account or backend.accounts[0]
@@ -96,8 +102,10 @@ class ChainClient:
         p = params or Params()
         g = to_bytes32(genesis_hash) if genesis_hash is not None else b"\x00" * 32
         ctor = factory.constructor(p.as_tuple(), g)
-        tx_hash = _transact(w3, ctor, acct, {"from": sender, "value": fund, "gas": GAS_LIMIT})
+        tx_hash, raw = _transact(w3, ctor, acct, {"from": sender, "value": fund, "gas": GAS_LIMIT})
         rcpt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        if txlog is not None:
+            txlog.tx(w3.eth.get_transaction(tx_hash), rcpt, "deploy", raw)
         if rcpt["status"] != 1:
             try:
                 ctor.estimate_gas({"from": sender, "value": fund})
@@ -107,14 +115,22 @@ class ChainClient:
                     raise
                 raise ChainError(reason, function="deploy") from None
             raise ChainError("deployment failed", function="deploy")
-        return cls.at(backend, rcpt["contractAddress"], acct, deploy_block=rcpt["blockNumber"])
+        return cls.at(backend, rcpt["contractAddress"], acct, deploy_block=rcpt["blockNumber"], txlog=txlog)
 
     @classmethod
-    def at(cls, backend: Backend, address: str, account: Any = None, deploy_block: int = 0) -> ChainClient:
-        """Attach to an existing deployment."""
+    def at(
+        cls,
+        backend: Backend,
+        address: str,
+        account: Any = None,
+        deploy_block: int = 0,
+        txlog: TxLog | None = None,
+    ) -> ChainClient:
+        """Attach to an existing deployment (`txlog`: log what is sent from here on)."""
         art = load_artifact()
         contract = backend.w3.eth.contract(address=Web3.to_checksum_address(address), abi=art["abi"])
-        shared = _Shared(backend, contract, deploy_block, HistoryReader(backend.w3, contract, deploy_block))
+        reader = HistoryReader(backend.w3, contract, deploy_block)
+        shared = _Shared(backend, contract, deploy_block, reader, txlog=txlog)
         return cls(shared, account or backend.accounts[0])
 
     def as_account(self, account: Any) -> ChainClient:
@@ -137,6 +153,10 @@ class ChainClient:
     def contract_address(self) -> str:
         return str(self._s.contract.address)
 
+    @property
+    def txlog(self) -> TxLog | None:
+        return self._s.txlog
+
     # ------------------------------------------------------------------ sending
 
     def _send(self, name: str, *args: Any, value: int = 0) -> Tx:
@@ -151,17 +171,42 @@ class ChainClient:
             _call_or_raise(fn, {"from": self.address, "value": value}, name, "pending")
         tx["gas"] = self.gas if self.gas is not None else self._estimate(fn, tx, name)
         try:
-            tx_hash = _transact(self.w3, fn, self._account, tx)
+            tx_hash, raw = _transact(self.w3, fn, self._account, tx)
         except Exception as exc:
             reason = reason_from(exc)
             if reason is None:
                 raise
             raise ChainError(reason, function=name) from None
         rcpt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if self._s.txlog is not None:  # what the node got, fees included, reverted or not
+            self._s.txlog.tx(self.w3.eth.get_transaction(tx_hash), rcpt, name, raw)
         if rcpt["status"] != 1:
             reason = _replay_reason(fn, {"from": self.address, "value": value}, rcpt["blockNumber"])
             raise ChainError(reason, function=name, tx_hash=Web3.to_hex(tx_hash))
         return Tx(Web3.to_hex(tx_hash), rcpt["blockNumber"], rcpt["gasUsed"], name)
+
+    def transfer(self, to: str, value: int, gas: int = 100_000) -> Tx:
+        """Send plain ETH from this account (to fund a local key, say); logged like any other
+        transaction, so a replay makes the same transfer."""
+        tx: dict[str, Any] = {"from": self.address, "to": Web3.to_checksum_address(to), "value": value}
+        tx |= {"gas": gas, **self._tx_defaults()}
+        raw = None
+        if isinstance(self._account, str):
+            tx_hash = self.w3.eth.send_transaction(tx)  # type: ignore[arg-type]
+        else:
+            if "maxFeePerGas" not in tx:  # not a dev chain: caps as web3 would set them
+                prio = int(self.w3.eth.max_priority_fee)
+                base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+                tx |= {"maxPriorityFeePerGas": prio, "maxFeePerGas": 2 * base + prio}
+            tx["nonce"] = self.w3.eth.get_transaction_count(self.address)
+            raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+            tx_hash = self.w3.eth.send_raw_transaction(raw)
+        rcpt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if self._s.txlog is not None:
+            self._s.txlog.tx(self.w3.eth.get_transaction(tx_hash), rcpt, "transfer", raw)
+        if rcpt["status"] != 1:
+            raise ChainError("transfer failed", function="transfer", tx_hash=Web3.to_hex(tx_hash))
+        return Tx(Web3.to_hex(tx_hash), rcpt["blockNumber"], rcpt["gasUsed"], "transfer")
 
     def _tx_defaults(self) -> dict[str, int]:
         """Chain id always, and on a dev chain fixed fees: its base fee only falls (blocks stay
@@ -342,7 +387,11 @@ class ChainClient:
     # ------------------------------------------------------------------ blocks, snapshots, history
 
     def mine(self, n: int = 1) -> None:
+        if n <= 0:
+            return
         self.backend.mine(n)
+        if self._s.txlog is not None:
+            self._s.txlog.mine(n)
 
     def advance_to(self, block: int) -> None:
         """Mine empty blocks so that the next transaction lands in block `block` (or later)."""
@@ -370,7 +419,10 @@ class ChainClient:
     def revert(self, snap: Any) -> None:
         """Back to a snapshot; history and kept ballots forget what came after it."""
         self.backend.revert(snap)
-        self._s.reader.truncate(self.block_number())
+        head = self.block_number()
+        self._s.reader.truncate(head)
+        if self._s.txlog is not None:  # the log keeps what was undone; replay undoes it too
+            self._s.txlog.revert(head)
 
     def history(self) -> History:
         """Rounds, roles, commitments, votes, outcomes and balances rebuilt from events only."""
@@ -395,13 +447,14 @@ def _participant_info(addr: str, t: Any) -> ParticipantInfo:
     )
 
 
-def _transact(w3: Web3, fn: Any, account: Any, tx: dict[str, Any]) -> Any:
-    """Send through the node's own key (address) or sign here (LocalAccount)."""
+def _transact(w3: Web3, fn: Any, account: Any, tx: dict[str, Any]) -> tuple[Any, bytes | None]:
+    """Send through the node's own key (address) or sign here (LocalAccount); the hash, and the
+    signed bytes when signed here."""
     if isinstance(account, str):
-        return fn.transact(tx)
+        return fn.transact(tx), None
     full = fn.build_transaction({**tx, "nonce": w3.eth.get_transaction_count(account.address)})
     signed = account.sign_transaction(full)
-    return w3.eth.send_raw_transaction(signed.raw_transaction)
+    return w3.eth.send_raw_transaction(signed.raw_transaction), bytes(signed.raw_transaction)
 
 
 def _call_or_raise(fn: Any, tx: dict[str, Any], name: str, block: int | str = "latest") -> None:
