@@ -1,4 +1,4 @@
-"""`consortium` command line: run (now); node, audit, bench, export come with their issues."""
+"""`consortium` command line: run and audit; node, bench, export come with their issues."""
 
 from __future__ import annotations
 
@@ -59,6 +59,45 @@ def run(
         raise typer.Exit(130) from None
     summary(json.loads((path / "report.json").read_text()), console)
     console.print(f"run directory: [bold]{path}[/]")
+
+
+@app.command()
+def audit(
+    run_dir: Annotated[Path | None, typer.Argument(help="run directory to audit")] = None,
+    rpc_url: Annotated[str | None, typer.Option(help="audit a live network instead: JSON-RPC URL")] = None,
+    contract: Annotated[
+        str | None, typer.Option(help="with --rpc-url: the Consortium contract address")
+    ] = None,
+    store: Annotated[Path | None, typer.Option(help="with --rpc-url: the blob store directory")] = None,
+    config: Annotated[Path | None, typer.Option(help="with --rpc-url: the run's config.toml")] = None,
+) -> None:
+    """Recompute a run from public records (chain, store, config) and report every mismatch.
+
+    Exit 0 when everything verifies, 1 when something does not match, 2 when the audit cannot start."""
+    from consortium.audit import AuditInputError, audit_live, audit_run
+
+    console = Console()
+    try:
+        if rpc_url is not None:
+            if run_dir is not None or contract is None or store is None or config is None:
+                fail("--rpc-url needs --contract, --store and --config, and no RUN_DIR")
+            result = audit_live(rpc_url, str(contract), Path(str(store)), Path(str(config)))
+        elif run_dir is None:
+            fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
+        else:
+            result = audit_run(run_dir)
+    except AuditInputError as e:
+        fail(str(e))
+    checked = ", ".join(f"{n} {what}" for what, n in result.checked.items())
+    if result.ok:
+        console.print(f"[bold green]audit passed[/]: {checked}", highlight=False, soft_wrap=True)
+        return
+    for p in result.problems:
+        console.print(f"[red]mismatch[/] {p}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]audit FAILED[/]: {len(result.problems)} mismatch(es); checked {checked}", highlight=False
+    )
+    raise typer.Exit(1)
 
 
 def quiet_libraries() -> None:

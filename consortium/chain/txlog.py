@@ -25,12 +25,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from web3 import Web3
 
 from .backends import EmbeddedBackend
 from .errors import reason_from
+
+if TYPE_CHECKING:  # client.py imports this module
+    from .client import ChainClient
 
 FEE_FIELDS = ("maxFeePerGas", "maxPriorityFeePerGas", "gasPrice")
 _TX_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -184,7 +187,7 @@ class Replay:
     holds no deployment) and every difference from the recorded run."""
 
     backend: EmbeddedBackend
-    client: Any  # ChainClient | None (not imported here: client.py imports this module)
+    client: ChainClient | None
     entries: int
     problems: list[str] = field(default_factory=list)
 

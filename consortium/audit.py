@@ -1,0 +1,424 @@
+"""`consortium audit`: recompute a run from its public records, bit for bit, and say what does not match.
+
+Public records are the chain (a run directory keeps it as `chain/txlog.jsonl`, which is replayed on a
+fresh seeded embedded EVM; a live network is read over JSON-RPC), the blob store and the run config.
+Checked, round by round: the role draw; every committed blob against its commitment; the candidate
+aggregate recomputed from its inputs against the accepted one (hash and flags); the vote tally and
+outcome; every reward and slash, and so every stake; finally the global hash against the exported
+adapter. Each mismatch is one line naming the round, the participant, what was expected and found.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from consortium.config import RunConfig
+from consortium.protocol import AggregationRule, Commitment, Layout, ProtocolError, compute_candidate
+from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
+
+BPS = 10_000
+
+
+class AuditInputError(ValueError):
+    """The audit cannot start: a missing or malformed run directory, config or chain record."""
+
+
+@dataclass
+class AuditReport:
+    """What was checked (counts) and every mismatch found (empty: the run verifies)."""
+
+    checked: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.checked[what] = self.checked.get(what, 0) + n
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """The resolved config a run wrote (AuditInputError naming the file and field when it is not valid)."""
+    if not path.is_file():
+        raise AuditInputError(f"{path}: config file not found")
+    try:
+        return RunConfig.model_validate(tomllib.loads(path.read_text()))
+    except tomllib.TOMLDecodeError as e:
+        raise AuditInputError(f"{path}: invalid TOML: {e}") from None
+    except ValueError as e:
+        raise AuditInputError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def layout_of(store: BlobStore, digest: str) -> Layout:
+    """The adapter layout (tensor names sorted, shapes) read off the genesis blob itself."""
+    state = store.get_tensors(digest)
+    return [(k, tuple(state[k].shape)) for k in sorted(state)]
+
+
+def vector_hash(vec: torch.Tensor, layout: Layout) -> str:
+    """The blob name a vector gets in the store, without writing it."""
+    from consortium.model import flat_to_state
+
+    return sha256_hex(tensors_to_bytes(flat_to_state(vec, layout)))
+
+
+def audit_run(run_dir: Path) -> AuditReport:
+    """Audit a run directory: replay its transaction log and check everything against the store."""
+    from consortium.chain import replay
+    from consortium.decentral import HEAD, TXLOG
+
+    if not run_dir.is_dir():
+        raise AuditInputError(f"{run_dir}: not a run directory")
+    cfg = load_run_config(run_dir / "config.toml")
+    if cfg.protocol != "chain":
+        raise AuditInputError(
+            f"{run_dir}: protocol {cfg.protocol!r} has no chain to audit; only 'chain' runs"
+        )
+    for name in (TXLOG, HEAD, "report.json"):
+        if not (run_dir / name).is_file():
+            raise AuditInputError(f"{run_dir / name}: missing")
+    report = json.loads((run_dir / "report.json").read_text())
+    out = AuditReport()
+    try:
+        rep = replay(run_dir / TXLOG, n_accounts=cfg.participants + 1, seed=cfg.seed)
+    except ValueError as e:
+        raise AuditInputError(str(e)) from None
+    out.problems += rep.problems
+    out.count("transactions replayed", rep.entries)
+    if rep.client is None:
+        out.problems.append(f"{TXLOG}: no contract deployment in the transaction log")
+        return out
+    recorded = json.loads((run_dir / HEAD).read_text())
+    from consortium.chain import head
+
+    found = head(rep.client.w3)
+    if (found["block"], found["hash"]) != (recorded.get("block"), recorded.get("hash")):
+        out.problems.append(
+            f"chain head: the run ended at block {recorded.get('block')} {recorded.get('hash')}, the "
+            f"transaction log replays to block {found['block']} {found['hash']} (log truncated or edited)"
+        )
+    names = {a.lower(): n for n, a in report.get("chain", {}).get("accounts", {}).items()}
+    audit_chain(rep.client, BlobStore(run_dir / "store"), cfg, out, names)
+    final = rep.client.global_hash().hex()
+    _check_adapter(run_dir, final, report, out)
+    return out
+
+
+def audit_chain(
+    client: Any, store: BlobStore, cfg: RunConfig, out: AuditReport, names: dict[str, str] | None = None
+) -> None:
+    """Every round of the deployment behind `client` (replayed or live) against the store and config."""
+    from consortium.chain import Outcome, draw_roles
+    from consortium.decentral import seed_int
+
+    names = names or {}
+
+    def who(addr: str) -> str:
+        return names.get(addr.lower(), addr)
+
+    hist = client.history()
+    params = client.params()
+    if not hist.rounds:
+        out.problems.append("chain: no round was ever opened")
+        return
+    genesis = hist.rounds[0].base_hash.hex()
+    try:
+        layout = layout_of(store, genesis)
+    except (BlobNotFound, IntegrityError) as e:
+        out.problems.append(f"genesis adapter: {e}")
+        return
+    rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+    ledger = _Ledger.from_history(hist)
+    fg_history: dict[str, torch.Tensor] = {}
+    for rec in hist.rounds:
+        r = f"round {rec.round_id}"
+        if rec.outcome == Outcome.CANCELLED or rec.seed is None:
+            continue
+        props, voters = draw_roles(rec.seed, rec.owners, rec.weights, params.n_proposers, params.n_voters)
+        out.count("role draws")
+        if (props, voters) != (rec.proposers, rec.voters):
+            out.problems.append(
+                f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
+            )
+        commitments = _check_commits(rec, store, layout, r, who, out)
+        expected = None
+        if commitments is not None and commitments:
+            try:
+                cand = compute_candidate(
+                    store,
+                    layout,
+                    rec.base_hash.hex(),
+                    commitments,
+                    rule,
+                    seed=seed_int(rec.seed),
+                    history=fg_history if rule.aggregator == "foolsgold" else None,
+                )
+            except ProtocolError as e:
+                out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
+            else:
+                mask = sum(1 << rec.proposers.index(a) for a in cand.flagged)
+                expected = (vector_hash(cand.vector, layout), mask)
+                out.count("candidates recomputed")
+            for c in commitments:  # FoolsGold's history, as the runner grows it
+                vec = _vector(store, c.blob, layout)
+                fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
+        _check_outcome(rec, expected, params, r, who, out)
+        ledger.settle(rec, params, r, who, out)
+    ledger.compare(client, who, out)
+
+
+def _vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
+    from consortium.protocol import get_vector
+
+    return get_vector(store, digest, layout)
+
+
+def _check_commits(
+    rec: Any, store: BlobStore, layout: Layout, r: str, who: Callable[[str], str], out: AuditReport
+) -> list[Commitment] | None:
+    """The round's commitments if every blob is present and matches its commitment, else None."""
+    from consortium.decentral import parse_uri
+
+    commitments: list[Commitment] = []
+    ok = True
+    for addr, c in rec.commits.items():
+        out.count("commitments checked")
+        try:
+            blob, n = parse_uri(c.uri)
+        except ProtocolError as e:
+            out.problems.append(f"{r}: {who(addr)}: {e}")
+            ok = False
+            continue
+        if blob != c.update_hash.hex():
+            out.problems.append(
+                f"{r}: {who(addr)}: URI names blob {blob}, the commitment is {c.update_hash.hex()}"
+            )
+            ok = False
+            continue
+        try:
+            store.get(blob)
+        except BlobNotFound:
+            out.problems.append(f"{r}: {who(addr)}: committed update {blob} is missing from the store")
+            ok = False
+            continue
+        except IntegrityError as e:
+            out.problems.append(
+                f"{r}: {who(addr)}: committed update {blob} does not match its commitment: {e}"
+            )
+            ok = False
+            continue
+        commitments.append(Commitment(addr, blob, n))
+    return commitments if ok else None
+
+
+def _check_outcome(
+    rec: Any,
+    expected: tuple[str, int] | None,
+    params: Any,
+    r: str,
+    who: Callable[[str], str],
+    out: AuditReport,
+) -> None:
+    """Tally the revealed votes as the contract must, and check the accepted candidate is the pipeline's."""
+    from consortium.chain import Outcome
+
+    if rec.outcome is None:
+        out.problems.append(f"{r}: opened but never finalized (the chain stops before its end)")
+        return
+    weight = dict(zip(rec.owners, rec.weights, strict=True))
+    voter_weight = sum(weight.get(v, 0) for v in rec.voters)
+    revealed = sum(v.weight for v in rec.votes.values())
+    for v, vote in rec.votes.items():
+        if vote.weight != weight.get(v, 0):
+            out.problems.append(
+                f"{r}: {who(v)}'s vote weighs {vote.weight}, its stake at the draw is {weight.get(v, 0)}"
+            )
+    tallies: dict[int, int] = {}
+    for vote in rec.votes.values():
+        tallies[vote.choice] = tallies.get(vote.choice, 0) + vote.weight
+    outcome, winner = Outcome.REJECTED, 0
+    if not (revealed > 0 and revealed * BPS >= params.quorum_bps * voter_weight):
+        outcome = Outcome.NO_QUORUM
+    else:
+        majority = [k for k, t in tallies.items() if t * 2 > revealed]
+        if majority and majority[0] > 0:
+            outcome, winner = Outcome.ACCEPTED, majority[0]
+    out.count("tallies recomputed")
+    if (outcome, winner) != (rec.outcome, rec.winner):
+        out.problems.append(
+            f"{r}: votes {_votes(rec, who)} give {outcome.name} (candidate {winner}), the chain recorded "
+            f"{rec.outcome.name if rec.outcome is not None else 'no outcome'} (candidate {rec.winner})"
+        )
+    if rec.outcome == Outcome.ACCEPTED and 0 < rec.winner <= len(rec.candidates):
+        won = rec.candidates[rec.winner - 1]
+        found = (won.candidate_hash.hex(), won.flagged)
+        if expected is None:
+            out.problems.append(
+                f"{r}: candidate #{rec.winner} was accepted but cannot be recomputed (see above)"
+            )
+        elif found != expected:
+            out.problems.append(
+                f"{r}: accepted candidate #{rec.winner} by {who(won.poster)} is {found[0]} "
+                f"flags {found[1]:#b}; the pipeline under this config gives {expected[0]} "
+                f"flags {expected[1]:#b}"
+            )
+
+
+def _votes(rec: Any, who: Callable[[str], str]) -> str:
+    return "{" + ", ".join(f"{who(v)}: {b.choice}" for v, b in rec.votes.items()) + "}"
+
+
+@dataclass
+class _Ledger:
+    """Stakes, balances and the reward pool re-derived from the contract's rules (not its events)."""
+
+    stake: dict[str, int]
+    balance: dict[str, int]
+    pool: int
+
+    @classmethod
+    def from_history(cls, hist: Any) -> _Ledger:
+        """Start from what was deposited: registrations, top-ups and funding are plain transfers."""
+        stake: dict[str, int] = {}
+        pool = 0
+        for e in hist.events:
+            if e.name in ("Registered", "ToppedUp"):
+                stake[e.args["who"]] = e.args["stake"]
+            elif e.name == "Funded":
+                pool += e.args["amount"]
+            elif e.name == "RoundOpened":
+                break  # only deposits before the first round (runs register once)
+        return cls(stake, dict.fromkeys(stake, 0), pool)
+
+    def _slash(self, who: str, bps: int) -> int:
+        amount = self.stake[who] * bps // BPS
+        self.stake[who] -= amount
+        return amount
+
+    def settle(self, rec: Any, params: Any, r: str, who: Callable[[str], str], out: AuditReport) -> None:
+        """The contract's finalize, recomputed: slashes in slot order, then equal reward shares."""
+        from consortium.chain import Outcome, SlashReason
+
+        if rec.outcome in (None, Outcome.CANCELLED):
+            return
+        revealed = sum(v.weight for v in rec.votes.values())
+        quorum = revealed > 0 and revealed * BPS >= params.quorum_bps * sum(
+            w for a, w in zip(rec.owners, rec.weights, strict=True) if a in rec.voters
+        )
+        winner_flags = rec.candidates[rec.winner - 1].flagged if rec.winner > 0 else 0
+        tallies: dict[int, int] = {}
+        for v in rec.votes.values():
+            tallies[v.choice] = tallies.get(v.choice, 0) + v.weight
+        majority = next((k for k, t in tallies.items() if t * 2 > revealed), None) if quorum else None
+        slashes: list[tuple[str, int, SlashReason]] = []
+        rewarded: list[str] = []
+        for i, p in enumerate(rec.proposers):
+            flag_weight = sum(v.weight for v in rec.votes.values() if (v.flags >> i) & 1)
+            if p not in rec.commits:
+                slashes.append((p, self._slash(p, params.slash_no_show_bps), SlashReason.NO_SHOW))
+            elif (winner_flags >> i) & 1 or (quorum and flag_weight * 2 > revealed):
+                slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
+            elif rec.outcome == Outcome.ACCEPTED:
+                rewarded.append(p)
+        for v in rec.voters:
+            if v not in rec.votes:
+                slashes.append((v, self._slash(v, params.slash_no_show_bps), SlashReason.NO_SHOW))
+            elif majority is not None:
+                if rec.votes[v].choice == majority:
+                    rewarded.append(v)
+                else:
+                    slashes.append((v, self._slash(v, params.slash_minority_bps), SlashReason.MINORITY))
+        slashes = [s for s in slashes if s[1] > 0]
+        self.pool += sum(s[1] for s in slashes)
+        rewards: dict[str, int] = {}
+        if rewarded:
+            share = min(params.reward_per_round, self.pool) // len(rewarded)
+            if share > 0:
+                for p in rewarded:
+                    self.balance[p] += share
+                    rewards[p] = share
+                self.pool -= share * len(rewarded)
+        out.count("settlements recomputed")
+        if sorted(slashes) != sorted(rec.slashes):
+            out.problems.append(
+                f"{r}: slashes should be {_fmt(slashes, who)}, the chain recorded {_fmt(rec.slashes, who)}"
+            )
+        if rewards != rec.rewards:
+            got = {who(a): v for a, v in rec.rewards.items()}
+            out.problems.append(
+                f"{r}: rewards should be { ({who(a): v for a, v in rewards.items()}) }, the chain paid {got}"
+            )
+
+    def compare(self, client: Any, who: Callable[[str], str], out: AuditReport) -> None:
+        """The re-derived stakes and balances against the contract's storage at the end."""
+        for p in client.all_participants():
+            out.count("stakes checked")
+            want = (self.stake.get(p.address, 0), self.balance.get(p.address, 0))
+            if (p.stake, p.balance) != want:
+                out.problems.append(
+                    f"{who(p.address)}: stake/balance on chain {p.stake}/{p.balance} wei, the rules give "
+                    f"{want[0]}/{want[1]} wei"
+                )
+        if client.reward_pool() != self.pool:
+            out.problems.append(
+                f"reward pool on chain {client.reward_pool()} wei, the rules give {self.pool} wei"
+            )
+
+
+def _fmt(slashes: Sequence[tuple[str, int, Any]], who: Callable[[str], str]) -> str:
+    return "[" + ", ".join(f"{who(a)} {v} wei ({getattr(r, 'name', r)})" for a, v, r in sorted(slashes)) + "]"
+
+
+def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: AuditReport) -> None:
+    """The chain's global hash is the run's final adapter: the report names it and the export holds it."""
+    if report.get("global_adapter") not in (None, final):
+        out.problems.append(
+            f"final adapter: the chain's global hash is {final}, the report names {report['global_adapter']}"
+        )
+    store = BlobStore(run_dir / "store")
+    try:
+        state = store.get_tensors(final)
+    except (BlobNotFound, IntegrityError) as e:
+        out.problems.append(f"final adapter: {e}")
+        return
+    exported = run_dir / "adapter" / "adapter_model.safetensors"
+    if not exported.is_file():
+        out.problems.append(f"final adapter: {exported} is missing")
+        return
+    saved = load_file(str(exported))
+    for k, t in sorted(state.items()):
+        if k not in saved or not torch.equal(saved[k], t):
+            out.problems.append(
+                f"final adapter: tensor {k} of {exported} differs from the global model {final}"
+            )
+            return
+    out.count("adapter tensors checked", len(state))
+
+
+def audit_live(rpc_url: str, contract: str, store: Path, config: Path) -> AuditReport:
+    """Audit a live deployment over JSON-RPC against a store directory and the run config."""
+    from consortium.chain import ChainClient, RpcBackend
+
+    cfg = load_run_config(config)
+    if not store.is_dir():
+        raise AuditInputError(f"{store}: store directory not found")
+    try:
+        client = ChainClient.at(RpcBackend(rpc_url), contract)
+        client.params()
+    except Exception as e:  # connection refused, no contract at that address...
+        raise AuditInputError(f"--rpc-url {rpc_url} --contract {contract}: {type(e).__name__}: {e}") from None
+    out = AuditReport()
+    audit_chain(client, BlobStore(store), cfg, out)
+    return out
+
+
+__all__ = ["AuditInputError", "AuditReport", "audit_chain", "audit_live", "audit_run"]
