@@ -139,6 +139,7 @@ def audit_chain(
     rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
     ledger = _Ledger.from_history(hist)
     fg_history: dict[str, torch.Tensor] = {}
+    last_step: torch.Tensor | None = None  # the last change of the global model, as the runner saw it
     for rec in hist.rounds:
         r = f"round {rec.round_id}"
         if rec.outcome == Outcome.CANCELLED or rec.seed is None:
@@ -161,6 +162,7 @@ def audit_chain(
                     rule,
                     seed=seed_int(rec.seed),
                     history=fg_history if rule.aggregator == "foolsgold" else None,
+                    last_step=last_step,
                 )
             except ProtocolError as e:
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
@@ -173,6 +175,12 @@ def audit_chain(
                 fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
         _check_outcome(rec, expected, params, r, who, out)
         ledger.settle(rec, params, r, who, out)
+        if rec.outcome == Outcome.ACCEPTED and rec.global_hash not in (None, rec.base_hash):
+            try:
+                new, base = (_vector(store, h.hex(), layout) for h in (rec.global_hash, rec.base_hash))
+                last_step = new - base
+            except (BlobNotFound, IntegrityError, ProtocolError) as e:
+                out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)
 
 

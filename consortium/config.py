@@ -112,12 +112,6 @@ class ChainSection(_Section):
     flag_loss_margin: float = Field(
         0.10, ge=0, description="a voter flags an update raising its held-out loss by more than this share"
     )
-    flag_min_norm: float = Field(
-        0.05, ge=0, description="a voter flags an update shorter than this share of the median update norm"
-    )
-    flag_stale_cosine: float = Field(
-        0.99, gt=0, le=1, description="a voter flags an update this aligned with the last global step"
-    )
 
     def roles(self, participants: int) -> tuple[int, int]:
         """(proposers, voters) per round for `participants` registered organisations."""

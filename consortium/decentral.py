@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -226,12 +226,12 @@ class ChainRoundRunner:
             out.commitments.append(Commitment(name, blob, n))
 
         op.advance_to_phase(Phase.CANDIDATE)
-        pipeline, coalition_hash = self._post_candidates(rid, out, sent)
+        pipeline, coalition_hash = self._post_candidates(rid, out, sent, last_step)
 
         op.advance_to_phase(Phase.VOTE_COMMIT)
         updates = {c.participant: get_vector(self.store, c.blob, self.layout) for c in out.commitments}
         for name in out.voters:
-            vote = self._ballot(name, rid, out, pipeline, coalition_hash, start, updates, loss_of, last_step)
+            vote = self._ballot(name, rid, out, pipeline, coalition_hash, start, updates, loss_of)
             if vote is not None:
                 sent(self._client(name).commit_vote(rid, vote))
         op.advance_to_phase(Phase.VOTE_REVEAL)
@@ -244,7 +244,9 @@ class ChainRoundRunner:
         self._finish(out)
         return out
 
-    def pipeline(self, global_in: str, commitments: Sequence[Commitment], seed: int) -> Candidate:
+    def pipeline(
+        self, global_in: str, commitments: Sequence[Commitment], seed: int, last_step: torch.Tensor | None
+    ) -> Candidate:
         """The round's candidate: the pure screening + aggregation pipeline over the committed updates,
         keyed by proposer address (what the chain records), FoolsGold's history grown by this round."""
         keyed = [Commitment(self.accounts[c.participant], c.blob, c.n_examples) for c in commitments]
@@ -257,6 +259,7 @@ class ChainRoundRunner:
             self.rule,
             seed=seed,
             history=self.history if foolsgold else None,
+            last_step=last_step,
         )
         for c in keyed:  # FoolsGold's public history: every committed update so far
             vec = get_vector(self.store, c.blob, self.layout)
@@ -264,13 +267,13 @@ class ChainRoundRunner:
         return cand
 
     def _post_candidates(
-        self, rid: int, out: ChainRound, sent: Callable[[Any], Any]
+        self, rid: int, out: ChainRound, sent: Callable[[Any], Any], last_step: torch.Tensor | None
     ) -> tuple[Candidate | None, str | None]:
         """The pipeline's candidate, posted by an honest participant; the coalition's unscreened one
         too when an attacker's update is in the round."""
         if not out.commitments:
             return None, None
-        pipeline = out.pipeline = self.pipeline(out.global_in, out.commitments, out.seed)
+        pipeline = out.pipeline = self.pipeline(out.global_in, out.commitments, out.seed, last_step)
         flagged = [self._name(a) for a in pipeline.flagged]
         out.defence = {
             "flagged": flagged,
@@ -285,7 +288,8 @@ class ChainRoundRunner:
             out.candidates.append({"poster": poster, "hash": honest_hash, "flagged": flagged})
         coalition_hash = None
         if self.coalition and any(c.participant in self.attackers for c in out.commitments):
-            plain = AggregationRule("fedavg", self.rule.weighting, self.rule.server_lr, self.rule.params)
+            unscreened_params = replace(self.rule.params, screen_min_norm=0.0, screen_stale_cosine=2.0)
+            plain = AggregationRule("fedavg", self.rule.weighting, self.rule.server_lr, unscreened_params)
             keyed = [Commitment(self.accounts[c.participant], c.blob, c.n_examples) for c in out.commitments]
             unscreened = compute_candidate(self.store, self.layout, out.global_in, keyed, plain)
             coalition_hash = put_vector(self.store, unscreened.vector, self.layout)
@@ -307,7 +311,6 @@ class ChainRoundRunner:
         start: torch.Tensor,
         updates: Mapping[str, torch.Tensor],
         loss_of: Callable[[str], LossFn],
-        last_step: torch.Tensor | None,
     ) -> Vote | None:
         """This voter's ballot by its strategy (None: it does not vote)."""
         strategy = self.strategies.get(name, HONEST)
@@ -321,7 +324,7 @@ class ChainRoundRunner:
         elif strategy == LAZY:
             choice = 1 if out.candidates else 0
         else:
-            verdict = self._judge(name, out, pipeline, start, updates, loss_of, last_step)
+            verdict = self._judge(name, out, pipeline, start, updates, loss_of)
             flags = verdict.flags
             choice = 0
             if verdict.accept and pipeline is not None:
@@ -339,7 +342,6 @@ class ChainRoundRunner:
         start: torch.Tensor,
         updates: Mapping[str, torch.Tensor],
         loss_of: Callable[[str], LossFn],
-        last_step: torch.Tensor | None,
     ) -> Judgement:
         """An honest voter recomputes the candidate (the same pure function, here shared) and judges it."""
         verdict = judge(
@@ -349,7 +351,6 @@ class ChainRoundRunner:
             out.defence.get("flagged", []),
             loss_of(name),
             self.vote_rule,
-            last_step=last_step,
             check_updates=self.check_updates,
         )
         out.judgements[name] = {

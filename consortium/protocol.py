@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from consortium.defense import AggregateResult, DefenseParams, aggregate
+from consortium.defense.screen import screen
 from consortium.model import flat_to_state, state_to_flat
 from consortium.store import BlobStore
 
@@ -167,13 +168,16 @@ def compute_candidate(
     seed: int = 0,
     root: str | None = None,
     history: Mapping[str, torch.Tensor] | None = None,
+    last_step: torch.Tensor | None = None,
 ) -> Candidate:
     """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs.
 
     Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
-    committed FLTrust root update if any and, for FoolsGold, each proposer's sum of earlier committed
-    updates (itself recomputable from earlier rounds). `server_lr` is FedOpt's server step (Reddi et
-    al., 2021): 1.0 is plain FedAvg; above 1 it offsets the dilution of averaging diverse updates.
+    committed FLTrust root update if any, for FoolsGold each proposer's sum of earlier committed
+    updates, and the last change of the global model (all recomputable from earlier rounds). The screen
+    (`consortium.defense.screen`) drops empty and replayed updates before the rule sees them.
+    `server_lr` is FedOpt's server step (Reddi et al., 2021): 1.0 is plain FedAvg; above 1 it offsets
+    the dilution of averaging diverse updates.
     """
     if not commitments:
         raise ProtocolError("no commitments to aggregate")
@@ -189,21 +193,46 @@ def compute_candidate(
         zero = torch.zeros(updates.shape[1], dtype=updates.dtype)
         hist = torch.stack([history.get(c, zero) for c in clients]) + updates
     t0 = time.perf_counter()
-    result = aggregate(
-        rule.aggregator,
-        updates,
-        weights,
-        params=rule.params,
-        clients=clients,
-        seed=seed,
-        root_update=None if root is None else get_vector(store, root, layout),
-        history=hist,
-    )
+    p = rule.params
+    screened = screen(updates, last_step, p.screen_min_norm, p.screen_stale_cosine)
+    keep = [i for i in range(len(clients)) if i not in screened]
+    root_update = None if root is None else get_vector(store, root, layout)
+    if not keep:
+        result = AggregateResult(
+            torch.zeros_like(updates[0]),
+            torch.zeros(len(clients), dtype=torch.float64),
+            torch.ones(len(clients), dtype=torch.bool),
+        )
+    else:
+        sub = slice(None) if not screened else torch.tensor(keep)
+        result = aggregate(
+            rule.aggregator,
+            updates[sub],
+            weights[sub],
+            params=p,
+            clients=[clients[i] for i in keep],
+            seed=seed,
+            root_update=root_update,
+            history=None if hist is None else hist[sub],
+        )
+    if screened:
+        result = _widen(result, keep, len(clients))
+        result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
     seconds = time.perf_counter() - t0
     step = result.aggregate
     if rule.server_lr != 1.0:
         step = step * rule.server_lr
     return Candidate(get_vector(store, global_in, layout) + step, clients, result, seconds)
+
+
+def _widen(result: AggregateResult, keep: Sequence[int], n: int) -> AggregateResult:
+    """A rule's result over the kept updates, as weights and flags over all n (screened: 0, flagged)."""
+    weights = torch.zeros(n, dtype=result.weights.dtype)
+    flags = torch.ones(n, dtype=torch.bool)
+    idx = torch.tensor(list(keep))
+    weights[idx] = result.weights
+    flags[idx] = result.flags.to(torch.bool)
+    return AggregateResult(result.aggregate, weights, flags, dict(result.info))
 
 
 TrainFn = Callable[[str, torch.Tensor], tuple[torch.Tensor, int]]
@@ -225,6 +254,7 @@ class RoundRunner:
     rule: AggregationRule = field(default_factory=AggregationRule)
     root: RootFn | None = None
     history: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_step: torch.Tensor | None = None  # the last change of the global model (public)
 
     def run_round(
         self, global_hash: str, participants: Sequence[str], train: TrainFn
@@ -250,6 +280,7 @@ class RoundRunner:
             seed=rnd.seed,
             root=rnd.root,
             history=self.history if use_history else None,
+            last_step=self.last_step,
         )
         if use_history:
             for c in rnd.commitments:
@@ -257,5 +288,6 @@ class RoundRunner:
                 self.history[c.participant] = self.history.get(c.participant, torch.zeros_like(vec)) + vec
         rnd.flagged = cand.flagged
         self.ledger.post_candidate(rnd, put_vector(self.store, cand.vector, self.layout))
-        self.ledger.finalize(rnd)
+        if self.ledger.finalize(rnd) != rnd.global_in:
+            self.last_step = get_vector(self.store, rnd.global_out or rnd.global_in, self.layout) - start
         return rnd, cand

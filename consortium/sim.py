@@ -447,7 +447,7 @@ class Simulation:
             store,
             self.layout,
             rule,
-            VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.flag_min_norm, cc.flag_stale_cosine),
+            VoteRule(cc.accept_tolerance, cc.flag_loss_margin),
             run_seed=cfg.seed,
             attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
         )

@@ -5,8 +5,8 @@ Pure given a loss function (the voter's held-out loss of an adapter vector): the
 node call the same `judge`. What a voter can check without anyone's private data:
 - the posted candidate is the deterministic pipeline's output (hash and flags), else it is not voted for;
 - the candidate does not make its held-out loss worse than the global model's (beyond a tolerance);
-- no update makes its held-out loss clearly worse, none is (near) empty, none replays the last global
-  step (what a free rider sends when it skips training).
+- no update makes its held-out loss clearly worse on its own (empty and replayed updates are already
+  screened out, and so flagged, by the pipeline: `consortium.defense.screen`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ class VoteRule:
 
     accept_tolerance: float = 0.02
     flag_loss_margin: float = 0.10
-    flag_min_norm: float = 0.05
-    flag_stale_cosine: float = 0.99
 
 
 @dataclass
@@ -43,29 +41,16 @@ class Judgement:
 def update_flags(
     updates: Mapping[str, torch.Tensor],
     global_vec: torch.Tensor,
-    loss: LossFn | None,
+    loss: LossFn,
     loss_global: float,
     rule: VoteRule,
-    last_step: torch.Tensor | None = None,
 ) -> dict[str, str]:
-    """Proposers whose update looks bad to this voter, each with the reason."""
-    if not updates:
-        return {}
-    norms = {p: float(u.norm()) for p, u in updates.items()}
-    median = float(torch.tensor(sorted(norms.values())).median())
+    """Proposers whose update alone raises this voter's held-out loss by more than the margin, with why."""
     reasons: dict[str, str] = {}
-    last_norm = 0.0 if last_step is None else float(last_step.norm())
     for p, u in sorted(updates.items()):
-        if norms[p] <= rule.flag_min_norm * median:
-            reasons[p] = f"update norm {norms[p]:.3g} is under {rule.flag_min_norm:g} x median {median:.3g}"
-        elif last_step is not None and last_norm > 0 and norms[p] > 0:
-            cos = float(torch.dot(u.double(), last_step.double()) / (norms[p] * last_norm))
-            if cos >= rule.flag_stale_cosine:
-                reasons[p] = f"update replays the last global step (cosine {cos:.4f})"
-        if p not in reasons and loss is not None:
-            after = loss(global_vec + u)
-            if after > loss_global * (1 + rule.flag_loss_margin):
-                reasons[p] = f"held-out loss {loss_global:.4f} -> {after:.4f} with this update alone"
+        after = loss(global_vec + u)
+        if after > loss_global * (1 + rule.flag_loss_margin):
+            reasons[p] = f"held-out loss {loss_global:.4f} -> {after:.4f} with this update alone"
     return reasons
 
 
@@ -77,7 +62,6 @@ def judge(
     loss: LossFn,
     rule: VoteRule,
     *,
-    last_step: torch.Tensor | None = None,
     check_updates: bool = True,
 ) -> Judgement:
     """Judge the round. `candidate` is the pipeline's recomputed candidate when one matching it was
@@ -85,7 +69,8 @@ def judge(
     loss_global = loss(global_vec)
     reasons = {p: "flagged by the screening pipeline" for p in pipeline_flags}
     if check_updates:
-        own = update_flags(updates, global_vec, loss, loss_global, rule, last_step)
+        pending = {p: u for p, u in updates.items() if p not in reasons}
+        own = update_flags(pending, global_vec, loss, loss_global, rule)
         reasons |= {p: r for p, r in own.items() if p not in reasons}
     if candidate is None:
         return Judgement(False, sorted(reasons), loss_global, None, reasons)

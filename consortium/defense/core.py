@@ -59,6 +59,11 @@ class DefenseParams:
     rlr_threshold: int | None = None
     """RLR: a coordinate's learning rate is flipped when |sum_i sign(u_i)| < this count (1..n).
     None = max(1, n // 4)."""
+    screen_min_norm: float = 0.05
+    """Screen (before any rule): drop updates at most this share of the median update norm (0 = off)."""
+    screen_stale_cosine: float = 0.99
+    """Screen: drop updates at least this aligned with the last global step, a free rider's replay
+    (above 1 = off)."""
     chunk_elems: int = 1 << 26
     """Column-chunk size of the [n, d] kernels, in elements of an [n, chunk] block (>= 1)."""
 
@@ -70,6 +75,10 @@ class DefenseParams:
             raise bad("f", "an integer >= 0 or None")
         if self.multi_krum_m is not None and not (_is_int(self.multi_krum_m) and self.multi_krum_m >= 1):
             raise bad("multi_krum_m", "an integer >= 1 or None")
+        if not (_is_num(self.screen_min_norm) and 0 <= self.screen_min_norm < 1):
+            raise bad("screen_min_norm", "a number in [0, 1)")
+        if not (_is_num(self.screen_stale_cosine) and self.screen_stale_cosine > 0):
+            raise bad("screen_stale_cosine", "a number > 0 (above 1 turns the check off)")
         if not (_is_num(self.trim_ratio) and 0 <= self.trim_ratio < 0.5):
             raise bad("trim_ratio", "a number in [0, 0.5)")
         if self.norm_bound is not None and not (_is_num(self.norm_bound) and 0 < self.norm_bound < math.inf):
