@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from consortium.config import RunConfig
+from consortium.config import RunConfig, config_digest
 from consortium.protocol import AggregationRule, Commitment, Layout, ProtocolError, compute_candidate
 from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
 
@@ -137,6 +137,7 @@ def audit_chain(
         out.problems.append(f"genesis adapter: {e}")
         return
     rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+    digest = config_digest(cfg)
     ledger = _Ledger.from_history(hist)
     fg_history: dict[str, torch.Tensor] = {}
     last_step: torch.Tensor | None = None  # the last change of the global model, as the runner saw it
@@ -150,7 +151,7 @@ def audit_chain(
             out.problems.append(
                 f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
             )
-        commitments = _check_commits(rec, store, layout, r, who, out)
+        commitments = _check_commits(rec, store, r, who, out, digest)
         expected = None
         if commitments is not None and commitments:
             try:
@@ -191,7 +192,7 @@ def _vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
 
 
 def _check_commits(
-    rec: Any, store: BlobStore, layout: Layout, r: str, who: Callable[[str], str], out: AuditReport
+    rec: Any, store: BlobStore, r: str, who: Callable[[str], str], out: AuditReport, digest: str
 ) -> list[Commitment] | None:
     """The round's commitments if every blob is present and matches its commitment, else None."""
     from consortium.decentral import parse_uri
@@ -201,11 +202,16 @@ def _check_commits(
     for addr, c in rec.commits.items():
         out.count("commitments checked")
         try:
-            blob, n = parse_uri(c.uri)
+            blob, n, config = parse_uri(c.uri)
         except ProtocolError as e:
             out.problems.append(f"{r}: {who(addr)}: {e}")
             ok = False
             continue
+        if config != digest:
+            out.problems.append(
+                f"{r}: {who(addr)} committed under config {config}; the config given hashes to {digest} "
+                "(changed after the run?)"
+            )
         if blob != c.update_hash.hex():
             out.problems.append(
                 f"{r}: {who(addr)}: URI names blob {blob}, the commitment is {c.update_hash.hex()}"

@@ -274,6 +274,15 @@ def load_config(
         raise ConfigError(_format_error(err)) from None
 
 
+def config_digest(cfg: RunConfig) -> str:
+    """Short sha256 of the resolved config: what every chain commitment names, so the audit can tell
+    a config edited after the run (even one whose change leaves the aggregates as they were)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(to_toml_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}

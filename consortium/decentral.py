@@ -90,18 +90,21 @@ def chain_params(
     )
 
 
-def commit_uri(blob: str, n_examples: int) -> str:
-    """Where the update lives and the sample count its proposer claims (FedAvg's weight)."""
-    return f"cas:{blob}?n={n_examples}"
+def commit_uri(blob: str, n_examples: int, config: str) -> str:
+    """Where the update lives, the sample count its proposer claims (FedAvg's weight) and the run
+    config it trained under (`config_digest`, so a config edited after the run shows in the audit)."""
+    return f"cas:{blob}?n={n_examples}&config={config}"
 
 
-def parse_uri(uri: str) -> tuple[str, int]:
-    """(blob, n_examples) from a commit URI; ProtocolError naming the URI when it is malformed."""
-    head, sep, query = uri.partition("?n=")
+def parse_uri(uri: str) -> tuple[str, int, str]:
+    """(blob, n_examples, config digest) from a commit URI; ProtocolError naming a malformed URI."""
+    head, _, query = uri.partition("?")
+    fields = dict(part.partition("=")[::2] for part in query.split("&"))
     blob = head.removeprefix("cas:")
-    if not head.startswith("cas:") or not sep or not query.isdigit() or len(blob) != 64:
-        raise ProtocolError(f"commit URI {uri!r} is not 'cas:<sha256>?n=<examples>'")
-    return blob, int(query)
+    n, config = fields.get("n", ""), fields.get("config", "")
+    if not head.startswith("cas:") or len(blob) != 64 or not n.isdigit() or not config:
+        raise ProtocolError(f"commit URI {uri!r} is not 'cas:<sha256>?n=<examples>&config=<digest>'")
+    return blob, int(n), config
 
 
 def seed_int(seed: bytes) -> int:
@@ -157,6 +160,7 @@ class ChainRoundRunner:
     rule: AggregationRule
     vote_rule: VoteRule
     run_seed: int = 0
+    config: str = ""  # digest of the run config, named in every commit
     check_updates: bool = True
     history: dict[str, torch.Tensor] = field(default_factory=dict)
     attackers: frozenset[str] = frozenset()
@@ -222,7 +226,7 @@ class ChainRoundRunner:
                 continue
             delta, n = train(name, start)
             blob = put_vector(self.store, delta, self.layout)
-            sent(self._client(name).commit(rid, blob, commit_uri(blob, n)))
+            sent(self._client(name).commit(rid, blob, commit_uri(blob, n, self.config)))
             out.commitments.append(Commitment(name, blob, n))
 
         op.advance_to_phase(Phase.CANDIDATE)

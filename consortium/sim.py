@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consortium.attacks import Adversary, RoundView, SybilGroup, assign, backdoor_test_sets
-from consortium.config import RunConfig, to_toml_dict
+from consortium.config import RunConfig, config_digest, to_toml_dict
 from consortium.data import (
     DataError,
     EncodedExample,
@@ -449,6 +449,7 @@ class Simulation:
             rule,
             VoteRule(cc.accept_tolerance, cc.flag_loss_margin),
             run_seed=cfg.seed,
+            config=config_digest(cfg),
             attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
         )
         runner.register_all(cc.stake)

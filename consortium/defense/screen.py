@@ -26,7 +26,7 @@ def screen(
     out: dict[int, str] = {}
     for i in range(x.shape[0]):
         n = float(norms[i])
-        if n <= min_norm * median:
+        if min_norm > 0 and n <= min_norm * median:
             out[i] = f"update norm {n:.3g} is at most {min_norm:g} x the median {median:.3g}"
         elif last is not None and last_norm > 0 and n > 0:
             cos = float(torch.dot(x[i], last) / (n * last_norm))

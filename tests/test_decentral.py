@@ -1,0 +1,196 @@
+"""The decentralised round end to end on the embedded EVM, and the audit that recomputes it.
+
+One run (tiny-warm model, 8 organisations, a backdoor poisoner and a stale free rider, Multi-Krum behind the
+screen) is shared by the tests of this module; each tamper test audits its own copy of the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from consortium.audit import AuditInputError, audit_run
+from consortium.config import load_config
+from consortium.decentral import TXLOG
+from consortium.sim import Simulation
+
+E2E = [
+    "participants=8",
+    "rounds=5",
+    "aggregator=multi_krum",
+    "model.name=tiny-warm",  # a random-init model's updates carry no signal to tell a backdoor by
+    "data.n_train=40",
+    "data.n_test=10",
+    "train.local_steps=4",
+    "train.lr=1e-2",
+    'attacks=[{kind="backdoor", fraction=0.125}, {kind="free_rider", fraction=0.125}]',
+]
+
+
+def _run(tmp: Path, overrides: list[str]) -> tuple[Path, dict]:
+    cfg = load_config(preset="smoke", overrides=overrides)
+    path = Simulation(cfg, Console(quiet=True)).run(tmp, plots=False)
+    return path, json.loads((path / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    return _run(tmp_path_factory.mktemp("attacked"), E2E)
+
+
+def _worth(report: dict, name: str) -> float:
+    last = report["rounds_detail"][-1]
+    return last["stakes"][name] + last["balances"][name]
+
+
+def test_poisoner_and_free_rider_lose_stake_honest_gain(attacked: tuple[Path, dict]) -> None:
+    _, report = attacked
+    strategies = report["chain"]["strategies"]
+    stake = report["chain"]["stake"]
+    attackers = [n for n, s in strategies.items() if s != "honest"]
+    assert sorted(strategies[n] for n in attackers) == ["backdoor", "free_rider"]
+    for n, s in strategies.items():
+        if s == "honest":
+            assert _worth(report, n) > stake, n
+        else:
+            assert _worth(report, n) < stake, n
+    rounds = report["rounds_detail"]
+    free_rider = next(n for n in attackers if strategies[n] == "free_rider")
+    poisoner = next(n for n in attackers if strategies[n] == "backdoor")
+    # the free rider's replayed / empty update is screened out (flagged) whenever it proposes
+    assert all(free_rider in r["flagged"] for r in rounds if free_rider in r["proposers"])
+    # the poisoner's update is flagged or the coalition's unscreened candidate is posted and rejected
+    caught = [r for r in rounds if poisoner in r["flagged"]]
+    rejected = [r for r in rounds if any(c["poster"] in attackers for c in r["candidates"])]
+    assert caught or rejected
+    for r in rejected:
+        coalition = next(c["number"] for c in r["candidates"] if c["poster"] in attackers)
+        assert r["outcome"] == "accepted" and r["global_out"] != next(
+            c["hash"] for c in r["candidates"] if c["number"] == coalition
+        )
+    assert all(r["outcome"] == "accepted" for r in rounds)
+    assert all(sum(r["gas"].values()) > 0 for r in rounds)
+
+
+def test_accuracy_matches_the_honest_only_run(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    _, report = attacked
+    _, honest = _run(tmp_path, [o for o in E2E if not o.startswith("attacks")])
+    assert set(honest["chain"]["strategies"].values()) == {"honest"}
+    assert abs(report["accuracy"]["federated"]["mean"] - honest["accuracy"]["federated"]["mean"]) <= 0.1
+
+
+def test_audit_passes_on_the_untouched_run(attacked: tuple[Path, dict]) -> None:
+    path, _ = attacked
+    result = audit_run(path)
+    assert result.ok, result.problems
+    assert result.checked["candidates recomputed"] == 5
+    assert result.checked["role draws"] == 5
+
+
+def _copy(src: Path, tmp: Path) -> Path:
+    dst = tmp / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _blob(run: Path, digest: str) -> Path:
+    return run / "store" / digest[:2] / digest
+
+
+def test_audit_names_a_flipped_byte_in_a_stored_update(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    path, report = attacked
+    run = _copy(path, tmp_path)
+    c = report["rounds_detail"][1]["commitments"][0]
+    blob = _blob(run, c["blob"])
+    data = bytearray(blob.read_bytes())
+    data[-3] ^= 0x01
+    blob.write_bytes(bytes(data))
+    problems = audit_run(run).problems
+    assert any(f"round 2: {c['participant']}" in p and "does not match its commitment" in p for p in problems)
+
+
+def test_audit_names_two_swapped_updates(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    path, report = attacked
+    run = _copy(path, tmp_path)
+    a, b = report["rounds_detail"][0]["commitments"][:2]
+    pa, pb = _blob(run, a["blob"]), _blob(run, b["blob"])
+    da, db = pa.read_bytes(), pb.read_bytes()
+    pa.write_bytes(db)
+    pb.write_bytes(da)
+    problems = audit_run(run).problems
+    for c in (a, b):
+        assert any(f"round 1: {c['participant']}" in p and c["blob"] in p for p in problems), problems
+
+
+def test_audit_names_an_edited_vote(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    path, _ = attacked
+    run = _copy(path, tmp_path)
+    log = run / TXLOG
+    lines = log.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if '"function":"reveal_vote"' in line)
+    entry = json.loads(lines[i])
+    data = entry["data"]  # selector, round id, choice, flags, salt: flip the choice word's last digit
+    word = 10 + 64 * 2 - 1
+    entry["data"] = data[:word] + ("1" if data[word] != "1" else "2") + data[word + 1 :]
+    lines[i] = json.dumps(entry, separators=(",", ":"))
+    log.write_text("\n".join(lines) + "\n")
+    problems = audit_run(run).problems
+    assert any(f"txlog line {i + 1}: reveal_vote" in p for p in problems), problems
+
+
+def test_audit_names_a_changed_config(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    path, _ = attacked
+    run = _copy(path, tmp_path)
+    cfg = run / "config.toml"
+    cfg.write_text(cfg.read_text().replace('aggregator = "multi_krum"', 'aggregator = "fedavg"'))
+    problems = audit_run(run).problems
+    assert any("round 1: " in p and "committed under config" in p for p in problems), problems
+
+
+def test_audit_names_a_truncated_transaction_log(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    path, _ = attacked
+    run = _copy(path, tmp_path)
+    log = run / TXLOG
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[: len(lines) * 2 // 3]) + "\n")
+    problems = audit_run(run).problems
+    assert any(p.startswith("chain head:") for p in problems), problems
+    assert any("never finalized" in p or "final adapter" in p for p in problems), problems
+
+
+def test_audit_refuses_what_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(AuditInputError, match="not a run directory"):
+        audit_run(tmp_path / "nowhere")
+    (tmp_path / "config.toml").write_text("participants = 'many'\n")
+    with pytest.raises(AuditInputError, match=r"config\.toml"):
+        audit_run(tmp_path)
+
+
+def test_no_show_and_lazy_voters_pay(tmp_path: Path) -> None:
+    """A no-show is slashed for every role it skips; a lazy voter votes without looking."""
+    path, report = _run(
+        tmp_path,
+        [
+            "participants=6",
+            "rounds=3",
+            "chain.n_voters=2",
+            'strategies=[{kind="no_show", fraction=0.17}, {kind="lazy_voter", fraction=0.17}]',
+        ],
+    )
+    strategies = report["chain"]["strategies"]
+    no_show = next(n for n, s in strategies.items() if s == "no_show")
+    lazy = next(n for n, s in strategies.items() if s == "lazy_voter")
+    for r in report["rounds_detail"]:
+        if no_show in r["proposers"] + r["voters"]:
+            assert {"who": no_show, "reason": "no_show"}.items() <= next(
+                s for s in r["slashes"] if s["who"] == no_show
+            ).items()
+            assert no_show not in [c["participant"] for c in r["commitments"]] and no_show not in r["votes"]
+        if lazy in r["voters"]:
+            assert lazy not in r["judgements"] and r["votes"][lazy]["choice"] == 1
+    assert _worth(report, no_show) < report["chain"]["stake"]
+    assert audit_run(path).ok

@@ -1,0 +1,96 @@
+"""The honest voter's judgement, the public screen before aggregation, and commit URIs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from consortium.config import ConfigError, load_config
+from consortium.decentral import commit_uri, parse_uri
+from consortium.defense import DefenseParams
+from consortium.defense.screen import screen
+from consortium.protocol import ProtocolError
+from consortium.voting import VoteRule, judge
+
+
+def _loss(target: torch.Tensor):
+    """A held-out loss whose minimum is `target`: distance squared, plus one."""
+    return lambda v: float(((v - target) ** 2).sum()) + 1.0
+
+
+def test_judge_accepts_a_better_candidate_and_rejects_a_worse_one() -> None:
+    target = torch.tensor([1.0, 1.0])
+    g = torch.zeros(2)
+    good = judge(torch.tensor([0.5, 0.5]), g, {}, [], _loss(target), VoteRule())
+    assert good.accept and good.loss_candidate < good.loss_global
+    bad = judge(torch.tensor([-1.0, -1.0]), g, {}, [], _loss(target), VoteRule())
+    assert not bad.accept
+    none = judge(None, g, {}, [], _loss(target), VoteRule())
+    assert not none.accept and none.loss_candidate is None
+
+
+def test_tolerance_admits_a_slightly_worse_candidate() -> None:
+    target = torch.zeros(1)
+    worse = torch.tensor([0.1])  # loss 1.01 vs 1.0
+    assert judge(worse, torch.zeros(1), {}, [], _loss(target), VoteRule(accept_tolerance=0.02)).accept
+    assert not judge(worse, torch.zeros(1), {}, [], _loss(target), VoteRule(accept_tolerance=0.0)).accept
+
+
+def test_flags_updates_that_hurt_held_out_loss_and_keeps_pipeline_flags() -> None:
+    target = torch.tensor([1.0, 0.0])
+    updates = {"a": torch.tensor([0.5, 0.0]), "b": torch.tensor([-2.0, 0.0]), "c": torch.tensor([0.4, 0.1])}
+    v = judge(torch.tensor([0.3, 0.0]), torch.zeros(2), updates, ["c"], _loss(target), VoteRule())
+    assert v.flags == ["b", "c"]
+    assert "held-out loss" in v.reasons["b"] and "pipeline" in v.reasons["c"]
+    off = judge(
+        torch.tensor([0.3, 0.0]), torch.zeros(2), updates, [], _loss(target), VoteRule(), check_updates=False
+    )
+    assert off.flags == []
+
+
+def test_screen_drops_empty_and_replayed_updates_only() -> None:
+    last = torch.tensor([1.0, 2.0, 0.0])
+    ups = torch.stack(
+        [torch.tensor([0.5, -1.0, 2.0]), torch.zeros(3), 3 * last, torch.tensor([2.0, 0.1, -1.0])]
+    )
+    out = screen(ups, last, 0.05, 0.99)
+    assert sorted(out) == [1, 2]
+    assert "norm" in out[1] and "replays" in out[2]
+    assert screen(ups, None, 0.05, 0.99).keys() == {1}  # no last step: no replay check
+    assert screen(ups, last, 0.0, 2.0) == {}  # both checks off
+
+
+def test_screen_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="screen_min_norm"):
+        DefenseParams(screen_min_norm=1.5)
+    with pytest.raises(ValueError, match="screen_stale_cosine"):
+        DefenseParams(screen_stale_cosine=0)
+
+
+def test_commit_uri_round_trips_and_refuses_malformed() -> None:
+    blob = "ab" * 32
+    assert parse_uri(commit_uri(blob, 12, "c0ffee")) == (blob, 12, "c0ffee")
+    for bad in (
+        f"http://x/{blob}?n=1&config=c",
+        f"cas:{blob}?n=x&config=c",
+        f"cas:{blob}?n=3",
+        "cas:abc?n=1&config=c",
+    ):
+        with pytest.raises(ProtocolError, match="commit URI"):
+            parse_uri(bad)
+
+
+def test_chain_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="fltrust"):
+        load_config(preset="smoke", overrides=["aggregator=fltrust"])
+    with pytest.raises(ConfigError, match="proposers"):
+        load_config(preset="smoke", overrides=["chain.n_voters=3", "chain.n_proposers=3"])
+    with pytest.raises(ConfigError, match="min_stake"):
+        load_config(preset="smoke", overrides=["chain.min_stake=20"])
+    with pytest.raises(ConfigError, match="strategies"):
+        load_config(
+            preset="smoke", overrides=['strategies=[{kind="no_show", fraction=1.0}, {kind="lazy_voter"}]']
+        )
+    ok = load_config(preset="smoke", overrides=["aggregator=fltrust", "protocol=fedavg"])
+    assert ok.protocol == "fedavg"
+    assert load_config(preset="smoke").chain.roles(4) == (3, 1)
