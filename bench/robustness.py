@@ -59,9 +59,19 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def cell_config(model: str, attack: str | None, fraction: float, defense: str, seed: int) -> RunConfig:
+def cell_config(
+    model: str, attack: str | None, fraction: float, defense: str, seed: int, protocol: str = "fedavg"
+) -> RunConfig:
     data = _merge(preset_dict(model), SETTINGS[model])
-    data = _merge(data, {"name": f"bench-{attack or 'none'}-{defense}", "aggregator": defense, "seed": seed})
+    data = _merge(
+        data,
+        {
+            "name": f"bench-{attack or 'none'}-{defense}",
+            "aggregator": defense,
+            "seed": seed,
+            "protocol": protocol,
+        },
+    )
     # the no-attack cell still measures the backdoor (fraction 0): its ASR is the false positive floor
     data["attacks"] = [{"kind": attack or "backdoor", "fraction": fraction if attack else 0.0}]
     return RunConfig.model_validate(data)
@@ -81,18 +91,35 @@ def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
     report = json.loads((run_dir / "report.json").read_text())
     rounds = report["rounds_detail"]
     attackers = set(report["attackers"])
-    flagged = [set(r["flagged"]) for r in rounds]
-    honest = set(report["participant_domains"]) - attackers
+    everyone = set(report["participant_domains"])
+    honest = everyone - attackers
+    # a chain round screens only its drawn proposers; a fedavg round, everyone
+    proposed = [set(r.get("proposers", everyone)) for r in rounds]
+    flagged = [set(r.get("flagged", [])) for r in rounds]
     caught = sum(len(f & attackers) for f in flagged)
     wrongly = sum(len(f & honest) for f in flagged)
+    attacker_rounds = sum(len(p & attackers) for p in proposed)
+    honest_rounds = sum(len(p & honest) for p in proposed)
     bd = report["backdoor"].get("federated", [{}])[0]
-    return {
+    chain = {}
+    if report.get("protocol") == "chain":
+        chain = {
+            "rejected_rounds": sum(r.get("outcome") != "accepted" for r in rounds) / len(rounds),
+            "coalition_wins": sum(
+                any(
+                    c["hash"] == r["global_out"] and c["poster"] in attackers for c in r.get("candidates", [])
+                )
+                for r in rounds
+            )
+            / len(rounds),
+        }
+    return chain | {
         "clean": report["accuracy"]["federated"]["mean"],
         "asr": bd.get("asr", math.nan),
         "false_trigger": bd.get("false_trigger", math.nan),
-        "flag_recall": caught / (len(attackers) * len(rounds)) if attackers else math.nan,
-        "flag_fpr": wrongly / (len(honest) * len(rounds)) if honest else math.nan,
-        "defense_s_per_round": sum(r["defense_seconds"] for r in rounds) / len(rounds),
+        "flag_recall": caught / attacker_rounds if attacker_rounds else math.nan,
+        "flag_fpr": wrongly / honest_rounds if honest_rounds else math.nan,
+        "defense_s_per_round": sum(r.get("defense_seconds", 0.0) for r in rounds) / len(rounds),
         "attackers": sorted(attackers),
     }
 
@@ -104,9 +131,9 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _cell_job(args: tuple[str, str | None, float, str, int, str]) -> dict[str, Any]:
-    model, attack, frac, defense, seed, tmp = args
-    return run_cell(cell_config(model, attack, frac, defense, seed), Path(tmp))
+def _cell_job(args: tuple[str, str | None, float, str, int, str, str]) -> dict[str, Any]:
+    model, attack, frac, defense, seed, protocol, tmp = args
+    return run_cell(cell_config(model, attack, frac, defense, seed, protocol), Path(tmp))
 
 
 def _fmt(v: float, pct: bool = True) -> str:
@@ -124,6 +151,14 @@ def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str,
         ("clean", "Clean exact-match accuracy (%), mean over domains"),
         ("flag_recall", "Attackers flagged (% of attacker-rounds)"),
         ("flag_fpr", "Honest participants flagged (% of honest-rounds)"),
+        *(
+            (
+                ("rejected_rounds", "Rounds not accepted by the vote (%)"),
+                ("coalition_wins", "Rounds the attackers' candidate won (%)"),
+            )
+            if any("rejected_rounds" in r for r in results.values())
+            else ()
+        ),
     ):
         out += [f"## {label}", "", "| attack | fraction | " + " | ".join(defenses) + " |"]
         out.append("|---|---|" + "---|" * len(defenses))
@@ -191,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--defenses", default=",".join(sorted(AGGREGATORS, key=lambda n: (n != "fedavg", n))))
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--protocol",
+        choices=("fedavg", "chain"),
+        default="fedavg",
+        help="fedavg: every participant trains every round; chain: drawn proposers, validator votes",
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument(
@@ -206,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = [("none", 0.0)] + [(a, f) for a in attacks for f in fractions]
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"robustness_{args.model}"
+    stem = args.out / (
+        f"robustness_{args.model}" + ("" if args.protocol == "fedavg" else f"_{args.protocol}")
+    )
     # finished cells are kept in a partial file as they complete, so an interrupted grid resumes
     partial = stem.with_name(f"{stem.name}_seed{args.seed}.partial.json")
     results: dict[str, Any] = json.loads(partial.read_text()) if partial.is_file() else {}
@@ -214,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     # validate every cell's config up front: a bad grid fails before hours of work, not during
     cells = {f"{a}|{f}|{d}": (a, f, d) for a, f in rows for d in defenses}
     for a, f, d in cells.values():
-        cell_config(args.model, None if a == "none" else a, f, d, args.seed)
+        cell_config(args.model, None if a == "none" else a, f, d, args.seed, args.protocol)
     if args.render_only:
         rows = [(a, f) for a, f in rows if all(f"{a}|{f}|{d}" in results for d in defenses)]
         cells = {k: v for k, v in cells.items() if k in results and (v[0], v[1]) in rows}
@@ -231,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         todo = {k: v for k, v in cells.items() if k not in results and not args.render_only}
         task = progress.add_task("robustness grid", total=len(cells), completed=len(cells) - len(todo))
         futures = {
-            pool.submit(_cell_job, (args.model, None if a == "none" else a, f, d, args.seed, tmp)): key
+            pool.submit(
+                _cell_job, (args.model, None if a == "none" else a, f, d, args.seed, args.protocol, tmp)
+            ): key
             for key, (a, f, d) in todo.items()
         }
         for fut in cf.as_completed(futures):
@@ -239,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps(results, indent=1))
             progress.advance(task)
     results = {k: results[k] for k in cells}
-    title = f"{args.model} model, {SETTINGS[args.model]['participants']} participants, seed {args.seed}"
+    title = (
+        f"{args.model} model, {SETTINGS[args.model]['participants']} participants, seed {args.seed}, "
+        f"protocol {args.protocol}"
+    )
     text = markdown(results, defenses, rows, title) + "\n" + headline(results, defenses) + "\n"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
