@@ -249,23 +249,17 @@ def _check_outcome(
         out.problems.append(f"{r}: opened but never finalized (the chain stops before its end)")
         return
     weight = dict(zip(rec.owners, rec.weights, strict=True))
-    voter_weight = sum(weight.get(v, 0) for v in rec.voters)
-    revealed = sum(v.weight for v in rec.votes.values())
     for v, vote in rec.votes.items():
         if vote.weight != weight.get(v, 0):
             out.problems.append(
                 f"{r}: {who(v)}'s vote weighs {vote.weight}, its stake at the draw is {weight.get(v, 0)}"
             )
-    tallies: dict[int, int] = {}
-    for vote in rec.votes.values():
-        tallies[vote.choice] = tallies.get(vote.choice, 0) + vote.weight
+    tally = _Tally.of(rec, params.quorum_bps)
     outcome, winner = Outcome.REJECTED, 0
-    if not (revealed > 0 and revealed * BPS >= params.quorum_bps * voter_weight):
+    if not tally.quorum:
         outcome = Outcome.NO_QUORUM
-    else:
-        majority = [k for k, t in tallies.items() if t * 2 > revealed]
-        if majority and majority[0] > 0:
-            outcome, winner = Outcome.ACCEPTED, majority[0]
+    elif tally.majority:
+        outcome, winner = Outcome.ACCEPTED, tally.majority
     out.count("tallies recomputed")
     if (outcome, winner) != (rec.outcome, rec.winner):
         out.problems.append(
@@ -285,6 +279,26 @@ def _check_outcome(
                 f"flags {found[1]:#b}; the pipeline under this config gives {expected[0]} "
                 f"flags {expected[1]:#b}"
             )
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """The revealed votes of a round as the contract's finalize counts them."""
+
+    revealed: int  # weight of all revealed votes
+    quorum: bool
+    majority: int | None  # the choice holding a strict majority of `revealed` (quorum only)
+
+    @classmethod
+    def of(cls, rec: Any, quorum_bps: int) -> _Tally:
+        weight = dict(zip(rec.owners, rec.weights, strict=True))
+        revealed = sum(v.weight for v in rec.votes.values())
+        quorum = revealed > 0 and revealed * BPS >= quorum_bps * sum(weight.get(v, 0) for v in rec.voters)
+        tallies: dict[int, int] = {}
+        for v in rec.votes.values():
+            tallies[v.choice] = tallies.get(v.choice, 0) + v.weight
+        majority = next((k for k, t in tallies.items() if t * 2 > revealed), None) if quorum else None
+        return cls(revealed, quorum, majority)
 
 
 def _votes(rec: Any, who: Callable[[str], str]) -> str:
@@ -324,15 +338,9 @@ class _Ledger:
 
         if rec.outcome in (None, Outcome.CANCELLED):
             return
-        revealed = sum(v.weight for v in rec.votes.values())
-        quorum = revealed > 0 and revealed * BPS >= params.quorum_bps * sum(
-            w for a, w in zip(rec.owners, rec.weights, strict=True) if a in rec.voters
-        )
+        tally = _Tally.of(rec, params.quorum_bps)
+        revealed, quorum, majority = tally.revealed, tally.quorum, tally.majority
         winner_flags = rec.candidates[rec.winner - 1].flagged if rec.winner > 0 else 0
-        tallies: dict[int, int] = {}
-        for v in rec.votes.values():
-            tallies[v.choice] = tallies.get(v.choice, 0) + v.weight
-        majority = next((k for k, t in tallies.items() if t * 2 > revealed), None) if quorum else None
         slashes: list[tuple[str, int, SlashReason]] = []
         rewarded: list[str] = []
         for i, p in enumerate(rec.proposers):
