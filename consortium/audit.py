@@ -151,8 +151,9 @@ def audit_chain(
             out.problems.append(
                 f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
             )
-        commitments = _check_commits(rec, store, r, who, out, digest)
+        commitments, unavailable = _check_commits(rec, store, r, who, out, digest)
         expected = None
+        gone_mask = sum(1 << rec.proposers.index(a) for a in unavailable)
         if commitments is not None and commitments:
             try:
                 cand = compute_candidate(
@@ -168,12 +169,17 @@ def audit_chain(
             except ProtocolError as e:
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
             else:
-                mask = sum(1 << rec.proposers.index(a) for a in cand.flagged)
+                mask = sum(1 << rec.proposers.index(a) for a in cand.flagged) | gone_mask
                 expected = (vector_hash(cand.vector, layout), mask)
                 out.count("candidates recomputed")
             for c in commitments:  # FoolsGold's history, as the runner grows it
                 vec = _vector(store, c.blob, layout)
                 fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
+        posted = {(c.candidate_hash.hex(), c.flagged) for c in rec.candidates}
+        if unavailable and expected in posted:  # no-shows the round itself flagged: the protocol's rule
+            out.count("unavailable updates flagged as no-shows", len(unavailable))
+        else:
+            out.problems += list(unavailable.values())
         _check_outcome(rec, expected, params, r, who, out)
         ledger.settle(rec, params, r, who, out)
         if rec.outcome == Outcome.ACCEPTED and rec.global_hash not in (None, rec.base_hash):
@@ -193,11 +199,14 @@ def _vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
 
 def _check_commits(
     rec: Any, store: BlobStore, r: str, who: Callable[[str], str], out: AuditReport, digest: str
-) -> list[Commitment] | None:
-    """The round's commitments if every blob is present and matches its commitment, else None."""
+) -> tuple[list[Commitment] | None, dict[str, str]]:
+    """The round's readable commitments (None when a URI is malformed) and, apart, the proposers whose
+    committed blob is missing or does not match its commitment, with why: the protocol counts those
+    as no-shows, which the caller accepts only if the round's candidate flagged them."""
     from consortium.decentral import parse_uri
 
     commitments: list[Commitment] = []
+    unavailable: dict[str, str] = {}
     ok = True
     for addr, c in rec.commits.items():
         out.count("commitments checked")
@@ -221,17 +230,15 @@ def _check_commits(
         try:
             store.get(blob)
         except BlobNotFound:
-            out.problems.append(f"{r}: {who(addr)}: committed update {blob} is missing from the store")
-            ok = False
+            unavailable[addr] = f"{r}: {who(addr)}: committed update {blob} is missing from the store"
             continue
         except IntegrityError as e:
-            out.problems.append(
+            unavailable[addr] = (
                 f"{r}: {who(addr)}: committed update {blob} does not match its commitment: {e}"
             )
-            ok = False
             continue
         commitments.append(Commitment(addr, blob, n))
-    return commitments if ok else None
+    return (commitments if ok else None), unavailable
 
 
 def _check_outcome(

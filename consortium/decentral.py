@@ -35,7 +35,7 @@ from consortium.protocol import (
     get_vector,
     put_vector,
 )
-from consortium.store import BlobStore
+from consortium.store import BlobNotFound, BlobStore, IntegrityError
 from consortium.voting import Judgement, LossFn, VoteRule, judge
 
 __all__ = ["ChainRound", "ChainRoundRunner", "chain_params", "commit_uri", "parse_uri", "strategy_names"]
@@ -233,7 +233,12 @@ class ChainRoundRunner:
         pipeline, coalition_hash = self._post_candidates(rid, out, sent, last_step)
 
         op.advance_to_phase(Phase.VOTE_COMMIT)
-        updates = {c.participant: get_vector(self.store, c.blob, self.layout) for c in out.commitments}
+        gone = set(out.defence.get("unavailable", []))
+        updates = {
+            c.participant: get_vector(self.store, c.blob, self.layout)
+            for c in out.commitments
+            if c.participant not in gone
+        }
         for name in out.voters:
             vote = self._ballot(name, rid, out, pipeline, coalition_hash, start, updates, loss_of)
             if vote is not None:
@@ -250,10 +255,22 @@ class ChainRoundRunner:
 
     def pipeline(
         self, global_in: str, commitments: Sequence[Commitment], seed: int, last_step: torch.Tensor | None
-    ) -> Candidate:
+    ) -> tuple[Candidate | None, list[str]]:
         """The round's candidate: the pure screening + aggregation pipeline over the committed updates,
-        keyed by proposer address (what the chain records), FoolsGold's history grown by this round."""
-        keyed = [Commitment(self.accounts[c.participant], c.blob, c.n_examples) for c in commitments]
+        keyed by proposer address (what the chain records), FoolsGold's history grown by this round.
+        A committed blob that is missing or does not match its commitment counts as a no-show: left
+        out of the aggregate and flagged. Returns (candidate or None, unavailable proposers)."""
+        keyed: list[Commitment] = []
+        unavailable: list[str] = []
+        for c in commitments:
+            try:
+                get_vector(self.store, c.blob, self.layout)
+            except (BlobNotFound, IntegrityError, ProtocolError):
+                unavailable.append(self.accounts[c.participant])
+                continue
+            keyed.append(Commitment(self.accounts[c.participant], c.blob, c.n_examples))
+        if not keyed:
+            return None, unavailable
         foolsgold = self.rule.aggregator == "foolsgold"
         cand = compute_candidate(
             self.store,
@@ -268,7 +285,7 @@ class ChainRoundRunner:
         for c in keyed:  # FoolsGold's public history: every committed update so far
             vec = get_vector(self.store, c.blob, self.layout)
             self.history[c.participant] = self.history.get(c.participant, torch.zeros_like(vec)) + vec
-        return cand
+        return cand, unavailable
 
     def _post_candidates(
         self, rid: int, out: ChainRound, sent: Callable[[Any], Any], last_step: torch.Tensor | None
@@ -277,10 +294,16 @@ class ChainRoundRunner:
         too when an attacker's update is in the round."""
         if not out.commitments:
             return None, None
-        pipeline = out.pipeline = self.pipeline(out.global_in, out.commitments, out.seed, last_step)
-        flagged = [self._name(a) for a in pipeline.flagged]
+        pipeline, unavailable = self.pipeline(out.global_in, out.commitments, out.seed, last_step)
+        out.pipeline = pipeline
+        if pipeline is None:  # every committed blob unavailable: nothing to post, voters reject
+            out.defence = {"flagged": sorted(self._name(a) for a in unavailable), "unavailable": unavailable}
+            return None, None
+        flagged_addresses = [*pipeline.flagged, *unavailable]
+        flagged = sorted(self._name(a) for a in flagged_addresses)
         out.defence = {
             "flagged": flagged,
+            "unavailable": [self._name(a) for a in unavailable],
             "weights": {self._name(a): w for a, w in pipeline.summary()["weights"].items()},
             "defense_seconds": pipeline.seconds,
             "info": pipeline.result.info,
@@ -288,13 +311,17 @@ class ChainRoundRunner:
         honest_hash = out.candidate = put_vector(self.store, pipeline.vector, self.layout)
         poster = next((n for n, s in sorted(self.strategies.items()) if s == HONEST), None)
         if poster is not None:
-            sent(self._client(poster).post_candidate(rid, honest_hash, list(pipeline.flagged)))
+            sent(self._client(poster).post_candidate(rid, honest_hash, flagged_addresses))
             out.candidates.append({"poster": poster, "hash": honest_hash, "flagged": flagged})
         coalition_hash = None
         if self.coalition and any(c.participant in self.attackers for c in out.commitments):
             unscreened_params = replace(self.rule.params, screen_min_norm=0.0, screen_stale_cosine=2.0)
             plain = AggregationRule("fedavg", self.rule.weighting, self.rule.server_lr, unscreened_params)
-            keyed = [Commitment(self.accounts[c.participant], c.blob, c.n_examples) for c in out.commitments]
+            keyed = [
+                Commitment(self.accounts[c.participant], c.blob, c.n_examples)
+                for c in out.commitments
+                if self.accounts[c.participant] not in unavailable
+            ]
             unscreened = compute_candidate(self.store, self.layout, out.global_in, keyed, plain)
             coalition_hash = put_vector(self.store, unscreened.vector, self.layout)
             if coalition_hash != honest_hash:

@@ -194,3 +194,32 @@ def test_no_show_and_lazy_voters_pay(tmp_path: Path) -> None:
             assert lazy not in r["judgements"] and r["votes"][lazy]["choice"] == 1
     assert _worth(report, no_show) < report["chain"]["stake"]
     assert audit_run(path).ok
+
+
+def test_an_unavailable_blob_is_a_flagged_no_show(tmp_path: Path) -> None:
+    """A committed blob that is missing or corrupt is left out of the aggregate and flagged."""
+    import torch
+
+    from consortium.decentral import ChainRoundRunner
+    from consortium.protocol import AggregationRule, Commitment, put_vector
+    from consortium.store import BlobStore
+    from consortium.voting import VoteRule
+
+    store, layout = BlobStore(tmp_path), [("w", (4,))]
+    genesis = put_vector(store, torch.zeros(4), layout)
+    ok, bad = put_vector(store, torch.ones(4), layout), put_vector(store, torch.full((4,), 9.0), layout)
+    path = store.root / bad[:2] / bad
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    runner = ChainRoundRunner(
+        None,  # type: ignore[arg-type]  # the pipeline never touches the chain
+        {"a": "0xA", "b": "0xB", "c": "0xC"},
+        dict.fromkeys("abc", "honest"),
+        store,
+        layout,
+        AggregationRule(),
+        VoteRule(),
+    )
+    commits = [Commitment("a", ok, 1), Commitment("b", "0" * 64, 1), Commitment("c", bad, 1)]
+    cand, gone = runner.pipeline(genesis, commits, 0, None)
+    assert gone == ["0xB", "0xC"]
+    assert cand is not None and cand.clients == ["0xA"] and torch.equal(cand.vector, torch.ones(4))
