@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
     ):
         todo = {k: v for k, v in cells.items() if k not in results and not args.render_only}
+        # attack rows first: the no-attack reference row is the cheapest to add later
+        todo = dict(sorted(todo.items(), key=lambda kv: kv[1][0] == "none"))
         task = progress.add_task("robustness grid", total=len(cells), completed=len(cells) - len(todo))
         futures = {
             pool.submit(

@@ -87,6 +87,13 @@ def audit_run(run_dir: Path) -> AuditReport:
         if not (run_dir / name).is_file():
             raise AuditInputError(f"{run_dir / name}: missing")
     report = json.loads((run_dir / "report.json").read_text())
+    chain = report.get("chain", {})
+    if chain.get("backend", "embedded") != "embedded":
+        raise AuditInputError(
+            f"{run_dir}: the run's chain is the JSON-RPC node at {cfg.chain.rpc_url}, not replayable here; "
+            f"audit it live: --rpc-url URL --contract {chain.get('contract')} --store {run_dir / 'store'} "
+            f"--config {run_dir / 'config.toml'}"
+        )
     out = AuditReport()
     try:
         rep = replay(run_dir / TXLOG, n_accounts=cfg.participants + 1, seed=cfg.seed)
