@@ -97,7 +97,9 @@ class ChainSection(_Section):
     min_stake: float = Field(1.0, gt=0, description="ETH below which a participant is no longer drawn")
     reward_pool: float = Field(100.0, ge=0, description="ETH the deployer puts into the reward pool")
     reward_per_round: float = Field(0.3, ge=0, description="ETH split among a round's rewarded roles")
-    n_proposers: int | None = Field(None, ge=1, le=32, description="none = participants - n_voters")
+    n_proposers: int | None = Field(
+        None, ge=1, le=32, description="none = participants - n_voters - participants // 10 (spares)"
+    )
     n_voters: int | None = Field(None, ge=1, le=32, description="none = a third of the participants")
     slash_rejected_bps: int = Field(1000, ge=0, le=10_000)
     slash_minority_bps: int = Field(500, ge=0, le=10_000)
@@ -114,9 +116,12 @@ class ChainSection(_Section):
     )
 
     def roles(self, participants: int) -> tuple[int, int]:
-        """(proposers, voters) per round for `participants` registered organisations."""
+        """(proposers, voters) per round for `participants` registered organisations. By default one
+        in ten sits each round out: the contract cancels a round with fewer eligible participants
+        than roles, so without spares the first stake slashed below `min_stake` halts every later
+        round (measured in `bench/economics.py`)."""
         voters = self.n_voters or max(1, round(participants / 3))
-        proposers = self.n_proposers or min(32, participants - voters)
+        proposers = self.n_proposers or min(32, participants - voters - participants // 10)
         return proposers, voters
 
 

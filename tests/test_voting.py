@@ -94,3 +94,4 @@ def test_chain_config_is_checked() -> None:
     ok = load_config(preset="smoke", overrides=["aggregator=fltrust", "protocol=fedavg"])
     assert ok.protocol == "fedavg"
     assert load_config(preset="smoke").chain.roles(4) == (3, 1)
+    assert load_config(preset="smoke").chain.roles(20) == (11, 7)  # two spares: a slashed one does not halt
