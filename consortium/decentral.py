@@ -297,7 +297,8 @@ class ChainRoundRunner:
         pipeline, unavailable = self.pipeline(out.global_in, out.commitments, out.seed, last_step)
         out.pipeline = pipeline
         if pipeline is None:  # every committed blob unavailable: nothing to post, voters reject
-            out.defence = {"flagged": sorted(self._name(a) for a in unavailable), "unavailable": unavailable}
+            names = sorted(self._name(a) for a in unavailable)
+            out.defence = {"flagged": names, "unavailable": names}
             return None, None
         flagged_addresses = [*pipeline.flagged, *unavailable]
         flagged = sorted(self._name(a) for a in flagged_addresses)
