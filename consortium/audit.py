@@ -86,7 +86,7 @@ def audit_run(run_dir: Path) -> AuditReport:
     for name in (TXLOG, HEAD, "report.json"):
         if not (run_dir / name).is_file():
             raise AuditInputError(f"{run_dir / name}: missing")
-    report = json.loads((run_dir / "report.json").read_text())
+    report = _read_json(run_dir / "report.json")
     chain = report.get("chain", {})
     if chain.get("backend", "embedded") != "embedded":
         raise AuditInputError(
@@ -104,7 +104,7 @@ def audit_run(run_dir: Path) -> AuditReport:
     if rep.client is None:
         out.problems.append(f"{TXLOG}: no contract deployment in the transaction log")
         return out
-    recorded = json.loads((run_dir / HEAD).read_text())
+    recorded = _read_json(run_dir / HEAD)
     from consortium.chain import head
 
     found = head(rep.client.w3)
@@ -118,6 +118,16 @@ def audit_run(run_dir: Path) -> AuditReport:
     final = rep.client.global_hash().hex()
     _check_adapter(run_dir, final, report, out)
     return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AuditInputError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise AuditInputError(f"{path}: expected a JSON object")
+    return data
 
 
 def audit_chain(
