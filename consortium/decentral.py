@@ -395,7 +395,8 @@ class ChainRoundRunner:
 
     def _record_outcome(self, out: ChainRound) -> None:
         rec = self.operator.history().round(out.round_id)
-        out.outcome = (rec.outcome or Outcome.NO_QUORUM).name.lower()
+        # REJECTED is 0: test for None, not for truth
+        out.outcome = (rec.outcome if rec.outcome is not None else Outcome.NO_QUORUM).name.lower()
         if rec.outcome == Outcome.ACCEPTED and rec.global_hash is not None:
             out.global_out = rec.global_hash.hex()
         out.rewards = {self._name(a): to_eth(v) for a, v in rec.rewards.items()}
