@@ -223,3 +223,24 @@ def test_an_unavailable_blob_is_a_flagged_no_show(tmp_path: Path) -> None:
     cand, gone = runner.pipeline(genesis, commits, 0, None)
     assert gone == ["0xB", "0xC"]
     assert cand is not None and cand.clients == ["0xA"] and torch.equal(cand.vector, torch.ones(4))
+
+
+def test_a_rejected_round_is_reported_as_rejected(tmp_path: Path) -> None:
+    """REJECTED is outcome 0 on chain: it must not read as 'no outcome'."""
+    from types import SimpleNamespace
+
+    from consortium.chain import Outcome
+    from consortium.decentral import ChainRound, ChainRoundRunner
+    from consortium.protocol import AggregationRule
+    from consortium.store import BlobStore
+    from consortium.voting import VoteRule
+
+    rec = SimpleNamespace(outcome=Outcome.REJECTED, global_hash=None, rewards={}, slashes=[])
+    chain = SimpleNamespace(history=lambda: SimpleNamespace(round=lambda rid: rec))
+    runner = ChainRoundRunner(chain, {}, {}, BlobStore(tmp_path), [], AggregationRule(), VoteRule())  # type: ignore[arg-type]
+    out = ChainRound(1, "a" * 64, "a" * 64, "")
+    runner._record_outcome(out)
+    assert (out.outcome, out.global_out) == ("rejected", "a" * 64)
+    rec.outcome = None
+    runner._record_outcome(out)
+    assert out.outcome == "no_quorum"
