@@ -202,11 +202,11 @@ def test_truncated_log_ends_elsewhere(run: Run, tmp_path: Path) -> None:
 
 def test_replay_on_another_seed_is_reported(run: Run) -> None:
     r = replay(run.log, n_accounts=N_ACCOUNTS, seed=SEED + 1)
-    # the same transactions, but another draw: the logged commits and votes come from the wrong
-    # accounts and revert
-    assert r.problems and all(p.startswith("txlog line ") for p in r.problems)
-    assert any("succeeded in the run but reverts on replay: not a proposer" in p for p in r.problems)
+    # the same transactions on other blocks: the head always differs; when the other draw picks
+    # other roles (it need not: the fixture's salts are random), the logged commits revert
     assert head(r.backend.w3) != run.head
+    assert all(p.startswith("txlog line ") for p in r.problems)
+    assert all("on replay" in p for p in r.problems)
 
 
 def test_malformed_line_raises(run: Run, tmp_path: Path) -> None:
