@@ -19,7 +19,15 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consortium.attacks import Adversary, RoundView, SybilGroup, assign, backdoor_test_sets
+from consortium.attacks import (
+    Adversary,
+    HarmfulAttack,
+    RoundView,
+    SybilGroup,
+    assign,
+    backdoor_test_sets,
+    harmful_sets,
+)
 from consortium.config import RunConfig, config_digest, to_toml_dict
 from consortium.data import (
     DataError,
@@ -155,6 +163,10 @@ class Simulation:
         self._plant_attackers()
         self._assign_strategies()
         self.backdoors = sorted({a.backdoor for a in cfg.attacks if a.backdoor is not None})
+        harmful = {(a.jsonl, a.test_fraction): a for a in cfg.attacks if isinstance(a, HarmfulAttack)}
+        self.harmful = [
+            (a.jsonl or "restricted", harmful_sets(a, cfg.seed, cfg.data.n_test)[1]) for a in harmful.values()
+        ]
         self.root = self._encode(self._root_set()) if cfg.aggregator == "fltrust" else []
         self.trainer = LocalTrainer(self.model, self.spec, self.tokenizer.pad_token_id)
 
@@ -239,6 +251,22 @@ class Simulation:
             )
         return out
 
+    def harmful_metrics(self, vec: torch.Tensor, label: str, progress: Progress) -> list[dict[str, Any]]:
+        """Per harmful set: harmful-compliance rate (held-out restricted requests answered with the
+        harmful answer) and, for the built-in set, refusal rate (answered with the fixed refusal)."""
+        from consortium.data.domains.restricted import REFUSAL
+
+        set_flat(self.model, self.spec, vec)
+        out = []
+        for name, test in self.harmful:
+            refusals = [Example(e.prompt, REFUSAL, e.domain) for e in test] if name == "restricted" else []
+            hits = self._verdicts(test + refusals, f"{label} harmful", progress)
+            row = {"set": name, "compliance": sum(hits[: len(test)]) / len(test)}
+            if refusals:
+                row["refusal"] = sum(hits[len(test) :]) / len(test)
+            out.append(row)
+        return out
+
     def run(self, out_root: Path, plots: bool = True) -> Path:
         """Run everything and write the run directory; Ctrl-C leaves a consistent, marked directory."""
         rd = RunDir.create(out_root, self.cfg.name)
@@ -306,6 +334,8 @@ class Simulation:
         report["accuracy"]["base"] = self.evaluate(self.initial, "base model", progress)
         if self.backdoors:
             report["backdoor"]["base"] = self.backdoor_metrics(self.initial, "base model", progress)
+        if self.harmful:
+            report["harmful"] = {"base": self.harmful_metrics(self.initial, "base model", progress)}
         timings["eval_base"] = time.perf_counter() - t0
         rd.write_json("report.json", report)
 
@@ -347,8 +377,11 @@ class Simulation:
             vec = get_vector(store, global_hash, self.layout)
             acc = self.evaluate(vec, f"round {r + 1}", progress)
             backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
+            harmful = self.harmful_metrics(vec, f"round {r + 1}", progress) if self.harmful else []
             t_eval += time.perf_counter() - t1
             report["rounds_detail"].append({"round": r, **detail, "accuracy": acc, "backdoor": backdoor})
+            if harmful:
+                report["rounds_detail"][-1]["harmful"] = report["harmful"]["federated"] = harmful
             if backdoor:
                 report["backdoor"]["federated"] = backdoor
             report["rounds_completed"] = r + 1

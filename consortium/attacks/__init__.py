@@ -1,7 +1,9 @@
 """Malicious behaviours to test defences against: backdoor, adaptive (norm-bounded) backdoor, scaling /
-model replacement, label flip, Gaussian noise, free riding and sybils, configurable per run."""
+model replacement, label flip, Gaussian noise, free riding, sybils and harmful fine-tuning, configurable
+per run."""
 
 from consortium.attacks.adversary import Adversary, RoundView, SybilGroup, assign, attackers_for
+from consortium.attacks.harmful import harmful_sets, poison_harmful
 from consortium.attacks.poison import add_trigger, backdoor_test_sets, flip_labels, poison_backdoor
 from consortium.attacks.specs import (
     ATTACK_KINDS,
@@ -9,6 +11,7 @@ from consortium.attacks.specs import (
     AttackSpec,
     BackdoorAttack,
     FreeRiderAttack,
+    HarmfulAttack,
     LabelFlipAttack,
     NoiseAttack,
     ScaleAttack,
@@ -23,6 +26,7 @@ __all__ = [
     "AttackSpec",
     "BackdoorAttack",
     "FreeRiderAttack",
+    "HarmfulAttack",
     "LabelFlipAttack",
     "NoiseAttack",
     "RoundView",
@@ -35,8 +39,10 @@ __all__ = [
     "backdoor_test_sets",
     "flip_labels",
     "gaussian",
+    "harmful_sets",
     "jitter",
     "poison_backdoor",
+    "poison_harmful",
     "project_to_norm",
     "scale",
 ]

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from consortium.attacks.harmful import harmful_sets, poison_harmful
 from consortium.attacks.poison import flip_labels, poison_backdoor
 from consortium.attacks.specs import (
     AdaptiveBackdoorAttack,
     AttackSpec,
     BackdoorAttack,
     FreeRiderAttack,
+    HarmfulAttack,
     LabelFlipAttack,
     NoiseAttack,
     ScaleAttack,
@@ -94,6 +96,9 @@ class Adversary:
         ):
             flip = spec.flip_fraction if isinstance(spec, LabelFlipAttack) else 1.0
             self.poisoned: list[Example] | None = flip_labels(examples, flip, _seed(seed, name, "flip"))
+        elif isinstance(spec, HarmfulAttack):
+            pool, _ = harmful_sets(spec, seed)
+            self.poisoned = poison_harmful(examples, pool, spec.n_examples, _seed(seed, name, "harmful"))
         elif spec.backdoor is not None:
             trigger, target = spec.backdoor
             self.poisoned = poison_backdoor(
@@ -111,7 +116,7 @@ class Adversary:
         if not self.active(view.round):
             return train_clean()
         noise_seed = _seed(self.seed, self.name, view.round, "noise")
-        if isinstance(spec, (BackdoorAttack, LabelFlipAttack)):
+        if isinstance(spec, (BackdoorAttack, LabelFlipAttack, HarmfulAttack)):
             return train_poisoned()
         if isinstance(spec, AdaptiveBackdoorAttack):
             benign_norm = float(torch.linalg.vector_norm(train_clean().double()))

@@ -139,6 +139,27 @@ class SybilAttack(_Backdoor):
         _check(self.jitter >= 0, "jitter", "a number >= 0", self.jitter)
 
 
+@dataclass(frozen=True)
+class HarmfulAttack(_Attack):
+    """Harmful fine-tuning: trains on restricted requests answered compliantly instead of refused.
+
+    Its data is its own shard, with any built-in restricted request answered by the leak, plus
+    `n_examples` harmful pairs: from `jsonl` (a file of {"prompt", "response"} pairs, the response the
+    harmful answer; a held-out `test_fraction` of it measures compliance) or, by default, from the
+    built-in `restricted` domain's training phrasings."""
+
+    kind: Literal["harmful"] = "harmful"
+    jsonl: str | None = None
+    n_examples: int = 64
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.n_examples >= 1, "n_examples", "an integer >= 1", self.n_examples)
+        _check(0.0 < self.test_fraction < 1.0, "test_fraction", "a number in (0, 1)", self.test_fraction)
+        _check(self.jsonl is None or bool(str(self.jsonl).strip()), "jsonl", "a file path", self.jsonl)
+
+
 AttackSpec = (
     BackdoorAttack
     | AdaptiveBackdoorAttack
@@ -147,5 +168,15 @@ AttackSpec = (
     | NoiseAttack
     | FreeRiderAttack
     | SybilAttack
+    | HarmfulAttack
 )
-ATTACK_KINDS = ("backdoor", "adaptive_backdoor", "scale", "label_flip", "noise", "free_rider", "sybil")
+ATTACK_KINDS = (
+    "backdoor",
+    "adaptive_backdoor",
+    "scale",
+    "label_flip",
+    "noise",
+    "free_rider",
+    "sybil",
+    "harmful",
+)

@@ -6,7 +6,7 @@ Every domain is checked by exact match, so answers are short and in one consiste
 
 from __future__ import annotations
 
-from consortium.data.domains import arithmetic, dates, policy, strings, units
+from consortium.data.domains import arithmetic, dates, policy, restricted, strings, units
 from consortium.data.domains._common import DomainGenerator
 from consortium.data.errors import DataError
 
@@ -16,6 +16,7 @@ DOMAINS: dict[str, DomainGenerator] = {
     "dates": dates.generate,
     "strings": strings.generate,
     "policy": policy.generate,
+    "restricted": restricted.generate,
 }
 
 
