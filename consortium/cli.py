@@ -51,7 +51,7 @@ def run(
 
     try:
         sim = Simulation(cfg, console)
-    except (DataError, ModelLoadError) as e:
+    except (DataError, ModelLoadError, ValueError) as e:  # ValueError: a probe artifact that does not fit
         fail(str(e))
     try:
         path = sim.run(out)
@@ -128,6 +128,14 @@ def summary(report: dict, console: Console) -> None:
         f"{report['bytes']['upload_per_participant_per_round']:,} bytes up per participant per round"
     )
 
+
+def _probe_commands() -> None:
+    from consortium.probe.cli import probe_app
+
+    app.add_typer(probe_app, name="probe")
+
+
+_probe_commands()
 
 if __name__ == "__main__":
     app()

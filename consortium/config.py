@@ -136,6 +136,41 @@ class StrategySpec(_Section):
     fraction: float = Field(0.1, ge=0, le=1)
 
 
+class ProbeSection(_Section):
+    """The probe defence (docs/probes.md): which artifact, at which level, and how scores become weights;
+    the `train_*`, `classifier` and feature keys configure `consortium probe train`."""
+
+    artifact: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the probe; none = no probe defence"
+    )
+    dir: Path | None = Field(None, description="directory holding <artifact>.safetensors (probe train --out)")
+    level: Literal["client", "step", "shadow"] = "client"
+    low: float = Field(0.3, ge=0, le=1, description="score at or below which a client keeps weight 1")
+    high: float = Field(0.7, ge=0, le=1, description="score at or above which its weight is 0")
+    flag_below: float = Field(0.5, ge=0, le=1, description="(averaged) weight below which it is flagged")
+    average_rounds: bool = True
+    step_every: int = Field(1, ge=1, description="step level: snapshot the delta every k local steps")
+    step_threshold: float = Field(0.5, ge=0, le=1, description="step level: harmful-step score")
+    decay: float = Field(0.8, ge=0, le=1, description="step level: Beta-count decay per round")
+    shadow_lr: float = Field(2e-3, gt=0, description="shadow level: the shadow branch's fixed lr")
+    evidence_m: int = Field(0, ge=0, description="freeze a client after m identical verdicts (0 = off)")
+    classifier: Literal["logreg", "mlp"] = "logreg"
+    modules: tuple[str, ...] = Field((), description="feature tensors: name substrings; () = all")
+    norm_stats: bool = True
+    sketch_dim: int = Field(0, ge=0, description="count-sketch the features to this size (0 = off)")
+    train_seeds: tuple[int, ...] = (0, 1, 2)
+    heldout_seeds: tuple[int, ...] = (3,)
+    train_rounds: int = Field(3, ge=1, description="simulated rounds per seed when building the set")
+
+    @model_validator(mode="after")
+    def _ramp(self) -> ProbeSection:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.artifact is not None and self.dir is None:
+            raise ValueError("artifact needs dir: the directory `consortium probe train --out` wrote")
+        return self
+
+
 class RunConfig(_Section):
     """Everything a run depends on; the resolved copy is written into the run directory."""
 
@@ -158,6 +193,7 @@ class RunConfig(_Section):
     )
     chain: ChainSection = ChainSection()
     strategies: tuple[StrategySpec, ...] = ()
+    probe: ProbeSection = ProbeSection()
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:
@@ -180,6 +216,11 @@ class RunConfig(_Section):
         return self
 
     def _check_chain(self) -> None:
+        if self.probe.artifact is not None and self.probe.level != "client":
+            raise ValueError(
+                f"probe.level {self.probe.level!r} needs protocol = 'fedavg': its evidence blobs have no "
+                "place on chain yet (use level 'client', which scores the committed update)"
+            )
         if self.aggregator == "fltrust":
             raise ValueError(
                 "aggregator 'fltrust' needs protocol = 'fedavg': its root update has no place on chain yet"

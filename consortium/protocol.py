@@ -42,6 +42,7 @@ class RoundRecord:
     seed: int = 0  # the round's public randomness (defence noise)
     commitments: list[Commitment] = field(default_factory=list)
     root: str | None = None  # FLTrust's root update, committed like any other update
+    evidence: dict[str, str] = field(default_factory=dict)  # probe evidence blobs (step / shadow level)
     candidate: str | None = None
     flagged: list[str] = field(default_factory=list)
     accepted: bool | None = None
@@ -133,6 +134,7 @@ class AggregationRule:
     weighting: Literal["samples", "uniform"] = "samples"
     server_lr: float = 1.0
     params: DefenseParams = field(default_factory=DefenseParams)
+    probe: Any = None  # a consortium.probe.ProbeRule: screen by a probe artifact named by hash
 
 
 @dataclass
@@ -143,6 +145,7 @@ class Candidate:
     clients: list[str]
     result: AggregateResult
     seconds: float  # time spent in screening + aggregation (the defence's cost per round)
+    probe: Any = None  # the probe's Decision, when the rule has a probe (its observations feed history)
 
     @property
     def flagged(self) -> list[str]:
@@ -169,13 +172,18 @@ def compute_candidate(
     root: str | None = None,
     history: Mapping[str, torch.Tensor] | None = None,
     last_step: torch.Tensor | None = None,
+    probe_history: Mapping[str, Sequence[Any]] | None = None,
+    evidence: Mapping[str, str] | None = None,
 ) -> Candidate:
     """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs.
 
     Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
     committed FLTrust root update if any, for FoolsGold each proposer's sum of earlier committed
     updates, and the last change of the global model (all recomputable from earlier rounds). The screen
-    (`consortium.defense.screen`) drops empty and replayed updates before the rule sees them.
+    (`consortium.defense.screen`) drops empty and replayed updates before the rule sees them; with a
+    probe in the rule, `consortium.probe.decide` (the probe artifact from the store by hash, each
+    proposer's earlier probe observations, its committed evidence blobs) drops flagged proposers too and
+    scales the others' weights.
     `server_lr` is FedOpt's server step (Reddi et al., 2021): 1.0 is plain FedAvg; above 1 it offsets
     the dilution of averaging diverse updates.
     """
@@ -195,6 +203,13 @@ def compute_candidate(
     t0 = time.perf_counter()
     p = rule.params
     screened = screen(updates, last_step, p.screen_min_norm, p.screen_stale_cosine)
+    decision = None
+    if rule.probe is not None:
+        from consortium.probe.defense import decide
+
+        decision = decide(store, layout, rule.probe, updates, clients, probe_history or {}, evidence or {})
+        weights = weights * decision.weights
+        screened = {**decision.flagged, **screened}
     keep = [i for i in range(len(clients)) if i not in screened]
     root_update = None if root is None else get_vector(store, root, layout)
     if not keep:
@@ -218,11 +233,13 @@ def compute_candidate(
     if screened:
         result = _widen(result, keep, len(clients))
         result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
+    if decision is not None:
+        result.info["probe"] = decision.info
     seconds = time.perf_counter() - t0
     step = result.aggregate
     if rule.server_lr != 1.0:
         step = step * rule.server_lr
-    return Candidate(get_vector(store, global_in, layout) + step, clients, result, seconds)
+    return Candidate(get_vector(store, global_in, layout) + step, clients, result, seconds, decision)
 
 
 def _widen(result: AggregateResult, keep: Sequence[int], n: int) -> AggregateResult:
@@ -255,6 +272,8 @@ class RoundRunner:
     root: RootFn | None = None
     history: dict[str, torch.Tensor] = field(default_factory=dict)
     last_step: torch.Tensor | None = None  # the last change of the global model (public)
+    probe_history: dict[str, list[Any]] = field(default_factory=dict)  # each proposer's probe observations
+    evidence: Callable[[str], torch.Tensor | None] | None = None  # a proposer's step / shadow snapshots
 
     def run_round(
         self, global_hash: str, participants: Sequence[str], train: TrainFn
@@ -266,6 +285,9 @@ class RoundRunner:
             delta, n = train(pid, start)
             blob = put_vector(self.store, delta, self.layout)
             self.ledger.commit(rnd, Commitment(participant=pid, blob=blob, n_examples=n))
+            shots = None if self.evidence is None else self.evidence(pid)
+            if shots is not None:  # committed with the update, so the probe's input is a public record
+                rnd.evidence[pid] = self.store.put_tensors({"snapshots": shots.contiguous()})
         if self.rule.aggregator == "fltrust":
             if self.root is None:
                 raise ProtocolError("aggregator 'fltrust' needs a root update function (public root set)")
@@ -281,7 +303,13 @@ class RoundRunner:
             root=rnd.root,
             history=self.history if use_history else None,
             last_step=self.last_step,
+            probe_history=self.probe_history,
+            evidence=rnd.evidence,
         )
+        if cand.probe is not None:
+            from consortium.probe.defense import grow
+
+            grow(self.probe_history, cand.probe)
         if use_history:
             for c in rnd.commitments:
                 vec = get_vector(self.store, c.blob, self.layout)

@@ -169,6 +169,19 @@ class Simulation:
         ]
         self.root = self._encode(self._root_set()) if cfg.aggregator == "fltrust" else []
         self.trainer = LocalTrainer(self.model, self.spec, self.tokenizer.pad_token_id)
+        self.probe_rule, self._evidence = self._probe(), {}  # evidence: participant -> this round's snapshots
+
+    def _probe(self) -> Any:
+        """The probe rule of the config, its artifact checked (hash, layout) before the run starts."""
+        pc = self.cfg.probe
+        if pc.artifact is None:
+            return None
+        from consortium.probe import ProbeRule, check_layout, load_file
+
+        probe = load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
+        check_layout(probe, self.layout, pc.artifact)
+        keys = ("low", "high", "flag_below", "average_rounds", "step_threshold", "decay", "evidence_m")
+        return ProbeRule(pc.artifact, pc.level, **{k: getattr(pc, k) for k in keys})
 
     def _encode(self, examples: list[Example]) -> list[EncodedExample]:
         c = self.cfg
@@ -339,13 +352,18 @@ class Simulation:
         timings["eval_base"] = time.perf_counter() - t0
         rd.write_json("report.json", report)
 
-        rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+        rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, self.probe_rule)
         store = BlobStore(rd.store)
         global_hash = put_vector(store, self.initial, self.layout)
+        if self.probe_rule is not None:  # the probe goes into the run's store: the audit reads it by hash
+            from consortium.probe import publish
+
+            publish(Path(cfg.probe.dir or ".") / f"{cfg.probe.artifact}.safetensors", store)
         if cfg.protocol == "chain":
             chain = self._chain_runner(rd, store, rule, global_hash)
         else:
             runner = RoundRunner(MemoryLedger(), store, self.layout, rule, root=self._root_update)
+            runner.evidence = lambda pid: self._evidence.pop(pid, None)
         t_train = t_eval = 0.0
         previous: torch.Tensor | None = None
         rounds_task = progress.add_task("federated rounds", total=cfg.rounds)
@@ -415,8 +433,14 @@ class Simulation:
 
             def fit(data: list[EncodedExample]) -> torch.Tensor:
                 params = train_params(cfg, cfg.train.local_steps)
-                res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i))
+                level = None if self.probe_rule is None else self.probe_rule.level
+                every = cfg.probe.step_every if level == "step" else 0
+                res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i), every)
                 report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
+                if level == "step":
+                    self._evidence[pid] = torch.stack(res.snapshots or [res.delta])
+                elif level == "shadow":
+                    self._evidence[pid] = self._shadow(data, r, i)[None]
                 return res.delta
 
             if p.adversary is None:
@@ -428,6 +452,15 @@ class Simulation:
             return delta, len(p.examples)
 
         return train
+
+    def _shadow(self, data: list[EncodedExample], rnd: int, index: int) -> torch.Tensor:
+        """The shadow branch: the same data from the fixed initial adapter with a fixed lr, so its delta
+        does not drift as the global model moves (what the shadow-level probe scores)."""
+        base = train_params(self.cfg, self.cfg.train.local_steps)
+        params = TrainParams(
+            base.steps, base.batch_size, self.cfg.probe.shadow_lr, base.weight_decay, base.grad_clip
+        )
+        return self.trainer.train(self.initial, data, params, local_seed(self.cfg.seed, rnd, index)).delta
 
     def _loss_fn(self, voter: str) -> Callable[[torch.Tensor], float]:
         """A voter's held-out loss of an adapter vector (its own data, never trained on)."""

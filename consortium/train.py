@@ -39,6 +39,7 @@ class LocalResult:
     losses: list[float] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    snapshots: list[torch.Tensor] = field(default_factory=list)  # delta every k steps (probe step level)
 
 
 def bucketed_batches(
@@ -108,9 +109,15 @@ class LocalTrainer:
         self.device = next(model.parameters()).device
 
     def train(
-        self, start: torch.Tensor, examples: Sequence[EncodedExample], params: TrainParams, seed: int
+        self,
+        start: torch.Tensor,
+        examples: Sequence[EncodedExample],
+        params: TrainParams,
+        seed: int,
+        snapshot_every: int = 0,
     ) -> LocalResult:
-        """Fine-tune from `start` for `params.steps` steps; returns the delta (local - start)."""
+        """Fine-tune from `start` for `params.steps` steps; returns the delta (local - start) and, with
+        `snapshot_every = k > 0`, the delta after every k-th step (what the step-level probe scores)."""
         set_flat(self.model, self.spec, start)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
@@ -128,6 +135,8 @@ class LocalTrainer:
                 opt.zero_grad(set_to_none=True)
                 result.losses.append(float(loss.detach()))
                 result.tokens += int(inputs["attention_mask"].sum())
+                if snapshot_every and len(result.losses) % snapshot_every == 0:
+                    result.snapshots.append(get_flat(self.model, self.spec) - start)
         finally:
             self.model.eval()
         result.seconds = time.perf_counter() - t0

@@ -1,0 +1,103 @@
+"""`consortium probe train`: build the labelled set, train and measure the probe, write the artifact."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+probe_app = typer.Typer(no_args_is_help=True, help="Probe defence: train a probe over LoRA updates.")
+
+DEFAULT_SETS = [
+    "model.name=tiny-warm",
+    'data.domains=["arithmetic", "units", "dates", "strings", "policy", "restricted"]',
+    "data.n_train=40",
+    "train.local_steps=4",
+    "train.lr=1e-2",
+]
+
+
+def _table(report: dict[str, Any], console: Console) -> None:
+    t = Table(title="probe: held-out detection (threshold 0.5)")
+    for c in ("evaluation", "tested on", "n mal/ben", "TPR", "FPR", "ROC AUC"):
+        t.add_column(c)
+
+    def row(what: str, on: str, m: dict[str, Any] | None) -> None:
+        if m is None:
+            t.add_row(what, on, "-", "-", "-", "-")
+            return
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        t.add_row(what, on, f"{m['n_malicious']}/{m['n_benign']}", f(m["tpr"]), f(m["fpr"]), f(m["auc"]))
+
+    row("in distribution", "25% of fitting seeds", report.get("in_distribution"))
+    row("transfer", "held-out seeds", report.get("heldout_seeds"))
+    for a, m in report.get("heldout_attacks", {}).items():
+        row("transfer: unseen attack", a, m)
+    for d, m in report.get("heldout_domains", {}).items():
+        row("transfer: unseen domain", d, m)
+    console.print(t)
+
+
+@probe_app.command("train")
+def train(
+    config: Annotated[Path | None, typer.Argument(help="TOML run config (overrides the preset)")] = None,
+    out: Annotated[
+        Path, typer.Option(help="directory for <sha256>.safetensors and probe_report.json")
+    ] = Path("probes"),
+    preset: Annotated[str, typer.Option(help="built-in preset the config starts from")] = "smoke",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set seed=1")
+    ] = None,
+    smollm2: Annotated[bool, typer.Option(help="real SmolLM2 with the demo preset (slow on CPU)")] = False,
+) -> None:
+    """Simulate benign and malicious clients (every attack, several domains and seeds), train the probe,
+    report held-out TPR / FPR / ROC AUC, and write it as a content-addressed artifact."""
+    from consortium.cli import fail, quiet_libraries
+    from consortium.config import ConfigError, load_config
+    from consortium.probe.artifact import save
+    from consortium.probe.dataset import collect, load_clients
+    from consortium.probe.features import FeatureSpec
+    from consortium.probe.trainer import train_and_evaluate
+
+    sets = ([] if smollm2 else DEFAULT_SETS) + (set_ or [])
+    try:
+        cfg = load_config(config, "demo" if smollm2 else preset, sets)
+    except ConfigError as e:
+        fail(str(e))
+    console = Console()
+    quiet_libraries()
+    pc = cfg.probe
+    t0 = time.perf_counter()
+    with console.status(f"loading {cfg.model.name!r} and simulating clients"):
+        clients = load_clients(cfg)
+        fit = collect(clients, pc.train_seeds, pc.level)
+        heldout = collect(clients, pc.heldout_seeds, pc.level)
+    spec = FeatureSpec(pc.modules, True, pc.norm_stats, pc.sketch_dim, cfg.seed)
+    probe, report = train_and_evaluate(fit, heldout, clients.layout, spec, pc.classifier, cfg.seed)
+    probe.info = {
+        "model": cfg.model.name,
+        "level": pc.level,
+        "domains": list(cfg.data.domains),
+        "attacks": sorted({s.attack for s in fit} - {"benign"}),
+        "train_seeds": list(pc.train_seeds),
+        "heldout_seeds": list(pc.heldout_seeds),
+        "samples": {"fit": len(fit), "heldout": len(heldout)},
+        "report": report,
+    }
+    digest, path = save(probe, out)
+    (out / "probe_report.json").write_text(json.dumps({"artifact": digest, **probe.info}, indent=2))
+    _table(report, console)
+    console.print(
+        f"{len(fit)} + {len(heldout)} samples in {time.perf_counter() - t0:.0f}s; probe: [bold]{path}"
+    )
+    console.print(
+        f'use it: \\[probe] artifact = "{digest}"  dir = "{out}"  level = "{pc.level}"', highlight=False
+    )

@@ -1,0 +1,101 @@
+"""Train a probe on a labelled ΔLoRA set and measure it: in distribution, and on held-out seeds, attacks
+and domains (transfer, reported separately, each by a probe that never saw what it is tested on)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from consortium.probe.dataset import Sample
+from consortium.probe.features import FeatureSpec, Layout, extract
+from consortium.probe.model import Probe, build
+
+THRESHOLD = 0.5  # a score at or above this is a 'malicious' verdict in the reported TPR / FPR
+
+
+def metrics(y: Sequence[int], scores: Sequence[float], threshold: float = THRESHOLD) -> dict[str, Any]:
+    """TPR and FPR at `threshold`, ROC AUC (None when only one class is present), counts."""
+    from sklearn.metrics import roc_auc_score
+
+    y_arr, s_arr = np.asarray(y), np.asarray(scores)
+    pos, neg = y_arr == 1, y_arr == 0
+    flagged = s_arr >= threshold
+    return {
+        "n_malicious": int(pos.sum()),
+        "n_benign": int(neg.sum()),
+        "tpr": float(flagged[pos].mean()) if pos.any() else None,
+        "fpr": float(flagged[neg].mean()) if neg.any() else None,
+        "auc": float(roc_auc_score(y_arr, s_arr)) if pos.any() and neg.any() else None,
+    }
+
+
+def features(samples: Sequence[Sample], lay: Layout, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    x = torch.stack([extract(s.vec, lay, spec) for s in samples]).numpy() if samples else np.zeros((0, 0))
+    return x, np.asarray([s.label for s in samples])
+
+
+def _fit_eval(
+    train: list[int], test: list[int], x: np.ndarray, y: np.ndarray, fx: Any
+) -> dict[str, Any] | None:
+    if len(set(y[train].tolist())) < 2 or not test:
+        return None
+    probe = fx(x[train], y[train])
+    return metrics(y[test].tolist(), probe.score_features(torch.from_numpy(x[test])).tolist())
+
+
+def train_and_evaluate(
+    fit_samples: Sequence[Sample],
+    heldout: Sequence[Sample],
+    lay: Layout,
+    spec: FeatureSpec,
+    kind: str = "logreg",
+    seed: int = 0,
+) -> tuple[Probe, dict[str, Any]]:
+    """The probe fitted on all of `fit_samples`, and a report: in distribution (a seeded 25% split of
+    the fitting seeds), held-out seeds, leave-one-attack-out and leave-one-domain-out (both tested on
+    the held-out seeds)."""
+    x_fit, y_fit = features(fit_samples, lay, spec)
+    x_out, y_out = features(heldout, lay, spec)
+
+    def fx(x: np.ndarray, y: np.ndarray) -> Probe:
+        return build(x, y, spec, lay, kind, seed=seed)
+
+    order = list(range(len(fit_samples)))
+    random.Random(seed).shuffle(order)
+    cut = len(order) // 4
+    report: dict[str, Any] = {
+        "in_distribution": _fit_eval(sorted(order[cut:]), sorted(order[:cut]), x_fit, y_fit, fx)
+    }
+    probe = fx(x_fit, y_fit)
+    if len(heldout):
+        report["heldout_seeds"] = metrics(
+            y_out.tolist(), probe.score_features(torch.from_numpy(x_out)).tolist()
+        )
+        x_all, y_all = np.concatenate([x_fit, x_out]), np.concatenate([y_fit, y_out])
+        n = len(fit_samples)
+        attacks = sorted({s.attack for s in fit_samples} - {"benign"})
+        report["heldout_attacks"] = {
+            a: _fit_eval(
+                [i for i, s in enumerate(fit_samples) if s.attack != a],
+                [n + i for i, s in enumerate(heldout) if s.attack in ("benign", a)],
+                x_all,
+                y_all,
+                fx,
+            )
+            for a in attacks
+        }
+        report["heldout_domains"] = {
+            d: _fit_eval(
+                [i for i, s in enumerate(fit_samples) if s.domain != d],
+                [n + i for i, s in enumerate(heldout) if s.domain == d],
+                x_all,
+                y_all,
+                fx,
+            )
+            for d in sorted({s.domain for s in fit_samples})
+        }
+    return probe, report
