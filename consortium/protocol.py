@@ -231,7 +231,8 @@ def compute_candidate(
             history=None if hist is None else hist[sub],
         )
     if screened:
-        result = _widen(result, keep, len(clients))
+        if keep:  # with nothing kept, the result above already covers all n
+            result = _widen(result, keep, len(clients))
         result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
     if decision is not None:
         result.info["probe"] = decision.info

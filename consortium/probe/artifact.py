@@ -35,13 +35,14 @@ def to_bytes(probe: Probe) -> bytes:
         "layout": json.dumps([[n, list(s)] for n, s in probe.layout]),
         "info": json.dumps(probe.info, sort_keys=True),
     }
-    return tensors_to_bytes(probe.tensors, meta)
+    # one metadata key: safetensors writes its metadata map in hash order, which differs between calls
+    return tensors_to_bytes(probe.tensors, {"probe": json.dumps(meta, sort_keys=True)})
 
 
 def _metadata(data: bytes) -> dict[str, str]:
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
-    return header.get("__metadata__") or {}
+    return json.loads((header.get("__metadata__") or {}).get("probe", "{}"))
 
 
 def from_bytes(data: bytes, where: str = "probe") -> Probe:

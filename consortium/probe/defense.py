@@ -126,7 +126,7 @@ def decide(
             w = sum(o.weight for o in [*past, obs]) / (len(past) + 1)
         else:
             w = obs.weight
-        flagged = reason is not None or w < rule.flag_below
+        flagged = reason is not None or w < rule.flag_below or w <= 0.0
         frozen = frozen_verdict([o.flagged for o in past], rule.evidence_m)
         if frozen is not None:
             flagged, w = frozen, 0.0 if frozen else 1.0
