@@ -153,7 +153,12 @@ def audit_chain(
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
-    rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+    from consortium.probe import grow, rule_from_config  # the probe reads its artifact from the store
+
+    rule = AggregationRule(
+        cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, rule_from_config(cfg.probe)
+    )
+    probe_history: dict[str, list] = {}
     digest = config_digest(cfg)
     ledger = _Ledger.from_history(hist)
     fg_history: dict[str, torch.Tensor] = {}
@@ -182,13 +187,16 @@ def audit_chain(
                     seed=seed_int(rec.seed),
                     history=fg_history if rule.aggregator == "foolsgold" else None,
                     last_step=last_step,
+                    probe_history=probe_history,
                 )
-            except ProtocolError as e:
+            except (ProtocolError, ValueError) as e:  # ValueError: a missing or tampered probe artifact
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
             else:
                 mask = sum(1 << rec.proposers.index(a) for a in cand.flagged) | gone_mask
                 expected = (vector_hash(cand.vector, layout), mask)
                 out.count("candidates recomputed")
+                if cand.probe is not None:
+                    grow(probe_history, cand.probe)
             for c in commitments:  # FoolsGold's history, as the runner grows it
                 vec = _vector(store, c.blob, layout)
                 fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec

@@ -164,6 +164,7 @@ class ChainRoundRunner:
     check_updates: bool = True
     history: dict[str, torch.Tensor] = field(default_factory=dict)
     attackers: frozenset[str] = frozenset()
+    probe_history: dict[str, list[Any]] = field(default_factory=dict)  # client-level probe observations
 
     def __post_init__(self) -> None:
         self.names = {a.lower(): n for n, a in self.accounts.items()}
@@ -281,7 +282,12 @@ class ChainRoundRunner:
             seed=seed,
             history=self.history if foolsgold else None,
             last_step=last_step,
+            probe_history=self.probe_history,
         )
+        if cand.probe is not None:
+            from consortium.probe import grow
+
+            grow(self.probe_history, cand.probe)
         for c in keyed:  # FoolsGold's public history: every committed update so far
             vec = get_vector(self.store, c.blob, self.layout)
             self.history[c.participant] = self.history.get(c.participant, torch.zeros_like(vec)) + vec

@@ -176,12 +176,11 @@ class Simulation:
         pc = self.cfg.probe
         if pc.artifact is None:
             return None
-        from consortium.probe import ProbeRule, check_layout, load_file
+        from consortium.probe import check_layout, load_file, rule_from_config
 
         probe = load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
         check_layout(probe, self.layout, pc.artifact)
-        keys = ("low", "high", "flag_below", "average_rounds", "step_threshold", "decay", "evidence_m")
-        return ProbeRule(pc.artifact, pc.level, **{k: getattr(pc, k) for k in keys})
+        return rule_from_config(pc)
 
     def _encode(self, examples: list[Example]) -> list[EncodedExample]:
         c = self.cfg

@@ -257,3 +257,32 @@ def test_a_run_with_a_probe_scores_every_proposer(tmp_path: Path, level: str) ->
         noisy = next(iter(report["attackers"]))
         assert all(noisy in r["flagged"] for r in report["rounds_detail"])
         assert all("no " in r["info"]["screened"][noisy] for r in report["rounds_detail"])
+
+
+def test_chain_run_with_a_client_level_probe_passes_the_audit(tmp_path: Path) -> None:
+    from consortium.audit import audit_run
+
+    digest, _ = save(_probe(), tmp_path / "probes")
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            "participants=6",
+            "rounds=2",
+            "data.n_train=8",
+            "data.n_test=2",
+            "eval.isolated_baseline=false",
+            'attacks=[{kind="noise", fraction=0.2, std=0.01}]',
+            f'probe.artifact="{digest}"',
+            f'probe.dir="{tmp_path / "probes"}"',
+            "probe.flag_below=0.3",
+        ],
+    )
+    path = Simulation(cfg, Console(quiet=True)).run(tmp_path / "runs", plots=False)
+    result = audit_run(path)
+    assert result.ok, result.problems
+    assert result.checked.get("candidates recomputed", 0) >= 1
+    blob = path / "store" / digest[:2] / digest  # a tampered probe: the audit cannot recompute the round
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    bad = audit_run(path)
+    assert not bad.ok and any("probe" in p for p in bad.problems)

@@ -3,7 +3,7 @@ content-addressed probe artifacts, and the client / step / shadow / evidence lev
 See docs/probes.md."""
 
 from consortium.probe.artifact import ProbeError, check_layout, load, load_file, publish, save
-from consortium.probe.defense import Decision, Observation, ProbeRule, decide, grow, ramp
+from consortium.probe.defense import Decision, Observation, ProbeRule, decide, grow, ramp, rule_from_config
 from consortium.probe.features import FeatureError, FeatureSpec, extract, extract_many, feature_dim
 from consortium.probe.model import Probe, build, fit
 from consortium.probe.trust import beta_trust, frozen_verdict
@@ -30,5 +30,6 @@ __all__ = [
     "load_file",
     "publish",
     "ramp",
+    "rule_from_config",
     "save",
 ]

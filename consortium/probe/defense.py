@@ -51,6 +51,14 @@ class ProbeRule:
             raise ValueError(f"probe: need 0 <= low < high <= 1, got low={self.low}, high={self.high}")
 
 
+def rule_from_config(section: Any) -> ProbeRule | None:
+    """The ProbeRule of a run config's `[probe]` table, or None when it names no artifact."""
+    if section is None or section.artifact is None:
+        return None
+    keys = ("low", "high", "flag_below", "average_rounds", "step_threshold", "decay", "evidence_m")
+    return ProbeRule(section.artifact, section.level, **{k: getattr(section, k) for k in keys})
+
+
 @dataclass(frozen=True)
 class Observation:
     """What one round said about one client: its probe weight, step counts, and the round's verdict."""
