@@ -154,7 +154,7 @@ class ProbeSection(_Section):
     decay: float = Field(0.8, ge=0, le=1, description="step level: Beta-count decay per round")
     shadow_lr: float = Field(2e-3, gt=0, description="shadow level: the shadow branch's fixed lr")
     evidence_m: int = Field(0, ge=0, description="freeze a client after m identical verdicts (0 = off)")
-    classifier: Literal["logreg", "mlp"] = "logreg"
+    classifier: Literal["logreg", "mlp"] = "mlp"
     modules: tuple[str, ...] = Field((), description="feature tensors: name substrings; () = all")
     norm_stats: bool = True
     sketch_dim: int = Field(0, ge=0, description="count-sketch the features to this size (0 = off)")

@@ -56,6 +56,7 @@ class Sample:
     domain: str
     seed: int
     round: int
+    update: torch.Tensor | None = None  # shadow level: the submitted update the shadow delta stands for
 
 
 @dataclass
@@ -128,7 +129,9 @@ def collect(
             for i, d in enumerate(domains):
                 delta, vecs = run(encoded[d], i)
                 benign.append(delta)
-                out += [Sample(v, 0, "benign", d, seed, rnd) for v in vecs]
+                out += [
+                    Sample(v, 0, "benign", d, seed, rnd, delta if level == "shadow" else None) for v in vecs
+                ]
                 if on_sample:
                     on_sample()
             for j, spec in enumerate(attacks):
@@ -147,7 +150,9 @@ def collect(
                     view, lambda fit=fit, e=encoded[d]: fit(e), lambda fit=fit, p=poisoned: fit(p)
                 )
                 vecs = [update] if level == "client" else (trained[-1] if trained else [])
-                out += [Sample(v, 1, spec.kind, d, seed, rnd) for v in vecs]
+                out += [
+                    Sample(v, 1, spec.kind, d, seed, rnd, update if level == "shadow" else None) for v in vecs
+                ]
                 if on_sample:
                     on_sample()
             step = torch.stack(benign).mean(0) * cfg.server_lr
