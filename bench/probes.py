@@ -1,0 +1,141 @@
+"""The probe defence against the robust aggregators, on the same runs: harmful fine-tuning and a backdoor.
+
+Per attack and malicious fraction, one federated run per defence (tiny-warm by default, protocol
+'fedavg' so that only the defence differs; the run seed is not one the probe was trained on), plus a
+no-attack run. Reported from each run's report.json: harmful-compliance rate (held-out restricted
+requests answered with the leak) or backdoor ASR, clean accuracy (mean over the non-restricted domains),
+refusal rate, and the flags' TPR / FPR over (participant, round) pairs.
+
+    PYTHONPATH=. python bench/probes.py [--probe DIR/<sha256>.safetensors] [--fractions 0.3]
+        [--attacks harmful,backdoor] [--rounds 3] [--model tiny-warm] [--out bench/results/probes.md]
+
+Without --probe, a client-level probe is trained first (`consortium probe train` defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from consortium.config import load_config
+from consortium.probe.cli import DEFAULT_SETS
+from consortium.sim import Simulation
+
+DEFENCES = ("fedavg", "median", "trimmed_mean", "multi_krum", "flame", "foolsgold", "probe")
+
+
+def _train_probe(model: str, out: Path) -> Path:
+    from consortium.probe.artifact import save
+    from consortium.probe.dataset import collect, load_clients
+    from consortium.probe.features import FeatureSpec
+    from consortium.probe.trainer import train_and_evaluate
+
+    cfg = load_config(None, "smoke", [*DEFAULT_SETS, f"model.name={model}"])
+    clients = load_clients(cfg)
+    fit = collect(clients, cfg.probe.train_seeds, "client")
+    held = collect(clients, cfg.probe.heldout_seeds, "client")
+    probe, report = train_and_evaluate(fit, held, clients.layout, FeatureSpec(), cfg.probe.classifier)
+    probe.info = {"report": report}
+    return save(probe, out)[1]
+
+
+def _run(overrides: list[str], tmp: Path) -> dict[str, Any]:
+    cfg = load_config(None, "smoke", overrides)
+    path = Simulation(cfg, Console(quiet=True)).run(tmp, plots=False)
+    return json.loads((path / "report.json").read_text())
+
+
+def _row(report: dict[str, Any]) -> dict[str, Any]:
+    acc = report["accuracy"]["federated"]
+    clean = [v for d, v in acc.items() if d not in ("mean", "restricted")]
+    attackers = set(report["attackers"])
+    tp = fp = pos = neg = 0
+    for r in report["rounds_detail"]:
+        for c in report["participant_examples"]:
+            hit = c in r["flagged"]
+            if c in attackers:
+                pos, tp = pos + 1, tp + hit
+            else:
+                neg, fp = neg + 1, fp + hit
+    harmful = (report.get("harmful") or {}).get("federated") or [{}]
+    backdoor = (report.get("backdoor") or {}).get("federated") or [{}]
+    return {
+        "compliance": harmful[0].get("compliance"),
+        "refusal": harmful[0].get("refusal"),
+        "asr": backdoor[0].get("asr"),
+        "clean": sum(clean) / len(clean),
+        "tpr": tp / pos if pos else None,
+        "fpr": fp / neg if neg else None,
+        "defense_s": sum(r.get("defense_seconds", 0.0) for r in report["rounds_detail"]),
+        "train_s": report["timings"].get("federated_train", 0.0),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--probe", type=Path, default=None)
+    ap.add_argument("--fractions", default="0.3")
+    ap.add_argument("--attacks", default="harmful,backdoor")
+    ap.add_argument("--defences", default=",".join(DEFENCES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--participants", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--model", default="tiny-warm")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-probes-"))
+    probe = args.probe or _train_probe(args.model, tmp / "probe")
+    digest = probe.name.removesuffix(".safetensors")
+    base = [
+        *DEFAULT_SETS,
+        f"model.name={args.model}",
+        "protocol=fedavg",
+        f"participants={args.participants}",
+        f"rounds={args.rounds}",
+        f"seed={args.seed}",
+        "eval.isolated_baseline=false",
+    ]
+    probe_sets = [f'probe.artifact="{digest}"', f'probe.dir="{probe.parent}"']
+    lines = [
+        f"# Probe vs robust aggregators ({args.model}, {args.participants} participants, "
+        f"{args.rounds} rounds, seed {args.seed}, probe {digest[:12]})",
+        "",
+        "| attack | malicious | defence | harmful compliance | refusal | backdoor ASR | clean acc "
+        "| flag TPR | flag FPR | defence s/round |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    def add(attack: str, frac: str, defence: str, row: dict[str, Any]) -> None:
+        cells = [row[k] for k in ("compliance", "refusal", "asr", "clean", "tpr", "fpr")]
+        line = f"| {attack} | {frac} | {defence} | " + " | ".join(fmt(c) for c in cells)
+        lines.append(f"{line} | {row['defense_s'] / args.rounds:.4f} |")
+        print(lines[-1], flush=True)
+
+    both = '[{kind="harmful", fraction=0.0}, {kind="backdoor", fraction=0.0}]'
+    add("none", "0", "fedavg", _row(_run([*base, f"attacks={both}"], tmp)))
+    for attack in args.attacks.split(","):
+        for frac in args.fractions.split(","):
+            for defence in args.defences.split(","):
+                agg = "fedavg" if defence == "probe" else defence
+                extra = probe_sets if defence == "probe" else []
+                sets = [*base, f"aggregator={agg}", f'attacks=[{{kind="{attack}", fraction={frac}}}]', *extra]
+                add(attack, frac, defence, _row(_run(sets, tmp)))
+    lines += ["", f"total {time.perf_counter() - t0:.0f}s on this machine"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
