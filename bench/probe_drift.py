@@ -4,8 +4,9 @@ One labelled set at the shadow level (tiny-warm by default): for every simulated
 holds both the submitted update (what the client level scores) and the shadow delta (same data, trained
 from the fixed initial adapter at a fixed lr). A probe per view is fitted on round 0 of the fitting seeds
 only, then tested round by round on held-out seeds: if the client-level features drift as the global
-model moves, its accuracy falls with the round while the shadow probe's should not. Only attacks that
-train have shadow deltas, so noise and free riders are left out here.
+model moves, its accuracy falls with the round while the shadow probe's should not. 'gap' is the mean
+score of malicious minus benign samples, a margin that keeps moving after AUC saturates at 1. Only
+attacks that train have shadow deltas, so noise and free riders are left out here.
 
     PYTHONPATH=. python bench/probe_drift.py [--rounds 4] [--model tiny-warm] [--out FILE.md]
 """
@@ -75,19 +76,23 @@ def main() -> None:
         for which in ("client", "shadow"):
             part = [s for s in _view(test, which) if s.round == r]
             x, y = features(part, clients.layout, spec)
-            m = metrics(y.tolist(), probes[which].score_features(torch.from_numpy(x)).tolist())
+            scores = probes[which].score_features(torch.from_numpy(x))
+            m = metrics(y.tolist(), scores.tolist())
+            yt = torch.from_numpy(y).bool()
+            m["gap"] = float(scores[yt].mean() - scores[~yt].mean())  # a margin that does not saturate
             cells.append(m)
         rows.append((r, cells))
     lines = [
         f"# Probe drift: client level vs shadow level ({args.model}, fitted on round 0 of seeds {fit_seeds}, "
         f"tested on seeds {test_seeds})",
         "",
-        "| round | client AUC | client TPR | client FPR | shadow AUC | shadow TPR | shadow FPR |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| round | client AUC | client TPR | client FPR | client gap | shadow AUC | shadow TPR | shadow FPR "
+        "| shadow gap |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def f(m: dict) -> str:
-        return " | ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in ("auc", "tpr", "fpr"))
+        return " | ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in ("auc", "tpr", "fpr", "gap"))
 
     lines += [f"| {r} | {f(c)} | {f(s)} |" for r, (c, s) in rows]
     first = {(s.seed, s.domain): s for s in test if s.round == 0 and s.label == 0}
