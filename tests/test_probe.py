@@ -286,3 +286,24 @@ def test_chain_run_with_a_client_level_probe_passes_the_audit(tmp_path: Path) ->
     blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
     bad = audit_run(path)
     assert not bad.ok and any("probe" in p for p in bad.problems)
+
+
+def test_probe_config_errors_name_the_field(tmp_path: Path) -> None:
+    from consortium.config import ConfigError
+
+    sha = "a" * 64
+    with pytest.raises(ConfigError, match=r"probe: .*needs dir"):
+        load_config(preset="smoke", overrides=[f'probe.artifact="{sha}"'])
+    with pytest.raises(ConfigError, match=r"probe\.artifact"):
+        load_config(preset="smoke", overrides=['probe.artifact="not-a-hash"'])
+    with pytest.raises(ConfigError, match="low"):
+        load_config(preset="smoke", overrides=["probe.low=0.8", "probe.high=0.7"])
+    with pytest.raises(ConfigError, match="protocol = 'fedavg'"):
+        load_config(
+            preset="smoke", overrides=[f'probe.artifact="{sha}"', 'probe.dir="x"', 'probe.level="step"']
+        )
+    cfg = load_config(
+        preset="smoke", overrides=["protocol=fedavg", f'probe.artifact="{sha}"', f'probe.dir="{tmp_path}"']
+    )
+    with pytest.raises(ProbeError, match="probe file not found"):
+        Simulation(cfg, Console(quiet=True))
