@@ -384,6 +384,7 @@ class Simulation:
                     "global_out": rec.global_out,
                     "root": rec.root,
                     "commitments": [c.__dict__ for c in rec.commitments],
+                    "evidence": rec.evidence,  # probe step / shadow snapshots committed with the updates
                     **cand.summary(),
                 }
             t_train += time.perf_counter() - t1

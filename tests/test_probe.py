@@ -254,6 +254,10 @@ def test_a_run_with_a_probe_scores_every_proposer(tmp_path: Path, level: str) ->
     for r in report["rounds_detail"]:
         assert sorted(r["info"]["probe"]) == sorted(report["participant_examples"])
     if level != "client":  # the noise attacker trains nothing: it has no step / shadow evidence
+        first = report["rounds_detail"][0]
+        assert len(first["evidence"]) == cfg.participants - 1
+        snaps = BlobStore(path / "store").get_tensors(next(iter(first["evidence"].values())))["snapshots"]
+        assert snaps.shape[0] == (cfg.train.local_steps // 2 if level == "step" else 1)
         noisy = next(iter(report["attackers"]))
         assert all(noisy in r["flagged"] for r in report["rounds_detail"])
         assert all("no " in r["info"]["screened"][noisy] for r in report["rounds_detail"])
