@@ -47,11 +47,12 @@ def run(
     console = Console()
     quiet_libraries()
     from consortium.model import ModelLoadError
+    from consortium.probe import ProbeError
     from consortium.sim import Simulation
 
     try:
         sim = Simulation(cfg, console)
-    except (DataError, ModelLoadError, ValueError) as e:  # ValueError: a probe artifact that does not fit
+    except (DataError, ModelLoadError, ProbeError) as e:
         fail(str(e))
     try:
         path = sim.run(out)
