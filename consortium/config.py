@@ -339,5 +339,10 @@ def _drop_none(value: Any) -> Any:
 
 def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
     """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings; TOML has no null,
-    so unset optional values are left out and read back as their default None)."""
-    return _drop_none(cfg.model_dump(mode="json"))
+    so unset optional values are left out and read back as their default None). An unused `[probe]`
+    is left out too, so a run without a probe keeps the config digest it had before probes existed
+    (its chain commitments name that digest, and `audit` recomputes it from this dict)."""
+    data = _drop_none(cfg.model_dump(mode="json"))
+    if cfg.probe == ProbeSection():
+        data.pop("probe", None)
+    return data

@@ -311,3 +311,12 @@ def test_probe_config_errors_name_the_field(tmp_path: Path) -> None:
     )
     with pytest.raises(ProbeError, match="probe file not found"):
         Simulation(cfg, Console(quiet=True))
+
+
+def test_an_unused_probe_section_leaves_the_config_digest_unchanged() -> None:
+    from consortium.config import config_digest, to_toml_dict
+
+    plain = load_config(preset="smoke")
+    assert "probe" not in to_toml_dict(plain)
+    tuned = load_config(preset="smoke", overrides=["probe.low=0.2"])
+    assert to_toml_dict(tuned)["probe"]["low"] == 0.2 and config_digest(tuned) != config_digest(plain)
