@@ -94,6 +94,14 @@ def train(
     }
     digest, path = save(probe, out)
     (out / "probe_report.json").write_text(json.dumps({"artifact": digest, **probe.info}, indent=2))
+    import torch
+
+    from consortium.probe.plot import roc_png
+    from consortium.probe.trainer import features as feats
+
+    x, y = feats(heldout, clients.layout, spec)
+    curve = {"held-out seeds": (y.tolist(), probe.score_features(torch.from_numpy(x)).tolist())}
+    roc_png(curve, out / f"roc_{digest[:12]}.png", f"probe {digest[:12]} ({pc.level} level)")
     _table(report, console)
     console.print(
         f"{len(fit)} + {len(heldout)} samples in {time.perf_counter() - t0:.0f}s; probe: [bold]{path}"
