@@ -7,7 +7,8 @@ requests answered with the leak) or backdoor ASR, clean accuracy (mean over the 
 refusal rate, and the flags' TPR / FPR over (participant, round) pairs.
 
     PYTHONPATH=. python bench/probes.py [--probe DIR/<sha256>.safetensors] [--fractions 0.3]
-        [--attacks harmful,backdoor] [--rounds 3] [--model tiny-warm] [--out bench/results/probes.md]
+        [--probe-step FILE] [--probe-shadow FILE] [--attacks harmful,backdoor] [--rounds 3]
+        [--defences fedavg,...,probe] [--model tiny-warm] [--out bench/results/probes.md]
 
 Without --probe, a client-level probe is trained first (`consortium probe train` defaults).
 """
@@ -80,6 +81,10 @@ def _row(report: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--probe", type=Path, default=None)
+    ap.add_argument("--probe-step", type=Path, default=None, help="a step-level probe: adds 'probe_step'")
+    ap.add_argument(
+        "--probe-shadow", type=Path, default=None, help="a shadow-level probe: adds 'probe_shadow'"
+    )
     ap.add_argument("--fractions", default="0.3")
     ap.add_argument("--attacks", default="harmful,backdoor")
     ap.add_argument("--defences", default=",".join(DEFENCES))
@@ -102,7 +107,18 @@ def main() -> None:
         f"seed={args.seed}",
         "eval.isolated_baseline=false",
     ]
-    probe_sets = [f'probe.artifact="{digest}"', f'probe.dir="{probe.parent}"']
+
+    def probe_sets(path: Path, level: str) -> list[str]:
+        sha = path.name.removesuffix(".safetensors")
+        return [f'probe.artifact="{sha}"', f'probe.dir="{path.parent}"', f'probe.level="{level}"']
+
+    levels = {"probe": (probe, "client")}
+    if args.probe_step:
+        levels["probe_step"] = (args.probe_step, "step")
+    if args.probe_shadow:
+        levels["probe_shadow"] = (args.probe_shadow, "shadow")
+    defences = [d for d in args.defences.split(",") if not d.startswith("probe") or d in levels]
+    defences += [d for d in levels if d not in defences]
     lines = [
         f"# Probe vs robust aggregators ({args.model}, {args.participants} participants, "
         f"{args.rounds} rounds, seed {args.seed}, probe {digest[:12]})",
@@ -125,9 +141,9 @@ def main() -> None:
     add("none", "0", "fedavg", _row(_run([*base, f"attacks={both}"], tmp)))
     for attack in args.attacks.split(","):
         for frac in args.fractions.split(","):
-            for defence in args.defences.split(","):
-                agg = "fedavg" if defence == "probe" else defence
-                extra = probe_sets if defence == "probe" else []
+            for defence in defences:
+                agg = "fedavg" if defence in levels else defence
+                extra = probe_sets(*levels[defence]) if defence in levels else []
                 sets = [*base, f"aggregator={agg}", f'attacks=[{{kind="{attack}", fraction={frac}}}]', *extra]
                 add(attack, frac, defence, _row(_run(sets, tmp)))
     lines += ["", f"total {time.perf_counter() - t0:.0f}s on this machine"]
