@@ -87,12 +87,13 @@ def main() -> None:
     )
     ap.add_argument("--fractions", default="0.3")
     ap.add_argument("--attacks", default="harmful,backdoor")
-    ap.add_argument("--defences", default=",".join(DEFENCES))
+    ap.add_argument("--defences", default=None, help="comma list; default every rule and every probe given")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--participants", type=int, default=10)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--model", default="tiny-warm")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the no-attack run")
     args = ap.parse_args()
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-probes-"))
@@ -117,8 +118,8 @@ def main() -> None:
         levels["probe_step"] = (args.probe_step, "step")
     if args.probe_shadow:
         levels["probe_shadow"] = (args.probe_shadow, "shadow")
-    defences = [d for d in args.defences.split(",") if not d.startswith("probe") or d in levels]
-    defences += [d for d in levels if d not in defences]
+    wanted = args.defences.split(",") if args.defences else [*DEFENCES, *levels]
+    defences = list(dict.fromkeys(d for d in wanted if not d.startswith("probe") or d in levels))
     lines = [
         f"# Probe vs robust aggregators ({args.model}, {args.participants} participants, "
         f"{args.rounds} rounds, seed {args.seed}, probe {digest[:12]})",
@@ -138,7 +139,8 @@ def main() -> None:
         print(lines[-1], flush=True)
 
     both = '[{kind="harmful", fraction=0.0}, {kind="backdoor", fraction=0.0}]'
-    add("none", "0", "fedavg", _row(_run([*base, f"attacks={both}"], tmp)))
+    if not args.no_baseline:
+        add("none", "0", "fedavg", _row(_run([*base, f"attacks={both}"], tmp)))
     for attack in args.attacks.split(","):
         for frac in args.fractions.split(","):
             for defence in defences:
