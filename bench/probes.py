@@ -41,7 +41,9 @@ def _train_probe(model: str, out: Path) -> Path:
     clients = load_clients(cfg)
     fit = collect(clients, cfg.probe.train_seeds, "client")
     held = collect(clients, cfg.probe.heldout_seeds, "client")
-    probe, report = train_and_evaluate(fit, held, clients.layout, FeatureSpec(), cfg.probe.classifier)
+    probe, report = train_and_evaluate(
+        fit, held, clients.layout, FeatureSpec(), cfg.probe.classifier, exclude=cfg.probe.fit_exclude
+    )
     probe.info = {"report": report}
     return save(probe, out)[1]
 

@@ -161,6 +161,10 @@ class ProbeSection(_Section):
     train_seeds: tuple[int, ...] = (0, 1, 2)
     heldout_seeds: tuple[int, ...] = (3,)
     train_rounds: int = Field(3, ge=1, description="simulated rounds per seed when building the set")
+    fit_exclude: tuple[str, ...] = Field(
+        ("free_rider", "noise"),
+        description="attack kinds simulated and tested on but never fitted on (see docs/probes.md)",
+    )
 
     @model_validator(mode="after")
     def _ramp(self) -> ProbeSection:

@@ -81,12 +81,15 @@ def train(
         fit = collect(clients, pc.train_seeds, pc.level)
         heldout = collect(clients, pc.heldout_seeds, pc.level)
     spec = FeatureSpec(pc.modules, True, pc.norm_stats, pc.sketch_dim, cfg.seed)
-    probe, report = train_and_evaluate(fit, heldout, clients.layout, spec, pc.classifier, cfg.seed)
+    probe, report = train_and_evaluate(
+        fit, heldout, clients.layout, spec, pc.classifier, cfg.seed, exclude=pc.fit_exclude
+    )
     probe.info = {
         "model": cfg.model.name,
         "level": pc.level,
         "domains": list(cfg.data.domains),
-        "attacks": sorted({s.attack for s in fit} - {"benign"}),
+        "attacks": sorted({s.attack for s in fit} - {"benign", *pc.fit_exclude}),
+        "tested_not_fitted": sorted(pc.fit_exclude),
         "train_seeds": list(pc.train_seeds),
         "heldout_seeds": list(pc.heldout_seeds),
         "samples": {"fit": len(fit), "heldout": len(heldout)},

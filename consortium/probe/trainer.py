@@ -54,10 +54,13 @@ def train_and_evaluate(
     spec: FeatureSpec,
     kind: str = "logreg",
     seed: int = 0,
+    exclude: Sequence[str] = (),
 ) -> tuple[Probe, dict[str, Any]]:
     """The probe fitted on all of `fit_samples`, and a report: in distribution (a seeded 25% split of
     the fitting seeds), held-out seeds, leave-one-attack-out and leave-one-domain-out (both tested on
-    the held-out seeds)."""
+    the held-out seeds). Attack kinds in `exclude` are never fitted on; the final probe is tested on
+    them (held-out seeds) under 'heldout_attacks' like the left-out ones."""
+    fit_samples = [s for s in fit_samples if s.attack not in exclude]
     x_fit, y_fit = features(fit_samples, lay, spec)
     x_out, y_out = features(heldout, lay, spec)
 
@@ -71,31 +74,35 @@ def train_and_evaluate(
         "in_distribution": _fit_eval(sorted(order[cut:]), sorted(order[:cut]), x_fit, y_fit, fx)
     }
     probe = fx(x_fit, y_fit)
-    if len(heldout):
-        report["heldout_seeds"] = metrics(
-            y_out.tolist(), probe.score_features(torch.from_numpy(x_out)).tolist()
+    if not len(heldout):
+        return probe, report
+    scores = probe.score_features(torch.from_numpy(x_out)).tolist()
+    fitted = [i for i, s in enumerate(heldout) if s.attack not in exclude]
+    report["heldout_seeds"] = metrics([int(y_out[i]) for i in fitted], [scores[i] for i in fitted])
+    x_all, y_all = np.concatenate([x_fit, x_out]), np.concatenate([y_fit, y_out])
+    n = len(fit_samples)
+    attacks = sorted({s.attack for s in fit_samples} - {"benign"})
+    report["heldout_attacks"] = {
+        a: _fit_eval(
+            [i for i, s in enumerate(fit_samples) if s.attack != a],
+            [n + i for i in fitted if heldout[i].attack in ("benign", a)],
+            x_all,
+            y_all,
+            fx,
         )
-        x_all, y_all = np.concatenate([x_fit, x_out]), np.concatenate([y_fit, y_out])
-        n = len(fit_samples)
-        attacks = sorted({s.attack for s in fit_samples} - {"benign"})
-        report["heldout_attacks"] = {
-            a: _fit_eval(
-                [i for i, s in enumerate(fit_samples) if s.attack != a],
-                [n + i for i, s in enumerate(heldout) if s.attack in ("benign", a)],
-                x_all,
-                y_all,
-                fx,
-            )
-            for a in attacks
-        }
-        report["heldout_domains"] = {
-            d: _fit_eval(
-                [i for i, s in enumerate(fit_samples) if s.domain != d],
-                [n + i for i, s in enumerate(heldout) if s.domain == d],
-                x_all,
-                y_all,
-                fx,
-            )
-            for d in sorted({s.domain for s in fit_samples})
-        }
+        for a in attacks
+    }
+    for a in sorted({s.attack for s in heldout} & set(exclude)):  # never fitted on: the final probe
+        rows = [i for i, s in enumerate(heldout) if s.attack in ("benign", a)]
+        report["heldout_attacks"][a] = metrics([int(y_out[i]) for i in rows], [scores[i] for i in rows])
+    report["heldout_domains"] = {
+        d: _fit_eval(
+            [i for i, s in enumerate(fit_samples) if s.domain != d],
+            [n + i for i in fitted if heldout[i].domain == d],
+            x_all,
+            y_all,
+            fx,
+        )
+        for d in sorted({s.domain for s in fit_samples})
+    }
     return probe, report
