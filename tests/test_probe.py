@@ -320,3 +320,25 @@ def test_an_unused_probe_section_leaves_the_config_digest_unchanged() -> None:
     assert "probe" not in to_toml_dict(plain)
     tuned = load_config(preset="smoke", overrides=["probe.low=0.2"])
     assert to_toml_dict(tuned)["probe"]["low"] == 0.2 and config_digest(tuned) != config_digest(plain)
+
+
+def test_train_and_evaluate_reports_transfer_and_never_fits_excluded_kinds() -> None:
+    from consortium.probe.dataset import Sample
+    from consortium.probe.trainer import train_and_evaluate
+
+    def samples(seed: int) -> list[Sample]:
+        x, y = _synthetic(48, seed)
+        kinds = ["backdoor", "harmful", "free_rider"]
+        return [
+            Sample(v, int(lab), kinds[i % 3] if lab else "benign", ["units", "dates"][i % 2], seed, 0)
+            for i, (v, lab) in enumerate(zip(x, y, strict=True))
+        ]
+
+    _, report = train_and_evaluate(
+        samples(0), samples(1), LAY, FeatureSpec(), "logreg", exclude=["free_rider"]
+    )
+    assert report["in_distribution"]["auc"] > 0.9 and report["heldout_seeds"]["auc"] > 0.9
+    assert report["heldout_seeds"]["n_malicious"] == 16  # the free riders are not in it
+    assert sorted(report["heldout_attacks"]) == ["backdoor", "free_rider", "harmful"]
+    assert sorted(report["heldout_domains"]) == ["dates", "units"]
+    assert report["heldout_attacks"]["free_rider"]["n_malicious"] == 8
