@@ -135,7 +135,7 @@ def audit_chain(
 ) -> None:
     """Every round of the deployment behind `client` (replayed or live) against the store and config."""
     from consortium.chain import Outcome, draw_roles
-    from consortium.decentral import seed_int
+    from consortium.decentral import candidate_marks, seed_int
 
     names = names or {}
 
@@ -170,7 +170,9 @@ def audit_chain(
             )
         commitments, unavailable = _check_commits(rec, store, r, who, out, digest)
         expected = None
-        gone_mask = sum(1 << rec.proposers.index(a) for a in unavailable)
+
+        def mask(addresses: Sequence[str]) -> int:
+            return sum(1 << rec.proposers.index(a) for a in addresses)
         if commitments is not None and commitments:
             try:
                 cand = compute_candidate(
@@ -186,13 +188,13 @@ def audit_chain(
             except ProtocolError as e:
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
             else:
-                mask = sum(1 << rec.proposers.index(a) for a in cand.flagged) | gone_mask
-                expected = (vector_hash(cand.vector, layout), mask)
+                flagged, excluded = candidate_marks(cand, list(unavailable), cfg.chain.slash_excluded)
+                expected = (vector_hash(cand.vector, layout), mask(flagged), mask(excluded))
                 out.count("candidates recomputed")
             for c in commitments:  # FoolsGold's history, as the runner grows it
                 vec = _vector(store, c.blob, layout)
                 fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
-        posted = {(c.candidate_hash.hex(), c.flagged) for c in rec.candidates}
+        posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
         if unavailable and expected in posted:  # no-shows the round itself flagged: the protocol's rule
             out.count("unavailable updates flagged as no-shows", len(unavailable))
         else:
@@ -292,7 +294,7 @@ def _check_outcome(
         )
     if rec.outcome == Outcome.ACCEPTED and 0 < rec.winner <= len(rec.candidates):
         won = rec.candidates[rec.winner - 1]
-        found = (won.candidate_hash.hex(), won.flagged)
+        found = (won.candidate_hash.hex(), won.flagged, won.excluded)
         if expected is None:
             out.problems.append(
                 f"{r}: candidate #{rec.winner} was accepted but cannot be recomputed (see above)"
@@ -300,8 +302,8 @@ def _check_outcome(
         elif found != expected:
             out.problems.append(
                 f"{r}: accepted candidate #{rec.winner} by {who(won.poster)} is {found[0]} "
-                f"flags {found[1]:#b}; the pipeline under this config gives {expected[0]} "
-                f"flags {expected[1]:#b}"
+                f"flags {found[1]:#b} excluded {found[2]:#b}; the pipeline under this config gives "
+                f"{expected[0]} flags {expected[1]:#b} excluded {expected[2]:#b}"
             )
 
 
@@ -364,7 +366,8 @@ class _Ledger:
             return
         tally = _Tally.of(rec, params.quorum_bps)
         revealed, quorum, majority = tally.revealed, tally.quorum, tally.majority
-        winner_flags = rec.candidates[rec.winner - 1].flagged if rec.winner > 0 else 0
+        won = rec.candidates[rec.winner - 1] if rec.winner > 0 else None
+        winner_flags, winner_excluded = (won.flagged, won.excluded) if won else (0, 0)
         slashes: list[tuple[str, int, SlashReason]] = []
         rewarded: list[str] = []
         for i, p in enumerate(rec.proposers):
@@ -373,7 +376,7 @@ class _Ledger:
                 slashes.append((p, self._slash(p, params.slash_no_show_bps), SlashReason.NO_SHOW))
             elif (winner_flags >> i) & 1 or (quorum and flag_weight * 2 > revealed):
                 slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
-            elif rec.outcome == Outcome.ACCEPTED:
+            elif rec.outcome == Outcome.ACCEPTED and not (winner_excluded >> i) & 1:
                 rewarded.append(p)
         for v in rec.voters:
             if v not in rec.votes:

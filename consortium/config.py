@@ -114,6 +114,12 @@ class ChainSection(_Section):
     flag_loss_margin: float = Field(
         0.10, ge=0, description="a voter flags an update raising its held-out loss by more than this share"
     )
+    slash_excluded: bool = Field(
+        False,
+        description="slash updates the aggregator leaves out (Multi-Krum, Bulyan, FLAME) as if flagged; "
+        "false = only evidence (screen, unavailable blob, voters' loss checks) is slashed, exclusions "
+        "are merely not rewarded",
+    )
 
     def roles(self, participants: int) -> tuple[int, int]:
         """(proposers, voters) per round for `participants` registered organisations. By default one

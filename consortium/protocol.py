@@ -148,6 +148,11 @@ class Candidate:
     def flagged(self) -> list[str]:
         return [c for c, f in zip(self.clients, self.result.flags.tolist(), strict=True) if f]
 
+    @property
+    def screened(self) -> list[str]:
+        """Proposers the screen dropped (empty or replayed updates): evidence, not a rule's judgement."""
+        return sorted(self.result.info.get("screened", {}))
+
     def summary(self) -> dict[str, Any]:
         """JSON-able record of the defence's decision for reports."""
         return {

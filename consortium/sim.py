@@ -451,6 +451,7 @@ class Simulation:
             run_seed=cfg.seed,
             config=config_digest(cfg),
             attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
+            slash_excluded=cc.slash_excluded,
         )
         runner.register_all(cc.stake)
         return runner
