@@ -120,6 +120,11 @@ def audit_run(run_dir: Path) -> AuditReport:
     return out
 
 
+def _mask(rec: Any, addresses: Sequence[str]) -> int:
+    """The contract's bitmask of proposer slots for these proposer addresses."""
+    return sum(1 << rec.proposers.index(a) for a in addresses)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -170,9 +175,6 @@ def audit_chain(
             )
         commitments, unavailable = _check_commits(rec, store, r, who, out, digest)
         expected = None
-
-        def mask(addresses: Sequence[str]) -> int:
-            return sum(1 << rec.proposers.index(a) for a in addresses)
         if commitments is not None and commitments:
             try:
                 cand = compute_candidate(
@@ -185,11 +187,11 @@ def audit_chain(
                     history=fg_history if rule.aggregator == "foolsgold" else None,
                     last_step=last_step,
                 )
-            except ProtocolError as e:
+            except (ProtocolError, BlobNotFound, IntegrityError) as e:  # e.g. the input global model
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
             else:
                 flagged, excluded = candidate_marks(cand, list(unavailable), cfg.chain.slash_excluded)
-                expected = (vector_hash(cand.vector, layout), mask(flagged), mask(excluded))
+                expected = (vector_hash(cand.vector, layout), _mask(rec, flagged), _mask(rec, excluded))
                 out.count("candidates recomputed")
             for c in commitments:  # FoolsGold's history, as the runner grows it
                 vec = _vector(store, c.blob, layout)

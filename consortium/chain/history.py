@@ -242,6 +242,7 @@ def _update_committed(h: History, a: dict[str, Any]) -> None:
 
 def _candidate_posted(h: History, a: dict[str, Any]) -> None:
     r = h.round(a["round_id"])
+
     def slots(mask: int) -> tuple[str, ...]:
         return tuple(p for i, p in enumerate(r.proposers) if (mask >> i) & 1)
 
