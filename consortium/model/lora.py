@@ -223,9 +223,7 @@ def peft_state_dict(peft_model: nn.Module) -> dict[str, Tensor] | None:
     """For a Fed-SB model, its full state dict with every R·A0 folded into a plain ``lora_A...weight``
     (what ``save_pretrained(state_dict=...)`` needs to write a standard adapter); None for other variants."""
     folds = {
-        f"{name}.": _sb_fold(mod)
-        for name, mod in peft_model.named_modules()
-        if _sb_fold(mod) is not None
+        f"{name}.": _sb_fold(mod) for name, mod in peft_model.named_modules() if _sb_fold(mod) is not None
     }
     if not folds:
         return None
