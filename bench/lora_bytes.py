@@ -61,7 +61,7 @@ def table(modules: tuple[str, ...], r: int) -> list[str]:
         lay = smollm2_layout(LoraSpec(variant=v, r=r, alpha=2.0 * r, target_modules=modules))  # type: ignore[arg-type]
         n = layout_size(lay)
         base = base or n
-        rows.append(f"| {v} | {n:,} | {4 * n:,} | {blob_bytes(lay):,} | {n / base:.4f} (1/{base / n:.0f}) |")
+        rows.append(f"| {v} | {n:,} | {4 * n:,} | {blob_bytes(lay):,} | {n / base:.4f} (1/{base / n:.1f}) |")
     return [*rows, ""]
 
 

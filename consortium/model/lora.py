@@ -211,7 +211,7 @@ def _attach_sb(peft_model: PeftModel, spec: LoraSpec) -> None:
         fan_out = lin_b.weight.shape[0]
         if r > min(fan_in, fan_out):
             raise ValueError(f"LoraSpec.r: fedsb needs r <= min(in, out) = {min(fan_in, fan_out)}, got {r}")
-        a0 = _orthonormal(r, fan_in, gen).to(lin_a.weight.device)
+        a0 = _orthonormal(r, fan_in, gen).to(lin_a.weight.device, lin_a.weight.dtype)
         b0 = _orthonormal(fan_out, r, gen).to(lin_b.weight.device)
         with torch.no_grad():
             lin_b.weight.copy_(b0)
