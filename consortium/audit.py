@@ -158,7 +158,7 @@ def audit_chain(
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
-    rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+    rule = AggregationRule.from_config(cfg)
     digest = config_digest(cfg)
     ledger = _Ledger.from_history(hist)
     fg_history: dict[str, torch.Tensor] = {}

@@ -31,9 +31,10 @@ class ModelSection(_Section):
 
 
 class LoraSection(_Section):
-    """The adapter every participant trains; `ffa` (A frozen, B trained) averages exactly."""
+    """The adapter every participant trains; `ffa` (A frozen, B trained) averages exactly; `flora` sums the
+    products exactly and re-projects to rank r; `fedsb` trains only an r×r matrix (docs/lora_variants.md)."""
 
-    variant: Literal["lora", "ffa"] = "ffa"
+    variant: Literal["lora", "ffa", "flora", "fedsb"] = "ffa"
     r: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
@@ -181,6 +182,10 @@ class RunConfig(_Section):
             )
         if self.aggregator == "fltrust" and not self.data.domains:
             raise ValueError("aggregator 'fltrust' needs built-in data.domains for its public root set")
+        if self.lora.variant == "flora":
+            from consortium.aggregate_lora import check_rule
+
+            check_rule(self.aggregator)
         if self.protocol == "chain":
             self._check_chain()
         return self

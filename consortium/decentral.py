@@ -336,7 +336,7 @@ class ChainRoundRunner:
         coalition_hash = None
         if self.coalition and any(c.participant in self.attackers for c in out.commitments):
             unscreened_params = replace(self.rule.params, screen_min_norm=0.0, screen_stale_cosine=2.0)
-            plain = AggregationRule("fedavg", self.rule.weighting, self.rule.server_lr, unscreened_params)
+            plain = replace(self.rule, aggregator="fedavg", params=unscreened_params)
             keyed = [
                 Commitment(self.accounts[c.participant], c.blob, c.n_examples)
                 for c in out.commitments

@@ -12,14 +12,18 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
+from consortium.aggregate_lora import FloraError, check_rule, flora_candidate
 from consortium.defense import AggregateResult, DefenseParams, aggregate
 from consortium.defense.screen import screen
 from consortium.model import flat_to_state, state_to_flat
 from consortium.store import BlobStore
+
+if TYPE_CHECKING:
+    from consortium.config import RunConfig
 
 Layout = Sequence[tuple[str, tuple[int, ...]]]
 
@@ -133,6 +137,14 @@ class AggregationRule:
     weighting: Literal["samples", "uniform"] = "samples"
     server_lr: float = 1.0
     params: DefenseParams = field(default_factory=DefenseParams)
+    # "flora": the candidate is the rank-r projection of the exact product sum (`consortium.aggregate_lora`);
+    # every other LoRA variant's candidate is linear in the flat vectors
+    variant: str = "lora"
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> AggregationRule:
+        """The rule a run config fixes: one place for the simulation and the audit, so both agree."""
+        return cls(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, cfg.lora.variant)
 
 
 @dataclass
@@ -175,7 +187,9 @@ def compute_candidate(
     history: Mapping[str, torch.Tensor] | None = None,
     last_step: torch.Tensor | None = None,
 ) -> Candidate:
-    """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs.
+    """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs (under
+    `rule.variant == "flora"`: the rank-r projection of the exact weighted product sum, see
+    `consortium.aggregate_lora`, with the defence's weights).
 
     Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
     committed FLTrust root update if any, for FoolsGold each proposer's sum of earlier committed
@@ -224,10 +238,20 @@ def compute_candidate(
         result = _widen(result, keep, len(clients))
         result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
     seconds = time.perf_counter() - t0
+    global_vec = get_vector(store, global_in, layout)
+    if rule.variant == "flora":  # the exact product sum with the rule's weights, re-projected to rank r
+        try:
+            check_rule(rule.aggregator)
+            vec, result.info["flora"] = flora_candidate(
+                layout, global_vec, updates, result.weights, rule.server_lr
+            )
+        except FloraError as e:
+            raise ProtocolError(str(e)) from None
+        return Candidate(vec, clients, result, time.perf_counter() - t0)
     step = result.aggregate
     if rule.server_lr != 1.0:
         step = step * rule.server_lr
-    return Candidate(get_vector(store, global_in, layout) + step, clients, result, seconds)
+    return Candidate(global_vec + step, clients, result, seconds)
 
 
 def _widen(result: AggregateResult, keep: Sequence[int], n: int) -> AggregateResult:

@@ -250,7 +250,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Bytes per participant per round: **{report['bytes']['upload_per_participant_per_round']:,}** up, "
         f"**{report['bytes']['download_per_participant_per_round']:,}** down "
-        f"({report['bytes']['trainable_params']:,} communicated parameters).",
+        f"({report['bytes']['trainable_params']:,} communicated parameters, LoRA variant "
+        f"`{report.get('lora_variant', '?')}`; each round's entry in report.json repeats the figures).",
         "",
         "## Timings (s)",
         "",

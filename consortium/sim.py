@@ -122,6 +122,18 @@ def train_params(cfg: RunConfig, steps: int) -> TrainParams:
     )
 
 
+def _round_bytes(per_round: dict[str, int], uploaders: int) -> dict[str, int]:
+    """One round's traffic: each committer uploads one update blob; every participant downloads the global."""
+    up = per_round["upload_per_participant_per_round"]
+    return {
+        "upload_per_participant": up,
+        "download_per_participant": per_round["download_per_participant_per_round"],
+        "payload_per_participant": per_round["payload_per_participant_per_round"],
+        "uploaders": uploaders,
+        "upload_total": up * uploaders,
+    }
+
+
 def local_seed(run_seed: int, rnd: int, index: int) -> int:
     """One independent, reproducible seed per (run, round, participant)."""
     return (run_seed * 1_000_003 + rnd * 10_007 + index) % (2**31)
@@ -293,6 +305,8 @@ class Simulation:
             "losses": {"federated": {}, "isolated": {}},
             "bytes": {
                 "trainable_params": int(self.initial.numel()),
+                # the safetensors blob (float32 payload + header) each way; payload = communicated params × 4
+                "payload_per_participant_per_round": 4 * int(self.initial.numel()),
                 "upload_per_participant_per_round": blob_bytes,
                 "download_per_participant_per_round": blob_bytes,
             },
@@ -309,7 +323,7 @@ class Simulation:
         timings["eval_base"] = time.perf_counter() - t0
         rd.write_json("report.json", report)
 
-        rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense)
+        rule = AggregationRule.from_config(cfg)
         store = BlobStore(rd.store)
         global_hash = put_vector(store, self.initial, self.layout)
         if cfg.protocol == "chain":
@@ -348,7 +362,10 @@ class Simulation:
             acc = self.evaluate(vec, f"round {r + 1}", progress)
             backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
             t_eval += time.perf_counter() - t1
-            report["rounds_detail"].append({"round": r, **detail, "accuracy": acc, "backdoor": backdoor})
+            wire = _round_bytes(report["bytes"], len(detail.get("commitments", [])))
+            report["rounds_detail"].append(
+                {"round": r, **detail, "bytes": wire, "accuracy": acc, "backdoor": backdoor}
+            )
             if backdoor:
                 report["backdoor"]["federated"] = backdoor
             report["rounds_completed"] = r + 1
