@@ -115,6 +115,13 @@ class ChainSection(_Section):
     flag_loss_margin: float = Field(
         0.10, ge=0, description="a voter flags an update raising its held-out loss by more than this share"
     )
+    base_margin: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="a voter also accepts if held-out loss(candidate) <= loss(initial adapter) * (1 - this): "
+        "for non-IID consortia, where learning the others' domains costs some of one's own; none = off",
+    )
     slash_excluded: bool = Field(
         False,
         description="slash updates the aggregator leaves out (Multi-Krum, Bulyan, FLAME) as if flagged; "

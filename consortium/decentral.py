@@ -179,6 +179,8 @@ class ChainRoundRunner:
     history: dict[str, torch.Tensor] = field(default_factory=dict)
     attackers: frozenset[str] = frozenset()
     slash_excluded: bool = False  # the config's chain.slash_excluded (see `candidate_marks`)
+    genesis: str | None = None  # the run's initial adapter (the first round's input), for `base_margin`
+    base_losses: dict[str, float] = field(default_factory=dict)  # each voter's loss of the genesis
 
     def __post_init__(self) -> None:
         self.names = {a.lower(): n for n, a in self.accounts.items()}
@@ -209,6 +211,7 @@ class ChainRoundRunner:
         """Open, seed, draw, train+commit, post, vote, finalize. `loss_of(voter)` is that voter's
         held-out loss of an adapter vector; `last_step` the previous global change (public)."""
         gas: dict[str, int] = {}
+        self.genesis = self.genesis or global_hash
 
         def sent(tx: Any) -> Any:
             gas[tx.function] = gas.get(tx.function, 0) + tx.gas_used
@@ -400,19 +403,24 @@ class ChainRoundRunner:
         loss_of: Callable[[str], LossFn],
     ) -> Judgement:
         """An honest voter recomputes the candidate (the same pure function, here shared) and judges it."""
+        loss = loss_of(name)
+        if self.vote_rule.base_margin is not None and self.genesis and name not in self.base_losses:
+            self.base_losses[name] = loss(get_vector(self.store, self.genesis, self.layout))
         verdict = judge(
             None if pipeline is None else pipeline.vector,
             start,
             updates,
             out.defence.get("flagged", []),
-            loss_of(name),
+            loss,
             self.vote_rule,
             check_updates=self.check_updates,
+            loss_base=self.base_losses.get(name),
         )
         out.judgements[name] = {
             "accept": verdict.accept,
             "loss_global": verdict.loss_global,
             "loss_candidate": verdict.loss_candidate,
+            "loss_base": self.base_losses.get(name),
             "reasons": verdict.reasons,
         }
         return verdict

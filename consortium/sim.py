@@ -464,7 +464,7 @@ class Simulation:
             store,
             self.layout,
             rule,
-            VoteRule(cc.accept_tolerance, cc.flag_loss_margin),
+            VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin),
             run_seed=cfg.seed,
             config=config_digest(cfg),
             attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
