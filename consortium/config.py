@@ -136,6 +136,43 @@ class StrategySpec(_Section):
     fraction: float = Field(0.1, ge=0, le=1)
 
 
+class PrivacySection(_Section):
+    """Client-level DP-FedAvg (docs/privacy.md): clip each update to L2 norm `clip`, add Gaussian noise
+    of multiplier `noise_multiplier` (or the one `target_epsilon` needs over the run) centrally to the
+    aggregate from the round's public seed, or in shares by each participant (`distributed`)."""
+
+    mode: Literal["off", "central", "distributed"] = "off"
+    clip: float | None = Field(None, gt=0, description="L2 bound C of each update")
+    noise_multiplier: float | None = Field(None, ge=0, description="z: noise std = z x sensitivity")
+    target_epsilon: float | None = Field(None, gt=0, description="derive z for this ε over all rounds")
+    delta: float | None = Field(None, gt=0, lt=1, description="δ of the (ε, δ) guarantee")
+    accountant: Literal["rdp", "pld"] = "rdp"
+    epsilon_budget: float | None = Field(
+        None, gt=0, description="stop before a round that would take ε past this"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacySection:
+        if self.mode == "off":
+            return self
+        if self.clip is None:
+            raise ValueError(f"clip is required when mode is {self.mode!r}")
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("give noise_multiplier or target_epsilon, not both")
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(f"noise_multiplier or target_epsilon is required when mode is {self.mode!r}")
+        noisy = self.target_epsilon is not None or (self.noise_multiplier or 0) > 0
+        if noisy and self.delta is None:
+            raise ValueError("delta is required when noise is added (noise_multiplier > 0 or target_epsilon)")
+        if self.epsilon_budget is not None and not noisy:
+            raise ValueError("epsilon_budget needs noise: with noise_multiplier = 0, ε is infinite")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
 class RunConfig(_Section):
     """Everything a run depends on; the resolved copy is written into the run directory."""
 
@@ -158,6 +195,7 @@ class RunConfig(_Section):
     )
     chain: ChainSection = ChainSection()
     strategies: tuple[StrategySpec, ...] = ()
+    privacy: PrivacySection = PrivacySection()
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:

@@ -12,14 +12,18 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
 from consortium.defense import AggregateResult, DefenseParams, aggregate
 from consortium.defense.screen import screen
 from consortium.model import flat_to_state, state_to_flat
+from consortium.privacy.mechanism import DpRule
 from consortium.store import BlobStore
+
+if TYPE_CHECKING:
+    from consortium.config import RunConfig
 
 Layout = Sequence[tuple[str, tuple[int, ...]]]
 
@@ -133,6 +137,18 @@ class AggregationRule:
     weighting: Literal["samples", "uniform"] = "samples"
     server_lr: float = 1.0
     params: DefenseParams = field(default_factory=DefenseParams)
+    dp: DpRule | None = None  # client-level DP: clip before the screen, noise after the rule
+
+
+def rule_from_config(cfg: RunConfig) -> AggregationRule:
+    """The public aggregation rule of a run config: what the runner uses and the audit rebuilds."""
+    from consortium.privacy.tracker import planned_updates, resolved_noise_multiplier
+
+    dp = None
+    pv = cfg.privacy
+    if pv.on and pv.clip is not None:
+        dp = DpRule(pv.mode, pv.clip, resolved_noise_multiplier(cfg), planned_updates(cfg))  # type: ignore[arg-type]
+    return AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, dp)
 
 
 @dataclass
@@ -170,7 +186,8 @@ def compute_candidate(
     history: Mapping[str, torch.Tensor] | None = None,
     last_step: torch.Tensor | None = None,
 ) -> Candidate:
-    """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs.
+    """The candidate: `global_in + server_lr * (defence(clip(updates), weights) + noise)`, pure in its
+    inputs (clip and noise only under `rule.dp`; the noise is seeded from `seed`, see docs/privacy.md).
 
     Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
     committed FLTrust root update if any, for FoolsGold each proposer's sum of earlier committed
@@ -184,6 +201,9 @@ def compute_candidate(
     ordered = sorted(commitments, key=lambda c: c.participant)
     clients = [c.participant for c in ordered]
     updates = torch.stack([_committed_update(store, c, layout) for c in ordered])
+    dp_norms: dict[str, Any] = {}
+    if rule.dp is not None:  # central DP clips before anything looks at the updates (docs/privacy.md)
+        updates, dp_norms = rule.dp.clip_rows(updates)
     if rule.weighting == "samples":
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:
@@ -218,6 +238,11 @@ def compute_candidate(
     if screened:
         result = _widen(result, keep, len(clients))
         result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
+    if rule.dp is not None:
+        kept_weights = weights[torch.tensor(keep, dtype=torch.long)]
+        noised, dp_info = rule.dp.finish(result.aggregate, rule.aggregator, kept_weights, seed)
+        result = AggregateResult(noised, result.weights, result.flags, dict(result.info))
+        result.info["dp"] = dp_info | dp_norms
     seconds = time.perf_counter() - t0
     step = result.aggregate
     if rule.server_lr != 1.0:
