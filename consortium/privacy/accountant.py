@@ -40,8 +40,8 @@ def _quiet() -> Iterator[None]:
 def _accountant(method: Method) -> dpa.PrivacyAccountant:
     if method == "rdp":
         return rdp.RdpAccountant()
-    if method == "pld":
-        return pld.PLDAccountant()
+    if method == "pld":  # pessimistic discretisation (ε rounded up); 1e-3 is within 1e-4 of the
+        return pld.PLDAccountant(value_discretization_interval=1e-3)  # default 1e-4, ten times faster
     raise ValueError(f"accountant: unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -100,17 +100,21 @@ def noise_multiplier_for(
         raise ValueError(f"target epsilon must be > 0, got {target_epsilon}")
     if steps == 0:
         return 0.0
-    bracket: Any = dpa.LowerEndpointAndGuess(0.05, 1.0)
-    if method == "pld":  # PLD's ε is at most RDP's: z_rdp bounds z_pld from above (and a PLD at tiny z
-        z_rdp = noise_multiplier_for(target_epsilon, q, steps, delta, "rdp")  # would need gigabytes)
-        bracket = dpa.ExplicitBracketInterval(max(0.05, z_rdp / 2), z_rdp)
-    with _quiet():
-        z = dpa.calibrate_dp_mechanism(
-            lambda: _accountant(method),
-            lambda z: dpa.SelfComposedDpEvent(gaussian_event(z, q), steps),
-            target_epsilon,
-            delta,
-            bracket,
-            tol=1e-5,
-        )
+
+    def calibrate(bracket: Any, tol: float) -> float:
+        with _quiet():
+            return dpa.calibrate_dp_mechanism(
+                lambda: _accountant(method),
+                lambda z: dpa.SelfComposedDpEvent(gaussian_event(z, q), steps),
+                target_epsilon,
+                delta,
+                bracket,
+                tol=tol,
+            )
+
+    if method == "rdp":
+        return float(calibrate(dpa.LowerEndpointAndGuess(0.05, 1.0), 1e-5))
+    # PLD's ε is at most RDP's, so z_rdp bounds z_pld from above (and a PLD at tiny z needs gigabytes)
+    z_rdp = noise_multiplier_for(target_epsilon, q, steps, delta, "rdp")
+    z = calibrate(dpa.ExplicitBracketInterval(max(0.05, z_rdp / 4), z_rdp), 1e-5)
     return float(z)
