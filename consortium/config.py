@@ -336,5 +336,10 @@ def _drop_none(value: Any) -> Any:
 
 def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
     """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings; TOML has no null,
-    so unset optional values are left out and read back as their default None)."""
-    return _drop_none(cfg.model_dump(mode="json"))
+    so unset optional values are left out and read back as their default None). A `[privacy]` section
+    that is off is left out too, so the config digest of a run without DP is what it was before DP
+    existed (and older run directories still audit)."""
+    data = _drop_none(cfg.model_dump(mode="json"))
+    if not cfg.privacy.on:
+        del data["privacy"]
+    return data

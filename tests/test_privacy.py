@@ -323,3 +323,15 @@ def test_chain_run_with_central_dp_passes_the_audit(tmp_path: Path) -> None:
     result = audit_run(path)
     assert result.ok, result.problems
     assert result.checked["candidates recomputed"] == 2
+
+
+def test_privacy_off_leaves_the_config_digest_as_before() -> None:
+    # the digest is named in every chain commitment: an off [privacy] section must not change it, or
+    # run directories written before DP existed would no longer audit
+    from consortium.config import config_digest, to_toml_dict
+
+    off = load_config(preset="smoke")
+    assert "privacy" not in to_toml_dict(off)
+    on = load_config(preset="smoke", overrides=NOISY)
+    assert to_toml_dict(on)["privacy"]["clip"] == 0.1
+    assert config_digest(on) != config_digest(off)
