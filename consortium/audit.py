@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from consortium.config import RunConfig, config_digest
-from consortium.protocol import AggregationRule, Commitment, Layout, ProtocolError, compute_candidate
+from consortium.protocol import Commitment, Layout, ProtocolError, compute_candidate, rule_from_config
 from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
 
 BPS = 10_000
@@ -158,7 +158,7 @@ def audit_chain(
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
-    rule = AggregationRule.from_config(cfg)
+    rule = rule_from_config(cfg)
     digest = config_digest(cfg)
     ledger = _Ledger.from_history(hist)
     fg_history: dict[str, torch.Tensor] = {}

@@ -53,10 +53,14 @@ def run(
         sim = Simulation(cfg, console)
     except (DataError, ModelLoadError) as e:
         fail(str(e))
+    from consortium.privacy import PrivacyBudgetExceeded
+
     try:
         path = sim.run(out)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except PrivacyBudgetExceeded as e:
+        fail(f"{e}; the report is in {sim.path}", 3)
     summary(json.loads((path / "report.json").read_text()), console)
     console.print(f"run directory: [bold]{path}[/]")
 

@@ -150,6 +150,43 @@ class StrategySpec(_Section):
     fraction: float = Field(0.1, ge=0, le=1)
 
 
+class PrivacySection(_Section):
+    """Client-level DP-FedAvg (docs/privacy.md): clip each update to L2 norm `clip`, add Gaussian noise
+    of multiplier `noise_multiplier` (or the one `target_epsilon` needs over the run) centrally to the
+    aggregate from the round's public seed, or in shares by each participant (`distributed`)."""
+
+    mode: Literal["off", "central", "distributed"] = "off"
+    clip: float | None = Field(None, gt=0, description="L2 bound C of each update")
+    noise_multiplier: float | None = Field(None, ge=0, description="z: noise std = z x sensitivity")
+    target_epsilon: float | None = Field(None, gt=0, description="derive z for this ε over all rounds")
+    delta: float | None = Field(None, gt=0, lt=1, description="δ of the (ε, δ) guarantee")
+    accountant: Literal["rdp", "pld"] = "rdp"
+    epsilon_budget: float | None = Field(
+        None, gt=0, description="stop before a round that would take ε past this"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacySection:
+        if self.mode == "off":
+            return self
+        if self.clip is None:
+            raise ValueError(f"clip is required when mode is {self.mode!r}")
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("give noise_multiplier or target_epsilon, not both")
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(f"noise_multiplier or target_epsilon is required when mode is {self.mode!r}")
+        noisy = self.target_epsilon is not None or (self.noise_multiplier or 0) > 0
+        if noisy and self.delta is None:
+            raise ValueError("delta is required when noise is added (noise_multiplier > 0 or target_epsilon)")
+        if self.epsilon_budget is not None and not noisy:
+            raise ValueError("epsilon_budget needs noise: with noise_multiplier = 0, ε is infinite")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
 class RunConfig(_Section):
     """Everything a run depends on; the resolved copy is written into the run directory."""
 
@@ -172,6 +209,7 @@ class RunConfig(_Section):
     )
     chain: ChainSection = ChainSection()
     strategies: tuple[StrategySpec, ...] = ()
+    privacy: PrivacySection = PrivacySection()
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:
@@ -193,6 +231,11 @@ class RunConfig(_Section):
             from consortium.aggregate_lora import check_rule
 
             check_rule(self.aggregator)
+            if self.privacy.on:
+                raise ValueError(
+                    "privacy: not supported with lora.variant 'flora' (clipping the factors does not bound "
+                    "the product, and noise does not survive the re-projection; docs/lora_variants.md)"
+                )
         if self.protocol == "chain":
             self._check_chain()
         return self
@@ -316,5 +359,10 @@ def _drop_none(value: Any) -> Any:
 
 def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
     """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings; TOML has no null,
-    so unset optional values are left out and read back as their default None)."""
-    return _drop_none(cfg.model_dump(mode="json"))
+    so unset optional values are left out and read back as their default None). A `[privacy]` section
+    that is off is left out too, so the config digest of a run without DP is what it was before DP
+    existed (and older run directories still audit)."""
+    data = _drop_none(cfg.model_dump(mode="json"))
+    if not cfg.privacy.on:
+        del data["privacy"]
+    return data

@@ -20,6 +20,7 @@ from consortium.aggregate_lora import FloraError, check_rule, flora_candidate
 from consortium.defense import AggregateResult, DefenseParams, aggregate
 from consortium.defense.screen import screen
 from consortium.model import flat_to_state, state_to_flat
+from consortium.privacy.mechanism import DpRule
 from consortium.store import BlobStore
 
 if TYPE_CHECKING:
@@ -140,11 +141,18 @@ class AggregationRule:
     # "flora": the candidate is the rank-r projection of the exact product sum (`consortium.aggregate_lora`);
     # every other LoRA variant's candidate is linear in the flat vectors
     variant: str = "lora"
+    dp: DpRule | None = None  # client-level DP: clip before the screen, noise after the rule
 
-    @classmethod
-    def from_config(cls, cfg: RunConfig) -> AggregationRule:
-        """The rule a run config fixes: one place for the simulation and the audit, so both agree."""
-        return cls(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, cfg.lora.variant)
+
+def rule_from_config(cfg: RunConfig) -> AggregationRule:
+    """The public aggregation rule of a run config: what the runner uses and the audit rebuilds."""
+    from consortium.privacy.tracker import planned_updates, resolved_noise_multiplier
+
+    dp = None
+    pv = cfg.privacy
+    if pv.on and pv.clip is not None:
+        dp = DpRule(pv.mode, pv.clip, resolved_noise_multiplier(cfg), planned_updates(cfg))  # type: ignore[arg-type]
+    return AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, cfg.lora.variant, dp)
 
 
 @dataclass
@@ -187,9 +195,10 @@ def compute_candidate(
     history: Mapping[str, torch.Tensor] | None = None,
     last_step: torch.Tensor | None = None,
 ) -> Candidate:
-    """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs (under
-    `rule.variant == "flora"`: the rank-r projection of the exact weighted product sum, see
-    `consortium.aggregate_lora`, with the defence's weights).
+    """The candidate: `global_in + server_lr * (defence(clip(updates), weights) + noise)`, pure in its
+    inputs (clip and noise only under `rule.dp`; the noise is seeded from `seed`, see docs/privacy.md).
+    Under `rule.variant == "flora"` it is the rank-r projection of the exact weighted product sum
+    (`consortium.aggregate_lora`) with the defence's weights; the config refuses flora with DP.
 
     Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
     committed FLTrust root update if any, for FoolsGold each proposer's sum of earlier committed
@@ -203,6 +212,9 @@ def compute_candidate(
     ordered = sorted(commitments, key=lambda c: c.participant)
     clients = [c.participant for c in ordered]
     updates = torch.stack([_committed_update(store, c, layout) for c in ordered])
+    dp_norms: dict[str, Any] = {}
+    if rule.dp is not None:  # central DP clips before anything looks at the updates (docs/privacy.md)
+        updates, dp_norms = rule.dp.clip_rows(updates)
     if rule.weighting == "samples":
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:
@@ -237,6 +249,11 @@ def compute_candidate(
     if screened:
         result = _widen(result, keep, len(clients))
         result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
+    if rule.dp is not None:
+        kept_weights = weights[torch.tensor(keep, dtype=torch.long)]
+        noised, dp_info = rule.dp.finish(result.aggregate, rule.aggregator, kept_weights, seed)
+        result = AggregateResult(noised, result.weights, result.flags, dict(result.info))
+        result.info["dp"] = dp_info | dp_norms
     seconds = time.perf_counter() - t0
     global_vec = get_vector(store, global_in, layout)
     if rule.variant == "flora":  # the exact product sum with the rule's weights, re-projected to rank r

@@ -30,7 +30,14 @@ from consortium.model import (
     load_base,
     set_flat,
 )
-from consortium.protocol import AggregationRule, Commitment, ProtocolError, compute_candidate, put_vector
+from consortium.protocol import (
+    AggregationRule,
+    Commitment,
+    ProtocolError,
+    compute_candidate,
+    put_vector,
+    rule_from_config,
+)
 from consortium.sim import Simulation
 from consortium.store import BlobStore, sha256_hex, tensors_to_bytes
 from consortium.train import collate, response_loss
@@ -271,7 +278,7 @@ def test_flora_refuses_rules_that_are_not_weighted_means(tmp_path: Path):
 
 def test_rule_from_config_carries_the_variant():
     cfg = load_config(preset="smoke", overrides=["lora.variant=flora", "server_lr=2.0"])
-    rule = AggregationRule.from_config(cfg)
+    rule = rule_from_config(cfg)
     assert (rule.variant, rule.aggregator, rule.server_lr) == ("flora", "fedavg", 2.0)
 
 
