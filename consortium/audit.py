@@ -21,7 +21,14 @@ import torch
 from safetensors.torch import load_file
 
 from consortium.config import RunConfig, config_digest
-from consortium.protocol import Commitment, Layout, ProtocolError, compute_candidate, rule_from_config
+from consortium.protocol import (
+    Commitment,
+    Layout,
+    ProtocolError,
+    compute_candidate,
+    get_vector,
+    rule_from_config,
+)
 from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
 
 BPS = 10_000
@@ -194,7 +201,7 @@ def audit_chain(
                 expected = (vector_hash(cand.vector, layout), _mask(rec, flagged), _mask(rec, excluded))
                 out.count("candidates recomputed")
             for c in commitments:  # FoolsGold's history, as the runner grows it
-                vec = _vector(store, c.blob, layout)
+                vec = get_vector(store, c.blob, layout)
                 fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
         if unavailable and expected in posted:  # no-shows the round itself flagged: the protocol's rule
@@ -205,17 +212,11 @@ def audit_chain(
         ledger.settle(rec, params, r, who, out)
         if rec.outcome == Outcome.ACCEPTED and rec.global_hash not in (None, rec.base_hash):
             try:
-                new, base = (_vector(store, h.hex(), layout) for h in (rec.global_hash, rec.base_hash))
+                new, base = (get_vector(store, h.hex(), layout) for h in (rec.global_hash, rec.base_hash))
                 last_step = new - base
             except (BlobNotFound, IntegrityError, ProtocolError) as e:
                 out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)
-
-
-def _vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
-    from consortium.protocol import get_vector
-
-    return get_vector(store, digest, layout)
 
 
 def _check_commits(
