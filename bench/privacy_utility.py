@@ -99,6 +99,7 @@ def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
     norms = [d["pre_clip_norm_median"] for d in dp if "pre_clip_norm_median" in d]
     return {
         "clean": report["accuracy"]["federated"]["mean"],
+        "base": report["accuracy"]["base"]["mean"],
         "per_domain": {k: v for k, v in report["accuracy"]["federated"].items() if k != "mean"},
         "epsilon": (report.get("privacy") or {}).get("epsilon"),
         "noise_multiplier": next((d.get("noise_multiplier_effective") for d in dp if d), None),
@@ -128,26 +129,26 @@ def _eps_label(eps: float) -> str:
 
 
 def markdown(results: dict[str, Any], variants: list[str], epsilons: list[float], title: str) -> str:
-    head = "| variant | " + " | ".join(f"clean ε={_eps_label(e)}" for e in epsilons)
+    head = "| variant | base model | " + " | ".join(f"clean ε={_eps_label(e)}" for e in epsilons)
     head += " | clip C | bytes / participant / round | vs lora | s / round (ε=∞) |"
-    lines = [f"# Privacy, utility and traffic\n\n{title}\n", head, "|" + "---|" * (len(epsilons) + 5)]
+    lines = [f"# Privacy, utility and traffic\n\n{title}\n", head, "|" + "---|" * (len(epsilons) + 6)]
     lora_bytes = next(
         (r["bytes_per_participant_round"] for k, r in results.items() if k.startswith("lora|")), None
     )
     for v in variants:
         cells = [results.get(f"{v}|{e}") for e in epsilons]
         accs = ["refused (no DP with flora)" if c is None else f"{100 * c['clean']:.1f}%" for c in cells]
-        base = results.get(f"{v}|{math.inf}") or {}
-        clip = base.get("median_norm")
-        nbytes = base.get("bytes_per_participant_round")
+        ref = results.get(f"{v}|{math.inf}") or {}
+        clip, nbytes = ref.get("median_norm"), ref.get("bytes_per_participant_round")
         ratio = (
             f"1/{lora_bytes / nbytes:.0f}"
             if lora_bytes and nbytes and nbytes < lora_bytes / 2
             else (f"{nbytes / lora_bytes:.3f}" if lora_bytes and nbytes else "–")
         )
+        clip_text = "–" if clip is None else f"{clip:.3g}"
         lines.append(
-            f"| {v} | " + " | ".join(accs) + f" | {'–' if clip is None else f'{clip:.3g}'} | "
-            f"{nbytes:,} | {ratio} | {base.get('seconds_per_round', math.nan):.1f} |"
+            f"| {v} | {100 * ref.get('base', math.nan):.1f}% | " + " | ".join(accs) + f" | {clip_text} | "
+            f"{nbytes:,} | {ratio} | {ref.get('seconds_per_round', math.nan):.1f} |"
         )
     lines.append("")
     lines.append(
