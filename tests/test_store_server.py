@@ -302,3 +302,19 @@ def test_cli_serves_end_to_end(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_dropped_upload_leaves_no_temp_file(server: tuple[str, Path]) -> None:
+    url, root = server
+    port = int(url.rsplit(":", 1)[1])
+    name = "a" * 64
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(
+            f"PUT /blobs/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"y" * 100
+        )
+        time.sleep(0.2)  # the server is now mid-body, holding a temp file
+        assert list(root.rglob(".tmp-*"))
+    deadline = time.monotonic() + 5
+    while list(root.rglob(".tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _files(root) == []
