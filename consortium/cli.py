@@ -104,6 +104,35 @@ def audit(
     raise typer.Exit(1)
 
 
+store_app = typer.Typer(no_args_is_help=True, help="The content-addressed blob store.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("serve")
+def store_serve(
+    dir_: Annotated[Path, typer.Option("--dir", help="blob directory (created if missing)")],
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8700,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    max_bytes: Annotated[int, typer.Option(help="largest blob accepted, in bytes")] = 256 * 1024 * 1024,
+) -> None:
+    """Serve a blob directory over HTTP: PUT verifies sha256 and size, GET re-verifies before serving."""
+    if dir_.exists() and not dir_.is_dir():
+        fail(f"--dir {dir_}: exists and is not a directory")
+    if max_bytes <= 0 or not 0 <= port <= 65535:
+        fail(f"--max-bytes must be positive and --port in 0..65535, got {max_bytes} and {port}")
+    from consortium.store_server import serve
+
+    def ready(url: str) -> None:
+        print(f"serving blob store {dir_} at {url} (max {max_bytes:,} bytes per blob)", flush=True)
+
+    try:
+        serve(dir_, host, port, max_bytes, on_ready=ready)
+    except OSError as e:
+        fail(f"cannot serve {dir_} on {host}:{port}: {e}")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 def quiet_libraries() -> None:
     """Our progress bars replace the libraries' own; known-harmless deprecation chatter is dropped."""
     import warnings
