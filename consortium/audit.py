@@ -29,7 +29,7 @@ from consortium.protocol import (
     get_vector,
     rule_from_config,
 )
-from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
+from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store, sha256_hex, tensors_to_bytes
 
 BPS = 10_000
 
@@ -456,12 +456,13 @@ def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: Audit
     out.count("adapter tensors checked", len(state))
 
 
-def audit_live(rpc_url: str, contract: str, store: Path, config: Path) -> AuditReport:
-    """Audit a live deployment over JSON-RPC against a store directory and the run config."""
+def audit_live(rpc_url: str, contract: str, store: str | Path, config: Path) -> AuditReport:
+    """Audit a live deployment over JSON-RPC against a blob store (a directory, an `http(s)://` blob
+    server or any fsspec URL: `open_store`) and the run config."""
     from consortium.chain import ChainClient, RpcBackend
 
     cfg = load_run_config(config)
-    if not store.is_dir():
+    if "://" not in str(store) and not Path(store).is_dir():
         raise AuditInputError(f"{store}: store directory not found")
     try:
         client = ChainClient.at(RpcBackend(rpc_url), contract)
@@ -469,7 +470,7 @@ def audit_live(rpc_url: str, contract: str, store: Path, config: Path) -> AuditR
     except Exception as e:  # connection refused, no contract at that address...
         raise AuditInputError(f"--rpc-url {rpc_url} --contract {contract}: {type(e).__name__}: {e}") from None
     out = AuditReport()
-    audit_chain(client, BlobStore(store), cfg, out)
+    audit_chain(client, open_store(store), cfg, out)
     return out
 
 

@@ -72,7 +72,9 @@ def audit(
     contract: Annotated[
         str | None, typer.Option(help="with --rpc-url: the Consortium contract address")
     ] = None,
-    store: Annotated[Path | None, typer.Option(help="with --rpc-url: the blob store directory")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="with --rpc-url: blob store: directory, http(s):// or fsspec URL")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="with --rpc-url: the run's config.toml")] = None,
 ) -> None:
     """Recompute a run from public records (chain, store, config) and report every mismatch.
@@ -85,7 +87,7 @@ def audit(
         if rpc_url is not None:
             if run_dir is not None or contract is None or store is None or config is None:
                 fail("--rpc-url needs --contract, --store and --config, and no RUN_DIR")
-            result = audit_live(rpc_url, str(contract), Path(str(store)), Path(str(config)))
+            result = audit_live(rpc_url, str(contract), store, Path(str(config)))
         elif run_dir is None:
             fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
         else:
