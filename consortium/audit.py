@@ -21,8 +21,15 @@ import torch
 from safetensors.torch import load_file
 
 from consortium.config import RunConfig, config_digest
-from consortium.protocol import AggregationRule, Commitment, Layout, ProtocolError, compute_candidate
-from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
+from consortium.protocol import (
+    Commitment,
+    Layout,
+    ProtocolError,
+    compute_candidate,
+    get_vector,
+    rule_from_config,
+)
+from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store, sha256_hex, tensors_to_bytes
 
 BPS = 10_000
 
@@ -120,6 +127,11 @@ def audit_run(run_dir: Path) -> AuditReport:
     return out
 
 
+def _mask(rec: Any, addresses: Sequence[str]) -> int:
+    """The contract's bitmask of proposer slots for these proposer addresses."""
+    return sum(1 << rec.proposers.index(a) for a in addresses)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -135,7 +147,7 @@ def audit_chain(
 ) -> None:
     """Every round of the deployment behind `client` (replayed or live) against the store and config."""
     from consortium.chain import Outcome, draw_roles
-    from consortium.decentral import seed_int
+    from consortium.decentral import candidate_marks, seed_int
 
     names = names or {}
 
@@ -153,11 +165,9 @@ def audit_chain(
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
-    from consortium.probe import grow, rule_from_config  # the probe reads its artifact from the store
+    from consortium.probe import grow  # the probe reads its artifact from the store by hash
 
-    rule = AggregationRule(
-        cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, rule_from_config(cfg.probe)
-    )
+    rule = rule_from_config(cfg)
     probe_history: dict[str, list] = {}
     digest = config_digest(cfg)
     ledger = _Ledger.from_history(hist)
@@ -175,7 +185,6 @@ def audit_chain(
             )
         commitments, unavailable = _check_commits(rec, store, r, who, out, digest)
         expected = None
-        gone_mask = sum(1 << rec.proposers.index(a) for a in unavailable)
         if commitments is not None and commitments:
             try:
                 cand = compute_candidate(
@@ -189,18 +198,18 @@ def audit_chain(
                     last_step=last_step,
                     probe_history=probe_history,
                 )
-            except (ProtocolError, ValueError) as e:  # ValueError: a missing or tampered probe artifact
+            except (ProtocolError, BlobNotFound, IntegrityError, ValueError) as e:  # ValueError: a bad probe
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
             else:
-                mask = sum(1 << rec.proposers.index(a) for a in cand.flagged) | gone_mask
-                expected = (vector_hash(cand.vector, layout), mask)
+                flagged, excluded = candidate_marks(cand, list(unavailable), cfg.chain.slash_excluded)
+                expected = (vector_hash(cand.vector, layout), _mask(rec, flagged), _mask(rec, excluded))
                 out.count("candidates recomputed")
                 if cand.probe is not None:
                     grow(probe_history, cand.probe)
             for c in commitments:  # FoolsGold's history, as the runner grows it
-                vec = _vector(store, c.blob, layout)
+                vec = get_vector(store, c.blob, layout)
                 fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
-        posted = {(c.candidate_hash.hex(), c.flagged) for c in rec.candidates}
+        posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
         if unavailable and expected in posted:  # no-shows the round itself flagged: the protocol's rule
             out.count("unavailable updates flagged as no-shows", len(unavailable))
         else:
@@ -209,17 +218,11 @@ def audit_chain(
         ledger.settle(rec, params, r, who, out)
         if rec.outcome == Outcome.ACCEPTED and rec.global_hash not in (None, rec.base_hash):
             try:
-                new, base = (_vector(store, h.hex(), layout) for h in (rec.global_hash, rec.base_hash))
+                new, base = (get_vector(store, h.hex(), layout) for h in (rec.global_hash, rec.base_hash))
                 last_step = new - base
             except (BlobNotFound, IntegrityError, ProtocolError) as e:
                 out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)
-
-
-def _vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
-    from consortium.protocol import get_vector
-
-    return get_vector(store, digest, layout)
 
 
 def _check_commits(
@@ -300,7 +303,7 @@ def _check_outcome(
         )
     if rec.outcome == Outcome.ACCEPTED and 0 < rec.winner <= len(rec.candidates):
         won = rec.candidates[rec.winner - 1]
-        found = (won.candidate_hash.hex(), won.flagged)
+        found = (won.candidate_hash.hex(), won.flagged, won.excluded)
         if expected is None:
             out.problems.append(
                 f"{r}: candidate #{rec.winner} was accepted but cannot be recomputed (see above)"
@@ -308,8 +311,8 @@ def _check_outcome(
         elif found != expected:
             out.problems.append(
                 f"{r}: accepted candidate #{rec.winner} by {who(won.poster)} is {found[0]} "
-                f"flags {found[1]:#b}; the pipeline under this config gives {expected[0]} "
-                f"flags {expected[1]:#b}"
+                f"flags {found[1]:#b} excluded {found[2]:#b}; the pipeline under this config gives "
+                f"{expected[0]} flags {expected[1]:#b} excluded {expected[2]:#b}"
             )
 
 
@@ -372,7 +375,8 @@ class _Ledger:
             return
         tally = _Tally.of(rec, params.quorum_bps)
         revealed, quorum, majority = tally.revealed, tally.quorum, tally.majority
-        winner_flags = rec.candidates[rec.winner - 1].flagged if rec.winner > 0 else 0
+        won = rec.candidates[rec.winner - 1] if rec.winner > 0 else None
+        winner_flags, winner_excluded = (won.flagged, won.excluded) if won else (0, 0)
         slashes: list[tuple[str, int, SlashReason]] = []
         rewarded: list[str] = []
         for i, p in enumerate(rec.proposers):
@@ -381,7 +385,7 @@ class _Ledger:
                 slashes.append((p, self._slash(p, params.slash_no_show_bps), SlashReason.NO_SHOW))
             elif (winner_flags >> i) & 1 or (quorum and flag_weight * 2 > revealed):
                 slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
-            elif rec.outcome == Outcome.ACCEPTED:
+            elif rec.outcome == Outcome.ACCEPTED and not (winner_excluded >> i) & 1:
                 rewarded.append(p)
         for v in rec.voters:
             if v not in rec.votes:
@@ -458,12 +462,13 @@ def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: Audit
     out.count("adapter tensors checked", len(state))
 
 
-def audit_live(rpc_url: str, contract: str, store: Path, config: Path) -> AuditReport:
-    """Audit a live deployment over JSON-RPC against a store directory and the run config."""
+def audit_live(rpc_url: str, contract: str, store: str | Path, config: Path) -> AuditReport:
+    """Audit a live deployment over JSON-RPC against a blob store (a directory, an `http(s)://` blob
+    server or any fsspec URL: `open_store`) and the run config."""
     from consortium.chain import ChainClient, RpcBackend
 
     cfg = load_run_config(config)
-    if not store.is_dir():
+    if "://" not in str(store) and not Path(store).is_dir():
         raise AuditInputError(f"{store}: store directory not found")
     try:
         client = ChainClient.at(RpcBackend(rpc_url), contract)
@@ -471,7 +476,7 @@ def audit_live(rpc_url: str, contract: str, store: Path, config: Path) -> AuditR
     except Exception as e:  # connection refused, no contract at that address...
         raise AuditInputError(f"--rpc-url {rpc_url} --contract {contract}: {type(e).__name__}: {e}") from None
     out = AuditReport()
-    audit_chain(client, BlobStore(store), cfg, out)
+    audit_chain(client, open_store(store), cfg, out)
     return out
 
 

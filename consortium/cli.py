@@ -54,10 +54,14 @@ def run(
         sim = Simulation(cfg, console)
     except (DataError, ModelLoadError, ProbeError) as e:
         fail(str(e))
+    from consortium.privacy import PrivacyBudgetExceeded
+
     try:
         path = sim.run(out)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except PrivacyBudgetExceeded as e:
+        fail(f"{e}; the report is in {sim.path}", 3)
     summary(json.loads((path / "report.json").read_text()), console)
     console.print(f"run directory: [bold]{path}[/]")
 
@@ -69,7 +73,9 @@ def audit(
     contract: Annotated[
         str | None, typer.Option(help="with --rpc-url: the Consortium contract address")
     ] = None,
-    store: Annotated[Path | None, typer.Option(help="with --rpc-url: the blob store directory")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="with --rpc-url: blob store: directory, http(s):// or fsspec URL")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="with --rpc-url: the run's config.toml")] = None,
 ) -> None:
     """Recompute a run from public records (chain, store, config) and report every mismatch.
@@ -82,7 +88,7 @@ def audit(
         if rpc_url is not None:
             if run_dir is not None or contract is None or store is None or config is None:
                 fail("--rpc-url needs --contract, --store and --config, and no RUN_DIR")
-            result = audit_live(rpc_url, str(contract), Path(str(store)), Path(str(config)))
+            result = audit_live(rpc_url, str(contract), store, Path(str(config)))
         elif run_dir is None:
             fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
         else:
@@ -99,6 +105,35 @@ def audit(
         f"[bold red]audit FAILED[/]: {len(result.problems)} mismatch(es); checked {checked}", highlight=False
     )
     raise typer.Exit(1)
+
+
+store_app = typer.Typer(no_args_is_help=True, help="The content-addressed blob store.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("serve")
+def store_serve(
+    dir_: Annotated[Path, typer.Option("--dir", help="blob directory (created if missing)")],
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8700,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    max_bytes: Annotated[int, typer.Option(help="largest blob accepted, in bytes")] = 256 * 1024 * 1024,
+) -> None:
+    """Serve a blob directory over HTTP: PUT verifies sha256 and size, GET re-verifies before serving."""
+    if dir_.exists() and not dir_.is_dir():
+        fail(f"--dir {dir_}: exists and is not a directory")
+    if max_bytes <= 0 or not 0 <= port <= 65535:
+        fail(f"--max-bytes must be positive and --port in 0..65535, got {max_bytes} and {port}")
+    from consortium.store_server import serve
+
+    def ready(url: str) -> None:
+        print(f"serving blob store {dir_} at {url} (max {max_bytes:,} bytes per blob)", flush=True)
+
+    try:
+        serve(dir_, host, port, max_bytes, on_ready=ready)
+    except OSError as e:
+        fail(f"cannot serve {dir_} on {host}:{port}: {e}")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def quiet_libraries() -> None:

@@ -31,9 +31,10 @@ class ModelSection(_Section):
 
 
 class LoraSection(_Section):
-    """The adapter every participant trains; `ffa` (A frozen, B trained) averages exactly."""
+    """The adapter every participant trains; `ffa` (A frozen, B trained) averages exactly; `flora` sums the
+    products exactly and re-projects to rank r; `fedsb` trains only an r×r matrix (docs/lora_variants.md)."""
 
-    variant: Literal["lora", "ffa"] = "ffa"
+    variant: Literal["lora", "ffa", "flora", "fedsb"] = "ffa"
     r: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
@@ -114,6 +115,19 @@ class ChainSection(_Section):
     flag_loss_margin: float = Field(
         0.10, ge=0, description="a voter flags an update raising its held-out loss by more than this share"
     )
+    base_margin: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="a voter also accepts if held-out loss(candidate) <= loss(initial adapter) * (1 - this): "
+        "for non-IID consortia, where learning the others' domains costs some of one's own; none = off",
+    )
+    slash_excluded: bool = Field(
+        False,
+        description="slash updates the aggregator leaves out (Multi-Krum, Bulyan, FLAME) as if flagged; "
+        "false = only evidence (screen, unavailable blob, voters' loss checks) is slashed, exclusions "
+        "are merely not rewarded",
+    )
 
     def roles(self, participants: int) -> tuple[int, int]:
         """(proposers, voters) per round for `participants` registered organisations. By default one
@@ -175,6 +189,43 @@ class ProbeSection(_Section):
         return self
 
 
+class PrivacySection(_Section):
+    """Client-level DP-FedAvg (docs/privacy.md): clip each update to L2 norm `clip`, add Gaussian noise
+    of multiplier `noise_multiplier` (or the one `target_epsilon` needs over the run) centrally to the
+    aggregate from the round's public seed, or in shares by each participant (`distributed`)."""
+
+    mode: Literal["off", "central", "distributed"] = "off"
+    clip: float | None = Field(None, gt=0, description="L2 bound C of each update")
+    noise_multiplier: float | None = Field(None, ge=0, description="z: noise std = z x sensitivity")
+    target_epsilon: float | None = Field(None, gt=0, description="derive z for this ε over all rounds")
+    delta: float | None = Field(None, gt=0, lt=1, description="δ of the (ε, δ) guarantee")
+    accountant: Literal["rdp", "pld"] = "rdp"
+    epsilon_budget: float | None = Field(
+        None, gt=0, description="stop before a round that would take ε past this"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacySection:
+        if self.mode == "off":
+            return self
+        if self.clip is None:
+            raise ValueError(f"clip is required when mode is {self.mode!r}")
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("give noise_multiplier or target_epsilon, not both")
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(f"noise_multiplier or target_epsilon is required when mode is {self.mode!r}")
+        noisy = self.target_epsilon is not None or (self.noise_multiplier or 0) > 0
+        if noisy and self.delta is None:
+            raise ValueError("delta is required when noise is added (noise_multiplier > 0 or target_epsilon)")
+        if self.epsilon_budget is not None and not noisy:
+            raise ValueError("epsilon_budget needs noise: with noise_multiplier = 0, ε is infinite")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "off"
+
+
 class RunConfig(_Section):
     """Everything a run depends on; the resolved copy is written into the run directory."""
 
@@ -198,6 +249,7 @@ class RunConfig(_Section):
     chain: ChainSection = ChainSection()
     strategies: tuple[StrategySpec, ...] = ()
     probe: ProbeSection = ProbeSection()
+    privacy: PrivacySection = PrivacySection()
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:
@@ -215,6 +267,15 @@ class RunConfig(_Section):
             )
         if self.aggregator == "fltrust" and not self.data.domains:
             raise ValueError("aggregator 'fltrust' needs built-in data.domains for its public root set")
+        if self.lora.variant == "flora":
+            from consortium.aggregate_lora import check_rule
+
+            check_rule(self.aggregator)
+            if self.privacy.on:
+                raise ValueError(
+                    "privacy: not supported with lora.variant 'flora' (clipping the factors does not bound "
+                    "the product, and noise does not survive the re-projection; docs/lora_variants.md)"
+                )
         if self.protocol == "chain":
             self._check_chain()
         return self
@@ -343,10 +404,12 @@ def _drop_none(value: Any) -> Any:
 
 def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
     """JSON-safe dict of the resolved config, ready for tomli_w (paths as strings; TOML has no null,
-    so unset optional values are left out and read back as their default None). An unused `[probe]`
-    is left out too, so a run without a probe keeps the config digest it had before probes existed
-    (its chain commitments name that digest, and `audit` recomputes it from this dict)."""
+    so unset optional values are left out and read back as their default None). A `[privacy]` section
+    that is off, or a `[probe]` naming no artifact, is left out too, so the config digest of a run
+    without them is what it was before they existed (and older run directories still audit)."""
     data = _drop_none(cfg.model_dump(mode="json"))
+    if not cfg.privacy.on:
+        del data["privacy"]
     if cfg.probe == ProbeSection():
         data.pop("probe", None)
     return data

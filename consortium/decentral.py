@@ -107,6 +107,20 @@ def parse_uri(uri: str) -> tuple[str, int, str]:
     return blob, int(n), config
 
 
+def candidate_marks(
+    cand: Candidate, unavailable: Sequence[str], slash_excluded: bool = False
+) -> tuple[list[str], list[str]]:
+    """(flagged, excluded) proposers of a posted candidate. Flagged is evidence of misconduct and is
+    slashed: an update the screen dropped (empty or replayed) or a blob that is missing or corrupt.
+    Excluded is what the aggregator left out by its own statistics (Multi-Krum drops a fixed count
+    every round, honest or not): not rewarded, not slashed, unless `slash_excluded`."""
+    evidence = set(cand.screened) | set(unavailable)
+    excluded = {a for a in cand.flagged if a not in evidence}
+    if slash_excluded:
+        return sorted(evidence | excluded), []
+    return sorted(evidence), sorted(excluded)
+
+
 def seed_int(seed: bytes) -> int:
     """The defence's public randomness for a round: the first 8 bytes of the contract's draw seed."""
     return int.from_bytes(seed[:8], "big")
@@ -164,6 +178,9 @@ class ChainRoundRunner:
     check_updates: bool = True
     history: dict[str, torch.Tensor] = field(default_factory=dict)
     attackers: frozenset[str] = frozenset()
+    slash_excluded: bool = False  # the config's chain.slash_excluded (see `candidate_marks`)
+    genesis: str | None = None  # the run's initial adapter (the first round's input), for `base_margin`
+    base_losses: dict[str, float] = field(default_factory=dict)  # each voter's loss of the genesis
     probe_history: dict[str, list[Any]] = field(default_factory=dict)  # client-level probe observations
 
     def __post_init__(self) -> None:
@@ -195,6 +212,7 @@ class ChainRoundRunner:
         """Open, seed, draw, train+commit, post, vote, finalize. `loss_of(voter)` is that voter's
         held-out loss of an adapter vector; `last_step` the previous global change (public)."""
         gas: dict[str, int] = {}
+        self.genesis = self.genesis or global_hash
 
         def sent(tx: Any) -> Any:
             gas[tx.function] = gas.get(tx.function, 0) + tx.gas_used
@@ -304,12 +322,14 @@ class ChainRoundRunner:
         out.pipeline = pipeline
         if pipeline is None:  # every committed blob unavailable: nothing to post, voters reject
             names = sorted(self._name(a) for a in unavailable)
-            out.defence = {"flagged": names, "unavailable": names}
+            out.defence = {"flagged": names, "excluded": [], "unavailable": names}
             return None, None
-        flagged_addresses = [*pipeline.flagged, *unavailable]
+        flagged_addresses, excluded_addresses = candidate_marks(pipeline, unavailable, self.slash_excluded)
         flagged = sorted(self._name(a) for a in flagged_addresses)
+        excluded = sorted(self._name(a) for a in excluded_addresses)
         out.defence = {
             "flagged": flagged,
+            "excluded": excluded,
             "unavailable": [self._name(a) for a in unavailable],
             "weights": {self._name(a): w for a, w in pipeline.summary()["weights"].items()},
             "defense_seconds": pipeline.seconds,
@@ -318,12 +338,14 @@ class ChainRoundRunner:
         honest_hash = out.candidate = put_vector(self.store, pipeline.vector, self.layout)
         poster = next((n for n, s in sorted(self.strategies.items()) if s == HONEST), None)
         if poster is not None:
-            sent(self._client(poster).post_candidate(rid, honest_hash, flagged_addresses))
-            out.candidates.append({"poster": poster, "hash": honest_hash, "flagged": flagged})
+            sent(self._client(poster).post_candidate(rid, honest_hash, flagged_addresses, excluded_addresses))
+            out.candidates.append(
+                {"poster": poster, "hash": honest_hash, "flagged": flagged, "excluded": excluded}
+            )
         coalition_hash = None
         if self.coalition and any(c.participant in self.attackers for c in out.commitments):
             unscreened_params = replace(self.rule.params, screen_min_norm=0.0, screen_stale_cosine=2.0)
-            plain = AggregationRule("fedavg", self.rule.weighting, self.rule.server_lr, unscreened_params)
+            plain = replace(self.rule, aggregator="fedavg", params=unscreened_params, dp=None)
             keyed = [
                 Commitment(self.accounts[c.participant], c.blob, c.n_examples)
                 for c in out.commitments
@@ -334,7 +356,9 @@ class ChainRoundRunner:
             if coalition_hash != honest_hash:
                 colluder = sorted(self.coalition)[0]
                 sent(self._client(colluder).post_candidate(rid, coalition_hash, []))
-                out.candidates.append({"poster": colluder, "hash": coalition_hash, "flagged": []})
+                out.candidates.append(
+                    {"poster": colluder, "hash": coalition_hash, "flagged": [], "excluded": []}
+                )
         for number, cand in enumerate(out.candidates, start=1):
             cand["number"] = number
         return pipeline, coalition_hash
@@ -366,8 +390,11 @@ class ChainRoundRunner:
             flags = verdict.flags
             choice = 0
             if verdict.accept and pipeline is not None:
-                mine = (out.candidate, out.defence["flagged"])
-                choice = next((c["number"] for c in out.candidates if (c["hash"], c["flagged"]) == mine), 0)
+                mine = (out.candidate, out.defence["flagged"], out.defence["excluded"])
+                choice = next(
+                    (c["number"] for c in out.candidates if (c["hash"], c["flagged"], c["excluded"]) == mine),
+                    0,
+                )
         mask = self.operator.flag_mask([self.accounts[p] for p in flags if p in out.proposers])
         out.votes[name] = {"choice": choice, "flags": [p for p in flags if p in out.proposers]}
         return Vote(choice, mask, salt)
@@ -382,19 +409,24 @@ class ChainRoundRunner:
         loss_of: Callable[[str], LossFn],
     ) -> Judgement:
         """An honest voter recomputes the candidate (the same pure function, here shared) and judges it."""
+        loss = loss_of(name)
+        if self.vote_rule.base_margin is not None and self.genesis and name not in self.base_losses:
+            self.base_losses[name] = loss(get_vector(self.store, self.genesis, self.layout))
         verdict = judge(
             None if pipeline is None else pipeline.vector,
             start,
             updates,
             out.defence.get("flagged", []),
-            loss_of(name),
+            loss,
             self.vote_rule,
             check_updates=self.check_updates,
+            loss_base=self.base_losses.get(name),
         )
         out.judgements[name] = {
             "accept": verdict.accept,
             "loss_global": verdict.loss_global,
             "loss_candidate": verdict.loss_candidate,
+            "loss_base": self.base_losses.get(name),
             "reasons": verdict.reasons,
         }
         return verdict

@@ -12,14 +12,19 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
+from consortium.aggregate_lora import FloraError, check_rule, flora_candidate
 from consortium.defense import AggregateResult, DefenseParams, aggregate
 from consortium.defense.screen import screen
 from consortium.model import flat_to_state, state_to_flat
+from consortium.privacy.mechanism import DpRule
 from consortium.store import BlobStore
+
+if TYPE_CHECKING:
+    from consortium.config import RunConfig
 
 Layout = Sequence[tuple[str, tuple[int, ...]]]
 
@@ -134,7 +139,26 @@ class AggregationRule:
     weighting: Literal["samples", "uniform"] = "samples"
     server_lr: float = 1.0
     params: DefenseParams = field(default_factory=DefenseParams)
+    # "flora": the candidate is the rank-r projection of the exact product sum (`consortium.aggregate_lora`);
+    # every other LoRA variant's candidate is linear in the flat vectors
+    variant: str = "lora"
+    dp: DpRule | None = None  # client-level DP: clip before the screen, noise after the rule
     probe: Any = None  # a consortium.probe.ProbeRule: screen by a probe artifact named by hash
+
+
+def rule_from_config(cfg: RunConfig) -> AggregationRule:
+    """The public aggregation rule of a run config: what the runner uses and the audit rebuilds."""
+    from consortium.privacy.tracker import planned_updates, resolved_noise_multiplier
+
+    dp = None
+    pv = cfg.privacy
+    if pv.on and pv.clip is not None:
+        dp = DpRule(pv.mode, pv.clip, resolved_noise_multiplier(cfg), planned_updates(cfg))  # type: ignore[arg-type]
+    from consortium.probe import probe_rule
+
+    return AggregationRule(
+        cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, cfg.lora.variant, dp, probe_rule(cfg.probe)
+    )
 
 
 @dataclass
@@ -150,6 +174,11 @@ class Candidate:
     @property
     def flagged(self) -> list[str]:
         return [c for c, f in zip(self.clients, self.result.flags.tolist(), strict=True) if f]
+
+    @property
+    def screened(self) -> list[str]:
+        """Proposers the screen dropped (empty or replayed updates): evidence, not a rule's judgement."""
+        return sorted(self.result.info.get("screened", {}))
 
     def summary(self) -> dict[str, Any]:
         """JSON-able record of the defence's decision for reports."""
@@ -175,7 +204,10 @@ def compute_candidate(
     probe_history: Mapping[str, Sequence[Any]] | None = None,
     evidence: Mapping[str, str] | None = None,
 ) -> Candidate:
-    """The candidate: `global_in + server_lr * defence(updates, weights)`, pure in its inputs.
+    """The candidate: `global_in + server_lr * (defence(clip(updates), weights) + noise)`, pure in its
+    inputs (clip and noise only under `rule.dp`; the noise is seeded from `seed`, see docs/privacy.md).
+    Under `rule.variant == "flora"` it is the rank-r projection of the exact weighted product sum
+    (`consortium.aggregate_lora`) with the defence's weights; the config refuses flora with DP.
 
     Inputs are the committed blobs (sorted by participant), the rule, the round's public seed, the
     committed FLTrust root update if any, for FoolsGold each proposer's sum of earlier committed
@@ -192,6 +224,9 @@ def compute_candidate(
     ordered = sorted(commitments, key=lambda c: c.participant)
     clients = [c.participant for c in ordered]
     updates = torch.stack([_committed_update(store, c, layout) for c in ordered])
+    dp_norms: dict[str, Any] = {}
+    if rule.dp is not None:  # central DP clips before anything looks at the updates (docs/privacy.md)
+        updates, dp_norms = rule.dp.clip_rows(updates)
     if rule.weighting == "samples":
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:
@@ -234,13 +269,28 @@ def compute_candidate(
         if keep:  # with nothing kept, the result above already covers all n
             result = _widen(result, keep, len(clients))
         result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
+    if rule.dp is not None:
+        kept_weights = weights[torch.tensor(keep, dtype=torch.long)]
+        noised, dp_info = rule.dp.finish(result.aggregate, rule.aggregator, kept_weights, seed)
+        result = AggregateResult(noised, result.weights, result.flags, dict(result.info))
+        result.info["dp"] = dp_info | dp_norms
     if decision is not None:
         result.info["probe"] = decision.info
     seconds = time.perf_counter() - t0
+    global_vec = get_vector(store, global_in, layout)
+    if rule.variant == "flora":  # the exact product sum with the rule's weights, re-projected to rank r
+        try:
+            check_rule(rule.aggregator)
+            vec, result.info["flora"] = flora_candidate(
+                layout, global_vec, updates, result.weights, rule.server_lr
+            )
+        except FloraError as e:
+            raise ProtocolError(str(e)) from None
+        return Candidate(vec, clients, result, time.perf_counter() - t0)
     step = result.aggregate
     if rule.server_lr != 1.0:
         step = step * rule.server_lr
-    return Candidate(get_vector(store, global_in, layout) + step, clients, result, seconds, decision)
+    return Candidate(global_vec + step, clients, result, seconds, decision)
 
 
 def _widen(result: AggregateResult, keep: Sequence[int], n: int) -> AggregateResult:

@@ -208,6 +208,34 @@ def _attack_section(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _eps(x: float | None) -> str:
+    return "∞" if x is None else f"{x:.3f}"
+
+
+def _privacy_section(report: dict[str, Any]) -> list[str]:
+    """Client-level DP: the settings, then ε spent so far after every round (docs/privacy.md)."""
+    pv = report["privacy"]
+    out = [
+        "## Differential privacy",
+        "",
+        f"Mode `{pv['mode']}`, clip C = {pv['clip']}, noise multiplier z = {pv['noise_multiplier']}, "
+        f"δ = {pv['delta']}, accountant `{pv['accountant']}`, budget ε = {pv['epsilon_budget'] or 'none'}.",
+        "",
+        "| round | ε (global models) | ε (store readers) | z effective |",
+        "|---|---|---|---|",
+    ]
+    for r in report["rounds_detail"]:
+        p = r.get("privacy") or {}
+        store = "none (updates public)" if pv["mode"] == "central" else _eps(p.get("epsilon_store"))
+        z = p.get("noise_multiplier_effective")
+        out.append(
+            f"| {r['round'] + 1} | {_eps(p.get('epsilon'))} | {store} | {z if z is None else f'{z:.3f}'} |"
+        )
+    if pv.get("stopped"):
+        out += ["", f"**Stopped:** {pv['stopped']}"]
+    return [*out, ""]
+
+
 def _acc_table(acc: dict[str, dict[str, float]]) -> str:
     if not acc:
         return "_No evaluation finished._"
@@ -241,6 +269,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += _attack_section(report)
     if report.get("chain") and report["rounds_detail"]:
         out += _chain_section(report)
+    if report.get("privacy"):
+        out += _privacy_section(report)
     if report.get("cross_domain"):
         out += ["## Cross-domain matrix", "", "![cross-domain](plots/cross_domain.png)", ""]
     out += [
@@ -250,7 +280,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Bytes per participant per round: **{report['bytes']['upload_per_participant_per_round']:,}** up, "
         f"**{report['bytes']['download_per_participant_per_round']:,}** down "
-        f"({report['bytes']['trainable_params']:,} communicated parameters).",
+        f"({report['bytes']['trainable_params']:,} communicated parameters, LoRA variant "
+        f"`{report.get('lora_variant', '?')}`; each round's entry in report.json repeats the figures).",
         "",
         "## Timings (s)",
         "",

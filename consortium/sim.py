@@ -49,6 +49,8 @@ from consortium.model import (
     load_base,
     set_flat,
 )
+from consortium.privacy import PrivacyBudgetExceeded, clip_updates, distributed_noise_share
+from consortium.privacy.tracker import PrivacyTracker, planned_updates, resolve, tracker_for
 from consortium.protocol import (
     AggregationRule,
     MemoryLedger,
@@ -57,6 +59,7 @@ from consortium.protocol import (
     TrainFn,
     get_vector,
     put_vector,
+    rule_from_config,
 )
 from consortium.report import write_report
 from consortium.rundir import RunDir
@@ -130,6 +133,18 @@ def train_params(cfg: RunConfig, steps: int) -> TrainParams:
     )
 
 
+def _round_bytes(per_round: dict[str, int], uploaders: int) -> dict[str, int]:
+    """One round's traffic: each committer uploads one update blob; every participant downloads the global."""
+    up = per_round["upload_per_participant_per_round"]
+    return {
+        "upload_per_participant": up,
+        "download_per_participant": per_round["download_per_participant_per_round"],
+        "payload_per_participant": per_round["payload_per_participant_per_round"],
+        "uploaders": uploaders,
+        "upload_total": up * uploaders,
+    }
+
+
 def local_seed(run_seed: int, rnd: int, index: int) -> int:
     """One independent, reproducible seed per (run, round, participant)."""
     return (run_seed * 1_000_003 + rnd * 10_007 + index) % (2**31)
@@ -139,7 +154,8 @@ class Simulation:
     """Holds the one model and runs the federated protocol plus the baselines it is judged against."""
 
     def __init__(self, cfg: RunConfig, console: Console | None = None) -> None:
-        self.cfg = cfg
+        self.requested_privacy = cfg.privacy
+        cfg = self.cfg = resolve(cfg)  # target_epsilon -> noise_multiplier, written so into the run dir
         self.console = console or Console()
         shards, self.test = prepare_data(cfg)
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
@@ -176,11 +192,11 @@ class Simulation:
         pc = self.cfg.probe
         if pc.artifact is None:
             return None
-        from consortium.probe import check_layout, load_file, rule_from_config
+        from consortium.probe import check_layout, load_file, probe_rule
 
         probe = load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
         check_layout(probe, self.layout, pc.artifact)
-        return rule_from_config(pc)
+        return probe_rule(pc)
 
     def _encode(self, examples: list[Example]) -> list[EncodedExample]:
         c = self.cfg
@@ -282,6 +298,7 @@ class Simulation:
     def run(self, out_root: Path, plots: bool = True) -> Path:
         """Run everything and write the run directory; Ctrl-C leaves a consistent, marked directory."""
         rd = RunDir.create(out_root, self.cfg.name)
+        self.path = rd.path
         rd.write_config(to_toml_dict(self.cfg))
         report = self._empty_report()
         rd.write_json("report.json", report)
@@ -290,6 +307,11 @@ class Simulation:
             with self._progress() as progress:
                 self._run(rd, report, progress)
             report["status"] = "complete"
+        except PrivacyBudgetExceeded as e:
+            report["status"] = "stopped"
+            report["error"] = str(e)
+            rd.log(str(e))
+            raise
         except KeyboardInterrupt:
             report["status"] = "interrupted"
             rd.log("interrupted by the user; everything written so far is complete and consistent")
@@ -333,11 +355,26 @@ class Simulation:
             "losses": {"federated": {}, "isolated": {}},
             "bytes": {
                 "trainable_params": int(self.initial.numel()),
+                # the safetensors blob (float32 payload + header) each way; payload = communicated params × 4
+                "payload_per_participant_per_round": 4 * int(self.initial.numel()),
                 "upload_per_participant_per_round": blob_bytes,
                 "download_per_participant_per_round": blob_bytes,
             },
             "timings": {},
             "global_adapter": None,
+            "privacy": self._privacy_header(),
+        }
+
+    def _privacy_header(self) -> dict[str, Any] | None:
+        """The report's privacy settings (None when off); per-round ε is in each `rounds_detail` entry."""
+        pv = self.cfg.privacy
+        if not pv.on:
+            return None
+        return pv.model_dump(mode="json") | {
+            "target_epsilon": self.requested_privacy.target_epsilon,
+            "planned_updates_per_round": planned_updates(self.cfg),
+            "epsilon": 0.0,
+            "stopped": None,
         }
 
     def _run(self, rd: RunDir, report: dict[str, Any], progress: Progress) -> None:
@@ -351,7 +388,9 @@ class Simulation:
         timings["eval_base"] = time.perf_counter() - t0
         rd.write_json("report.json", report)
 
-        rule = AggregationRule(cfg.aggregator, cfg.weighting, cfg.server_lr, cfg.defense, self.probe_rule)
+        rule = rule_from_config(cfg)
+        tracker = tracker_for(cfg)
+        stopped: PrivacyBudgetExceeded | None = None
         store = BlobStore(rd.store)
         global_hash = put_vector(store, self.initial, self.layout)
         if self.probe_rule is not None:  # the probe goes into the run's store: the audit reads it by hash
@@ -367,6 +406,13 @@ class Simulation:
         previous: torch.Tensor | None = None
         rounds_task = progress.add_task("federated rounds", total=cfg.rounds)
         for r in range(cfg.rounds):
+            if tracker is not None:
+                try:
+                    tracker.check_next(r)
+                except PrivacyBudgetExceeded as e:  # stop cleanly: export what the budget paid for
+                    stopped = e
+                    report["privacy"]["stopped"] = str(e)
+                    break
             part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
             round_start = get_vector(store, global_hash, self.layout)
             last_step = None if previous is None else round_start - previous  # public: the last global change
@@ -397,7 +443,13 @@ class Simulation:
             backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
             harmful = self.harmful_metrics(vec, f"round {r + 1}", progress) if self.harmful else []
             t_eval += time.perf_counter() - t1
-            report["rounds_detail"].append({"round": r, **detail, "accuracy": acc, "backdoor": backdoor})
+            if tracker is not None:
+                detail["privacy"] = self._account(tracker, detail)
+                report["privacy"]["epsilon"] = detail["privacy"]["epsilon"]
+            wire = _round_bytes(report["bytes"], len(detail.get("commitments", [])))
+            report["rounds_detail"].append(
+                {"round": r, **detail, "bytes": wire, "accuracy": acc, "backdoor": backdoor}
+            )
             if harmful:
                 report["rounds_detail"][-1]["harmful"] = report["harmful"]["federated"] = harmful
             if backdoor:
@@ -410,7 +462,8 @@ class Simulation:
                 report["chain"] = self._chain_summary(chain, rd)
             rd.write_json("report.json", report)
             outcome = f" ({detail['outcome']})" if "outcome" in detail else ""
-            rd.log(f"round {r + 1}{outcome}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}")
+            eps = "" if tracker is None else f" ε {detail['privacy']['epsilon']}"
+            rd.log(f"round {r + 1}{outcome}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}{eps}")
             progress.advance(rounds_task)
 
         final = get_vector(store, global_hash, self.layout)
@@ -420,6 +473,16 @@ class Simulation:
             self._isolated(report, progress)
             rd.write_json("report.json", report)
         timings["total"] = time.perf_counter() - t0
+        if stopped is not None:
+            raise stopped
+
+    @staticmethod
+    def _account(tracker: PrivacyTracker, detail: dict[str, Any]) -> dict[str, Any]:
+        """Charge the round to every participant whose update was committed (screened ones too: their
+        update shaped the screen's decision, and in distributed mode it is public)."""
+        entered = [c["participant"] for c in detail.get("commitments", [])]
+        dp_info = (detail.get("info") or {}).get("dp")
+        return tracker.record(entered, dp_info)
 
     def _train_fn(
         self, r: int, last_step: torch.Tensor | None, report: dict[str, Any], done: Callable[[], None]
@@ -444,7 +507,7 @@ class Simulation:
                 return res.delta
 
             if p.adversary is None:
-                delta = fit(p.encoded)
+                delta = self._dp_share(fit(p.encoded), r, i)
             else:
                 view = RoundView(r, len(self.participants), cfg.server_lr, start.numel(), last_step)
                 delta = p.adversary.craft(view, lambda: fit(p.encoded), lambda: fit(p.poisoned or []))
@@ -461,6 +524,21 @@ class Simulation:
             base.steps, base.batch_size, self.cfg.probe.shadow_lr, base.weight_decay, base.grad_clip
         )
         return self.trainer.train(self.initial, data, params, local_seed(self.cfg.seed, rnd, index)).delta
+
+    def _dp_share(self, delta: torch.Tensor, r: int, i: int) -> torch.Tensor:
+        """Distributed DP: an honest participant clips its own update and adds its share of the noise
+        before committing. The seed is its own (here derived for a reproducible simulation; a real node
+        draws it from the OS), so nobody can recompute and subtract the share."""
+        pv = self.cfg.privacy
+        if pv.mode != "distributed" or pv.clip is None:
+            return delta
+        clipped = clip_updates(delta[None], pv.clip)[0][0]
+        z = pv.noise_multiplier or 0.0
+        if z == 0:
+            return clipped
+        seed = local_seed(self.cfg.seed, r, i) * 7919 + 104_729  # not the training seed
+        share = distributed_noise_share(delta.numel(), z * pv.clip, planned_updates(self.cfg), seed)
+        return clipped + share
 
     def _loss_fn(self, voter: str) -> Callable[[torch.Tensor], float]:
         """A voter's held-out loss of an adapter vector (its own data, never trained on)."""
@@ -513,10 +591,11 @@ class Simulation:
             store,
             self.layout,
             rule,
-            VoteRule(cc.accept_tolerance, cc.flag_loss_margin),
+            VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin),
             run_seed=cfg.seed,
             config=config_digest(cfg),
             attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
+            slash_excluded=cc.slash_excluded,
         )
         runner.register_all(cc.stake)
         return runner

@@ -1,4 +1,8 @@
-"""Content-addressed blob store: every blob is named by its sha256, reads verify it, writes are atomic."""
+"""Content-addressed blob store: every blob is named by its sha256, reads verify it, writes are atomic.
+
+`BlobStore` is a local directory; `open_store` also gives an HTTP client (`consortium store serve`) or any
+fsspec filesystem with the same interface. Every backend verifies on read in `ContentStore.get`: the
+bytes a store hands back hash to the name asked for, whoever served them."""
 
 from __future__ import annotations
 
@@ -22,9 +26,35 @@ class IntegrityError(RuntimeError):
 class BlobNotFound(KeyError):
     """No blob with that hash in the store."""
 
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(RuntimeError):
+    """The store refused a request (e.g. a blob over its size limit); retrying will not help."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached, or kept failing, after every retry (not evidence a blob is missing)."""
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_digest(digest: str) -> str:
+    """A blob id is 64 lowercase hex characters; anything else (paths, URLs) is refused before use."""
+    if not isinstance(digest, str) or not _HEX.match(digest):
+        raise ValueError(f"blob id must be 64 lowercase hex characters (sha256), got {digest!r}")
+    return digest
+
+
+def verify(digest: str, data: bytes, where: str) -> bytes:
+    """The one verify-on-read check every backend shares: refuse bytes that do not hash to their name."""
+    found = sha256_hex(data)
+    if found != digest:
+        raise IntegrityError(f"blob {digest} in {where} is corrupt: its content hashes to {found}")
+    return data
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
@@ -32,24 +62,63 @@ def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] 
     return st_save({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}, metadata)
 
 
-class BlobStore:
+class ContentStore:
+    """What every backend shares: hashing on put, verification on get, safetensors helpers.
+
+    A backend implements `_write` (store bytes already known to hash to `digest`), `_read` (raise
+    `BlobNotFound` when absent) and `_has`; `location` names it in error messages."""
+
+    location: str = "?"
+
+    def _write(self, digest: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _read(self, digest: str) -> bytes:
+        raise NotImplementedError
+
+    def _has(self, digest: str) -> bool:
+        raise NotImplementedError
+
+    def put(self, data: bytes) -> str:
+        """Store bytes under their sha256 (idempotent) and return the name."""
+        digest = sha256_hex(data)
+        self._write(digest, data)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """Read a blob and refuse it unless its content hashes to its name."""
+        check_digest(digest)
+        return verify(digest, self._read(digest), self.location)
+
+    def __contains__(self, digest: str) -> bool:
+        return self._has(check_digest(digest))
+
+    def put_tensors(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+        return self.put(tensors_to_bytes(tensors, metadata))
+
+    def get_tensors(self, digest: str) -> dict[str, torch.Tensor]:
+        return st_load(self.get(digest))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+class BlobStore(ContentStore):
     """A local directory of blobs `<root>/<aa>/<sha256>`; the same store the audit reads later."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.location = str(self.root)
 
     def _path(self, digest: str) -> Path:
-        if not _HEX.match(digest):
-            raise ValueError(f"blob id must be 64 lowercase hex characters (sha256), got {digest!r}")
-        return self.root / digest[:2] / digest
+        return self.root / digest[:2] / check_digest(digest)
 
-    def put(self, data: bytes) -> str:
-        """Store bytes under their sha256 (temp file + rename: never a half-written blob)."""
-        digest = sha256_hex(data)
+    def _write(self, digest: str, data: bytes) -> None:
+        """Temp file + rename: never a half-written blob."""
         path = self._path(digest)
         if path.exists():
-            return digest
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -61,24 +130,46 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return digest
 
-    def get(self, digest: str) -> bytes:
-        """Read a blob and refuse it unless its content hashes to its name."""
+    def install(self, tmp: Path, digest: str) -> bool:
+        """Move a fully written temp file (in this store's root, content already hashed by the caller to
+        `digest`) into place; False when the blob was already there (the temp file is then removed)."""
+        path = self._path(digest)
+        if path.exists():
+            tmp.unlink(missing_ok=True)
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+        return True
+
+    def _read(self, digest: str) -> bytes:
         path = self._path(digest)
         if not path.is_file():
             raise BlobNotFound(f"blob {digest} not in store {self.root}")
-        data = path.read_bytes()
-        found = sha256_hex(data)
-        if found != digest:
-            raise IntegrityError(f"blob {digest} in {self.root} is corrupt: its content hashes to {found}")
-        return data
+        return path.read_bytes()
 
-    def __contains__(self, digest: str) -> bool:
+    def _has(self, digest: str) -> bool:
         return self._path(digest).is_file()
 
-    def put_tensors(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-        return self.put(tensors_to_bytes(tensors, metadata))
 
-    def get_tensors(self, digest: str) -> dict[str, torch.Tensor]:
-        return st_load(self.get(digest))
+def open_store(uri: str | Path, **options: object) -> ContentStore:
+    """Pick a backend by scheme: a plain path or `file://` → `BlobStore`; `http(s)://` → `HttpBlobStore`
+    (options: retries, backoff, timeout); any other `scheme://` → `FsspecBlobStore` (options go to fsspec)."""
+    if isinstance(uri, Path):
+        return BlobStore(uri)
+    scheme, sep, _ = uri.partition("://")
+    if not sep:
+        return BlobStore(uri)
+    scheme = scheme.lower()
+    if scheme == "file":
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"{uri}: file:// URLs must name a local path (file:///abs/path)")
+        return BlobStore(unquote(parsed.path))
+    from consortium.store_remote import FsspecBlobStore, HttpBlobStore
+
+    if scheme in ("http", "https"):
+        return HttpBlobStore(uri, **options)  # type: ignore[arg-type]
+    return FsspecBlobStore(uri, **options)

@@ -4,7 +4,9 @@ held-out data, and each committed update on its own.
 Pure given a loss function (the voter's held-out loss of an adapter vector): the simulation and a real
 node call the same `judge`. What a voter can check without anyone's private data:
 - the posted candidate is the deterministic pipeline's output (hash and flags), else it is not voted for;
-- the candidate does not make its held-out loss worse than the global model's (beyond a tolerance);
+- the candidate does not make its held-out loss worse than the global model's (beyond a tolerance),
+  or, with `base_margin`, still leaves it clearly better than the untuned base model (for strongly
+  non-IID consortia, where every round that teaches the others' domains costs some of one's own);
 - no update makes its held-out loss clearly worse on its own (empty and replayed updates are already
   screened out, and so flagged, by the pipeline: `consortium.defense.screen`).
 """
@@ -25,6 +27,7 @@ class VoteRule:
 
     accept_tolerance: float = 0.02
     flag_loss_margin: float = 0.10
+    base_margin: float | None = None  # also accept if loss(candidate) <= loss(base) * (1 - this)
 
 
 @dataclass
@@ -63,9 +66,11 @@ def judge(
     rule: VoteRule,
     *,
     check_updates: bool = True,
+    loss_base: float | None = None,
 ) -> Judgement:
     """Judge the round. `candidate` is the pipeline's recomputed candidate when one matching it was
-    posted, else None (then the voter rejects). Flags: the pipeline's own plus this voter's checks."""
+    posted, else None (then the voter rejects). Flags: the pipeline's own plus this voter's checks.
+    `loss_base` is this voter's held-out loss of the run's initial adapter (used with `base_margin`)."""
     loss_global = loss(global_vec)
     reasons = {p: "flagged by the screening pipeline" for p in pipeline_flags}
     if check_updates:
@@ -76,4 +81,6 @@ def judge(
         return Judgement(False, sorted(reasons), loss_global, None, reasons)
     loss_candidate = loss(candidate)
     accept = loss_candidate <= loss_global * (1 + rule.accept_tolerance)
+    if not accept and rule.base_margin is not None and loss_base is not None:
+        accept = loss_candidate <= loss_base * (1 - rule.base_margin)
     return Judgement(accept, sorted(reasons), loss_global, loss_candidate, reasons)

@@ -134,7 +134,9 @@ def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) ->
     assert sorted(report["attackers"].values()) == ["backdoor", "noise"]
     (noisy,) = [n for n, k in report["attackers"].items() if k == "noise"]
     (rnd,) = report["rounds_detail"]
-    assert noisy in rnd["flagged"]  # std 1.0 noise is far from every trained update
+    # std 1.0 noise is far from every trained update: Multi-Krum leaves it out (on the chain that is an
+    # exclusion, not slashed; only evidence such as the screen's verdict is flagged)
+    assert noisy in rnd["excluded"] and noisy not in rnd["flagged"]
     assert rnd["weights"][noisy] == 0.0 and rnd["defense_seconds"] > 0
     (bd,) = rnd["backdoor"]
     assert bd["trigger"] == "cf-zeta" and 0.0 <= bd["asr"] <= 1.0 and 0.0 <= bd["false_trigger"] <= 1.0

@@ -30,7 +30,7 @@ def test_toml_then_overrides(tmp_path: Path) -> None:
         ("bogus=1", "bogus: unknown key"),
         ("train.nope=1", "train.nope: unknown key"),
         ("train.lr=abc", "train.lr: Input should be a valid number"),
-        ("lora.variant=qlora", "lora.variant: Input should be 'lora' or 'ffa'"),
+        ("lora.variant=qlora", "lora.variant: Input should be 'lora', 'ffa', 'flora' or 'fedsb'"),
         ("aggregator=nope", "aggregator: unknown aggregator 'nope'; known: bulyan, fedavg, flame"),
         ('data.jsonl=["/no/such/file.jsonl"]', "data.jsonl.0: Path does not point to a file"),
         ("rounds", "--set 'rounds': expected key=value"),

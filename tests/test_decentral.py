@@ -11,11 +11,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 
 from consortium.audit import AuditInputError, audit_run
 from consortium.config import load_config
-from consortium.decentral import TXLOG
+from consortium.decentral import TXLOG, candidate_marks
+from consortium.defense import AggregateResult
+from consortium.protocol import Candidate
 from consortium.sim import Simulation
 
 E2E = [
@@ -76,6 +79,15 @@ def test_poisoner_and_free_rider_lose_stake_honest_gain(attacked: tuple[Path, di
     assert all(sum(r["gas"].values()) > 0 for r in rounds)
 
 
+def test_aggregator_exclusions_are_neither_rewarded_nor_slashed(attacked: tuple[Path, dict]) -> None:
+    _, report = attacked
+    rounds = report["rounds_detail"]
+    assert any(r["excluded"] for r in rounds)  # Multi-Krum leaves a fixed count out every round
+    for r in rounds:
+        assert not set(r["excluded"]) & set(r["flagged"])
+        assert not set(r["excluded"]) & ({s["who"] for s in r["slashes"]} | set(r["rewards"]))
+
+
 def test_accuracy_matches_the_honest_only_run(attacked: tuple[Path, dict], tmp_path: Path) -> None:
     _, report = attacked
     _, honest = _run(tmp_path, [o for o in E2E if not o.startswith("attacks")])
@@ -104,7 +116,9 @@ def _blob(run: Path, digest: str) -> Path:
 def test_audit_names_a_flipped_byte_in_a_stored_update(attacked: tuple[Path, dict], tmp_path: Path) -> None:
     path, report = attacked
     run = _copy(path, tmp_path)
-    c = report["rounds_detail"][1]["commitments"][0]
+    honest = {n for n, s in report["chain"]["strategies"].items() if s == "honest"}
+    # an honest update (a free rider's replay can be byte-identical to the global model's blob)
+    c = next(c for c in report["rounds_detail"][1]["commitments"] if c["participant"] in honest)
     blob = _blob(run, c["blob"])
     data = bytearray(blob.read_bytes())
     data[-3] ^= 0x01
@@ -244,3 +258,22 @@ def test_a_rejected_round_is_reported_as_rejected(tmp_path: Path) -> None:
     rec.outcome = None
     runner._record_outcome(out)
     assert out.outcome == "no_quorum"
+
+
+def test_audit_names_a_corrupt_global_model(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    path, report = attacked
+    run = _copy(path, tmp_path)
+    r = report["rounds_detail"][1]
+    blob = _blob(run, r["global_in"])
+    blob.write_bytes(blob.read_bytes()[:-1])
+    problems = audit_run(run).problems
+    assert any(f"round {r['round_id']}: the candidate cannot be recomputed" in p for p in problems), problems
+
+
+def test_candidate_marks_split_evidence_from_exclusion() -> None:
+    flags = torch.tensor([True, True, False, True])
+    weights = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    result = AggregateResult(torch.zeros(2), weights, flags, {"screened": {"a": "empty"}})
+    cand = Candidate(torch.zeros(2), ["a", "b", "c", "d"], result, 0.0)
+    assert candidate_marks(cand, ["e"]) == (["a", "e"], ["b", "d"])
+    assert candidate_marks(cand, ["e"], slash_excluded=True) == (["a", "b", "d", "e"], [])

@@ -91,7 +91,7 @@ def test_requires_grad_pattern(variant, trains_a):
 
 def test_spec_validation():
     with pytest.raises(ValueError, match="variant"):
-        LoraSpec(variant="fedsb")  # type: ignore[arg-type]
+        LoraSpec(variant="vera")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"LoraSpec\.r"):
         LoraSpec(r=0)
     with pytest.raises(ValueError, match="target_modules"):

@@ -95,3 +95,15 @@ def test_chain_config_is_checked() -> None:
     assert ok.protocol == "fedavg"
     assert load_config(preset="smoke").chain.roles(4) == (3, 1)
     assert load_config(preset="smoke").chain.roles(20) == (11, 7)  # two spares: a slashed one does not halt
+
+
+def test_base_margin_accepts_a_drift_that_still_beats_the_base_model() -> None:
+    # non-IID: the global model fits this voter's domain (loss 1.0); the candidate learned others'
+    # domains and costs some of it (loss 2.0), but the untuned base is far worse (loss 5.0)
+    target = torch.zeros(1)
+    cand, glob, base = torch.tensor([1.0]), torch.zeros(1), 5.0
+    assert not judge(cand, glob, {}, [], _loss(target), VoteRule()).accept
+    rule = VoteRule(base_margin=0.5)
+    assert judge(cand, glob, {}, [], _loss(target), rule, loss_base=base).accept  # 2.0 <= 5.0 * 0.5
+    assert not judge(cand, glob, {}, [], _loss(target), rule, loss_base=3.0).accept  # 2.0 > 1.5
+    assert not judge(cand, glob, {}, [], _loss(target), rule).accept  # no base loss: no second test

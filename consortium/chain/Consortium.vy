@@ -155,6 +155,7 @@ event CandidatePosted:
     candidate: uint256
     candidate_hash: bytes32
     flagged: uint256
+    excluded: uint256
 
 event VoteCommitted:
     round_id: indexed(uint256)
@@ -227,6 +228,8 @@ vote_commits: bytes32[MAX_VOTERS]
 voter_weight: uint256  # total weight of the drawn voters (the quorum's base)
 candidate_hashes: public(bytes32[MAX_CANDIDATES])
 candidate_flags: public(uint256[MAX_CANDIDATES])
+# proposer slots the candidate's aggregator left out without evidence: neither rewarded nor slashed
+candidate_excluded: public(uint256[MAX_CANDIDATES])
 n_cand_tagged: uint256  # round_id << 8 | number of candidates: no reset needed at the draw
 # tallies tagged with the round (round_id << 192 | weight) so the slots are reused, never reset:
 # [0] reject, [k] accept candidate k; flag_tallies[i]: weight of voters flagging proposer slot i
@@ -634,26 +637,30 @@ def commit(round_id: uint256, update_hash: bytes32, uri: String[MAX_URI]):
 
 
 @external
-def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256):
-    """Post an aggregate and the bitmask of flagged proposer slots; voters judge the first
-    candidate that matches their own recomputation."""
+def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256, excluded: uint256):
+    """Post an aggregate with two bitmasks of proposer slots: `flagged` (evidence of misconduct:
+    slashed if this candidate wins) and `excluded` (left out by the aggregator without evidence:
+    not rewarded). Voters judge the first candidate that matches their own recomputation."""
     assert self.participants[msg.sender].registered, "not registered"
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS, CANDIDATE_BLOCKS), "not in candidate phase"
     assert candidate_hash != empty(bytes32), "empty hash"
     assert flagged >> N_PROPOSERS == 0, "flag outside proposer slots"
+    assert excluded >> N_PROPOSERS == 0, "exclusion outside proposer slots"
     n: uint256 = self._n_candidates(round_id)
     assert n < MAX_CANDIDATES, "too many candidates"
     for k: uint256 in range(MAX_CANDIDATES):
         if k == n:
             break
-        assert self.candidate_hashes[k] != candidate_hash or self.candidate_flags[k] != flagged, \
-            "duplicate candidate"
+        assert self.candidate_hashes[k] != candidate_hash or self.candidate_flags[k] != flagged \
+            or self.candidate_excluded[k] != excluded, "duplicate candidate"
     self.candidate_hashes[n] = candidate_hash
     self.candidate_flags[n] = flagged
+    self.candidate_excluded[n] = excluded
     self.n_cand_tagged = (round_id << 8) | (n + 1)
     log CandidatePosted(
-        round_id=round_id, who=msg.sender, candidate=n + 1, candidate_hash=candidate_hash, flagged=flagged
+        round_id=round_id, who=msg.sender, candidate=n + 1, candidate_hash=candidate_hash, flagged=flagged,
+        excluded=excluded
     )
 
 
@@ -754,8 +761,10 @@ def finalize():
             winner = majority
             self.global_hash = self.candidate_hashes[majority - 1]
     winner_flags: uint256 = 0
+    winner_excluded: uint256 = 0
     if winner > 0:
         winner_flags = self.candidate_flags[winner - 1]
+        winner_excluded = self.candidate_excluded[winner - 1]
 
     slashed: uint256 = 0
     rewarded: DynArray[address, MAX_ROLES] = []
@@ -768,7 +777,7 @@ def finalize():
             slashed += self._slash(rid, who, SLASH_NO_SHOW_BPS, SLASH_NO_SHOW)
         elif (winner_flags >> i) & 1 == 1 or (quorum and self._tagged(self.flag_tallies[i], rid) * 2 > revealed):
             slashed += self._slash(rid, who, SLASH_REJECTED_BPS, SLASH_REJECTED)
-        elif outcome == ACCEPTED:
+        elif outcome == ACCEPTED and (winner_excluded >> i) & 1 == 0:
             rewarded.append(who)
     for i: uint256 in range(MAX_VOTERS):
         if i == N_VOTERS:

@@ -271,10 +271,21 @@ class ChainClient:
         return self._send("commit", round_id, to_bytes32(update_hash), uri)
 
     def post_candidate(
-        self, round_id: int, candidate_hash: bytes | str, flagged: Sequence[str] | int = ()
+        self,
+        round_id: int,
+        candidate_hash: bytes | str,
+        flagged: Sequence[str] | int = (),
+        excluded: Sequence[str] | int = (),
     ) -> Tx:
-        """`flagged`: proposer addresses (or a bitmask of proposer slots)."""
-        return self._send("post_candidate", round_id, to_bytes32(candidate_hash), self.flag_mask(flagged))
+        """`flagged` (slashed if this candidate wins) and `excluded` (left out without evidence: not
+        rewarded): proposer addresses, or bitmasks of proposer slots."""
+        return self._send(
+            "post_candidate",
+            round_id,
+            to_bytes32(candidate_hash),
+            self.flag_mask(flagged),
+            self.flag_mask(excluded),
+        )
 
     def commit_vote(self, round_id: int, vote: Vote | int, flags: Sequence[str] | int = ()) -> BallotTx:
         """Commit a ballot (an int is the choice, with a fresh salt); the result carries the Vote
@@ -351,11 +362,15 @@ class ChainClient:
     def voters(self) -> list[str]:
         return self.roles()[1]
 
-    def candidates(self) -> list[tuple[bytes, int]]:
-        """(hash, flagged bitmask) of this round's candidates, candidate k at position k-1."""
+    def candidates(self) -> list[tuple[bytes, int, int]]:
+        """(hash, flagged bitmask, excluded bitmask) of this round's candidates, candidate k at k-1."""
         n = self.round_info().n_candidates
         return [
-            (bytes(self._read("candidate_hashes", i)), int(self._read("candidate_flags", i)))
+            (
+                bytes(self._read("candidate_hashes", i)),
+                int(self._read("candidate_flags", i)),
+                int(self._read("candidate_excluded", i)),
+            )
             for i in range(n)
         ]
 

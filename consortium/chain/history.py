@@ -51,8 +51,10 @@ class Candidate:
     number: int  # 1-based: what a vote's choice refers to
     poster: str
     candidate_hash: bytes
-    flagged: int  # bitmask of proposer slots
+    flagged: int  # bitmask of proposer slots: evidence, slashed if this candidate wins
     flagged_addresses: tuple[str, ...]
+    excluded: int = 0  # bitmask of proposer slots left out without evidence: not rewarded
+    excluded_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,20 @@ def _update_committed(h: History, a: dict[str, Any]) -> None:
 
 def _candidate_posted(h: History, a: dict[str, Any]) -> None:
     r = h.round(a["round_id"])
-    flagged = tuple(p for i, p in enumerate(r.proposers) if (a["flagged"] >> i) & 1)
+
+    def slots(mask: int) -> tuple[str, ...]:
+        return tuple(p for i, p in enumerate(r.proposers) if (mask >> i) & 1)
+
     r.candidates.append(
-        Candidate(a["candidate"], a["who"], bytes(a["candidate_hash"]), a["flagged"], flagged)
+        Candidate(
+            a["candidate"],
+            a["who"],
+            bytes(a["candidate_hash"]),
+            a["flagged"],
+            slots(a["flagged"]),
+            a["excluded"],
+            slots(a["excluded"]),
+        )
     )
 
 

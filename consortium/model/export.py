@@ -12,6 +12,8 @@ from pathlib import Path
 
 from peft import PeftModel
 
+from consortium.model.lora import peft_state_dict
+
 
 def export_peft(
     peft_model: PeftModel,
@@ -25,6 +27,7 @@ def export_peft(
     Written to a temp dir beside ``out_dir`` and renamed into place, so a crash never leaves a half adapter.
     An existing non-empty ``out_dir`` is refused unless ``overwrite=True``. ``base_model_name_or_path``
     defaults to the name ``load_base`` gave the model (e.g. ``HuggingFaceTB/SmolLM2-135M-Instruct``).
+    A Fed-SB adapter is written as a standard one: lora_A = R·A0, lora_B = B0 (same outputs).
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -41,7 +44,9 @@ def export_peft(
         config.base_model_name_or_path = getattr(peft_model.get_base_model().config, "_name_or_path", None)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        peft_model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        folded = peft_state_dict(peft_model)
+        extra = {} if folded is None else {"state_dict": folded}
+        peft_model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False, **extra)
         if out.is_dir():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
             os.replace(out, trash / "old")  # directory renames are atomic; the old copy goes only after

@@ -3,7 +3,7 @@ content-addressed probe artifacts, and the client / step / shadow / evidence lev
 See docs/probes.md."""
 
 from consortium.probe.artifact import ProbeError, check_layout, load, load_file, publish, save
-from consortium.probe.defense import Decision, Observation, ProbeRule, decide, grow, ramp, rule_from_config
+from consortium.probe.defense import Decision, Observation, ProbeRule, decide, grow, probe_rule, ramp
 from consortium.probe.features import FeatureError, FeatureSpec, extract, extract_many, feature_dim
 from consortium.probe.model import Probe, build, fit
 from consortium.probe.trust import beta_trust, frozen_verdict
@@ -28,8 +28,8 @@ __all__ = [
     "grow",
     "load",
     "load_file",
+    "probe_rule",
     "publish",
     "ramp",
-    "rule_from_config",
     "save",
 ]

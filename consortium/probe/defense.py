@@ -51,7 +51,7 @@ class ProbeRule:
             raise ValueError(f"probe: need 0 <= low < high <= 1, got low={self.low}, high={self.high}")
 
 
-def rule_from_config(section: Any) -> ProbeRule | None:
+def probe_rule(section: Any) -> ProbeRule | None:
     """The ProbeRule of a run config's `[probe]` table, or None when it names no artifact."""
     if section is None or section.artifact is None:
         return None

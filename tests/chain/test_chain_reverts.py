@@ -161,6 +161,11 @@ def test_candidate_guards(chain: ChainClient) -> None:
         lambda: chain.post_candidate(rid, h("agg"), 1 << PARAMS.n_proposers),
         "flag outside proposer slots",
     )
+    refused(
+        chain,
+        lambda: chain.post_candidate(rid, h("agg"), 0, 1 << PARAMS.n_proposers),
+        "exclusion outside proposer slots",
+    )
 
 
 def test_reveal_of_unknown_candidate(chain: ChainClient) -> None:

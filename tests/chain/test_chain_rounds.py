@@ -86,6 +86,31 @@ def test_minority_voter_and_flagged_proposer_are_slashed(chain: ChainClient) -> 
     assert rec.candidates[0].flagged_addresses == (props[1],)
 
 
+def test_excluded_proposer_is_neither_rewarded_nor_slashed(chain: ChainClient) -> None:
+    rid = open_and_draw(chain)
+    props, voters = chain.roles()
+    stakes = {p: chain.participant(p).stake for p in props}
+    for i, p in enumerate(props):
+        chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
+    chain.advance_to_phase(Phase.CANDIDATE)
+    chain.post_candidate(rid, h("agg"), 0, [props[0]])  # Multi-Krum left proposer 0 out, no evidence
+    chain.post_candidate(rid, h("agg"), 0, 0)  # same hash, other marks: a different candidate
+    assert chain.candidates() == [(h("agg"), 0, 0b01), (h("agg"), 0, 0)]
+    chain.advance_to_phase(Phase.VOTE_COMMIT)
+    for v in voters:
+        chain.as_account(v).commit_vote(rid, Vote(1, 0, h(v)))
+    chain.advance_to_phase(Phase.VOTE_REVEAL)
+    for v in voters:
+        chain.as_account(v).reveal_vote(rid)
+    chain.advance_to_phase(Phase.FINALIZE)
+    chain.finalize()
+    rec = chain.history().round(rid)
+    assert rec.outcome == Outcome.ACCEPTED and rec.winner == 1
+    assert not rec.slashes and {p: chain.participant(p).stake for p in props} == stakes
+    assert set(rec.rewards) == {*props[1:], *voters}
+    assert rec.candidates[0].excluded_addresses == (props[0],) and rec.candidates[1].excluded == 0
+
+
 def test_voter_flags_reject_a_proposer_and_second_candidate_wins(chain: ChainClient) -> None:
     rid = open_and_draw(chain)
     props, voters = chain.roles()
