@@ -181,6 +181,12 @@ def chain_up(
     binary = find_anvil()
     if binary is None:
         fail("anvil not found: `make install` installs it under .tools (or set $ANVIL)")
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM too: anvil must not outlive us
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     dir_.mkdir(parents=True, exist_ok=True)
     keys_json = dir_ / ".anvil.json"
     node = AnvilNode(
