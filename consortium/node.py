@@ -51,6 +51,7 @@ ALREADY = (
     "duplicate candidate",
     "already registered",
 )
+MAX_ERRORS = 10  # unexpected failures in a row before the node gives up
 TRANSIENT = (requests.ConnectionError, requests.Timeout, StoreUnavailable, ConnectionError, TimeoutError)
 
 
@@ -165,17 +166,26 @@ class Node:
         the round ids this node saw finalized."""
         _retry(self.ensure_registered, "register")
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        failures = 0
+        failures = errors = 0
         while True:
             try:
                 if self.step(rounds):
                     return self.finalized
-                failures = 0
+                failures = errors = 0
             except TRANSIENT as e:
                 failures += 1
                 delay = min(0.5 * 2 ** (failures - 1), 15.0)
                 log.warning("unreachable (%s: %s); retrying in %.1fs", type(e).__name__, e, delay)
                 time.sleep(delay)
+                continue
+            except (NodeError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # a daemon keeps going: the next poll re-reads the chain
+                errors += 1
+                if errors >= MAX_ERRORS:
+                    raise NodeError(f"{errors} failures in a row, the last: {type(e).__name__}: {e}") from e
+                log.exception("unexpected %s; retrying", type(e).__name__)
+                time.sleep(min(0.5 * 2 ** (errors - 1), 15.0))
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 raise NodeError(f"gave up after {max_seconds}s")
@@ -217,7 +227,9 @@ class Node:
     def _open(self) -> None:
         """Open the next round once enough participants can be drawn (else the draw would cancel it)."""
         params = self.client.params()
-        eligible = [p for p in self.client.all_participants() if p.registered and p.stake >= params.min_stake]
+        at = self.client.block_number()  # states at one block, addresses after it: never fewer names
+        everyone = self.client.all_participants(at)
+        eligible = [p for p in everyone if p.registered and p.stake >= params.min_stake]
         if len(eligible) < params.n_proposers + params.n_voters:
             return
         base = self.client.global_hash()
