@@ -304,3 +304,62 @@ def test_four_node_processes_finalise_two_rounds_and_the_audit_passes(
     assert result.ok, result.problems
     assert result.checked["candidates recomputed"] == 2
     assert result.checked["stakes checked"] == 4
+
+
+def _start_node(dep: Path, i: int, log: Path, rounds: int) -> subprocess.Popen:
+    cmd = _cli("node", "--config", str(dep / f"node{i}.toml"), "--rounds", str(rounds))
+    return subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=_env())
+
+
+@pytest.mark.slow  # three rounds of four processes: about three minutes on two busy cores
+def test_a_node_killed_mid_round_is_slashed_as_a_no_show_and_rejoins_after_a_restart(
+    stack: tuple[Path, str, list[subprocess.Popen]], tmp_path: Path
+) -> None:
+    """SIGKILL the round's voter right after the draw (deterministic: it has nothing to send until
+    the vote window, unlike a proposer whose training takes a fraction of a second); the round still
+    finalizes without it, the contract slashes the no-show, and the node, restarted, plays a later
+    round in full."""
+    import json
+    import signal
+
+    from consortium.audit import audit_live
+
+    dep, store_url, _ = stack
+    chain = json.loads((dep / "chain.json").read_text())
+    client = ChainClient.at(RpcBackend(chain["rpc_url"]), chain["contract"])
+    logs = [tmp_path / f"node{i}.log" for i in range(4)]
+    nodes = [_start_node(dep, i, logs[i], 3) for i in range(4)]
+    addresses = [load_key(load_node_config(dep / f"node{i}.toml")).address for i in range(4)]
+    try:
+        deadline = time.monotonic() + 240
+        while client.round_info().state != RoundState.DRAWN or client.round_info().round_id != 1:
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.2)
+        (voter,) = client.voters()
+        victim = addresses.index(voter)
+        nodes[victim].send_signal(signal.SIGKILL)
+        nodes[victim].wait(10)
+        while client.history().round(1).outcome is None:
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.5)
+        nodes[victim] = _start_node(dep, victim, logs[victim], 3)
+        for n in nodes:
+            n.wait(400)
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+    text = [log.read_text() for log in logs]
+    assert [n.returncode for n in nodes] == [0, 0, 0, 0], text
+    hist = client.history()
+    first, last = hist.round(1), hist.round(3)
+    assert first.outcome == Outcome.NO_QUORUM  # the only voter never revealed: finalized all the same
+    assert (voter, SlashReason.NO_SHOW) in [(a, r) for a, _, r in first.slashes]
+    stake = client.participant(voter).stake
+    assert stake < 10 * 10**18  # 5% of 10 ETH per no-show (chain.slash_no_show_bps = 500)
+    assert last.outcome == Outcome.ACCEPTED, text[victim]
+    assert voter in last.proposers + last.voters
+    assert voter in last.commits or voter in last.votes  # it played its round-3 role
+    assert not [s for s in last.slashes if s[0] == voter]
+    result = audit_live(chain["rpc_url"], chain["contract"], store_url, dep / "run.toml")
+    assert result.ok, result.problems
