@@ -363,3 +363,40 @@ def test_a_node_killed_mid_round_is_slashed_as_a_no_show_and_rejoins_after_a_res
     assert not [s for s in last.slashes if s[0] == voter]
     result = audit_live(chain["rpc_url"], chain["contract"], store_url, dep / "run.toml")
     assert result.ok, result.problems
+
+
+def test_chain_deploy_to_a_running_node_with_a_key_file(tmp_path: Path) -> None:
+    """`consortium chain deploy` signs with the key file's account and records the deployment."""
+    import json
+
+    from consortium.chain import AnvilNode
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found")
+    key = tmp_path / "deployer.key"
+    key.write_text("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\n")  # anvil #0
+    key.chmod(0o644)
+    with AnvilNode(binary, n_accounts=2) as node:
+        args = [
+            "chain",
+            "deploy",
+            "--rpc-url",
+            node.url,
+            "--key-file",
+            str(key),
+            "--dir",
+            str(tmp_path / "d"),
+        ]
+        refused = subprocess.run(_cli(*args), capture_output=True, text=True, env=_env())
+        assert refused.returncode == 2 and "chmod 600" in refused.stderr
+        key.chmod(0o600)
+        res = subprocess.run(
+            _cli(*args, "--set", "chain.reward_pool=7"), capture_output=True, text=True, env=_env()
+        )
+        assert res.returncode == 0, res.stderr
+        info = json.loads((tmp_path / "d" / "chain.json").read_text())
+        client = ChainClient.at(RpcBackend(node.url), info["contract"])
+        assert client.reward_pool() == 7 * 10**18
+        assert client.params().commit_blocks == info["params"]["commit_blocks"] == 10
+        assert (tmp_path / "d" / "run.toml").is_file()
