@@ -483,15 +483,16 @@ def _connect(ncfg: NodeConfig, account: Any) -> ChainClient:
     return client
 
 
-def _retry(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
-    """Call `fn`, retrying transient network errors with exponential backoff (0.5 s doubling to 15 s)."""
+def _retry(fn: Callable[[], Any], what: str, attempts: int = 8, base: float = 0.5) -> Any:
+    """Call `fn`, retrying transient network errors with exponential backoff (`base` seconds, doubling
+    to 15 s); NodeError naming `what` after the last attempt."""
     for attempt in range(attempts):
         try:
             return fn()
         except TRANSIENT as e:
             if attempt == attempts - 1:
                 raise NodeError(f"{what}: still unreachable after {attempts} attempts: {e}") from None
-            delay = min(0.5 * 2**attempt, 15.0)
+            delay = min(base * 2**attempt, 15.0)
             log.warning("%s: unreachable (%s); retrying in %.1fs", what, type(e).__name__, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -400,3 +400,38 @@ def test_chain_deploy_to_a_running_node_with_a_key_file(tmp_path: Path) -> None:
         assert client.reward_pool() == 7 * 10**18
         assert client.params().commit_blocks == info["params"]["commit_blocks"] == 10
         assert (tmp_path / "d" / "run.toml").is_file()
+
+
+def test_an_unreachable_rpc_is_retried_then_named(tmp_path: Path) -> None:
+    import requests
+
+    from consortium.node import NodeError, _retry
+
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise requests.ConnectionError("connection refused")
+        return "up"
+
+    assert _retry(flaky, "connect", base=0.001) == "up" and len(calls) == 3
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(NodeError, match=f"connect to {url}: still unreachable after 3 attempts"):
+        _retry(lambda: RpcBackend(url).w3.eth.block_number, f"connect to {url}", attempts=3, base=0.001)
+
+
+def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim: object) -> None:
+    from eth_account import Account
+
+    from consortium.node import Node, NodeError
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    poor = Account.from_key(b"\x77" * 32)
+    key = tmp_path / "org0.key"
+    key.write_text(poor.key.hex())
+    node = Node(load_node_config(paths[0]), sim, client=op.as_account(poor))
+    with pytest.raises(
+        NodeError, match=r"holds 0\.0000 ETH; registering needs the stake 10\.0000 ETH plus gas"
+    ):
+        node.ensure_registered()
