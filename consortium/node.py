@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 import torch
+from web3.exceptions import Web3RPCError
 
 from consortium.chain import ChainClient, ChainError, Outcome, Phase, RoundState, RpcBackend, Vote
 from consortium.config import RunConfig, config_digest
@@ -118,9 +119,9 @@ class Node:
                 ) from None
             log.warning("%s: refused by the contract: %s", what, e.reason)
             return False
-        except ValueError as e:  # web3 surfaces node-side refusals (funds, gas) as ValueError subclasses
+        except (ValueError, Web3RPCError) as e:  # node-side refusals: funds, gas, nonce
             text = str(e)
-            if "insufficient funds" in text or "gas required exceeds" in text or "out of gas" in text:
+            if any(w in text.lower() for w in ("insufficient funds", "gas required exceeds", "out of gas")):
                 bal = self.client.w3.eth.get_balance(self.address) / 10**18
                 raise NodeError(
                     f"{what}: account {self.address} cannot pay for gas ({bal:.6f} ETH); fund it: {text}"

@@ -435,3 +435,37 @@ def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim:
         NodeError, match=r"holds 0\.0000 ETH; registering needs the stake 10\.0000 ETH plus gas"
     ):
         node.ensure_registered()
+
+
+def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, sim: object) -> None:
+    from eth_account import Account
+
+    from consortium.chain import AnvilNode
+    from consortium.deploy import deploy_for_nodes, node_params
+    from consortium.node import Node, NodeError
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found")
+    cfg = sim.cfg  # type: ignore[attr-defined]
+    with AnvilNode(binary, n_accounts=2) as chain:
+        backend = RpcBackend(chain.url, dev=True)
+        op = deploy_for_nodes(backend, cfg, node_params(cfg))
+        acct = Account.from_key(b"\x05" * 32)
+        key = tmp_path / "org0.key"
+        key.write_text(acct.key.hex())
+        key.chmod(0o600)
+        path = (
+            _node_toml(tmp_path, key_file="org0.key")
+            .read_text()
+            .replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", op.contract_address)
+        )
+        (tmp_path / "node.toml").write_text(path)
+        op.transfer(acct.address, 20 * 10**18)
+        node = Node(load_node_config(tmp_path / "node.toml"), sim, client=op.as_account(acct))
+        node.ensure_registered()
+        backend._rpc("anvil_setBalance", [acct.address, "0x0"])
+        with pytest.raises(
+            NodeError, match=rf"top up: account {acct.address} cannot pay for gas \(0\.000000 ETH\)"
+        ):
+            node._send("top up", lambda: node.client.top_up(1))
