@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -134,6 +134,177 @@ def store_serve(
         fail(f"cannot serve {dir_} on {host}:{port}: {e}")
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+chain_app = typer.Typer(no_args_is_help=True, help="Deploy the contract for real nodes.")
+app.add_typer(chain_app, name="chain")
+
+
+def _run_config(config: Path | None, preset: str, set_: list[str] | None) -> Any:
+    from consortium.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, preset, set_ or [])
+    except ConfigError as e:
+        fail(str(e))
+    if cfg.protocol != "chain":
+        fail(f"protocol is {cfg.protocol!r}; nodes need protocol = 'chain'")
+    from consortium.privacy.tracker import resolve
+
+    return resolve(cfg)
+
+
+@chain_app.command("up")
+def chain_up(
+    dir_: Annotated[Path, typer.Option("--dir", help="where chain.json, run.toml, keys/ and nodeN.toml go")],
+    config: Annotated[Path | None, typer.Option(help="run config TOML (over the preset)")] = None,
+    preset: Annotated[str, typer.Option(help="built-in preset under the config")] = "smoke",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
+    ] = None,
+    port: Annotated[int, typer.Option(help="anvil's port")] = 8545,
+    block_time: Annotated[int, typer.Option(help="seconds per block (anvil interval mining)")] = 1,
+    phase_blocks: Annotated[int, typer.Option(help="blocks for seed, candidate and reveal windows")] = 3,
+    commit_blocks: Annotated[int, typer.Option(help="blocks for the commit (training) window")] = 10,
+    vote_blocks: Annotated[int, typer.Option(help="blocks for the vote commit (judging) window")] = 4,
+    store: Annotated[str | None, typer.Option(help="store URI written into the node configs")] = None,
+) -> None:
+    """Start a local anvil, deploy the contract and write everything four terminals need; runs until Ctrl-C.
+
+    Dev keys (anvil's public test keys) go to DIR/keys/orgN.key (mode 600), never to the terminal."""
+    import json
+    import time
+
+    from consortium.chain import AnvilNode, RpcBackend, find_anvil
+    from consortium.deploy import deploy_for_nodes, node_params, write_deployment
+
+    cfg = _run_config(config, preset, set_)
+    binary = find_anvil()
+    if binary is None:
+        fail("anvil not found: `make install` installs it under .tools (or set $ANVIL)")
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM too: anvil must not outlive us
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    dir_.mkdir(parents=True, exist_ok=True)
+    keys_json = dir_ / ".anvil.json"
+    node = AnvilNode(
+        str(binary),
+        n_accounts=cfg.participants + 1,
+        port=port,
+        block_time=block_time,
+        extra_args=("--config-out", str(keys_json)),
+    )
+    try:
+        node.start()
+    except RuntimeError as e:
+        fail(str(e))
+    try:
+        keys = json.loads(keys_json.read_text())["private_keys"]
+        keys_json.unlink()
+        params = node_params(cfg, phase_blocks, commit_blocks, vote_blocks)
+        backend = RpcBackend(node.url, dev=True)
+        client = deploy_for_nodes(backend, cfg, params)
+        where = store or str((dir_ / "store").resolve())
+        write_deployment(dir_, node.url, client, cfg, where, keys[1 : cfg.participants + 1], dev_chain=True)
+        print(f"anvil at {node.url} (a block every {block_time}s)", flush=True)
+        print(f"contract {client.contract_address}", flush=True)
+        print(
+            f"wrote {dir_}: chain.json, run.toml, keys/orgN.key and nodeN.toml for N < {cfg.participants}",
+            flush=True,
+        )
+        while node.proc is not None and node.proc.poll() is None:
+            time.sleep(1)
+        fail("anvil exited", 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        node.stop()
+
+
+@chain_app.command("deploy")
+def chain_deploy(
+    rpc_url: Annotated[str, typer.Option(help="JSON-RPC URL of the chain")],
+    key_file: Annotated[Path, typer.Option(help="file holding the deployer's hex private key (mode 600)")],
+    dir_: Annotated[Path, typer.Option("--dir", help="where chain.json and run.toml go")],
+    config: Annotated[Path | None, typer.Option(help="run config TOML (over the preset)")] = None,
+    preset: Annotated[str, typer.Option(help="built-in preset under the config")] = "smoke",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override")] = None,
+    phase_blocks: Annotated[int, typer.Option(help="blocks for seed, candidate and reveal windows")] = 3,
+    commit_blocks: Annotated[int, typer.Option(help="blocks for the commit (training) window")] = 10,
+    vote_blocks: Annotated[int, typer.Option(help="blocks for the vote commit (judging) window")] = 4,
+    store: Annotated[str, typer.Option(help="store URI the nodes will use (recorded in chain.json)")] = "",
+) -> None:
+    """Deploy the contract to any chain with the run config's parameters, funded with its reward pool."""
+    from consortium.chain import ChainError, RpcBackend
+    from consortium.deploy import deploy_for_nodes, node_params, write_deployment
+    from consortium.node_config import NodeConfig, NodeConfigError, load_key
+
+    cfg = _run_config(config, preset, set_)
+    try:
+        account = load_key(
+            NodeConfig(
+                rpc_url=rpc_url,
+                contract="0x" + "0" * 40,
+                store="",
+                run_config=Path(),
+                participant_index=0,
+                key_file=key_file,
+            )
+        )
+    except NodeConfigError as e:
+        fail(str(e))
+    try:
+        backend = RpcBackend(rpc_url)
+        client = deploy_for_nodes(
+            backend, cfg, node_params(cfg, phase_blocks, commit_blocks, vote_blocks), account
+        )
+    except ChainError as e:
+        fail(f"deployment refused: {e}", 1)
+    except Exception as e:  # connection refused, insufficient funds...
+        fail(f"{rpc_url}: {type(e).__name__}: {e}", 1)
+    write_deployment(dir_, rpc_url, client, cfg, store)
+    print(
+        f"contract {client.contract_address} on {rpc_url}; wrote {dir_}/chain.json and run.toml", flush=True
+    )
+
+
+@app.command()
+def node(
+    config: Annotated[Path, typer.Option(help="node.toml: chain, contract, store, run config, data, key")],
+    rounds: Annotated[int | None, typer.Option(help="stop once the contract's round N is over")] = None,
+) -> None:
+    """Run one organisation's participant: register, then play every role it is drawn for, round after round.
+
+    The key comes from `key_file` or `key_env` in node.toml, never from the command line or the config."""
+    import logging
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from consortium.node import NodeError, make_node
+    from consortium.node_config import NodeConfigError, load_node_config
+
+    try:
+        ncfg = load_node_config(config)
+    except NodeConfigError as e:
+        fail(str(e))
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {ncfg.name} %(message)s", datefmt="%H:%M:%S", force=True
+    )
+    for noisy in ("web3", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
+    try:
+        n = make_node(ncfg)
+        logging.getLogger("consortium.node").info("account %s, state %s", n.address, ncfg.state_file)
+        done = n.run(rounds)
+    except (NodeConfigError, NodeError) as e:
+        fail(str(e), 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    print(f"{ncfg.name}: done; rounds finalized while running: {done}", flush=True)
 
 
 def quiet_libraries() -> None:

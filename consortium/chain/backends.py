@@ -206,6 +206,8 @@ class AnvilNode:
     n_accounts: int = 10
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    block_time: int | None = None  # seconds between blocks (interval mining); None: a block per transaction
+    extra_args: tuple[str, ...] = ()  # more anvil flags, e.g. ("--config-out", path) for the dev keys
 
     @property
     def url(self) -> str:
@@ -226,6 +228,9 @@ class AnvilNode:
             "30000000",
             "--silent",
         ]
+        if self.block_time is not None:
+            args += ["--block-time", str(self.block_time)]
+        args += list(self.extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 2}))

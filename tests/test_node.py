@@ -1,0 +1,471 @@
+"""`consortium node`: one process per organisation on a real chain (anvil) and blob server, audited live;
+the key rules of node.toml; and restarts that resume from the state file without committing twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consortium.chain import (
+    ChainClient,
+    EmbeddedBackend,
+    Outcome,
+    Phase,
+    RoundState,
+    RpcBackend,
+    SlashReason,
+)
+from consortium.chain.backends import find_anvil, free_port
+from consortium.node_config import NodeConfigError, NodeState, load_key, load_node_config
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = ["participants=4", "data.n_train=16", "data.n_test=2", "train.local_steps=2"]
+DEV_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's public key #1
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    binary = find_anvil()
+    if binary:
+        env["ANVIL"] = binary
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "consortium.cli", *args]
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def _node_toml(tmp_path: Path, **extra: object) -> Path:
+    lines = [
+        'rpc_url = "http://127.0.0.1:1"',
+        'contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"',
+        'store = "store"',
+        'run_config = "run.toml"',
+        "participant_index = 0",
+    ]
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in extra.items()]
+    path = tmp_path / "node.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("field", ["private_key", "key", "notes"])
+def test_a_key_in_clear_in_node_toml_is_refused(tmp_path: Path, field: str) -> None:
+    path = _node_toml(tmp_path, **{field: DEV_KEY, "key_env": "K"})
+    with pytest.raises(NodeConfigError, match=f"`{field}` holds a key in clear; refused"):
+        load_node_config(path)
+
+
+def test_the_cli_refuses_a_clear_key_with_one_line(tmp_path: Path) -> None:
+    path = _node_toml(tmp_path, private_key=DEV_KEY)
+    res = subprocess.run(_cli("node", "--config", str(path)), capture_output=True, text=True, env=_env())
+    assert res.returncode == 2
+    assert "holds a key in clear; refused" in res.stderr
+    assert DEV_KEY not in res.stderr + res.stdout  # the key itself is never echoed
+    assert "Traceback" not in res.stderr
+
+
+def test_key_file_and_key_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "org0.key"
+    key.write_text(DEV_KEY + "\n")
+    key.chmod(0o644)
+    cfg = load_node_config(_node_toml(tmp_path, key_file="org0.key"))
+    with pytest.raises(NodeConfigError, match=r"readable by others.*chmod 600"):
+        load_key(cfg)
+    key.chmod(0o600)
+    assert load_key(cfg).address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    cfg = load_node_config(_node_toml(tmp_path, key_env="ORG0_KEY"))
+    monkeypatch.delenv("ORG0_KEY", raising=False)
+    with pytest.raises(NodeConfigError, match="ORG0_KEY: the environment variable is not set"):
+        load_key(cfg)
+    monkeypatch.setenv("ORG0_KEY", "not-a-key")
+    with pytest.raises(NodeConfigError, match="expected a 32-byte hex private key"):
+        load_key(cfg)
+    monkeypatch.setenv("ORG0_KEY", DEV_KEY)
+    assert load_key(cfg).address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    with pytest.raises(NodeConfigError, match="exactly one of key_file and key_env"):
+        load_node_config(_node_toml(tmp_path))
+
+
+def test_a_state_file_of_another_contract_is_refused(tmp_path: Path) -> None:
+    s = NodeState(tmp_path / "s.json", "0x" + "1" * 40, "0x" + "a" * 40)
+    s.update(1, seed="00")
+    assert oct((tmp_path / "s.json").stat().st_mode & 0o777) == "0o600"
+    assert NodeState(tmp_path / "s.json", "0x" + "1" * 40, "0x" + "a" * 40).round(1) == {"seed": "00"}
+    with pytest.raises(NodeConfigError, match="belongs to contract"):
+        NodeState(tmp_path / "s.json", "0x" + "2" * 40, "0x" + "a" * 40)
+
+
+# ------------------------------------------------------------------------------ restarts (embedded EVM)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """One tiny Simulation shared by the in-process nodes (each node only reads its own shard)."""
+    from rich.console import Console
+
+    from consortium.config import load_config
+    from consortium.sim import Simulation
+
+    return Simulation(load_config(preset="smoke", overrides=SMOKE), Console(quiet=True))
+
+
+def _nodes_on_embedded(tmp_path: Path, sim: object) -> tuple[ChainClient, list[Path]]:
+    """Deploy on a fresh embedded EVM, fund four local keys, write their node.toml files."""
+    import tomli_w
+    from eth_account import Account
+
+    from consortium.deploy import deploy_for_nodes, node_params
+
+    cfg = sim.cfg  # type: ignore[attr-defined]
+    backend = EmbeddedBackend(2)
+    op = deploy_for_nodes(backend, cfg, node_params(cfg, phase_blocks=4, commit_blocks=8, vote_blocks=6))
+    paths = []
+    for i in range(cfg.participants):
+        acct = Account.from_key(bytes([i + 1]) * 32)
+        op.transfer(acct.address, 100 * 10**18)
+        key = tmp_path / f"org{i}.key"
+        key.write_text(acct.key.hex())
+        key.chmod(0o600)
+        node = {
+            "rpc_url": "embedded",
+            "contract": op.contract_address,
+            "store": str(tmp_path / "store"),
+            "run_config": "unused.toml",
+            "participant_index": i,
+            "key_file": key.name,
+        }
+        paths.append(tmp_path / f"node{i}.toml")
+        paths[-1].write_text(tomli_w.dumps(node))
+    return op, paths
+
+
+def _restarted(op: ChainClient, path: Path, sim: object) -> object:
+    """A node process started afresh: new object, only its state file carried over."""
+    from consortium.node import Node
+
+    ncfg = load_node_config(path)
+    return Node(ncfg, sim, client=op.as_account(load_key(ncfg)))
+
+
+def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
+    tmp_path: Path, sim: object
+) -> None:
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    for p in paths:
+        _restarted(op, p, sim).ensure_registered()  # type: ignore[attr-defined]
+    seen_commit = False
+    for _ in range(80):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        for p in paths:  # every node is a fresh process at every step: only the state file survives
+            node = _restarted(op, p, sim)
+            node.step(rounds=1)  # type: ignore[attr-defined]
+            committing = info.state == RoundState.DRAWN and info.phase(op.block_number() + 1) == Phase.COMMIT
+            if committing and node.state.round(1).get("committed"):  # type: ignore[attr-defined]
+                seen_commit = True
+                before = op.block_number()
+                again = _restarted(op, p, sim)
+                again.step(rounds=1)  # type: ignore[attr-defined]
+                assert op.block_number() == before, "a restarted proposer sent its commit again"
+        op.mine(1)
+    assert seen_commit
+    rec = op.history().round(1)
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    assert len(rec.commits) == len(rec.proposers)  # one commit each, every proposer showed up
+    assert not rec.slashes
+    assert set(rec.votes) == set(rec.voters)
+
+
+def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_it(
+    tmp_path: Path, sim: object
+) -> None:
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()  # type: ignore[attr-defined]
+    saved = None
+    for _ in range(80):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        phase = info.phase(op.block_number() + 1) if info.state != RoundState.IDLE else Phase.IDLE
+        for i, n in enumerate(nodes):
+            kind, _ = n._role(1) if info.round_id == 1 else (0, 0)  # type: ignore[attr-defined]
+            if phase == Phase.VOTE_COMMIT and kind == 2 and saved is None:
+                # the ballot is judged and written to the state file, then the process dies unsent
+                # (choice 0: a ballot this honest voter's fresh judgement would not give, so the test
+                # tells the saved ballot from a new one)
+                vote = n._ballot(1, info.base_hash.hex())  # type: ignore[attr-defined]
+                assert vote.choice == 1
+                saved = {"choice": 0, "flags": vote.flags, "salt": vote.salt.hex()}
+                n.state.update(1, vote=saved)  # type: ignore[attr-defined]
+                nodes[i] = _restarted(op, paths[i], sim)
+                continue
+            n.step(rounds=1)  # type: ignore[attr-defined]
+        op.mine(1)
+    assert saved is not None
+    rec = op.history().round(1)
+    (voter,) = rec.voters
+    assert rec.votes[voter].choice == saved["choice"] == 0  # the saved ballot, revealed with its salt
+    assert rec.outcome == Outcome.REJECTED
+    assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
+
+
+# --------------------------------------------------------------------- four processes on anvil + HTTP
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear: {log.read_text()}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Path, str, list[subprocess.Popen]]]:
+    """`consortium chain up` (anvil, a block a second) and `consortium store serve`, as processes."""
+    if find_anvil() is None:
+        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
+    pytest.importorskip("uvicorn")
+    dep, store_port = tmp_path / "dep", free_port()
+    store_url = f"http://127.0.0.1:{store_port}"
+    procs: list[subprocess.Popen] = []
+    env = _env()
+    chain_log, store_log = tmp_path / "chain.log", tmp_path / "store.log"
+    sets = [a for s in SMOKE for a in ("--set", s)]
+    up = _cli("chain", "up", "--dir", str(dep), "--port", str(free_port()), "--store", store_url)
+    up += ["--phase-blocks", "2", "--commit-blocks", "8", "--vote-blocks", "4", *sets]
+    serve = _cli("store", "serve", "--dir", str(tmp_path / "store"), "--port", str(store_port))
+    try:
+        for cmd, log in ((up, chain_log), (serve, store_log)):
+            procs.append(subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env))
+        _wait_for(dep / "chain.json", procs[0], chain_log, 90)
+        yield dep, store_url, procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_four_node_processes_finalise_two_rounds_and_the_audit_passes(
+    stack: tuple[Path, str, list[subprocess.Popen]], tmp_path: Path
+) -> None:
+    import json
+
+    from consortium.audit import audit_live
+
+    dep, store_url, _ = stack
+    chain = json.loads((dep / "chain.json").read_text())
+    logs = [tmp_path / f"node{i}.log" for i in range(4)]
+    t0 = time.monotonic()
+    nodes = [
+        subprocess.Popen(
+            _cli("node", "--config", str(dep / f"node{i}.toml"), "--rounds", "2"),
+            stdout=logs[i].open("w"),
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+        for i in range(4)
+    ]
+    try:
+        for n in nodes:
+            n.wait(300)
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+    wall = time.monotonic() - t0
+    text = {i: log.read_text() for i, log in enumerate(logs)}
+    assert all(n.returncode == 0 for n in nodes), text
+    assert all("rounds finalized while running: [1, 2]" in t for t in text.values()), text
+    print(f"four nodes, two rounds: {wall:.0f}s wall")
+
+    client = ChainClient.at(RpcBackend(chain["rpc_url"]), chain["contract"])
+    hist = client.history()
+    assert [r.outcome for r in hist.rounds] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+    assert not any(r.slashes for r in hist.rounds)
+    result = audit_live(chain["rpc_url"], chain["contract"], store_url, dep / "run.toml")
+    assert result.ok, result.problems
+    assert result.checked["candidates recomputed"] == 2
+    assert result.checked["stakes checked"] == 4
+
+
+def _start_node(dep: Path, i: int, log: Path, rounds: int) -> subprocess.Popen:
+    cmd = _cli("node", "--config", str(dep / f"node{i}.toml"), "--rounds", str(rounds))
+    return subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=_env())
+
+
+@pytest.mark.slow  # three rounds of four processes: about three minutes on two busy cores
+def test_a_node_killed_mid_round_is_slashed_as_a_no_show_and_rejoins_after_a_restart(
+    stack: tuple[Path, str, list[subprocess.Popen]], tmp_path: Path
+) -> None:
+    """SIGKILL the round's voter right after the draw (deterministic: it has nothing to send until
+    the vote window, unlike a proposer whose training takes a fraction of a second); the round still
+    finalizes without it, the contract slashes the no-show, and the node, restarted, plays a later
+    round in full."""
+    import json
+    import signal
+
+    from consortium.audit import audit_live
+
+    dep, store_url, _ = stack
+    chain = json.loads((dep / "chain.json").read_text())
+    client = ChainClient.at(RpcBackend(chain["rpc_url"]), chain["contract"])
+    logs = [tmp_path / f"node{i}.log" for i in range(4)]
+    nodes = [_start_node(dep, i, logs[i], 3) for i in range(4)]
+    addresses = [load_key(load_node_config(dep / f"node{i}.toml")).address for i in range(4)]
+    try:
+        deadline = time.monotonic() + 240
+        while client.round_info().state != RoundState.DRAWN or client.round_info().round_id != 1:
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.2)
+        (voter,) = client.voters()
+        victim = addresses.index(voter)
+        nodes[victim].send_signal(signal.SIGKILL)
+        nodes[victim].wait(10)
+        while client.history().round(1).outcome is None:
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.5)
+        nodes[victim] = _start_node(dep, victim, logs[victim], 3)
+        for n in nodes:
+            n.wait(400)
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+    text = [log.read_text() for log in logs]
+    assert [n.returncode for n in nodes] == [0, 0, 0, 0], text
+    hist = client.history()
+    first, last = hist.round(1), hist.round(3)
+    assert first.outcome == Outcome.NO_QUORUM  # the only voter never revealed: finalized all the same
+    assert (voter, SlashReason.NO_SHOW) in [(a, r) for a, _, r in first.slashes]
+    stake = client.participant(voter).stake
+    assert stake < 10 * 10**18  # 5% of 10 ETH per no-show (chain.slash_no_show_bps = 500)
+    assert last.outcome == Outcome.ACCEPTED, text[victim]
+    assert voter in last.proposers + last.voters
+    assert voter in last.commits or voter in last.votes  # it played its round-3 role
+    assert not [s for s in last.slashes if s[0] == voter]
+    result = audit_live(chain["rpc_url"], chain["contract"], store_url, dep / "run.toml")
+    assert result.ok, result.problems
+
+
+def test_chain_deploy_to_a_running_node_with_a_key_file(tmp_path: Path) -> None:
+    """`consortium chain deploy` signs with the key file's account and records the deployment."""
+    import json
+
+    from consortium.chain import AnvilNode
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found")
+    key = tmp_path / "deployer.key"
+    key.write_text("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\n")  # anvil #0
+    key.chmod(0o644)
+    with AnvilNode(binary, n_accounts=2) as node:
+        args = [
+            "chain",
+            "deploy",
+            "--rpc-url",
+            node.url,
+            "--key-file",
+            str(key),
+            "--dir",
+            str(tmp_path / "d"),
+        ]
+        refused = subprocess.run(_cli(*args), capture_output=True, text=True, env=_env())
+        assert refused.returncode == 2 and "chmod 600" in refused.stderr
+        key.chmod(0o600)
+        res = subprocess.run(
+            _cli(*args, "--set", "chain.reward_pool=7"), capture_output=True, text=True, env=_env()
+        )
+        assert res.returncode == 0, res.stderr
+        info = json.loads((tmp_path / "d" / "chain.json").read_text())
+        client = ChainClient.at(RpcBackend(node.url), info["contract"])
+        assert client.reward_pool() == 7 * 10**18
+        assert client.params().commit_blocks == info["params"]["commit_blocks"] == 10
+        assert (tmp_path / "d" / "run.toml").is_file()
+
+
+def test_an_unreachable_rpc_is_retried_then_named(tmp_path: Path) -> None:
+    import requests
+
+    from consortium.node import NodeError, _retry
+
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise requests.ConnectionError("connection refused")
+        return "up"
+
+    assert _retry(flaky, "connect", base=0.001) == "up" and len(calls) == 3
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(NodeError, match=f"connect to {url}: still unreachable after 3 attempts"):
+        _retry(lambda: RpcBackend(url).w3.eth.block_number, f"connect to {url}", attempts=3, base=0.001)
+
+
+def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim: object) -> None:
+    from eth_account import Account
+
+    from consortium.node import Node, NodeError
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    poor = Account.from_key(b"\x77" * 32)
+    key = tmp_path / "org0.key"
+    key.write_text(poor.key.hex())
+    node = Node(load_node_config(paths[0]), sim, client=op.as_account(poor))
+    with pytest.raises(
+        NodeError, match=r"holds 0\.0000 ETH; registering needs the stake 10\.0000 ETH plus gas"
+    ):
+        node.ensure_registered()
+
+
+def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, sim: object) -> None:
+    from eth_account import Account
+
+    from consortium.chain import AnvilNode
+    from consortium.deploy import deploy_for_nodes, node_params
+    from consortium.node import Node, NodeError
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found")
+    cfg = sim.cfg  # type: ignore[attr-defined]
+    with AnvilNode(binary, n_accounts=2) as chain:
+        backend = RpcBackend(chain.url, dev=True)
+        op = deploy_for_nodes(backend, cfg, node_params(cfg))
+        acct = Account.from_key(b"\x05" * 32)
+        key = tmp_path / "org0.key"
+        key.write_text(acct.key.hex())
+        key.chmod(0o600)
+        path = (
+            _node_toml(tmp_path, key_file="org0.key")
+            .read_text()
+            .replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", op.contract_address)
+        )
+        (tmp_path / "node.toml").write_text(path)
+        op.transfer(acct.address, 20 * 10**18)
+        node = Node(load_node_config(tmp_path / "node.toml"), sim, client=op.as_account(acct))
+        node.ensure_registered()
+        backend._rpc("anvil_setBalance", [acct.address, "0x0"])
+        with pytest.raises(
+            NodeError, match=rf"top up: account {acct.address} cannot pay for gas \(0\.000000 ETH\)"
+        ):
+            node._send("top up", lambda: node.client.top_up(1))
