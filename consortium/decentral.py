@@ -345,7 +345,7 @@ class ChainRoundRunner:
         coalition_hash = None
         if self.coalition and any(c.participant in self.attackers for c in out.commitments):
             unscreened_params = replace(self.rule.params, screen_min_norm=0.0, screen_stale_cosine=2.0)
-            plain = replace(self.rule, aggregator="fedavg", params=unscreened_params, dp=None)
+            plain = replace(self.rule, aggregator="fedavg", params=unscreened_params, dp=None, probe=None)
             keyed = [
                 Commitment(self.accounts[c.participant], c.blob, c.n_examples)
                 for c in out.commitments
