@@ -47,12 +47,16 @@ def update_flags(
     loss: LossFn,
     loss_global: float,
     rule: VoteRule,
+    loss_base: float | None = None,
 ) -> dict[str, str]:
-    """Proposers whose update alone raises this voter's held-out loss by more than the margin, with why."""
+    """Proposers whose update alone raises this voter's held-out loss by more than the margin, with why.
+    With `base_margin`, an update that still leaves the loss clearly below the untuned base model's is
+    not flagged: under non-IID data every update trained on another domain costs some of one's own."""
+    floor = None if rule.base_margin is None or loss_base is None else loss_base * (1 - rule.base_margin)
     reasons: dict[str, str] = {}
     for p, u in sorted(updates.items()):
         after = loss(global_vec + u)
-        if after > loss_global * (1 + rule.flag_loss_margin):
+        if after > loss_global * (1 + rule.flag_loss_margin) and (floor is None or after > floor):
             reasons[p] = f"held-out loss {loss_global:.4f} -> {after:.4f} with this update alone"
     return reasons
 
@@ -75,7 +79,7 @@ def judge(
     reasons = {p: "flagged by the screening pipeline" for p in pipeline_flags}
     if check_updates:
         pending = {p: u for p, u in updates.items() if p not in reasons}
-        own = update_flags(pending, global_vec, loss, loss_global, rule)
+        own = update_flags(pending, global_vec, loss, loss_global, rule, loss_base)
         reasons |= {p: r for p, r in own.items() if p not in reasons}
     if candidate is None:
         return Judgement(False, sorted(reasons), loss_global, None, reasons)

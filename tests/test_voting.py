@@ -107,3 +107,12 @@ def test_base_margin_accepts_a_drift_that_still_beats_the_base_model() -> None:
     assert judge(cand, glob, {}, [], _loss(target), rule, loss_base=base).accept  # 2.0 <= 5.0 * 0.5
     assert not judge(cand, glob, {}, [], _loss(target), rule, loss_base=3.0).accept  # 2.0 > 1.5
     assert not judge(cand, glob, {}, [], _loss(target), rule).accept  # no base loss: no second test
+
+
+def test_base_margin_does_not_flag_an_update_that_still_beats_the_base_model() -> None:
+    # the update moves this voter's loss 1.0 -> 2.0 (over the 10% margin) but the base model's is 5.0
+    target, glob = torch.zeros(1), torch.zeros(1)
+    updates = {"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}  # losses 2.0 and 5.0
+    assert judge(glob, glob, updates, [], _loss(target), VoteRule()).flags == ["a", "b"]
+    v = judge(glob, glob, updates, [], _loss(target), VoteRule(base_margin=0.5), loss_base=5.0)
+    assert v.flags == ["b"]  # 2.0 <= 5.0 * 0.5 is kept; 5.0 is not
