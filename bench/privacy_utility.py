@@ -40,27 +40,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from consortium.config import RunConfig, _merge, preset_dict
 from consortium.sim import Simulation
 
+sys.path.insert(0, str(Path(__file__).parent))  # robustness.py beside this file
+from robustness import SETTINGS as ROBUSTNESS_SETTINGS
+
 VARIANTS = ("lora", "ffa", "flora", "fedsb")
 EPSILONS = (math.inf, 8.0, 2.0)
 DELTA = 1e-5
-# the bench's own settings on top of each preset: no isolated baselines (not what this bench measures)
+# the bench's own settings on top of each preset: the robustness grid's smoke task (a model that learns
+# under LoRA, enough participants); the demo preset as it is, without isolated baselines
 SETTINGS: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "participants": 10,
-        "rounds": 3,
-        "model": {"name": "tiny-warm"},
-        "lora": {
-            "r": 8,
-            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        },
-        "train": {"local_steps": 4, "lr": 1e-2},
-        "data": {
-            "domains": ["arithmetic", "units", "dates", "strings", "policy"],
-            "n_train": 40,
-            "n_test": 10,
-        },
-        "eval": {"isolated_baseline": False},
-    },
+    "smoke": ROBUSTNESS_SETTINGS["smoke"],
     "demo": {"eval": {"isolated_baseline": False}},
 }
 

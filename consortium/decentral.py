@@ -18,7 +18,7 @@ import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,6 +37,9 @@ from consortium.protocol import (
 )
 from consortium.store import BlobNotFound, BlobStore, IntegrityError
 from consortium.voting import Judgement, LossFn, VoteRule, judge
+
+if TYPE_CHECKING:
+    from consortium.config import RunConfig
 
 __all__ = ["ChainRound", "ChainRoundRunner", "chain_params", "commit_uri", "parse_uri", "strategy_names"]
 
@@ -87,6 +90,23 @@ def chain_params(
         slash_minority_bps=slash_minority_bps,
         slash_no_show_bps=slash_no_show_bps,
         quorum_bps=quorum_bps,
+    )
+
+
+def config_params(cfg: RunConfig) -> Params:
+    """`chain_params` for a run config: its roles, stakes, rewards, slashes and quorum."""
+    cc = cfg.chain
+    proposers, voters = cc.roles(cfg.participants)
+    return chain_params(
+        participants=cfg.participants,
+        proposers=proposers,
+        voters=voters,
+        min_stake=cc.min_stake,
+        reward_per_round=cc.reward_per_round,
+        slash_rejected_bps=cc.slash_rejected_bps,
+        slash_minority_bps=cc.slash_minority_bps,
+        slash_no_show_bps=cc.slash_no_show_bps,
+        quorum_bps=cc.quorum_bps,
     )
 
 

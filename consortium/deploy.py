@@ -28,21 +28,9 @@ def node_params(
     """The sim's deployment parameters (roles, stake, rewards, slashes) with windows a node can meet:
     `phase_blocks` for seed, candidate and vote reveal, `commit_blocks` for training and uploading,
     `vote_blocks` for judging (each never shorter than the sim's one-transaction-per-block window)."""
-    from consortium.decentral import chain_params
+    from consortium.decentral import config_params
 
-    cc = cfg.chain
-    proposers, voters = cc.roles(cfg.participants)
-    p = chain_params(
-        participants=cfg.participants,
-        proposers=proposers,
-        voters=voters,
-        min_stake=cc.min_stake,
-        reward_per_round=cc.reward_per_round,
-        slash_rejected_bps=cc.slash_rejected_bps,
-        slash_minority_bps=cc.slash_minority_bps,
-        slash_no_show_bps=cc.slash_no_show_bps,
-        quorum_bps=cc.quorum_bps,
-    )
+    p = config_params(cfg)
     # with interval mining many transactions share a block, so the sim's per-transaction sizing of the
     # seed window (participants + 1) is not needed; the others only grow
     return replace(

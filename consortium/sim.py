@@ -557,21 +557,10 @@ class Simulation:
         Every transaction goes to `chain/txlog.jsonl`, from which `audit` replays the embedded chain."""
         from consortium.chain import ChainClient, connect
         from consortium.chain.txlog import TxLog
-        from consortium.decentral import TXLOG, ChainRoundRunner, chain_params, wei
+        from consortium.decentral import TXLOG, ChainRoundRunner, config_params, wei
 
         cfg, cc = self.cfg, self.cfg.chain
-        proposers, voters = cc.roles(cfg.participants)
-        params = chain_params(
-            participants=cfg.participants,
-            proposers=proposers,
-            voters=voters,
-            min_stake=cc.min_stake,
-            reward_per_round=cc.reward_per_round,
-            slash_rejected_bps=cc.slash_rejected_bps,
-            slash_minority_bps=cc.slash_minority_bps,
-            slash_no_show_bps=cc.slash_no_show_bps,
-            quorum_bps=cc.quorum_bps,
-        )
+        params = config_params(cfg)
         backend = connect(cc.rpc_url, n_accounts=cfg.participants + 1, seed=cfg.seed)
         if len(backend.accounts) < cfg.participants + 1:
             raise ProtocolError(
