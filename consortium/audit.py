@@ -25,10 +25,9 @@ from consortium.protocol import (
     Commitment,
     Layout,
     ProtocolError,
-    compute_candidate,
-    get_vector,
     rule_from_config,
 )
+from consortium.public_history import PublicHistory
 from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store, sha256_hex, tensors_to_bytes
 
 BPS = 10_000
@@ -165,14 +164,9 @@ def audit_chain(
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
-    from consortium.probe import grow  # the probe reads its artifact from the store by hash
-
-    rule = rule_from_config(cfg)
-    probe_history: dict[str, list] = {}
+    public = PublicHistory(store, layout, rule_from_config(cfg))  # as every participant grew it
     digest = config_digest(cfg)
     ledger = _Ledger.from_history(hist)
-    fg_history: dict[str, torch.Tensor] = {}
-    last_step: torch.Tensor | None = None  # the last change of the global model, as the runner saw it
     for rec in hist.rounds:
         r = f"round {rec.round_id}"
         if rec.outcome == Outcome.CANCELLED or rec.seed is None:
@@ -186,29 +180,16 @@ def audit_chain(
         commitments, unavailable = _check_commits(rec, store, r, who, out, digest)
         expected = None
         if commitments is not None and commitments:
+            cand = None
             try:
-                cand = compute_candidate(
-                    store,
-                    layout,
-                    rec.base_hash.hex(),
-                    commitments,
-                    rule,
-                    seed=seed_int(rec.seed),
-                    history=fg_history if rule.aggregator == "foolsgold" else None,
-                    last_step=last_step,
-                    probe_history=probe_history,
-                )
+                cand = public.compute(rec.base_hash.hex(), commitments, seed_int(rec.seed))
             except (ProtocolError, BlobNotFound, IntegrityError, ValueError) as e:  # ValueError: a bad probe
                 out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
             else:
                 flagged, excluded = candidate_marks(cand, list(unavailable), cfg.chain.slash_excluded)
                 expected = (vector_hash(cand.vector, layout), _mask(rec, flagged), _mask(rec, excluded))
                 out.count("candidates recomputed")
-                if cand.probe is not None:
-                    grow(probe_history, cand.probe)
-            for c in commitments:  # FoolsGold's history, as the runner grows it
-                vec = get_vector(store, c.blob, layout)
-                fg_history[c.participant] = fg_history.get(c.participant, torch.zeros_like(vec)) + vec
+            public.grow(commitments, cand)
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
         if unavailable and expected in posted:  # no-shows the round itself flagged: the protocol's rule
             out.count("unavailable updates flagged as no-shows", len(unavailable))
@@ -216,10 +197,9 @@ def audit_chain(
             out.problems += list(unavailable.values())
         _check_outcome(rec, expected, params, r, who, out)
         ledger.settle(rec, params, r, who, out)
-        if rec.outcome == Outcome.ACCEPTED and rec.global_hash not in (None, rec.base_hash):
+        if rec.outcome == Outcome.ACCEPTED and rec.global_hash is not None:
             try:
-                new, base = (get_vector(store, h.hex(), layout) for h in (rec.global_hash, rec.base_hash))
-                last_step = new - base
+                public.moved(rec.base_hash.hex(), rec.global_hash.hex())
             except (BlobNotFound, IntegrityError, ProtocolError) as e:
                 out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)

@@ -35,6 +35,7 @@ from consortium.protocol import (
     get_vector,
     put_vector,
 )
+from consortium.public_history import PublicHistory
 from consortium.store import BlobNotFound, BlobStore, IntegrityError
 from consortium.voting import Judgement, LossFn, VoteRule, judge
 
@@ -196,14 +197,13 @@ class ChainRoundRunner:
     run_seed: int = 0
     config: str = ""  # digest of the run config, named in every commit
     check_updates: bool = True
-    history: dict[str, torch.Tensor] = field(default_factory=dict)
     attackers: frozenset[str] = frozenset()
     slash_excluded: bool = False  # the config's chain.slash_excluded (see `candidate_marks`)
     genesis: str | None = None  # the run's initial adapter (the first round's input), for `base_margin`
     base_losses: dict[str, float] = field(default_factory=dict)  # each voter's loss of the genesis
-    probe_history: dict[str, list[Any]] = field(default_factory=dict)  # client-level probe observations
 
     def __post_init__(self) -> None:
+        self.public = PublicHistory(self.store, self.layout, self.rule)  # FoolsGold sums, probe verdicts
         self.names = {a.lower(): n for n, a in self.accounts.items()}
         self.coalition = frozenset(self.attackers) | {n for n, s in self.strategies.items() if s == COLLUDERS}
 
@@ -296,7 +296,7 @@ class ChainRoundRunner:
         self, global_in: str, commitments: Sequence[Commitment], seed: int, last_step: torch.Tensor | None
     ) -> tuple[Candidate | None, list[str]]:
         """The round's candidate: the pure screening + aggregation pipeline over the committed updates,
-        keyed by proposer address (what the chain records), FoolsGold's history grown by this round.
+        keyed by proposer address (what the chain records); the public history grows by this round.
         A committed blob that is missing or does not match its commitment counts as a no-show: left
         out of the aggregate and flagged. Returns (candidate or None, unavailable proposers)."""
         keyed: list[Commitment] = []
@@ -310,26 +310,8 @@ class ChainRoundRunner:
             keyed.append(Commitment(self.accounts[c.participant], c.blob, c.n_examples))
         if not keyed:
             return None, unavailable
-        foolsgold = self.rule.aggregator == "foolsgold"
-        cand = compute_candidate(
-            self.store,
-            self.layout,
-            global_in,
-            keyed,
-            self.rule,
-            seed=seed,
-            history=self.history if foolsgold else None,
-            last_step=last_step,
-            probe_history=self.probe_history,
-        )
-        if cand.probe is not None:
-            from consortium.probe import grow
-
-            grow(self.probe_history, cand.probe)
-        for c in keyed:  # FoolsGold's public history: every committed update so far
-            vec = get_vector(self.store, c.blob, self.layout)
-            self.history[c.participant] = self.history.get(c.participant, torch.zeros_like(vec)) + vec
-        return cand, unavailable
+        self.public.last_step = last_step
+        return self.public.candidate(global_in, keyed, seed), unavailable
 
     def _post_candidates(
         self, rid: int, out: ChainRound, sent: Callable[[Any], Any], last_step: torch.Tensor | None

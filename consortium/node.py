@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -32,10 +33,10 @@ from consortium.protocol import (
     Candidate,
     Commitment,
     ProtocolError,
-    compute_candidate,
     get_vector,
     put_vector,
 )
+from consortium.public_history import PublicHistory
 from consortium.store import BlobNotFound, IntegrityError, StoreUnavailable, open_store
 from consortium.voting import VoteRule, judge
 
@@ -93,10 +94,12 @@ class Node:
         from consortium.protocol import rule_from_config
 
         self.rule = rule_from_config(self.cfg)
-        if self.rule.probe is not None:  # its per-proposer history is not re-derived here yet
-            raise NodeError(
-                "[probe]: not supported by `consortium node` yet (the in-process run and the audit do)"
-            )
+        if self.rule.probe is not None:  # into the shared store, where every node and the audit read it
+            from consortium.probe import publish
+
+            publish(Path(self.cfg.probe.dir or ".") / f"{self.cfg.probe.artifact}.safetensors", self.store)
+        self.public = PublicHistory(self.store, self.layout, self.rule)
+        self.folded = 0  # rounds below this id are folded into `public`
         cc = self.cfg.chain
         self.vote_rule = VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin)
         self.digest = config_digest(self.cfg)
@@ -289,7 +292,7 @@ class Node:
         if "uri" not in st or st["blob"] not in self.store:  # (a restart after training reuses the blob)
             t0 = time.perf_counter()
             start = get_vector(self.store, base, self.layout)
-            last_step = self._public_history(rid)[1]
+            last_step = self._history_before(rid).last_step
             train = self.sim._train_fn(rid - 1, last_step, {"losses": {"federated": {}}}, lambda: None)
             delta, n = train(self.name, start)
             blob = put_vector(self.store, delta, self.layout)
@@ -307,29 +310,31 @@ class Node:
         if self._send(f"round {rid}: commit update", lambda: self.client.commit(rid, st["blob"], st["uri"])):
             self.state.update(rid, committed=True)
 
-    def _public_history(self, rid: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """FoolsGold's history (every available committed update before round `rid`, by proposer) and
-        the last change of the global model, both as the audit derives them from public records."""
-        hist = self.client.history()
-        fg: dict[str, torch.Tensor] = {}
-        last_step: torch.Tensor | None = None
-        foolsgold = self.rule.aggregator == "foolsgold"
-        for rec in hist.rounds:
-            if rec.round_id >= rid:
-                break
-            if rec.outcome == Outcome.CANCELLED or rec.seed is None:
+    def _history_before(self, rid: int) -> PublicHistory:
+        """The public history as every participant grew it over the rounds before `rid`, folded in
+        once each from the chain and the store as the audit does (a restarted node rebuilds it)."""
+        from consortium.decentral import seed_int
+
+        for rec in self.client.history().rounds:
+            if rec.round_id < self.folded or rec.round_id >= rid:
                 continue
-            if foolsgold:
+            if rec.outcome is None:  # not final yet: nothing after it can be folded either
+                break
+            if rec.outcome != Outcome.CANCELLED and rec.seed is not None:
                 commitments, _ = self._commitments(rec)
-                for c in commitments or []:
-                    vec = get_vector(self.store, c.blob, self.layout)
-                    fg[c.participant] = fg.get(c.participant, torch.zeros_like(vec)) + vec
-            if rec.outcome == Outcome.ACCEPTED and rec.global_hash not in (None, rec.base_hash):
-                new, old = (
-                    get_vector(self.store, h.hex(), self.layout) for h in (rec.global_hash, rec.base_hash)
-                )
-                last_step = new - old
-        return fg, last_step
+                if commitments:
+                    seen = self.views.get(rec.round_id)
+                    cand = seen.candidate if seen is not None else None
+                    if cand is None:
+                        try:
+                            cand = self.public.compute(rec.base_hash.hex(), commitments, seed_int(rec.seed))
+                        except (ProtocolError, BlobNotFound, IntegrityError, ValueError):
+                            cand = None  # the audit reports such a round; its updates are history still
+                    self.public.grow(commitments, cand)
+                if rec.outcome == Outcome.ACCEPTED and rec.global_hash is not None:
+                    self.public.moved(rec.base_hash.hex(), rec.global_hash.hex())
+            self.folded = rec.round_id + 1
+        return self.public
 
     def _commitments(self, rec: Any) -> tuple[list[Commitment] | None, list[str]]:
         """A round's commitments in commit order, keyed by address (None when a URI is malformed, as the
@@ -363,20 +368,11 @@ class Node:
         from consortium.decentral import candidate_marks, seed_int
 
         rec = self.client.history().round(rid)
-        fg, last_step = self._public_history(rid)
+        public = self._history_before(rid)
         commitments, unavailable = self._commitments(rec)
         v = RoundView(rid, rec.base_hash.hex(), commitments or [], unavailable, None)
         if commitments:
-            v.candidate = compute_candidate(
-                self.store,
-                self.layout,
-                v.base,
-                commitments,
-                self.rule,
-                seed=seed_int(rec.seed or b""),
-                history=fg if self.rule.aggregator == "foolsgold" else None,
-                last_step=last_step,
-            )
+            v.candidate = public.compute(v.base, commitments, seed_int(rec.seed or b""))
             v.flagged, v.excluded = candidate_marks(v.candidate, unavailable, self.cfg.chain.slash_excluded)
             v.hash = put_vector(self.store, v.candidate.vector, self.layout)
         self.views = {rid: v}  # only the current round is needed again

@@ -313,7 +313,8 @@ class RoundRunner:
 
     `root` trains FLTrust's root update from the round's start vector on the public root set; it is
     stored and recorded like a commitment so the candidate stays a pure function of public records.
-    FoolsGold's per-proposer history is the running sum of each proposer's committed updates.
+    What earlier rounds contribute (FoolsGold's sums, the last global step, probe verdicts) is
+    `public`, grown exactly as the audit grows it.
     """
 
     ledger: Ledger
@@ -321,10 +322,12 @@ class RoundRunner:
     layout: Layout
     rule: AggregationRule = field(default_factory=AggregationRule)
     root: RootFn | None = None
-    history: dict[str, torch.Tensor] = field(default_factory=dict)
-    last_step: torch.Tensor | None = None  # the last change of the global model (public)
-    probe_history: dict[str, list[Any]] = field(default_factory=dict)  # each proposer's probe observations
     evidence: Callable[[str], torch.Tensor | None] | None = None  # a proposer's step / shadow snapshots
+
+    def __post_init__(self) -> None:
+        from consortium.public_history import PublicHistory
+
+        self.public = PublicHistory(self.store, self.layout, self.rule)
 
     def run_round(
         self, global_hash: str, participants: Sequence[str], train: TrainFn
@@ -343,30 +346,10 @@ class RoundRunner:
             if self.root is None:
                 raise ProtocolError("aggregator 'fltrust' needs a root update function (public root set)")
             rnd.root = put_vector(self.store, self.root(rnd.round, start), self.layout)
-        use_history = self.rule.aggregator == "foolsgold"
-        cand = compute_candidate(
-            self.store,
-            self.layout,
-            rnd.global_in,
-            rnd.commitments,
-            self.rule,
-            seed=rnd.seed,
-            root=rnd.root,
-            history=self.history if use_history else None,
-            last_step=self.last_step,
-            probe_history=self.probe_history,
-            evidence=rnd.evidence,
+        cand = self.public.candidate(
+            rnd.global_in, rnd.commitments, rnd.seed, root=rnd.root, evidence=rnd.evidence
         )
-        if cand.probe is not None:
-            from consortium.probe.defense import grow
-
-            grow(self.probe_history, cand.probe)
-        if use_history:
-            for c in rnd.commitments:
-                vec = get_vector(self.store, c.blob, self.layout)
-                self.history[c.participant] = self.history.get(c.participant, torch.zeros_like(vec)) + vec
         rnd.flagged = cand.flagged
         self.ledger.post_candidate(rnd, put_vector(self.store, cand.vector, self.layout))
-        if self.ledger.finalize(rnd) != rnd.global_in:
-            self.last_step = get_vector(self.store, rnd.global_out or rnd.global_in, self.layout) - start
+        self.public.moved(rnd.global_in, self.ledger.finalize(rnd))
         return rnd, cand

@@ -222,6 +222,55 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
     assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
 
 
+def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(
+    tmp_path: Path, sim: object
+) -> None:
+    """Each node folds the finished rounds (FoolsGold sums, last step, probe verdicts) into its public
+    history once; round 2's candidate depends on round 1's probe verdicts, and the audit agrees."""
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.config import load_config
+    from consortium.probe import FeatureSpec, build, extract, save
+    from consortium.sim import Simulation
+    from consortium.store import BlobStore
+
+    lay = sim.layout  # type: ignore[attr-defined]
+    d = sum(int(np.prod(s)) for _, s in lay)
+    x = torch.randn(40, d, generator=torch.Generator().manual_seed(0))
+    feats = torch.stack([extract(v, lay, FeatureSpec()) for v in x]).numpy()
+    digest, _ = save(build(feats, np.arange(40) % 2, FeatureSpec(), lay), tmp_path / "probes")
+    overrides = [*SMOKE, f'probe.artifact="{digest}"', f'probe.dir="{tmp_path / "probes"}"']
+    probed = Simulation(load_config(preset="smoke", overrides=overrides), Console(quiet=True))
+    op, paths = _nodes_on_embedded(tmp_path, probed)
+    nodes = [_restarted(op, p, probed) for p in paths]
+    for n in nodes:
+        n.ensure_registered()  # type: ignore[attr-defined]
+    for _ in range(200):
+        info = op.round_info()
+        if info.round_id == 2 and info.state == RoundState.IDLE:
+            break
+        for n in nodes:
+            n.step(rounds=2)  # type: ignore[attr-defined]
+        op.mine(1)
+    hist = op.history()
+    assert [r.outcome for r in hist.rounds] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+    out = AuditReport()
+    audit_chain(op, BlobStore(tmp_path / "store"), probed.cfg, out)
+    assert out.ok, out.problems
+    assert out.checked["candidates recomputed"] == 2
+    late = _restarted(op, paths[0], probed)  # a restarted node rebuilds the same history from records
+    public = late._history_before(3)  # type: ignore[attr-defined]
+    assert set(public.probe) == {a for r in hist.rounds for a in r.commits}
+    from consortium.protocol import get_vector
+
+    store, two = BlobStore(tmp_path / "store"), hist.rounds[1]
+    moved = get_vector(store, two.global_hash.hex(), lay) - get_vector(store, two.base_hash.hex(), lay)
+    assert torch.equal(public.last_step, moved)
+
+
 # --------------------------------------------------------------------- four processes on anvil + HTTP
 
 

@@ -144,7 +144,7 @@ def test_fltrust_round_commits_its_root_update_and_foolsgold_keeps_history(tmp_p
     assert torch.equal(again.vector, get_vector(store, rec.global_out, lay))
     fg = RoundRunner(MemoryLedger(), store, lay, AggregationRule("foolsgold"))
     fg.run_round(g, sorted(deltas), lambda p, v: (deltas[p], 1))
-    assert torch.equal(fg.history["org1"], deltas["org1"])
+    assert torch.equal(fg.public.sums["org1"], deltas["org1"])
 
 
 def test_nan_update_is_refused_naming_the_participant(tmp_path: Path, lay) -> None:
