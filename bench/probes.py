@@ -8,7 +8,8 @@ refusal rate, and the flags' TPR / FPR over (participant, round) pairs.
 
     PYTHONPATH=. python bench/probes.py [--probe DIR/<sha256>.safetensors] [--fractions 0.3]
         [--probe-step FILE] [--probe-shadow FILE] [--attacks harmful,backdoor] [--rounds 3]
-        [--defences fedavg,...,probe] [--model tiny-warm] [--out bench/results/probes.md]
+        [--defences fedavg,...,probe] [--model tiny-warm] [--set probe.shadow_steps=1]
+        [--out bench/results/probes.md]
 
 Without --probe, a client-level probe is trained first (`consortium probe train` defaults).
 """
@@ -77,6 +78,7 @@ def _row(report: dict[str, Any]) -> dict[str, Any]:
         "fpr": fp / neg if neg else None,
         "defense_s": sum(r.get("defense_seconds", 0.0) for r in report["rounds_detail"]),
         "train_s": report["timings"].get("federated_train", 0.0),
+        "overhead": report["timings"].get("probe_evidence", 0.0) / report["timings"].get("local_train", 1.0),
     }
 
 
@@ -96,6 +98,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-warm")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-baseline", action="store_true", help="skip the no-attack run")
+    ap.add_argument("--set", action="append", default=[], help="extra override: probe.shadow_steps=1")
     args = ap.parse_args()
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-probes-"))
@@ -109,6 +112,7 @@ def main() -> None:
         f"rounds={args.rounds}",
         f"seed={args.seed}",
         "eval.isolated_baseline=false",
+        *args.set,
     ]
 
     def probe_sets(path: Path, level: str) -> list[str]:
@@ -127,8 +131,8 @@ def main() -> None:
         f"{args.rounds} rounds, seed {args.seed}, probe {digest[:12]})",
         "",
         "| attack | malicious | defence | harmful compliance | refusal | backdoor ASR | clean acc "
-        "| flag TPR | flag FPR | defence s/round |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| flag TPR | flag FPR | defence s/round | evidence overhead |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def fmt(v: float | None) -> str:
@@ -137,7 +141,7 @@ def main() -> None:
     def add(attack: str, frac: str, defence: str, row: dict[str, Any]) -> None:
         cells = [row[k] for k in ("compliance", "refusal", "asr", "clean", "tpr", "fpr")]
         line = f"| {attack} | {frac} | {defence} | " + " | ".join(fmt(c) for c in cells)
-        lines.append(f"{line} | {row['defense_s'] / args.rounds:.4f} |")
+        lines.append(f"{line} | {row['defense_s'] / args.rounds:.4f} | {row['overhead']:.0%} |")
         print(lines[-1], flush=True)
 
     both = '[{kind="harmful", fraction=0.0}, {kind="backdoor", fraction=0.0}]'

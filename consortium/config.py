@@ -167,6 +167,9 @@ class ProbeSection(_Section):
     step_threshold: float = Field(0.5, ge=0, le=1, description="step level: harmful-step score")
     decay: float = Field(0.8, ge=0, le=1, description="step level: Beta-count decay per round")
     shadow_lr: float = Field(2e-3, gt=0, description="shadow level: the shadow branch's fixed lr")
+    shadow_steps: int = Field(
+        0, ge=0, description="shadow level: the shadow branch's local steps (0 = train.local_steps)"
+    )
     evidence_m: int = Field(0, ge=0, description="freeze a client after m identical verdicts (0 = off)")
     classifier: Literal["logreg", "mlp"] = "mlp"
     modules: tuple[str, ...] = Field((), description="feature tensors: name substrings; () = all")

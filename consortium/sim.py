@@ -133,6 +133,12 @@ def train_params(cfg: RunConfig, steps: int) -> TrainParams:
     )
 
 
+def shadow_params(cfg: RunConfig) -> TrainParams:
+    """The shadow branch's training: the config's batch and clipping, its own fixed lr and step count."""
+    base = train_params(cfg, cfg.probe.shadow_steps or cfg.train.local_steps)
+    return TrainParams(base.steps, base.batch_size, cfg.probe.shadow_lr, base.weight_decay, base.grad_clip)
+
+
 def _round_bytes(per_round: dict[str, int], uploaders: int) -> dict[str, int]:
     """One round's traffic: each committer uploads one update blob; every participant downloads the global."""
     up = per_round["upload_per_participant_per_round"]
@@ -500,10 +506,15 @@ class Simulation:
                 every = cfg.probe.step_every if level == "step" else 0
                 res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i), every)
                 report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
+                spent = report["timings"]
+                spent["local_train"] = spent.get("local_train", 0.0) + res.seconds
+                t0 = time.perf_counter()
                 if level == "step":
                     self._evidence[pid] = torch.stack(res.snapshots or [res.delta])
                 elif level == "shadow":
                     self._evidence[pid] = self._shadow(data, r, i)[None]
+                if level is not None:  # the probe's cost in local training: what its evidence took
+                    spent["probe_evidence"] = spent.get("probe_evidence", 0.0) + time.perf_counter() - t0
                 return res.delta
 
             if p.adversary is None:
@@ -519,11 +530,8 @@ class Simulation:
     def _shadow(self, data: list[EncodedExample], rnd: int, index: int) -> torch.Tensor:
         """The shadow branch: the same data from the fixed initial adapter with a fixed lr, so its delta
         does not drift as the global model moves (what the shadow-level probe scores)."""
-        base = train_params(self.cfg, self.cfg.train.local_steps)
-        params = TrainParams(
-            base.steps, base.batch_size, self.cfg.probe.shadow_lr, base.weight_decay, base.grad_clip
-        )
-        return self.trainer.train(self.initial, data, params, local_seed(self.cfg.seed, rnd, index)).delta
+        seed = local_seed(self.cfg.seed, rnd, index)
+        return self.trainer.train(self.initial, data, shadow_params(self.cfg), seed).delta
 
     def _dp_share(self, delta: torch.Tensor, r: int, i: int) -> torch.Tensor:
         """Distributed DP: an honest participant clips its own update and adds its share of the noise

@@ -258,9 +258,21 @@ def test_a_run_with_a_probe_scores_every_proposer(tmp_path: Path, level: str) ->
         assert len(first["evidence"]) == cfg.participants - 1
         snaps = BlobStore(path / "store").get_tensors(next(iter(first["evidence"].values())))["snapshots"]
         assert snaps.shape[0] == (cfg.train.local_steps // 2 if level == "step" else 1)
+        spent = report["timings"]
+        assert 0 < spent["probe_evidence"] and 0 < spent["local_train"] <= spent["federated_train"]
         noisy = next(iter(report["attackers"]))
         assert all(noisy in r["flagged"] for r in report["rounds_detail"])
         assert all("no " in r["info"]["screened"][noisy] for r in report["rounds_detail"])
+
+
+def test_the_shadow_branch_trains_with_its_own_lr_and_step_count() -> None:
+    from consortium.sim import shadow_params
+
+    cfg = load_config(preset="smoke", overrides=["probe.shadow_steps=2", "probe.shadow_lr=0.5"])
+    assert (shadow_params(cfg).steps, shadow_params(cfg).lr) == (2, 0.5)
+    plain = load_config(preset="smoke")
+    assert shadow_params(plain).steps == plain.train.local_steps
+    assert shadow_params(plain).lr == plain.probe.shadow_lr
 
 
 def test_chain_run_with_a_client_level_probe_passes_the_audit(tmp_path: Path) -> None:

@@ -95,15 +95,11 @@ def collect(
     on_sample: Callable[[], None] | None = None,
 ) -> list[Sample]:
     """Labelled samples for every (seed, round, domain client, attack); deterministic per seed."""
-    from consortium.sim import local_seed, train_params
-    from consortium.train import TrainParams
+    from consortium.sim import local_seed, shadow_params, train_params
 
     cfg, trainer = clients.cfg, clients.trainer
     domains = list(cfg.data.domains)
-    params = train_params(cfg, cfg.train.local_steps)
-    shadow = TrainParams(
-        params.steps, params.batch_size, cfg.probe.shadow_lr, params.weight_decay, params.grad_clip
-    )
+    params, shadow = train_params(cfg, cfg.train.local_steps), shadow_params(cfg)
     every = cfg.probe.step_every if level == "step" else 0
     out: list[Sample] = []
     for seed in seeds:
