@@ -105,12 +105,15 @@ def cell(n: int, backend: str, rounds: int, steps: int) -> dict[str, Any]:
     return out
 
 
-def run_cell(n: int, backend: str, rounds: int, steps: int, timeout: float) -> dict[str, Any] | None:
+def run_cell(
+    n: int, backend: str, rounds: int, steps: int, threads: int, timeout: float
+) -> dict[str, Any] | None:
     args = [sys.executable, __file__, "--cell", str(n), backend, "--rounds", str(rounds)]
     args += ["--steps", str(steps)]
     load = os.getloadavg()[0]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # the driver's torch threads
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
@@ -182,11 +185,12 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, skipped: list
         "",
         f"Machine: {machine()} (shared with other jobs: the 1-min load average before each cell is listed). "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Command: `python bench/scale.py "
-        f"--n {' '.join(map(str, args.n))} --rounds {args.rounds} --steps {args.steps}`.",
+        f"--n {' '.join(map(str, args.n))} --rounds {args.rounds} --steps {args.steps} "
+        f"--threads {args.threads}`.",
         "",
         f"Tiny model, protocol fedavg, {args.rounds} rounds, {args.steps} local step(s) of batch 4 per "
-        "participant, IID shards of 4 examples. In process: one process, torch's default thread count; Ray: "
-        "a local cluster, one actor per core, one torch thread each. Round time = local training of every "
+        f"participant, IID shards of 4 examples. In process: one process, {args.threads} torch thread(s); "
+        "Ray: a local cluster, one actor per core, one torch thread each. Round time = local training of every "
         "participant + blob writes + aggregation (evaluation excluded); start-up = (Ray cluster start +) "
         "model loading, before the clock.",
         "",
@@ -212,6 +216,7 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["inprocess", "ray"], choices=["inprocess", "ray"])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process driver")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per cell before it is skipped")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale_cpu")
     ap.add_argument("--cell", nargs=2, metavar=("N", "BACKEND"), help=argparse.SUPPRESS)
@@ -226,7 +231,7 @@ def main() -> None:
     for n in args.n:
         for backend in args.backends:
             console.print(f"{n} participants, {backend} ...")
-            row = run_cell(n, backend, args.rounds, args.steps, args.timeout)
+            row = run_cell(n, backend, args.rounds, args.steps, args.threads, args.timeout)
             if row is None:
                 skipped.append(f"{n} {backend}")
                 continue
