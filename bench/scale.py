@@ -191,8 +191,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, skipped: list
         f"Tiny model, protocol fedavg, {args.rounds} rounds, {args.steps} local step(s) of batch 4 per "
         f"participant, IID shards of 4 examples. In process: one process, {args.threads} torch thread(s); "
         "Ray: a local cluster, one actor per core, one torch thread each. Round time = local training of "
-        "every participant + blob writes + aggregation (evaluation excluded); start-up = (Ray cluster start +) "
-        "model loading, before the clock.",
+        "every participant + blob writes + aggregation (evaluation excluded); start-up = (Ray cluster "
+        "start +) model loading, before the clock.",
         "",
         "| participants | backend | round (s) | start-up (s) | driver peak (MiB) | actors peak, Σ (MiB) "
         "| Ray system (MiB) | total (MiB) | load before |",
