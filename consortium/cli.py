@@ -46,13 +46,14 @@ def run(
         fail(str(e))
     console = Console()
     quiet_libraries()
+    from consortium.backend import BackendError
     from consortium.model import ModelLoadError
     from consortium.probe import ProbeError
     from consortium.sim import Simulation
 
     try:
         sim = Simulation(cfg, console)
-    except (DataError, ModelLoadError, ProbeError) as e:
+    except (DataError, ModelLoadError, ProbeError, BackendError) as e:
         fail(str(e))
     from consortium.privacy import PrivacyBudgetExceeded
 

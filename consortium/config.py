@@ -229,6 +229,24 @@ class PrivacySection(_Section):
         return self.mode != "off"
 
 
+class RaySection(_Section):
+    """The Ray backend (`backend = "ray"`): participants' local training runs in Ray actors, each holding
+    one copy of the base model; aggregation, ledger and chain stay in the driver (docs/scale.md)."""
+
+    address: str | None = Field(
+        None, description="cluster to join ('host:port', 'ray://host:port', 'auto'); none = start a local one"
+    )
+    workers: int | None = Field(None, ge=1, description="actors; none = the cluster's CPUs / cpus_per_worker")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="none = share the cluster's GPUs among the actors (at most 1 each), 0 without"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch threads per actor; none = the driver's (bit-identical CPU results)"
+    )
+    connect_timeout: float = Field(5.0, gt=0, description="seconds to wait for ray.address to answer")
+
+
 class RunConfig(_Section):
     """Everything a run depends on; the resolved copy is written into the run directory."""
 
@@ -253,6 +271,10 @@ class RunConfig(_Section):
     strategies: tuple[StrategySpec, ...] = ()
     probe: ProbeSection = ProbeSection()
     privacy: PrivacySection = PrivacySection()
+    backend: Literal["inprocess", "ray"] = Field(
+        "inprocess", description="where local training runs: this process, or Ray actors ([ray])"
+    )
+    ray: RaySection = RaySection()
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:
@@ -394,7 +416,10 @@ def config_digest(cfg: RunConfig) -> str:
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(to_toml_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    data = to_toml_dict(cfg)
+    for key in ("backend", "ray"):  # where the training ran is not what was computed (docs/scale.md)
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _drop_none(value: Any) -> Any:
@@ -415,4 +440,7 @@ def to_toml_dict(cfg: RunConfig) -> dict[str, Any]:
         del data["privacy"]
     if cfg.probe == ProbeSection():
         data.pop("probe", None)
+    if cfg.backend == "inprocess" and cfg.ray == RaySection():
+        data.pop("backend", None)
+        data.pop("ray", None)
     return data

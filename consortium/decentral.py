@@ -33,6 +33,7 @@ from consortium.protocol import (
     TrainFn,
     compute_candidate,
     get_vector,
+    prefetch,
     put_vector,
 )
 from consortium.public_history import PublicHistory
@@ -260,6 +261,7 @@ class ChainRoundRunner:
         out.voters = [self._name(a) for a in rec.voters]
 
         start = get_vector(self.store, global_hash, self.layout)
+        prefetch(train, [n for n in out.proposers if self.strategies.get(n) != NO_SHOW], start)
         for name in out.proposers:
             if self.strategies.get(name) == NO_SHOW:
                 continue

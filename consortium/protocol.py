@@ -307,6 +307,14 @@ TrainFn = Callable[[str, torch.Tensor], tuple[torch.Tensor, int]]
 RootFn = Callable[[int, torch.Tensor], torch.Tensor]
 
 
+def prefetch(train: TrainFn, proposers: Sequence[str], start: torch.Tensor) -> None:
+    """Tell a train function that may start them all at once (Ray) whom this round's `train` calls are
+    for; it is optional (`train.prefetch`), and commits still happen one by one, in the ledger's order."""
+    ahead = getattr(train, "prefetch", None)
+    if ahead is not None:
+        ahead(list(proposers), start)
+
+
 @dataclass
 class RoundRunner:
     """Drives rounds over a ledger: the same code for the in-process simulation and, later, real nodes.
@@ -335,7 +343,9 @@ class RoundRunner:
         """One round; `train(participant, global_vector) -> (delta, n_examples)` is the local step."""
         rnd = self.ledger.open_round(global_hash)
         start = get_vector(self.store, global_hash, self.layout)
-        for pid in self.ledger.proposers(rnd, participants):
+        proposers = self.ledger.proposers(rnd, participants)
+        prefetch(train, proposers, start)
+        for pid in proposers:
             delta, n = train(pid, start)
             blob = put_vector(self.store, delta, self.layout)
             self.ledger.commit(rnd, Commitment(participant=pid, blob=blob, n_examples=n))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from consortium.attacks import (
     backdoor_test_sets,
     harmful_sets,
 )
+from consortium.backend import open_backend, submit
 from consortium.config import RunConfig, config_digest, to_toml_dict
 from consortium.data import (
     DataError,
@@ -64,7 +65,7 @@ from consortium.protocol import (
 from consortium.report import write_report
 from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
-from consortium.train import LocalTrainer, TrainParams
+from consortium.train import TrainParams
 from consortium.voting import VoteRule
 
 if TYPE_CHECKING:  # the chain packages are needed only for protocol = "chain"
@@ -164,6 +165,7 @@ class Simulation:
         cfg = self.cfg = resolve(cfg)  # target_epsilon -> noise_multiplier, written so into the run dir
         self.console = console or Console()
         shards, self.test = prepare_data(cfg)
+        self.backend = open_backend(cfg)  # before the model: a wrong ray.address fails in seconds
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
         with self.console.status(f"loading base model {cfg.model.name!r}"):
             base, self.tokenizer = load_base(cfg.model.name, dtype=dtype, seed=cfg.seed)
@@ -190,7 +192,7 @@ class Simulation:
             (a.jsonl or "restricted", harmful_sets(a, cfg.seed, cfg.data.n_test)[1]) for a in harmful.values()
         ]
         self.root = self._encode(self._root_set()) if cfg.aggregator == "fltrust" else []
-        self.trainer = LocalTrainer(self.model, self.spec, self.tokenizer.pad_token_id)
+        self.trainer = self.backend.trainer(self.model, self.spec, self.tokenizer.pad_token_id)
         self.probe_rule, self._evidence = self._probe(), {}  # evidence: participant -> this round's snapshots
 
     def _probe(self) -> Any:
@@ -330,6 +332,7 @@ class Simulation:
             report["error"] = f"{type(e).__name__}: {e}"
             raise
         finally:
+            self.backend.close()
             rd.write_json("report.json", report)
             write_report(report, rd.path, plots_too=plots)
             rd.log(f"run {report['status']}")
@@ -344,6 +347,7 @@ class Simulation:
             "model": cfg.model.name,
             "lora_variant": cfg.lora.variant,
             "protocol": cfg.protocol,
+            "backend": self.backend.describe(),
             "aggregator": cfg.aggregator,
             "server_lr": cfg.server_lr,
             "participants": cfg.participants,
@@ -525,6 +529,15 @@ class Simulation:
             done()
             return delta, len(p.examples)
 
+        def prefetch(pids: Sequence[str], start: torch.Tensor) -> None:
+            """Start the honest proposers' training at once (Ray); the commits still follow `train` calls."""
+            level = None if self.probe_rule is None else self.probe_rule.level
+            every = cfg.probe.step_every if level == "step" else 0
+            params, honest = train_params(cfg, cfg.train.local_steps), [by_name[q] for q in pids]
+            calls = [(start, p.encoded, params, local_seed(cfg.seed, r, i), every) for i, p in honest]
+            submit(self.trainer, [c for c, (_, p) in zip(calls, honest, strict=True) if p.adversary is None])
+
+        train.prefetch = prefetch  # type: ignore[attr-defined]
         return train
 
     def _shadow(self, data: list[EncodedExample], rnd: int, index: int) -> torch.Tensor:
@@ -632,10 +645,13 @@ class Simulation:
         steps = cfg.rounds * cfg.train.local_steps
         matrix: dict[str, dict[str, float]] = {}
         task = progress.add_task("isolated baselines", total=len(self.participants))
-        for i, p in enumerate(self.participants):
-            res = self.trainer.train(
-                self.initial, p.encoded, train_params(cfg, steps), local_seed(cfg.seed, 0, i)
-            )
+        calls = [
+            (self.initial, p.encoded, train_params(cfg, steps), local_seed(cfg.seed, 0, i))
+            for i, p in enumerate(self.participants)
+        ]
+        submit(self.trainer, calls)  # Ray: all at once; in process: nothing
+        for p, call in zip(self.participants, calls, strict=True):
+            res = self.trainer.train(*call)
             report["losses"]["isolated"][p.name] = res.losses
             acc = self.evaluate(self.initial + res.delta, f"isolated {p.name}", progress)
             matrix[f"{p.name} ({'+'.join(p.domains)})"] = acc

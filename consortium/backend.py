@@ -1,0 +1,81 @@
+"""Where participants' local training runs: in this process (default) or on Ray actors (`backend = "ray"`).
+
+The simulation asks its backend for a trainer with `LocalTrainer.train`'s signature. In process that is
+`LocalTrainer` itself; under Ray it is a driver-side proxy (`consortium.backend_ray`) that can also
+`submit` trainings ahead of time so a round's participants train in parallel while the protocol still
+commits them one by one, in its own order. Ray is imported only when it is selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from consortium.train import LocalResult, LocalTrainer, TrainParams
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from consortium.config import RunConfig
+    from consortium.data import EncodedExample
+    from consortium.model import LoraSpec
+
+
+class BackendError(RuntimeError):
+    """The selected backend cannot run: Ray missing, its cluster unreachable or too small."""
+
+
+class Trainer(Protocol):
+    """What the simulation trains with: `LocalTrainer.train`, wherever it runs."""
+
+    def train(
+        self,
+        start: torch.Tensor,
+        examples: Sequence[EncodedExample],
+        params: TrainParams,
+        seed: int,
+        snapshot_every: int = 0,
+    ) -> LocalResult: ...
+
+
+class Backend(Protocol):
+    def trainer(self, model: PeftModel, spec: LoraSpec, pad_id: int) -> Trainer: ...
+    def describe(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class InProcess:
+    """Train on the driver's own model, one participant after the other (the reference run)."""
+
+    def trainer(self, model: PeftModel, spec: LoraSpec, pad_id: int) -> Trainer:
+        return LocalTrainer(model, spec, pad_id)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "inprocess", "threads": torch.get_num_threads()}
+
+    def close(self) -> None:
+        pass
+
+
+def open_backend(cfg: RunConfig) -> Backend:
+    """The config's backend, connected (a Ray cluster is joined or started here, before any model loads,
+    so a wrong `ray.address` fails in seconds). Raises BackendError."""
+    if cfg.backend == "inprocess":
+        return InProcess()
+    try:
+        from consortium.backend_ray import RayBackend
+    except ImportError as e:
+        raise BackendError(
+            f"backend 'ray': the ray package is not installed ({e}); pip install 'consortium[ray]'"
+        ) from None
+    return RayBackend.connect(cfg)
+
+
+def submit(trainer: Trainer, calls: Sequence[tuple[Any, ...]]) -> None:
+    """Start `trainer.train(*call)` for every call now, where the trainer can (Ray); a no-op in process."""
+    ahead = getattr(trainer, "submit", None)
+    if ahead is not None:
+        for call in calls:
+            ahead(*call)
