@@ -259,7 +259,7 @@ def test_a_run_with_a_probe_scores_every_proposer(tmp_path: Path, level: str) ->
         snaps = BlobStore(path / "store").get_tensors(next(iter(first["evidence"].values())))["snapshots"]
         assert snaps.shape[0] == (cfg.train.local_steps // 2 if level == "step" else 1)
         spent = report["timings"]
-        assert 0 < spent["probe_evidence"] and 0 < spent["local_train"] <= spent["federated_train"]
+        assert spent["probe_evidence"] > 0 and 0 < spent["local_train"] <= spent["federated_train"]
         noisy = next(iter(report["attackers"]))
         assert all(noisy in r["flagged"] for r in report["rounds_detail"])
         assert all("no " in r["info"]["screened"][noisy] for r in report["rounds_detail"])
