@@ -7,6 +7,7 @@ or data file leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -129,7 +130,18 @@ def lora_spec(cfg: RunConfig) -> LoraSpec:
 def train_params(cfg: RunConfig, steps: int) -> TrainParams:
     t = cfg.train
     return TrainParams(
-        steps=steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip
+        steps=steps,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        grad_clip=t.grad_clip,
+        packing=t.packing,
+        pack_len=t.pack_len,
+        compile=t.compile,
+        fused_optimizer=t.fused_optimizer,
+        bf16=t.bf16,
+        loss_chunk=t.loss_chunk,
+        gradient_checkpointing=t.gradient_checkpointing,
     )
 
 
@@ -520,9 +532,7 @@ class Simulation:
         """The shadow branch: the same data from the fixed initial adapter with a fixed lr, so its delta
         does not drift as the global model moves (what the shadow-level probe scores)."""
         base = train_params(self.cfg, self.cfg.train.local_steps)
-        params = TrainParams(
-            base.steps, base.batch_size, self.cfg.probe.shadow_lr, base.weight_decay, base.grad_clip
-        )
+        params = dataclasses.replace(base, lr=self.cfg.probe.shadow_lr)
         return self.trainer.train(self.initial, data, params, local_seed(self.cfg.seed, rnd, index)).delta
 
     def _dp_share(self, delta: torch.Tensor, r: int, i: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ or shadow deltas: at those levels they are caught by the missing evidence, not b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,14 +97,11 @@ def collect(
 ) -> list[Sample]:
     """Labelled samples for every (seed, round, domain client, attack); deterministic per seed."""
     from consortium.sim import local_seed, train_params
-    from consortium.train import TrainParams
 
     cfg, trainer = clients.cfg, clients.trainer
     domains = list(cfg.data.domains)
     params = train_params(cfg, cfg.train.local_steps)
-    shadow = TrainParams(
-        params.steps, params.batch_size, cfg.probe.shadow_lr, params.weight_decay, params.grad_clip
-    )
+    shadow = dataclasses.replace(params, lr=cfg.probe.shadow_lr)
     every = cfg.probe.step_every if level == "step" else 0
     out: list[Sample] = []
     for seed in seeds:
