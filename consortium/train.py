@@ -190,6 +190,7 @@ class LocalTrainer:
                     result.snapshots.append(get_flat(self.model, self.spec) - start)
         finally:
             self.model.eval()
+            set_checkpointing(causal_lm, False)  # leave the shared model as we found it
         result.seconds = time.perf_counter() - t0
         result.delta = get_flat(self.model, self.spec) - start
         return result
