@@ -204,3 +204,18 @@ def test_compiled_packed_forward_matches_eager(setup) -> None:
     torch.testing.assert_close(got_loss, ref_loss, rtol=1e-5, atol=1e-6)
     for a, b in zip(got_grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_train_config_keys_reach_the_trainer() -> None:
+    from consortium.config import ConfigError, load_config
+    from consortium.sim import train_params
+
+    cfg = load_config(preset="smoke")
+    assert train_params(cfg, 3) == TrainParams(
+        steps=3, batch_size=cfg.train.batch_size, lr=cfg.train.lr, grad_clip=cfg.train.grad_clip
+    )  # the defaults are the plain loop's
+    sets = ["train.packing=true", "train.compile=true", "train.bf16=true", "train.loss_chunk=512"]
+    fast = train_params(load_config(preset="smoke", overrides=sets), 3)
+    assert fast.packing and fast.compile and fast.bf16 and fast.loss_chunk == 512 and fast.fused_optimizer
+    with pytest.raises(ConfigError, match=r"train\.loss_chunk"):
+        load_config(preset="smoke", overrides=["train.loss_chunk=-1"])
