@@ -11,6 +11,7 @@ verdict is exactly "greedy decoding would produce the reference and stop").
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def main() -> None:
         ("teacher_forced", "teacher-forced pass"),
     ):
         xs = sorted(rates[method])
-        rows.append(Row(label, xs[len(xs) // 2], peaks[method], f"best {xs[-1]:.1f}"))
+        rows.append(Row(label, statistics.median(xs), peaks[method], f"best {xs[-1]:.1f}"))
     title = (
         f"exact-match evaluation, {args.model} ({dtype}), {len(examples)} examples, batch {args.batch_size}, "
         f"max_new_tokens {args.max_new_tokens} - {describe_device(device)}"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -223,7 +224,7 @@ def main() -> None:
             note += f"; compile fell back: {dec.fell_back[:60]}"
         if args.fit:
             note += f"; {'fits' if peaks[k] <= 80e9 else 'does NOT fit'} 80 GB (measured)"
-        rows.append(Row(name, xs[len(xs) // 2], peaks[k], note))
+        rows.append(Row(name, statistics.median(xs), peaks[k], note))
 
     what = args.shape or args.model
     title = (
