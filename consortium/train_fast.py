@@ -4,9 +4,10 @@
   on CPU (bit-identical to the per-tensor loop there, measured in tests).
 * `autocast`: bf16 autocast on CUDA; a no-op on CPU (CPU bf16 matmuls are slower on common cores and
   would change the CPU results the tests pin).
-* `CompiledDecoder`: `torch.compile` of the decoder stack on CUDA. On CPU it is skipped (measured slower
-  there for our models: bench/results/train_throughput_cpu.md) unless a backend is forced, and any
-  compile failure falls back to eager with a warning rather than failing the round.
+* `CompiledDecoder`: `torch.compile` of the decoder stack on CUDA. On CPU it is skipped unless a
+  backend is forced: inductor took ~200 s to compile the tiny model on the shared 2-core box, longer
+  than a whole local round, although steady state was faster (bench/results/train_throughput_cpu.md).
+  Any compile failure falls back to eager with a warning rather than failing the round.
 * `response_ce_sum`: cross-entropy summed over response positions, optionally in chunks whose logits are
   recomputed in backward (`torch.utils.checkpoint`), so at most `chunk x vocab` logits are alive at once.
 """
@@ -57,7 +58,7 @@ class CompiledDecoder:
         self.active = enabled and (backend is not None or device.type == "cuda")
         self.fell_back: str | None = None
         if enabled and not self.active:
-            log.info("torch.compile skipped on %s (slower than eager there; see docs/speed.md)", device.type)
+            log.info("torch.compile skipped on %s (compile time exceeds a round; docs/speed.md)", device.type)
         self._compiled: Callable | None = (
             torch.compile(decoder, backend=backend or "inductor", dynamic=None) if self.active else None
         )
