@@ -144,8 +144,9 @@ def main() -> None:
     dtype = pick_dtype(args.dtype, device)
     if args.fit or args.estimate_only:
         shape = args.shape or "llama-8b"
-        rows = estimate_rows(shape, args.batch_size, args.seq_len, dtype, 0.3)
-        title = f"LoRA memory estimate, {shape} ({dtype}), batch {args.batch_size} x {args.seq_len}"
+        est_dtype = torch.bfloat16 if args.dtype == "auto" else dtype  # what a GPU run would load
+        rows = estimate_rows(shape, args.batch_size, args.seq_len, est_dtype, 0.3)
+        title = f"LoRA memory estimate, {shape} ({est_dtype}), batch {args.batch_size} x {args.seq_len}"
         render(title, "-", "estimate", rows, 0, args.out)
         if args.estimate_only or device.type != "cuda":
             if device.type != "cuda":
