@@ -1,40 +1,69 @@
-"""Local-training throughput: Consortium's trainer vs plain transformers + PEFT on the same work.
+"""Local-training throughput: plain transformers + PEFT vs Consortium's trainer, one gain at a time.
 
-Both train the same model with the same LoRA adapter, batch size and examples for the same number of
-steps. "Plain" draws random batches padded to their longest member and takes the HF `labels=` loss
-(full-vocabulary logits for every position); ours batches by length and projects only response
-positions to the vocabulary. Tokens/s counts real (non-padding) tokens, so padding is not rewarded.
+Every row trains the same model with the same LoRA adapter, batch size and examples for the same number
+of steps, and adds one change to the row above it, so each gain is attributed separately:
 
-    python bench/train_throughput.py                   # tiny random Llama (seconds)
-    python bench/train_throughput.py --model smollm2   # SmolLM2-135M-Instruct
+    plain eager          random batches padded to their longest, HF `labels=` loss (full-vocab logits)
+    + response-only      only response positions are projected to the vocabulary
+    + length bucketing   batches of similar lengths (LocalTrainer with every fast path off)
+    + packing            each batch's examples end to end, block-diagonal attention, no padding
+    + fused AdamW        fused=True on CUDA, foreach=True on CPU
+    + torch.compile      the decoder compiled (CUDA; on CPU only with --cpu-compile, to measure it)
+    + bf16 autocast      CUDA only
+    + chunked loss       (memory) the response projection in 1024-row chunks, recomputed in backward
+    + checkpointing      (memory) activations recomputed in backward
+
+Tokens/s counts real (non-padding) tokens, so padding is never rewarded. Peak memory is CUDA
+`max_memory_allocated`, or the process's peak RSS on CPU.
+
+    python bench/train_throughput.py                                  # tiny random Llama (seconds)
+    python bench/train_throughput.py --model smollm2 --steps 4        # SmolLM2-135M-Instruct
+    python bench/train_throughput.py --shape llama-1b --data synthetic --batch-size 16 --seq-len 1024  # GPU
+    python bench/train_throughput.py --shape llama-8b --fit    # 8B LoRA memory fit (GPU; CPU: estimate)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
-from consortium.data import build_corpus, encode_example
-from consortium.model import LoraSpec, attach, get_flat, load_base
-from consortium.train import LocalTrainer, TrainParams, collate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speedkit import (
+    SHAPE_NAMES,
+    PeakMemory,
+    Row,
+    corpus_examples,
+    describe_device,
+    load_model,
+    pick_dtype,
+    render,
+    synthetic_examples,
+)
+
+from consortium.model import LoraSpec, attach, get_flat, set_flat
+from consortium.model.shapes import lora_memory_estimate, shape_config
+from consortium.train import LocalTrainer, TrainParams, collate, response_loss
 
 
-def plain_peft(model, spec: LoraSpec, encoded, params: TrainParams, pad_id: int, seed: int, device) -> float:
-    """The usual loop: random batches, padded to the longest, HF loss over the full vocabulary."""
+def plain_run(
+    model, encoded, params: TrainParams, pad_id: int, seed: int, device, how: str, fwd=None
+) -> tuple:
+    """The usual loop: random batches padded to the longest; `how` = "hf" (labels= loss) or "response"."""
     rng = random.Random(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.lr)
     model.train()
     tokens, t0 = 0, time.perf_counter()
     for _ in range(params.steps):
-        batch = collate(rng.sample(encoded, params.batch_size), pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss = model(**batch).loss
+        batch = {k: v.to(device) for k, v in collate(rng.sample(encoded, params.batch_size), pad_id).items()}
+        loss = (fwd or model)(**batch).loss if how == "hf" else response_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
         opt.step()
@@ -43,43 +72,168 @@ def plain_peft(model, spec: LoraSpec, encoded, params: TrainParams, pad_id: int,
     if device.type == "cuda":
         torch.cuda.synchronize()
     model.eval()
-    return tokens / (time.perf_counter() - t0)
+    return tokens, time.perf_counter() - t0
+
+
+def configurations(cuda: bool, cpu_compile: bool) -> list[tuple[str, str, dict, str]]:
+    """(row name, runner, TrainParams overrides, skip reason or ""), cumulative top to bottom."""
+    compile_skip = "" if cuda or cpu_compile else "CPU: skipped by design (--cpu-compile measures it)"
+    base = {"fused_optimizer": False}
+    packed = {"packing": True}
+    fused = {**packed, "fused_optimizer": True}
+    compiled = {**fused, "compile": True, "compile_backend": None if cuda else "inductor"}
+    fastest = {**compiled, "bf16": True} if cuda else fused if not cpu_compile else compiled
+    return [
+        ("plain eager (transformers + PEFT)", "plain-hf", {}, ""),
+        ("plain + torch.compile (reference)", "plain-compiled", {}, compile_skip),
+        ("+ response-only projection", "plain-response", {}, ""),
+        ("+ length bucketing", "ours", base, ""),
+        ("+ packing", "ours", {**base, **packed}, ""),
+        ("+ fused AdamW (foreach on CPU)", "ours", fused, ""),
+        ("+ torch.compile", "ours", compiled, compile_skip),
+        ("+ bf16 autocast", "ours", {**compiled, "bf16": True}, "" if cuda else "CPU: no bf16 autocast"),
+        ("fastest + chunked loss (memory)", "ours", {**fastest, "loss_chunk": 1024}, ""),
+        ("fastest + checkpointing (memory)", "ours", {**fastest, "gradient_checkpointing": True}, ""),
+        (
+            "fastest + both (memory)",
+            "ours",
+            {**fastest, "gradient_checkpointing": True, "loss_chunk": 1024},
+            "",
+        ),
+    ]
+
+
+def estimate_rows(shape: str, batch: int, seq: int, dtype: torch.dtype, response_frac: float) -> list[Row]:
+    """Analytic memory of an 8B-class LoRA step in four settings (no allocation)."""
+    cfg = shape_config(shape)
+    tokens = batch * seq
+    nbytes = torch.empty((), dtype=dtype).element_size()
+    rows = []
+    for gc in (False, True):
+        for chunk in (0, 1024):
+            est = lora_memory_estimate(cfg, tokens, int(tokens * response_frac), nbytes, 16, 4, gc, chunk)
+            fits = "fits 80 GB" if est.total <= 80e9 else "does NOT fit 80 GB"
+            name = f"estimate: checkpointing={'on' if gc else 'off'}, loss_chunk={chunk}"
+            rows.append(Row(name, None, est.total, f"{fits} (weights {est.weights / 2**30:.1f} GiB)"))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="tiny")
+    ap.add_argument(
+        "--model", default="tiny", help="tiny | tiny-warm | smollm2 | HF id (ignored with --shape)"
+    )
+    ap.add_argument("--shape", choices=SHAPE_NAMES, help="random-init Llama of this shape instead of --model")
+    ap.add_argument("--data", choices=("corpus", "synthetic", "fixed"), default=None)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument(
+        "--seq-len", type=int, default=128, help="max_len (corpus) or sequence length (synthetic)"
+    )
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    ap.add_argument("--attn", default=None, help="attention implementation: sdpa | eager | flash_attention_2")
+    ap.add_argument("--cpu-compile", action="store_true", help="measure torch.compile (inductor) on CPU too")
+    ap.add_argument("--only", default="", help="comma-separated row numbers to run (1-based); default all")
+    ap.add_argument("--fit", action="store_true", help="memory-fit check: estimates, then measured rows")
+    ap.add_argument("--estimate-only", action="store_true", help="print the analytic memory estimate only")
+    ap.add_argument("--out", type=Path, help="append the table as Markdown to this file")
     args = ap.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base, tok = load_base(args.model)
-    base.to(device)
-    spec = LoraSpec(variant="ffa", r=8, alpha=16.0)
-    model = attach(base, spec)
-    corpus = build_corpus(["arithmetic", "units", "dates", "strings", "policy"], 100, 1, seed=0)
-    encoded = [encode_example(tok, e, args.max_len) for e in corpus.train]
-    params = TrainParams(steps=args.steps, batch_size=args.batch_size, lr=1e-3)
-    trainer = LocalTrainer(model, spec, tok.pad_token_id)
-    start = get_flat(model, spec)
+    dtype = pick_dtype(args.dtype, device)
+    if args.fit or args.estimate_only:
+        shape = args.shape or "llama-8b"
+        est_dtype = torch.bfloat16 if args.dtype == "auto" else dtype  # what a GPU run would load
+        rows = estimate_rows(shape, args.batch_size, args.seq_len, est_dtype, 0.3)
+        title = f"LoRA memory estimate, {shape} ({est_dtype}), batch {args.batch_size} x {args.seq_len}"
+        render(title, "-", "estimate", rows, 0, args.out)
+        if args.estimate_only or device.type != "cuda":
+            if device.type != "cuda":
+                print(f"no CUDA device: {shape} is not allocated here; the figures above are analytic")
+            return
 
-    ours, plain = [], []
-    for rep in range(args.repeats + 1):  # the first pass warms up both paths and is not counted
-        res = trainer.train(start, encoded, params, seed=rep)
-        p = plain_peft(model, spec, encoded, params, tok.pad_token_id, rep, device)
-        if rep:
-            ours.append(res.tokens / res.seconds)
-            plain.append(p)
-    table = Table(title=f"local training, {args.model} on {device.type} ({torch.get_num_threads()} threads)")
-    for col in ("path", "tokens/s (best)", "tokens/s (median)"):
-        table.add_column(col, justify="right")
-    for name, xs in (("plain transformers + PEFT", plain), ("consortium", ours)):
-        table.add_row(name, f"{max(xs):,.0f}", f"{sorted(xs)[len(xs) // 2]:,.0f}")
-    Console().print(table)
-    print(f"speed-up (median): {sorted(ours)[len(ours) // 2] / sorted(plain)[len(plain) // 2]:.2f}x")
+    base, tok, pad = load_model(args.model, args.shape, device, dtype, args.attn)
+    spec = LoraSpec(variant="lora", r=16, alpha=32.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
+    model = attach(base, spec)
+    data = args.data or ("synthetic" if args.shape else "corpus")
+    if data == "corpus":
+        if tok is None:
+            raise SystemExit("--data corpus needs a tokenizer: use --model, or --data synthetic with --shape")
+        encoded = corpus_examples(tok, args.seq_len)
+    else:
+        n = max(64, args.batch_size * args.steps)
+        encoded = synthetic_examples(base.config.vocab_size, args.seq_len, n, fixed=data == "fixed")
+    params = TrainParams(steps=args.steps, batch_size=args.batch_size, lr=1e-4)
+    trainer = LocalTrainer(model, spec, pad)
+    start = get_flat(model, spec)
+    plain_compiled = None
+
+    only = {int(x) for x in args.only.split(",") if x}
+    configs = configurations(device.type == "cuda", args.cpu_compile)
+    if args.fit:
+        configs = [c for c in configs if c[0].startswith("fastest")]
+    runs = {k: c for k, c in enumerate(configs, 1) if not c[3] and (not only or k in only)}
+    rates: dict[int, list[float]] = {k: [] for k in runs}
+    peaks: dict[int, int] = dict.fromkeys(runs, 0)
+    first: dict[int, float] = {}
+    failed: dict[int, str] = {}
+    # round-robin over the configurations, so that load from other processes (a shared CPU) spreads
+    # evenly over them; the first round warms up (and compiles) and is not counted
+    for rep in range(args.repeats + 1):
+        for k, (name, runner, overrides, _) in runs.items():
+            if k in failed:
+                continue
+            p = dataclasses.replace(params, **overrides)
+            t0 = time.perf_counter()
+            try:
+                with PeakMemory(device) as mem:
+                    if runner == "ours":
+                        res = trainer.train(start, encoded, p, seed=rep)
+                        tokens, seconds = res.tokens, res.seconds
+                    else:
+                        if runner == "plain-compiled" and plain_compiled is None:
+                            plain_compiled = torch.compile(model)
+                        how = "hf" if runner != "plain-response" else "response"
+                        fwd = plain_compiled if runner == "plain-compiled" else None
+                        tokens, seconds = plain_run(model, encoded, p, pad, rep, device, how, fwd)
+                        set_flat(model, spec, start)
+            except torch.OutOfMemoryError:
+                failed[k] = "out of memory"
+                set_flat(model, spec, start)
+                torch.cuda.empty_cache()
+                continue
+            peaks[k] = max(peaks[k], mem.peak)
+            if rep:
+                rates[k].append(tokens / seconds)
+                print(f"  round {rep}, {name}: {tokens / seconds:,.0f} tokens/s", flush=True)
+            else:
+                first[k] = time.perf_counter() - t0
+    set_flat(model, spec, start)
+
+    rows: list[Row] = []
+    for k, (name, _, overrides, skip) in enumerate(configs, 1):
+        if k not in runs or k in failed:
+            rows.append(Row(name, None, 0, failed.get(k) or skip or "not run"))
+            continue
+        xs = sorted(rates[k])
+        note = f"best {xs[-1]:,.0f}"
+        if overrides.get("compile") or name.startswith("plain + torch.compile"):
+            note += f"; first run {first[k]:.1f} s (compiles)"
+        dec = trainer._decoders.get((overrides.get("compile", False), overrides.get("compile_backend")))
+        if dec is not None and dec.fell_back:
+            note += f"; compile fell back: {dec.fell_back[:60]}"
+        if args.fit:
+            note += f"; {'fits' if peaks[k] <= 80e9 else 'does NOT fit'} 80 GB (measured)"
+        rows.append(Row(name, statistics.median(xs), peaks[k], note))
+
+    what = args.shape or args.model
+    title = (
+        f"local training, {what} ({dtype}), {data} data, batch {args.batch_size}, seq {args.seq_len}, "
+        f"{args.steps} steps x {args.repeats} - {describe_device(device)}"
+    )
+    baseline = rows[0].rate or 0.0
+    render(title, "tokens/s", PeakMemory(device).label, rows, baseline, args.out)
 
 
 if __name__ == "__main__":

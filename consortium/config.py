@@ -75,6 +75,14 @@ class TrainSection(_Section):
     weight_decay: float = Field(0.0, ge=0)
     max_len: int = Field(128, ge=8)
     grad_clip: float = Field(1.0, gt=0)
+    # fast paths (docs/speed.md): the defaults keep CPU results bit-identical to the plain loop
+    packing: bool = Field(False, description="lay a batch's examples end to end; same loss, no padding")
+    pack_len: int = Field(0, ge=0, description="tokens per packed row; 0 = the batch's longest example")
+    compile: bool = Field(False, description="torch.compile the decoder on CUDA (skipped on CPU)")
+    fused_optimizer: bool = Field(True, description="AdamW fused on CUDA, foreach on CPU")
+    bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
+    loss_chunk: int = Field(0, ge=0, description="response positions per vocab-projection chunk; 0 = one")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward")
 
 
 class EvalSection(_Section):

@@ -7,6 +7,7 @@ or data file leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -130,14 +131,25 @@ def lora_spec(cfg: RunConfig) -> LoraSpec:
 def train_params(cfg: RunConfig, steps: int) -> TrainParams:
     t = cfg.train
     return TrainParams(
-        steps=steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip
+        steps=steps,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        grad_clip=t.grad_clip,
+        packing=t.packing,
+        pack_len=t.pack_len,
+        compile=t.compile,
+        fused_optimizer=t.fused_optimizer,
+        bf16=t.bf16,
+        loss_chunk=t.loss_chunk,
+        gradient_checkpointing=t.gradient_checkpointing,
     )
 
 
 def shadow_params(cfg: RunConfig) -> TrainParams:
     """The shadow branch's training: the config's batch and clipping, its own fixed lr and step count."""
     base = train_params(cfg, cfg.probe.shadow_steps or cfg.train.local_steps)
-    return TrainParams(base.steps, base.batch_size, cfg.probe.shadow_lr, base.weight_decay, base.grad_clip)
+    return dataclasses.replace(base, lr=cfg.probe.shadow_lr)  # the speed flags too
 
 
 def _round_bytes(per_round: dict[str, int], uploaders: int) -> dict[str, int]:

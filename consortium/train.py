@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +16,8 @@ from peft import PeftModel
 
 from consortium.data import EncodedExample
 from consortium.model import LoraSpec, get_flat, set_flat
+from consortium.packing import collate_packed
+from consortium.train_fast import CompiledDecoder, autocast, make_optimizer, response_ce_sum
 
 IGNORE = -100
 
@@ -29,6 +31,15 @@ class TrainParams:
     lr: float
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # fast paths (docs/speed.md); the defaults reproduce the plain loop bit for bit on CPU
+    packing: bool = False  # lay each batch's examples end to end (same loss, no padding)
+    pack_len: int = 0  # tokens per packed row; 0 = the batch's longest example (flash attention: one row)
+    compile: bool = False  # torch.compile the decoder (CUDA; skipped on CPU unless compile_backend is set)
+    compile_backend: str | None = None
+    fused_optimizer: bool = True  # AdamW fused=True on CUDA, foreach=True on CPU (bit-identical there)
+    bf16: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    loss_chunk: int = 0  # response positions per chunk of the vocabulary projection; 0 = all at once
+    gradient_checkpointing: bool = False  # recompute layer activations in backward (memory for speed)
 
 
 @dataclass
@@ -83,20 +94,36 @@ def collate(batch: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Ten
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def response_loss(model: PeftModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def response_loss(
+    model: PeftModel, batch: dict[str, torch.Tensor], chunk: int = 0, decoder: Callable | None = None
+) -> torch.Tensor:
     """Mean next-token loss over response tokens, projecting only those positions to the vocabulary.
 
     Same value as the HF `labels=` loss, but the full-vocabulary logits of prompt and padding tokens
     (most of a short-answer batch) are never computed: on SmolLM2 the LM head is ~20% of a forward.
+    `batch` is padded (`attention_mask`) or packed (`position_ids`, no mask: consortium.packing);
+    `chunk > 0` bounds the logits alive at once (`train_fast.response_ce_sum`); `decoder` replaces the
+    model's decoder call (a compiled one).
     """
     causal_lm = model.get_base_model()
-    hidden = causal_lm.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    hidden = (decoder or causal_lm.get_decoder())(**inputs, use_cache=False).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+    head = causal_lm.get_output_embeddings()
+    if chunk > 0:
+        return response_ce_sum(head, hidden[:, :-1][keep], targets[keep], chunk) / keep.sum()
+    logits = head(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+def set_checkpointing(causal_lm: torch.nn.Module, on: bool) -> None:
+    """Switch activation checkpointing (non-reentrant) on or off, leaving no input-grad hook behind."""
+    if on and not causal_lm.is_activation_checkpointing:
+        causal_lm.activation_checkpointing_enable({"use_reentrant": False})
+    elif not on and causal_lm.is_activation_checkpointing:
+        causal_lm.activation_checkpointing_disable()
+        causal_lm.disable_input_require_grads()
 
 
 class LocalTrainer:
@@ -107,6 +134,26 @@ class LocalTrainer:
         self.spec = spec
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
+        self._decoders: dict[tuple[bool, str | None], CompiledDecoder] = {}
+
+    def decoder(self, params: TrainParams) -> CompiledDecoder:
+        """The decoder call for these params; compiled ones are kept so a process compiles once."""
+        key = (params.compile, params.compile_backend)
+        if key not in self._decoders:
+            dec = self.model.get_base_model().get_decoder()
+            self._decoders[key] = CompiledDecoder(dec, self.device, params.compile, params.compile_backend)
+        return self._decoders[key]
+
+    def inputs(self, batch: Sequence[EncodedExample], params: TrainParams) -> dict[str, torch.Tensor]:
+        """The batch as tensors on the device: padded, or packed when `params.packing`."""
+        if params.packing:
+            flash = "flash" in str(self.model.get_base_model().config._attn_implementation)
+            budget = None if flash else params.pack_len
+            multiple = 64 if params.compile and self.device.type == "cuda" and not flash else 1
+            tensors = collate_packed(batch, self.pad_id, budget, multiple)
+        else:
+            tensors = collate(batch, self.pad_id)
+        return {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
 
     def train(
         self,
@@ -120,25 +167,30 @@ class LocalTrainer:
         `snapshot_every = k > 0`, the delta after every k-th step (what the step-level probe scores)."""
         set_flat(self.model, self.spec, start)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+        opt = make_optimizer(trainable, params.lr, params.weight_decay, params.fused_optimizer, self.device)
+        decoder = self.decoder(params)
+        causal_lm = self.model.get_base_model()
+        set_checkpointing(causal_lm, params.gradient_checkpointing)
         rng = random.Random(seed)
         result = LocalResult(delta=torch.empty(0))
         t0 = time.perf_counter()
         self.model.train()
         try:
             for batch in bucketed_batches(examples, params.batch_size, params.steps, rng):
-                inputs = {k: v.to(self.device) for k, v in collate(batch, self.pad_id).items()}
-                loss = response_loss(self.model, inputs)
+                inputs = self.inputs(batch, params)
+                with autocast(self.device, params.bf16):
+                    loss = response_loss(self.model, inputs, params.loss_chunk, decoder)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 result.losses.append(float(loss.detach()))
-                result.tokens += int(inputs["attention_mask"].sum())
+                result.tokens += sum(len(e.input_ids) for e in batch)
                 if snapshot_every and len(result.losses) % snapshot_every == 0:
                     result.snapshots.append(get_flat(self.model, self.spec) - start)
         finally:
             self.model.eval()
+            set_checkpointing(causal_lm, False)  # leave the shared model as we found it
         result.seconds = time.perf_counter() - t0
         result.delta = get_flat(self.model, self.spec) - start
         return result

@@ -44,3 +44,13 @@ def test_accuracy_by_domain_and_normalisation(memorised) -> None:
     assert is_correct(" 42. ", "42") and not is_correct("420", "42") and not is_correct("box", "BOX")
     one = [Example("p", "a", "x"), Example("q", "b", "x"), Example("r", "c", "y")]
     assert accuracy_by_domain(one, [True, False, True]) == {"x": 0.5, "y": 1.0, "mean": 0.75}
+
+
+def test_teacher_forced_equals_greedy_on_warm_model() -> None:
+    """The same agreement on the warmed-up tiny model (pre-trained, not overfitted on the test items)."""
+    base, tok = load_base("tiny-warm")
+    examples = build_corpus(["arithmetic", "dates", "policy", "strings", "units"], 4, 8, seed=5).test
+    tf = exact_match_verdicts(base, tok, examples, "teacher_forced", 8, 24, "You are a concise assistant.")
+    greedy = exact_match_verdicts(base, tok, examples, "greedy", 8, 24, "You are a concise assistant.")
+    assert tf == greedy
+    assert 0 < sum(tf) < len(tf), sum(tf)
