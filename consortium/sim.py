@@ -522,7 +522,7 @@ class Simulation:
                 every = cfg.probe.step_every if level == "step" else 0
                 res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i), every)
                 report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
-                spent = report["timings"]
+                spent = report.setdefault("timings", {})
                 spent["local_train"] = spent.get("local_train", 0.0) + res.seconds
                 t0 = time.perf_counter()
                 if level == "step":
