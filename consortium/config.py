@@ -418,6 +418,21 @@ def load_config(
         raise ConfigError(_format_error(err)) from None
 
 
+# Keys added after runs were first committed on chain, with the value that reproduces what came before
+# them: at that value they are left out of the digest, so older run directories still audit. A key
+# added later with a neutral value goes here; these values must never change.
+DIGEST_NEUTRAL: dict[str, Any] = {
+    "train.packing": False,
+    "train.pack_len": 0,
+    "train.compile": False,
+    "train.fused_optimizer": True,  # foreach on CPU: bit-identical to the loop before it
+    "train.bf16": False,
+    "train.loss_chunk": 0,
+    "train.gradient_checkpointing": False,
+    "probe.shadow_steps": 0,
+}
+
+
 def config_digest(cfg: RunConfig) -> str:
     """Short sha256 of the resolved config: what every chain commitment names, so the audit can tell
     a config edited after the run (even one whose change leaves the aggregates as they were)."""
@@ -427,6 +442,10 @@ def config_digest(cfg: RunConfig) -> str:
     data = to_toml_dict(cfg)
     for key in ("backend", "ray"):  # where the training ran is not what was computed (docs/scale.md)
         data.pop(key, None)
+    for dotted, neutral in DIGEST_NEUTRAL.items():
+        section, key = dotted.split(".")
+        if section in data and data[section].get(key, neutral) == neutral:
+            data[section].pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

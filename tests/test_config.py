@@ -91,3 +91,18 @@ def test_resolved_config_round_trips_through_toml(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(tomli_w.dumps(to_toml_dict(cfg)))
     assert load_config(path, preset="smoke") == cfg
+
+
+def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_auditable() -> None:
+    """Every chain commitment names the config digest; a new key that changes it breaks the audit of
+    every run directory written before it (as `train.packing` & co. did). Add it to DIGEST_NEUTRAL."""
+    from consortium.config import DIGEST_NEUTRAL, RunConfig, config_digest, to_toml_dict
+
+    demo = load_config(preset="demo")
+    assert config_digest(demo) == "db3f16c9e2f36a56"  # what `make demo` committed on 2026-11-23
+    older = to_toml_dict(demo)  # the config.toml of a run made before the neutral keys existed
+    for dotted in DIGEST_NEUTRAL:
+        section, key = dotted.split(".")
+        older.get(section, {}).pop(key, None)
+    assert config_digest(RunConfig.model_validate(older)) == config_digest(demo)
+    assert config_digest(load_config(preset="demo", overrides=["train.packing=true"])) != "db3f16c9e2f36a56"
