@@ -20,28 +20,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from consortium.aggregate_lora import flora_candidate
 from consortium.model import LoraSpec, attach, layout, layout_size
+from consortium.model.shapes import shape_config
 from consortium.store import tensors_to_bytes
 
-SMOLLM2_135M = LlamaConfig(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    tie_word_embeddings=True,
-)
 DEMO_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 VARIANTS = ("lora", "ffa", "flora", "fedsb")
 
 
 def smollm2_layout(spec: LoraSpec) -> list[tuple[str, tuple[int, ...]]]:
     with torch.device("meta"):
-        model = LlamaForCausalLM(SMOLLM2_135M)
+        model = LlamaForCausalLM(shape_config("smollm2-135m"))
     return layout(attach(model, spec), spec)
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-# Llama-3.2-1B and Llama-3.1-8B shapes; "llama-mini" is the same code path small enough for a CPU test.
+# Llama-3.2-1B, Llama-3.1-8B and SmolLM2-135M shapes; "llama-mini" is the same code path, small
+# enough for a CPU test.
 SHAPES: dict[str, dict] = {
     "llama-1b": dict(
         hidden_size=2048,
@@ -30,6 +31,15 @@ SHAPES: dict[str, dict] = {
         intermediate_size=14336,
         vocab_size=128256,
         tie_word_embeddings=False,
+    ),
+    "smollm2-135m": dict(  # the demo's model: its real LoRA layout without loading the GGUF
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        tie_word_embeddings=True,
     ),
     "llama-mini": dict(
         hidden_size=128,
