@@ -9,9 +9,14 @@ refusal rate, and the flags' TPR / FPR over (participant, round) pairs.
     PYTHONPATH=. python bench/probes.py [--probe DIR/<sha256>.safetensors] [--fractions 0.3]
         [--probe-step FILE] [--probe-shadow FILE] [--attacks harmful,backdoor] [--rounds 3]
         [--defences fedavg,...,probe] [--model tiny-warm] [--set probe.shadow_steps=1]
-        [--out bench/results/probes.md]
+        [--out bench/results/probes.md] [--probe-out DIR]
 
-Without --probe, a client-level probe is trained first (`consortium probe train` defaults).
+    # SmolLM2 on the demo preset's training settings (+ the restricted domain); hours on a 2-core CPU
+    PYTHONPATH=. python bench/probes.py --preset demo --defences fedavg,multi_krum,probe \
+        --set probe.train_seeds=[0,1] --set probe.train_rounds=2
+
+Without --probe, a client-level probe is trained first on the same settings as the runs (`consortium
+probe train` defaults, or the demo preset's with --preset demo) and kept in --probe-out.
 """
 
 from __future__ import annotations
@@ -26,19 +31,24 @@ from typing import Any
 from rich.console import Console
 
 from consortium.config import load_config
-from consortium.probe.cli import DEFAULT_SETS
+from consortium.probe.cli import DEFAULT_SETS, WITH_RESTRICTED
 from consortium.sim import Simulation
 
 DEFENCES = ("fedavg", "median", "trimmed_mean", "multi_krum", "flame", "foolsgold", "probe")
 
 
-def _train_probe(model: str, out: Path) -> Path:
+# per preset: the overrides that make its runs and the probe's training set (restricted domain included)
+PRESET_SETS = {"smoke": DEFAULT_SETS, "demo": [WITH_RESTRICTED]}
+
+
+def _train_probe(preset: str, sets: list[str], out: Path) -> Path:
+    """A client-level probe on exactly the runs' model, LoRA layout and local-training settings."""
     from consortium.probe.artifact import save
     from consortium.probe.dataset import collect, load_clients
     from consortium.probe.features import FeatureSpec
     from consortium.probe.trainer import train_and_evaluate
 
-    cfg = load_config(None, "smoke", [*DEFAULT_SETS, f"model.name={model}"])
+    cfg = load_config(None, preset, sets)
     clients = load_clients(cfg)
     fit = collect(clients, cfg.probe.train_seeds, "client")
     held = collect(clients, cfg.probe.heldout_seeds, "client")
@@ -46,11 +56,13 @@ def _train_probe(model: str, out: Path) -> Path:
         fit, held, clients.layout, FeatureSpec(), cfg.probe.classifier, exclude=cfg.probe.fit_exclude
     )
     probe.info = {"report": report}
-    return save(probe, out)[1]
+    path = save(probe, out)[1]
+    print(f"probe {path.name}: held-out seeds {report.get('heldout_seeds')}", flush=True)
+    return path
 
 
-def _run(overrides: list[str], tmp: Path) -> dict[str, Any]:
-    cfg = load_config(None, "smoke", overrides)
+def _run(preset: str, overrides: list[str], tmp: Path) -> dict[str, Any]:
+    cfg = load_config(None, preset, overrides)
     path = Simulation(cfg, Console(quiet=True)).run(tmp, plots=False)
     return json.loads((path / "report.json").read_text())
 
@@ -95,24 +107,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--participants", type=int, default=10)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--model", default="tiny-warm")
+    ap.add_argument("--model", default=None, help="default: tiny-warm (smoke), smollm2 (demo)")
+    ap.add_argument("--preset", choices=sorted(PRESET_SETS), default="smoke", help="training settings")
+    ap.add_argument("--probe-out", type=Path, default=None, help="keep the trained probe here")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-baseline", action="store_true", help="skip the no-attack run")
     ap.add_argument("--set", action="append", default=[], help="extra override: probe.shadow_steps=1")
     args = ap.parse_args()
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-probes-"))
-    probe = args.probe or _train_probe(args.model, tmp / "probe")
+    model = args.model or ("tiny-warm" if args.preset == "smoke" else "smollm2")
+    shared = [*PRESET_SETS[args.preset], f"model.name={model}", *args.set]
+    probe = args.probe or _train_probe(args.preset, shared, args.probe_out or tmp / "probe")
     digest = probe.name.removesuffix(".safetensors")
     base = [
-        *DEFAULT_SETS,
-        f"model.name={args.model}",
+        *shared,
         "protocol=fedavg",
         f"participants={args.participants}",
         f"rounds={args.rounds}",
         f"seed={args.seed}",
         "eval.isolated_baseline=false",
-        *args.set,
     ]
 
     def probe_sets(path: Path, level: str) -> list[str]:
@@ -127,7 +141,7 @@ def main() -> None:
     wanted = args.defences.split(",") if args.defences else [*DEFENCES, *levels]
     defences = list(dict.fromkeys(d for d in wanted if not d.startswith("probe") or d in levels))
     lines = [
-        f"# Probe vs robust aggregators ({args.model}, {args.participants} participants, "
+        f"# Probe vs robust aggregators ({model}, {args.preset} preset, {args.participants} participants, "
         f"{args.rounds} rounds, seed {args.seed}, probe {digest[:12]})",
         "",
         "| attack | malicious | defence | harmful compliance | refusal | backdoor ASR | clean acc "
@@ -146,14 +160,14 @@ def main() -> None:
 
     both = '[{kind="harmful", fraction=0.0}, {kind="backdoor", fraction=0.0}]'
     if not args.no_baseline:
-        add("none", "0", "fedavg", _row(_run([*base, f"attacks={both}"], tmp)))
+        add("none", "0", "fedavg", _row(_run(args.preset, [*base, f"attacks={both}"], tmp)))
     for attack in args.attacks.split(","):
         for frac in args.fractions.split(","):
             for defence in defences:
                 agg = "fedavg" if defence in levels else defence
                 extra = probe_sets(*levels[defence]) if defence in levels else []
                 sets = [*base, f"aggregator={agg}", f'attacks=[{{kind="{attack}", fraction={frac}}}]', *extra]
-                add(attack, frac, defence, _row(_run(sets, tmp)))
+                add(attack, frac, defence, _row(_run(args.preset, sets, tmp)))
     lines += ["", f"total {time.perf_counter() - t0:.0f}s on this machine"]
     text = "\n".join(lines)
     print(text)

@@ -136,12 +136,33 @@ def _cell_job(args: tuple[str, str | None, float, str, int, str, str]) -> dict[s
     return run_cell(cell_config(model, attack, frac, defense, seed, protocol), Path(tmp))
 
 
-def _fmt(v: float, pct: bool = True) -> str:
-    return (
-        "-"
-        if v is None or (isinstance(v, float) and math.isnan(v))
-        else (f"{100 * v:.0f}" if pct else f"{v:.3f}")
-    )
+def _fmt(v: float, pct: bool = True, sd: float | None = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    text = f"{100 * v:.0f}" if pct else f"{v:.3f}"
+    return text if sd is None or math.isnan(sd) else text + (f" ± {100 * sd:.0f}" if pct else f" ± {sd:.3f}")
+
+
+def combine(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each cell's figures as the mean over the seeds that have it, with the sample standard deviation
+    under `<metric>_sd` (NaN for one seed) and the count under `seeds`: one seed's 100 test questions
+    put a point of clean accuracy at one question, so a claim needs the spread."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for r in per_seed for k in r):
+        cells = [r[key] for r in per_seed if key in r]
+        row: dict[str, Any] = {"seeds": len(cells)}
+        for metric, v in cells[0].items():
+            if not isinstance(v, (int, float)):
+                continue
+            vals = [c[metric] for c in cells if not math.isnan(c.get(metric, math.nan))]
+            row[metric] = sum(vals) / len(vals) if vals else math.nan
+            row[f"{metric}_sd"] = (
+                math.sqrt(sum((x - row[metric]) ** 2 for x in vals) / (len(vals) - 1))
+                if len(vals) > 1
+                else math.nan
+            )
+        out[key] = row
+    return out
 
 
 def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str, float]], title: str) -> str:
@@ -163,7 +184,13 @@ def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str,
         out += [f"## {label}", "", "| attack | fraction | " + " | ".join(defenses) + " |"]
         out.append("|---|---|" + "---|" * len(defenses))
         for attack, frac in rows:
-            cells = [_fmt(results[f"{attack}|{frac}|{d}"][metric]) for d in defenses]
+            cells = [
+                _fmt(
+                    results[f"{attack}|{frac}|{d}"][metric],
+                    sd=results[f"{attack}|{frac}|{d}"].get(f"{metric}_sd"),
+                )
+                for d in defenses
+            ]
             out.append(f"| {attack} | {frac:.0%} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["## Defence time per round (s)", "", "| defence | seconds |", "|---|---|"]
@@ -196,13 +223,18 @@ def heatmap(
     plt.close(fig)
 
 
+def _pct(cell: dict[str, Any], metric: str) -> str:
+    """A cell's figure in percent with one decimal, and its spread over seeds when it has one."""
+    v, sd = cell.get(metric, math.nan), cell.get(f"{metric}_sd", math.nan)
+    return f"{100 * v:.1f}%" + ("" if math.isnan(sd) else f" ± {100 * sd:.1f}")
+
+
 def headline(results: dict[str, Any], defenses: list[str]) -> str:
     """The issue's target at 30% backdoor: best defence vs FedAvg."""
     key = "backdoor|0.3|{}"
     if key.format("fedavg") not in results:
         return "headline needs the backdoor 30% cell with fedavg"
     base = results[key.format("fedavg")]["asr"]
-    clean_ref = results["none|0.0|fedavg"]["clean"] if "none|0.0|fedavg" in results else math.nan
     best = min(
         (d for d in defenses if key.format(d) in results),
         key=lambda d: (results[key.format(d)]["asr"], -results[key.format(d)]["clean"]),
@@ -212,8 +244,8 @@ def headline(results: dict[str, Any], defenses: list[str]) -> str:
     return (
         f"30% backdoor attackers: FedAvg ASR {100 * base:.1f}%; "
         f"best defence `{best}` ASR {100 * r['asr']:.1f}% "
-        f"(cut {100 * cut:.0f}% relative), clean accuracy {100 * r['clean']:.1f}% vs {100 * clean_ref:.1f}% "
-        "for FedAvg without attack"
+        f"(cut {100 * cut:.0f}% relative), clean accuracy {_pct(r, 'clean')} vs "
+        f"{_pct(results.get('none|0.0|fedavg', {}), 'clean')} for FedAvg without attack"
     )
 
 
@@ -226,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--defenses", default=",".join(sorted(AGGREGATORS, key=lambda n: (n != "fedavg", n))))
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None, help="comma list, e.g. 0,1,2: tables give mean ± sd over them")
     ap.add_argument(
         "--protocol",
         choices=("fedavg", "chain"),
@@ -246,23 +279,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
         return 2
     rows = [("none", 0.0)] + [(a, f) for a in attacks for f in fractions]
+    seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / (
         f"robustness_{args.model}" + ("" if args.protocol == "fedavg" else f"_{args.protocol}")
     )
-    # finished cells are kept in a partial file as they complete, so an interrupted grid resumes
-    partial = stem.with_name(f"{stem.name}_seed{args.seed}.partial.json")
-    results: dict[str, Any] = json.loads(partial.read_text()) if partial.is_file() else {}
+    # finished cells are kept in a partial file per seed as they complete, so an interrupted grid resumes
+    partials = {seed: stem.with_name(f"{stem.name}_seed{seed}.partial.json") for seed in seeds}
+    per_seed: dict[int, dict[str, Any]] = {
+        seed: json.loads(p.read_text()) if p.is_file() else {} for seed, p in partials.items()
+    }
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     # validate every cell's config up front: a bad grid fails before hours of work, not during
     cells = {f"{a}|{f}|{d}": (a, f, d) for a, f in rows for d in defenses}
     for a, f, d in cells.values():
-        cell_config(args.model, None if a == "none" else a, f, d, args.seed, args.protocol)
+        cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol)
     if args.render_only:
-        rows = [(a, f) for a, f in rows if all(f"{a}|{f}|{d}" in results for d in defenses)]
-        cells = {k: v for k, v in cells.items() if k in results and (v[0], v[1]) in rows}
+        rows = [
+            (a, f) for a, f in rows if all(f"{a}|{f}|{d}" in per_seed[s] for d in defenses for s in seeds)
+        ]
+        cells = {k: v for k, v in cells.items() if (v[0], v[1]) in rows}
         if not rows:
-            print(f"no complete row in {partial}", file=sys.stderr)
+            print(
+                f"no row complete for every seed in {', '.join(map(str, partials.values()))}", file=sys.stderr
+            )
             return 2
     else:
         warm_base(args.model)  # build the cached base model once, not in every worker
@@ -271,23 +311,30 @@ def main(argv: list[str] | None = None) -> int:
         Progress(*cols) as progress,
         cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
     ):
-        todo = {k: v for k, v in cells.items() if k not in results and not args.render_only}
         # attack rows first: the no-attack reference row is the cheapest to add later
-        todo = dict(sorted(todo.items(), key=lambda kv: kv[1][0] == "none"))
-        task = progress.add_task("robustness grid", total=len(cells), completed=len(cells) - len(todo))
+        todo = sorted(
+            ((seed, k, v) for seed in seeds for k, v in cells.items() if k not in per_seed[seed]),
+            key=lambda t: (t[2][0] == "none", t[0]),
+        )
+        if args.render_only:
+            todo = []
+        total = len(cells) * len(seeds)
+        task = progress.add_task("robustness grid", total=total, completed=total - len(todo))
         futures = {
             pool.submit(
-                _cell_job, (args.model, None if a == "none" else a, f, d, args.seed, args.protocol, tmp)
-            ): key
-            for key, (a, f, d) in todo.items()
+                _cell_job, (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp)
+            ): (seed, key)
+            for seed, key, (a, f, d) in todo
         }
         for fut in cf.as_completed(futures):
-            results[futures[fut]] = fut.result()
-            partial.write_text(json.dumps(results, indent=1))
+            seed, key = futures[fut]
+            per_seed[seed][key] = fut.result()
+            partials[seed].write_text(json.dumps(per_seed[seed], indent=1))
             progress.advance(task)
-    results = {k: results[k] for k in cells}
+    results = combine([{k: per_seed[seed][k] for k in cells} for seed in seeds])
+    which = f"seeds {','.join(map(str, seeds))} (mean ± sd)" if len(seeds) > 1 else f"seed {seeds[0]}"
     title = (
-        f"{args.model} model, {SETTINGS[args.model]['participants']} participants, seed {args.seed}, "
+        f"{args.model} model, {SETTINGS[args.model]['participants']} participants, {which}, "
         f"protocol {args.protocol}"
     )
     text = markdown(results, defenses, rows, title) + "\n" + headline(results, defenses) + "\n"

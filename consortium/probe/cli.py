@@ -13,9 +13,11 @@ from rich.table import Table
 
 probe_app = typer.Typer(no_args_is_help=True, help="Probe defence: train a probe over LoRA updates.")
 
+# the demo preset's domains plus the restricted one that harmful fine-tuning targets
+WITH_RESTRICTED = 'data.domains=["arithmetic", "units", "dates", "strings", "policy", "restricted"]'
 DEFAULT_SETS = [
     "model.name=tiny-warm",
-    'data.domains=["arithmetic", "units", "dates", "strings", "policy", "restricted"]',
+    WITH_RESTRICTED,
     "data.n_train=40",
     "train.local_steps=4",
     "train.lr=1e-2",
@@ -67,7 +69,7 @@ def train(
     from consortium.probe.features import FeatureSpec
     from consortium.probe.trainer import train_and_evaluate
 
-    sets = ([] if smollm2 else DEFAULT_SETS) + (set_ or [])
+    sets = ([WITH_RESTRICTED] if smollm2 else DEFAULT_SETS) + (set_ or [])
     try:
         cfg = load_config(config, "demo" if smollm2 else preset, sets)
     except ConfigError as e:
