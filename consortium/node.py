@@ -293,7 +293,7 @@ class Node:
             t0 = time.perf_counter()
             start = get_vector(self.store, base, self.layout)
             last_step = self._history_before(rid).last_step
-            train = self.sim._train_fn(rid - 1, last_step, {"losses": {"federated": {}}}, lambda: None)
+            train = self.sim.train_fn(rid - 1, last_step)
             delta, n = train(self.name, start)
             blob = put_vector(self.store, delta, self.layout)
             from consortium.decentral import commit_uri

@@ -438,7 +438,7 @@ class Simulation:
             part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
             round_start = get_vector(store, global_hash, self.layout)
             last_step = None if previous is None else round_start - previous  # public: the last global change
-            train = self._train_fn(r, last_step, report, lambda t=part_task: progress.advance(t))
+            train = self.train_fn(r, last_step, report, lambda t=part_task: progress.advance(t))
             t1 = time.perf_counter()
             if cfg.protocol == "chain":
                 done = chain.run_round(global_hash, train, self._loss_fn, last_step)
@@ -506,11 +506,18 @@ class Simulation:
         dp_info = (detail.get("info") or {}).get("dp")
         return tracker.record(entered, dp_info)
 
-    def _train_fn(
-        self, r: int, last_step: torch.Tensor | None, report: dict[str, Any], done: Callable[[], None]
+    def train_fn(
+        self,
+        r: int,
+        last_step: torch.Tensor | None,
+        report: dict[str, Any] | None = None,
+        done: Callable[[], None] = lambda: None,
     ) -> TrainFn:
-        """The local step of round r: honest training, or the attacker's crafted update."""
+        """The local step of round r: honest training, or the attacker's crafted update. Losses and
+        timings go into `report` (the simulation's); a node, which keeps no report, passes none."""
         cfg = self.cfg
+        if report is None:
+            report = {"losses": {"federated": {}}, "timings": {}}
         by_name = {p.name: (i, p) for i, p in enumerate(self.participants)}
 
         def train(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -522,7 +529,7 @@ class Simulation:
                 every = cfg.probe.step_every if level == "step" else 0
                 res = self.trainer.train(start, data, params, local_seed(cfg.seed, r, i), every)
                 report["losses"]["federated"].setdefault(pid, []).extend(res.losses)
-                spent = report.setdefault("timings", {})
+                spent = report["timings"]
                 spent["local_train"] = spent.get("local_train", 0.0) + res.seconds
                 t0 = time.perf_counter()
                 if level == "step":
