@@ -41,17 +41,18 @@ DEFENCES = ("fedavg", "median", "trimmed_mean", "multi_krum", "flame", "foolsgol
 PRESET_SETS = {"smoke": DEFAULT_SETS, "demo": [WITH_RESTRICTED]}
 
 
-def _train_probe(preset: str, sets: list[str], out: Path) -> Path:
+def _train_probe(preset: str, sets: list[str], out: Path, cache: Path | None) -> Path:
     """A client-level probe on exactly the runs' model, LoRA layout and local-training settings."""
     from consortium.probe.artifact import save
-    from consortium.probe.dataset import collect, load_clients
+    from consortium.probe.dataset import load_clients
     from consortium.probe.features import FeatureSpec
+    from consortium.probe.samples import collect_cached
     from consortium.probe.trainer import train_and_evaluate
 
     cfg = load_config(None, preset, sets)
     clients = load_clients(cfg)
-    fit = collect(clients, cfg.probe.train_seeds, "client")
-    held = collect(clients, cfg.probe.heldout_seeds, "client")
+    fit = collect_cached(clients, cfg.probe.train_seeds, "client", cache)
+    held = collect_cached(clients, cfg.probe.heldout_seeds, "client", cache)
     probe, report = train_and_evaluate(
         fit, held, clients.layout, FeatureSpec(), cfg.probe.classifier, exclude=cfg.probe.fit_exclude
     )
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="default: tiny-warm (smoke), smollm2 (demo)")
     ap.add_argument("--preset", choices=sorted(PRESET_SETS), default="smoke", help="training settings")
     ap.add_argument("--probe-out", type=Path, default=None, help="keep the trained probe here")
+    ap.add_argument("--sample-cache", type=Path, default=None, help="reuse / keep the probe's samples here")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-baseline", action="store_true", help="skip the no-attack run")
     ap.add_argument("--set", action="append", default=[], help="extra override: probe.shadow_steps=1")
@@ -118,7 +120,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-probes-"))
     model = args.model or ("tiny-warm" if args.preset == "smoke" else "smollm2")
     shared = [*PRESET_SETS[args.preset], f"model.name={model}", *args.set]
-    probe = args.probe or _train_probe(args.preset, shared, args.probe_out or tmp / "probe")
+    probe = args.probe or _train_probe(
+        args.preset, shared, args.probe_out or tmp / "probe", args.sample_cache
+    )
     digest = probe.name.removesuffix(".safetensors")
     base = [
         *shared,

@@ -59,14 +59,19 @@ def train(
         list[str] | None, typer.Option("--set", help="dotted override, e.g. --set seed=1")
     ] = None,
     smollm2: Annotated[bool, typer.Option(help="real SmolLM2 with the demo preset (slow on CPU)")] = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="keep the simulated samples here, one file per seed, and reuse them next time"),
+    ] = None,
 ) -> None:
     """Simulate benign and malicious clients (every attack, several domains and seeds), train the probe,
     report held-out TPR / FPR / ROC AUC, and write it as a content-addressed artifact."""
     from consortium.cli import fail, quiet_libraries
     from consortium.config import ConfigError, load_config
     from consortium.probe.artifact import save
-    from consortium.probe.dataset import collect, load_clients
+    from consortium.probe.dataset import load_clients
     from consortium.probe.features import FeatureSpec
+    from consortium.probe.samples import collect_cached
     from consortium.probe.trainer import train_and_evaluate
 
     sets = ([WITH_RESTRICTED] if smollm2 else DEFAULT_SETS) + (set_ or [])
@@ -80,8 +85,8 @@ def train(
     t0 = time.perf_counter()
     with console.status(f"loading {cfg.model.name!r} and simulating clients"):
         clients = load_clients(cfg)
-        fit = collect(clients, pc.train_seeds, pc.level)
-        heldout = collect(clients, pc.heldout_seeds, pc.level)
+        fit = collect_cached(clients, pc.train_seeds, pc.level, cache)
+        heldout = collect_cached(clients, pc.heldout_seeds, pc.level, cache)
     spec = FeatureSpec(pc.modules, True, pc.norm_stats, pc.sketch_dim, cfg.seed)
     probe, report = train_and_evaluate(
         fit, heldout, clients.layout, spec, pc.classifier, cfg.seed, exclude=pc.fit_exclude
