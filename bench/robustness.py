@@ -150,7 +150,7 @@ def combine(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for r in per_seed for k in r):
         cells = [r[key] for r in per_seed if key in r]
-        row: dict[str, Any] = {"seeds": len(cells)}
+        row: dict[str, Any] = {"seeds": len(cells), "seeds_of": len(per_seed)}
         for metric, v in cells[0].items():
             if not isinstance(v, (int, float)):
                 continue
@@ -163,6 +163,17 @@ def combine(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             )
         out[key] = row
     return out
+
+
+def _cell(cell: dict[str, Any], metric: str) -> str:
+    """A table cell: percent, ± sd over seeds when there are several, and their count when only some
+    seeds have this cell (`seeds_of`: how many the table is over)."""
+    text = _fmt(cell[metric], sd=cell.get(f"{metric}_sd"))
+    return (
+        text
+        if cell.get("seeds", 1) >= cell.get("seeds_of", 1) or text == "-"
+        else f"{text} (n={cell['seeds']})"
+    )
 
 
 def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str, float]], title: str) -> str:
@@ -184,13 +195,7 @@ def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str,
         out += [f"## {label}", "", "| attack | fraction | " + " | ".join(defenses) + " |"]
         out.append("|---|---|" + "---|" * len(defenses))
         for attack, frac in rows:
-            cells = [
-                _fmt(
-                    results[f"{attack}|{frac}|{d}"][metric],
-                    sd=results[f"{attack}|{frac}|{d}"].get(f"{metric}_sd"),
-                )
-                for d in defenses
-            ]
+            cells = [_cell(results[f"{attack}|{frac}|{d}"], metric) for d in defenses]
             out.append(f"| {attack} | {frac:.0%} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["## Defence time per round (s)", "", "| defence | seconds |", "|---|---|"]
@@ -295,14 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     for a, f, d in cells.values():
         cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol)
     if args.render_only:
+        # a row is shown when every defence has it for some seed; a cell with fewer seeds says so
         rows = [
-            (a, f) for a, f in rows if all(f"{a}|{f}|{d}" in per_seed[s] for d in defenses for s in seeds)
+            (a, f)
+            for a, f in rows
+            if all(any(f"{a}|{f}|{d}" in per_seed[s] for s in seeds) for d in defenses)
         ]
         cells = {k: v for k, v in cells.items() if (v[0], v[1]) in rows}
         if not rows:
-            print(
-                f"no row complete for every seed in {', '.join(map(str, partials.values()))}", file=sys.stderr
-            )
+            print(f"no complete row in {', '.join(map(str, partials.values()))}", file=sys.stderr)
             return 2
     else:
         warm_base(args.model)  # build the cached base model once, not in every worker
@@ -331,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[seed][key] = fut.result()
             partials[seed].write_text(json.dumps(per_seed[seed], indent=1))
             progress.advance(task)
-    results = combine([{k: per_seed[seed][k] for k in cells} for seed in seeds])
+    results = combine([{k: per_seed[seed][k] for k in cells if k in per_seed[seed]} for seed in seeds])
     which = f"seeds {','.join(map(str, seeds))} (mean ± sd)" if len(seeds) > 1 else f"seed {seeds[0]}"
     title = (
         f"{args.model} model, {SETTINGS[args.model]['participants']} participants, {which}, "
