@@ -44,21 +44,11 @@ PRESET_SETS = {"smoke": DEFAULT_SETS, "demo": [WITH_RESTRICTED]}
 def _train_probe(preset: str, sets: list[str], out: Path, cache: Path | None) -> Path:
     """A client-level probe on exactly the runs' model, LoRA layout and local-training settings."""
     from consortium.probe.artifact import save
-    from consortium.probe.dataset import load_clients
-    from consortium.probe.features import FeatureSpec
-    from consortium.probe.samples import collect_cached
-    from consortium.probe.trainer import train_and_evaluate
+    from consortium.probe.samples import probe_from_config
 
-    cfg = load_config(None, preset, sets)
-    clients = load_clients(cfg)
-    fit = collect_cached(clients, cfg.probe.train_seeds, "client", cache)
-    held = collect_cached(clients, cfg.probe.heldout_seeds, "client", cache)
-    probe, report = train_and_evaluate(
-        fit, held, clients.layout, FeatureSpec(), cfg.probe.classifier, exclude=cfg.probe.fit_exclude
-    )
-    probe.info = {"report": report}
+    probe = probe_from_config(load_config(None, preset, sets), cache)[0]
     path = save(probe, out)[1]
-    print(f"probe {path.name}: held-out seeds {report.get('heldout_seeds')}", flush=True)
+    print(f"probe {path.name}: held-out seeds {probe.info['report'].get('heldout_seeds')}", flush=True)
     return path
 
 

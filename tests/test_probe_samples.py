@@ -72,3 +72,23 @@ def test_a_damaged_or_foreign_cache_file_is_refused_by_name(clients, tmp_path: P
     f0.write_bytes(f1.read_bytes()[:100])
     with pytest.raises(ProbeError, match=f"{k0}.*unreadable"):
         collect_cached(clients, [0], "client", tmp_path, ATTACKS)
+
+
+def test_probe_from_config_follows_the_probe_section_and_reuses_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consortium.probe.samples import probe_from_config
+
+    sets = [*SETS, "probe.train_seeds=[0]", "probe.heldout_seeds=[1]", "probe.classifier=logreg"]
+    first = probe_from_config(load_config(None, "smoke", sets), tmp_path)[0]
+    assert first.kind == "logreg" and first.features.sketch_dim == 0
+
+    def no_simulation(*a, **k):
+        raise AssertionError("simulated despite a cache hit")
+
+    monkeypatch.setattr(samples_mod, "collect", no_simulation)
+    sketched = probe_from_config(load_config(None, "smoke", [*sets, "probe.sketch_dim=64"]), tmp_path)[0]
+    assert sketched.features.sketch_dim == 64 and sketched.tensors["coef"].shape[0] == 64 + len(
+        [n for n, _ in sketched.layout]
+    )
+    assert sketched.info["samples"] == first.info["samples"]

@@ -69,10 +69,8 @@ def train(
     from consortium.cli import fail, quiet_libraries
     from consortium.config import ConfigError, load_config
     from consortium.probe.artifact import save
-    from consortium.probe.dataset import load_clients
-    from consortium.probe.features import FeatureSpec
-    from consortium.probe.samples import collect_cached
-    from consortium.probe.trainer import train_and_evaluate
+    from consortium.probe.samples import probe_from_config
+    from consortium.rundir import atomic_write
 
     sets = ([WITH_RESTRICTED] if smollm2 else DEFAULT_SETS) + (set_ or [])
     try:
@@ -81,41 +79,26 @@ def train(
         fail(str(e))
     console = Console()
     quiet_libraries()
-    pc = cfg.probe
     t0 = time.perf_counter()
     with console.status(f"loading {cfg.model.name!r} and simulating clients"):
-        clients = load_clients(cfg)
-        fit = collect_cached(clients, pc.train_seeds, pc.level, cache)
-        heldout = collect_cached(clients, pc.heldout_seeds, pc.level, cache)
-    spec = FeatureSpec(pc.modules, True, pc.norm_stats, pc.sketch_dim, cfg.seed)
-    probe, report = train_and_evaluate(
-        fit, heldout, clients.layout, spec, pc.classifier, cfg.seed, exclude=pc.fit_exclude
-    )
-    probe.info = {
-        "model": cfg.model.name,
-        "level": pc.level,
-        "domains": list(cfg.data.domains),
-        "attacks": sorted({s.attack for s in fit} - {"benign", *pc.fit_exclude}),
-        "tested_not_fitted": sorted(pc.fit_exclude),
-        "train_seeds": list(pc.train_seeds),
-        "heldout_seeds": list(pc.heldout_seeds),
-        "samples": {"fit": len(fit), "heldout": len(heldout)},
-        "report": report,
-    }
+        probe, clients, heldout = probe_from_config(cfg, cache)
+    report = probe.info["report"]
     digest, path = save(probe, out)
-    (out / "probe_report.json").write_text(json.dumps({"artifact": digest, **probe.info}, indent=2))
+    atomic_write(out / "probe_report.json", json.dumps({"artifact": digest, **probe.info}, indent=2))
     import torch
 
     from consortium.probe.plot import roc_png
     from consortium.probe.trainer import features as feats
 
-    x, y = feats(heldout, clients.layout, spec)
+    x, y = feats(heldout, clients.layout, probe.features)
     curve = {"held-out seeds": (y.tolist(), probe.score_features(torch.from_numpy(x)).tolist())}
-    roc_png(curve, out / f"roc_{digest[:12]}.png", f"probe {digest[:12]} ({pc.level} level)")
+    level = cfg.probe.level
+    roc_png(curve, out / f"roc_{digest[:12]}.png", f"probe {digest[:12]} ({level} level)")
     _table(report, console)
     console.print(
-        f"{len(fit)} + {len(heldout)} samples in {time.perf_counter() - t0:.0f}s; probe: [bold]{path}"
+        f"{probe.info['samples']['fit']} + {len(heldout)} samples in {time.perf_counter() - t0:.0f}s; "
+        f"probe: [bold]{path}"
     )
     console.print(
-        f'use it: \\[probe] artifact = "{digest}"  dir = "{out}"  level = "{pc.level}"', highlight=False
+        f'use it: \\[probe] artifact = "{digest}"  dir = "{out}"  level = "{level}"', highlight=False
     )

@@ -23,7 +23,8 @@ from safetensors.torch import load as st_load
 from consortium.attacks import AttackSpec
 from consortium.config import RunConfig, to_toml_dict
 from consortium.probe.artifact import ProbeError
-from consortium.probe.dataset import DEFAULT_ATTACKS, Clients, Sample, collect
+from consortium.probe.dataset import DEFAULT_ATTACKS, Clients, Sample, collect, load_clients
+from consortium.probe.model import Probe
 from consortium.rundir import atomic_write
 from consortium.store import tensors_to_bytes
 
@@ -101,3 +102,32 @@ def collect_cached(
         save_samples(path, samples, key)
         out += samples
     return out
+
+
+def probe_from_config(cfg: RunConfig, cache: Path | None = None) -> tuple[Probe, Clients, list[Sample]]:
+    """The probe `cfg.probe` describes (level, seeds, features, classifier), fitted on simulated (or
+    cached) samples of exactly this model, LoRA layout and local training, with its evaluation report
+    and provenance in `probe.info`; also the clients and the held-out samples (for a ROC curve)."""
+    from consortium.probe.features import FeatureSpec
+    from consortium.probe.trainer import train_and_evaluate
+
+    pc = cfg.probe
+    clients = load_clients(cfg)
+    fit = collect_cached(clients, pc.train_seeds, pc.level, cache)
+    heldout = collect_cached(clients, pc.heldout_seeds, pc.level, cache)
+    spec = FeatureSpec(pc.modules, True, pc.norm_stats, pc.sketch_dim, cfg.seed)
+    probe, report = train_and_evaluate(
+        fit, heldout, clients.layout, spec, pc.classifier, cfg.seed, exclude=pc.fit_exclude
+    )
+    probe.info = {
+        "model": cfg.model.name,
+        "level": pc.level,
+        "domains": list(cfg.data.domains),
+        "attacks": sorted({s.attack for s in fit} - {"benign", *pc.fit_exclude}),
+        "tested_not_fitted": sorted(pc.fit_exclude),
+        "train_seeds": list(pc.train_seeds),
+        "heldout_seeds": list(pc.heldout_seeds),
+        "samples": {"fit": len(fit), "heldout": len(heldout)},
+        "report": report,
+    }
+    return probe, clients, heldout
