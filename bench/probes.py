@@ -46,7 +46,7 @@ def _train_probe(preset: str, sets: list[str], out: Path, cache: Path | None) ->
     from consortium.probe.artifact import save
     from consortium.probe.samples import probe_from_config
 
-    probe = probe_from_config(load_config(None, preset, sets), cache)[0]
+    probe = probe_from_config(load_config(None, preset, [*sets, "probe.level=client"]), cache)[0]
     path = save(probe, out)[1]
     print(f"probe {path.name}: held-out seeds {probe.info['report'].get('heldout_seeds')}", flush=True)
     return path
