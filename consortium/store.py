@@ -7,6 +7,7 @@ bytes a store hands back hash to the name asked for, whoever served them."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -60,6 +61,12 @@ def verify(digest: str, data: bytes, where: str) -> bytes:
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Safetensors serialisation; deterministic for the same tensors and metadata (keys are sorted)."""
     return st_save({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}, metadata)
+
+
+def tensors_metadata(data: bytes) -> dict[str, str]:
+    """The string metadata `tensors_to_bytes` wrote into a safetensors blob (from its JSON header)."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + n]).get("__metadata__") or {}
 
 
 class ContentStore:

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
 from safetensors.torch import load as st_load
 
 from consortium.probe.features import FeatureSpec
 from consortium.probe.model import KINDS, Probe
-from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex, tensors_to_bytes
+from consortium.store import (
+    BlobNotFound,
+    BlobStore,
+    IntegrityError,
+    sha256_hex,
+    tensors_metadata,
+    tensors_to_bytes,
+)
 
 FORMAT = "consortium-probe/1"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -40,9 +46,7 @@ def to_bytes(probe: Probe) -> bytes:
 
 
 def _metadata(data: bytes) -> dict[str, str]:
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    return json.loads((header.get("__metadata__") or {}).get("probe", "{}"))
+    return json.loads(tensors_metadata(data).get("probe", "{}"))
 
 
 def from_bytes(data: bytes, where: str = "probe") -> Probe:

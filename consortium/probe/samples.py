@@ -26,7 +26,7 @@ from consortium.probe.artifact import ProbeError
 from consortium.probe.dataset import DEFAULT_ATTACKS, Clients, Sample, collect, load_clients
 from consortium.probe.model import Probe
 from consortium.rundir import atomic_write
-from consortium.store import tensors_to_bytes
+from consortium.store import tensors_metadata, tensors_to_bytes
 
 FORMAT = "consortium-probe-samples/1"
 _PROBE_KEYS = ("train_rounds", "shadow_lr", "shadow_steps", "step_every")
@@ -67,8 +67,7 @@ def load_samples(path: Path, key: str) -> list[Sample]:
     try:
         raw = path.read_bytes()
         tensors = st_load(raw)
-        n = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8 : 8 + n]).get("__metadata__", {})
+        meta = tensors_metadata(raw)
         rows = json.loads(meta["rows"])
     except (OSError, SafetensorError, ValueError, KeyError) as e:
         raise ProbeError(f"{path}: unreadable probe sample cache ({e}); delete it to simulate again") from e
