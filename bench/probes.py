@@ -116,7 +116,7 @@ def main() -> None:
     digest = probe.name.removesuffix(".safetensors")
     base = [
         *shared,
-        "protocol=fedavg",
+        "protocol=central",
         f"participants={args.participants}",
         f"rounds={args.rounds}",
         f"seed={args.seed}",

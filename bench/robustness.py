@@ -60,7 +60,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def cell_config(
-    model: str, attack: str | None, fraction: float, defense: str, seed: int, protocol: str = "fedavg"
+    model: str, attack: str | None, fraction: float, defense: str, seed: int, protocol: str = "central"
 ) -> RunConfig:
     data = _merge(preset_dict(model), SETTINGS[model])
     data = _merge(
@@ -266,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma list, e.g. 0,1,2: tables give mean ± sd over them")
     ap.add_argument(
         "--protocol",
-        choices=("fedavg", "chain"),
-        default="fedavg",
-        help="fedavg: every participant trains every round; chain: drawn proposers, validator votes",
+        choices=("central", "chain"),
+        default="central",
+        help="central: every participant trains every round; chain: drawn proposers, validator votes",
     )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / (
-        f"robustness_{args.model}" + ("" if args.protocol == "fedavg" else f"_{args.protocol}")
+        f"robustness_{args.model}" + ("" if args.protocol == "central" else f"_{args.protocol}")
     )
     # finished cells are kept in a partial file per seed as they complete, so an interrupted grid resumes
     partials = {seed: stem.with_name(f"{stem.name}_seed{seed}.partial.json") for seed in seeds}

@@ -27,12 +27,15 @@ from typing import Any
 
 import torch
 
+from consortium.defense import NEEDS
+
 F64 = torch.float64
 Layout = Sequence[tuple[str, tuple[int, ...]]]
 
-# Rules whose result is Σ ω_k u_k with ω = AggregateResult.weights; the others (coordinate-wise medians,
-# clipping, rescaling, noise, sign votes) have no meaning on products and are refused under flora.
-FLORA_AGGREGATORS: tuple[str, ...] = ("fedavg", "foolsgold", "krum", "multi_krum")
+# Rules whose result is Σ ω_k u_k with ω = AggregateResult.weights (registered with `flora=True`); the
+# others (coordinate-wise medians, clipping, rescaling, noise, sign votes) have no meaning on products
+# and are refused under flora.
+FLORA_AGGREGATORS: tuple[str, ...] = tuple(sorted(n for n, x in NEEDS.items() if x.flora))
 
 
 class FloraError(ValueError):

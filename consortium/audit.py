@@ -11,7 +11,6 @@ adapter. Each mismatch is one line naming the round, the participant, what was e
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +19,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from consortium.config import RunConfig, config_digest
-from consortium.protocol import (
-    Commitment,
-    Layout,
-    ProtocolError,
-    rule_from_config,
-)
-from consortium.public_history import PublicHistory
-from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store, sha256_hex, tensors_to_bytes
+from consortium.config import ConfigError, RunConfig, config_digest
+from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
+from consortium.round.history import PublicHistory
+from consortium.round.pipeline import rule_from_config
+from consortium.round.records import Layout, ProtocolError
+from consortium.rundir import HEAD, TXLOG, load_run_config
+from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store
 
 BPS = 10_000
 
@@ -52,16 +49,11 @@ class AuditReport:
         self.checked[what] = self.checked.get(what, 0) + n
 
 
-def load_run_config(path: Path) -> RunConfig:
-    """The resolved config a run wrote (AuditInputError naming the file and field when it is not valid)."""
-    if not path.is_file():
-        raise AuditInputError(f"{path}: config file not found")
+def _config(path: Path) -> RunConfig:
     try:
-        return RunConfig.model_validate(tomllib.loads(path.read_text()))
-    except tomllib.TOMLDecodeError as e:
-        raise AuditInputError(f"{path}: invalid TOML: {e}") from None
-    except ValueError as e:
-        raise AuditInputError(f"{path}: {str(e).splitlines()[0]}") from None
+        return load_run_config(path)
+    except ConfigError as e:
+        raise AuditInputError(str(e)) from None
 
 
 def layout_of(store: BlobStore, digest: str) -> Layout:
@@ -70,21 +62,13 @@ def layout_of(store: BlobStore, digest: str) -> Layout:
     return [(k, tuple(state[k].shape)) for k in sorted(state)]
 
 
-def vector_hash(vec: torch.Tensor, layout: Layout) -> str:
-    """The blob name a vector gets in the store, without writing it."""
-    from consortium.model import flat_to_state
-
-    return sha256_hex(tensors_to_bytes(flat_to_state(vec, layout)))
-
-
 def audit_run(run_dir: Path) -> AuditReport:
     """Audit a run directory: replay its transaction log and check everything against the store."""
-    from consortium.chain import replay
-    from consortium.decentral import HEAD, TXLOG
+    from consortium.chain import replay  # web3 and the EVM: only a chain audit needs them
 
     if not run_dir.is_dir():
         raise AuditInputError(f"{run_dir}: not a run directory")
-    cfg = load_run_config(run_dir / "config.toml")
+    cfg = _config(run_dir / "config.toml")
     if cfg.protocol != "chain":
         raise AuditInputError(
             f"{run_dir}: protocol {cfg.protocol!r} has no chain to audit; only 'chain' runs"
@@ -111,7 +95,7 @@ def audit_run(run_dir: Path) -> AuditReport:
         out.problems.append(f"{TXLOG}: no contract deployment in the transaction log")
         return out
     recorded = _read_json(run_dir / HEAD)
-    from consortium.chain import head
+    from consortium.chain import head  # web3: see above
 
     found = head(rep.client.w3)
     if (found["block"], found["hash"]) != (recorded.get("block"), recorded.get("hash")):
@@ -145,8 +129,7 @@ def audit_chain(
     client: Any, store: BlobStore, cfg: RunConfig, out: AuditReport, names: dict[str, str] | None = None
 ) -> None:
     """Every round of the deployment behind `client` (replayed or live) against the store and config."""
-    from consortium.chain import Outcome, draw_roles
-    from consortium.decentral import candidate_marks, seed_int
+    from consortium.chain import draw_roles  # web3: see audit_run
 
     names = names or {}
 
@@ -169,7 +152,7 @@ def audit_chain(
     ledger = _Ledger.from_history(hist)
     for rec in hist.rounds:
         r = f"round {rec.round_id}"
-        if rec.outcome == Outcome.CANCELLED or rec.seed is None:
+        if not played(rec):
             continue
         props, voters = draw_roles(rec.seed, rec.owners, rec.weights, params.n_proposers, params.n_voters)
         out.count("role draws")
@@ -177,76 +160,44 @@ def audit_chain(
             out.problems.append(
                 f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
             )
-        commitments, unavailable = _check_commits(rec, store, r, who, out, digest)
+        committed = read_commitments(rec, store, layout)
+        _report_commits(rec, committed, r, who, out, digest)
+        rc = round_candidate(public, rec, committed, cfg.chain.slash_excluded)
         expected = None
-        if commitments is not None and commitments:
-            cand = None
-            try:
-                cand = public.compute(rec.base_hash.hex(), commitments, seed_int(rec.seed))
-            except (ProtocolError, BlobNotFound, IntegrityError, ValueError) as e:  # ValueError: a bad probe
-                out.problems.append(f"{r}: the candidate cannot be recomputed: {e}")
-            else:
-                flagged, excluded = candidate_marks(cand, list(unavailable), cfg.chain.slash_excluded)
-                expected = (vector_hash(cand.vector, layout), _mask(rec, flagged), _mask(rec, excluded))
-                out.count("candidates recomputed")
-            public.grow(commitments, cand)
+        if rc.error is not None and committed.complete:
+            out.problems.append(f"{r}: the candidate cannot be recomputed: {rc.error}")
+        elif rc.candidate is not None and rc.hash is not None:
+            expected = (rc.hash, _mask(rec, rc.flagged), _mask(rec, rc.excluded))
+            out.count("candidates recomputed")
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
-        if unavailable and expected in posted:  # no-shows the round itself flagged: the protocol's rule
-            out.count("unavailable updates flagged as no-shows", len(unavailable))
+        if committed.unavailable and expected in posted:  # no-shows the round itself flagged: the rule
+            out.count("unavailable updates flagged as no-shows", len(committed.unavailable))
         else:
-            out.problems += list(unavailable.values())
+            out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.unavailable.items()]
         _check_outcome(rec, expected, params, r, who, out)
         ledger.settle(rec, params, r, who, out)
-        if rec.outcome == Outcome.ACCEPTED and rec.global_hash is not None:
-            try:
-                public.moved(rec.base_hash.hex(), rec.global_hash.hex())
-            except (BlobNotFound, IntegrityError, ProtocolError) as e:
-                out.problems.append(f"{r}: the new global model cannot be read: {e}")
+        try:
+            fold_round(public, rec, rc)
+        except (BlobNotFound, IntegrityError, ProtocolError) as e:
+            out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)
 
 
-def _check_commits(
-    rec: Any, store: BlobStore, r: str, who: Callable[[str], str], out: AuditReport, digest: str
-) -> tuple[list[Commitment] | None, dict[str, str]]:
-    """The round's readable commitments (None when a URI is malformed) and, apart, the proposers whose
-    committed blob is missing or does not match its commitment, with why: the protocol counts those
-    as no-shows, which the caller accepts only if the round's candidate flagged them."""
-    from consortium.decentral import parse_uri
-
-    commitments: list[Commitment] = []
-    unavailable: dict[str, str] = {}
-    ok = True
-    for addr, c in rec.commits.items():
-        out.count("commitments checked")
-        try:
-            blob, n, config = parse_uri(c.uri)
-        except ProtocolError as e:
-            out.problems.append(f"{r}: {who(addr)}: {e}")
-            ok = False
-            continue
-        if config != digest:
+def _report_commits(
+    rec: Any, committed: Any, r: str, who: Callable[[str], str], out: AuditReport, digest: str
+) -> None:
+    """A malformed commit URI, or one naming another config than the run's, is a problem; a missing
+    or unreadable blob is one only if the round's candidate did not flag it (see `audit_chain`)."""
+    out.count("commitments checked", len(rec.commits))
+    for addr in rec.commits:
+        config = committed.configs.get(addr)
+        if config is not None and config != digest:
             out.problems.append(
                 f"{r}: {who(addr)} committed under config {config}; the config given hashes to {digest} "
                 "(changed after the run?)"
             )
-        if blob != c.update_hash.hex():
-            out.problems.append(
-                f"{r}: {who(addr)}: URI names blob {blob}, the commitment is {c.update_hash.hex()}"
-            )
-            ok = False
-            continue
-        try:
-            store.get(blob)
-        except BlobNotFound:
-            unavailable[addr] = f"{r}: {who(addr)}: committed update {blob} is missing from the store"
-            continue
-        except IntegrityError as e:
-            unavailable[addr] = (
-                f"{r}: {who(addr)}: committed update {blob} does not match its commitment: {e}"
-            )
-            continue
-        commitments.append(Commitment(addr, blob, n))
-    return (commitments if ok else None), unavailable
+        if addr in committed.malformed:
+            out.problems.append(f"{r}: {who(addr)}: {committed.malformed[addr]}")
 
 
 def _check_outcome(
@@ -258,7 +209,7 @@ def _check_outcome(
     out: AuditReport,
 ) -> None:
     """Tally the revealed votes as the contract must, and check the accepted candidate is the pipeline's."""
-    from consortium.chain import Outcome
+    from consortium.chain import Outcome  # web3: see audit_run
 
     if rec.outcome is None:
         out.problems.append(f"{r}: opened but never finalized (the chain stops before its end)")
@@ -349,7 +300,7 @@ class _Ledger:
 
     def settle(self, rec: Any, params: Any, r: str, who: Callable[[str], str], out: AuditReport) -> None:
         """The contract's finalize, recomputed: slashes in slot order, then equal reward shares."""
-        from consortium.chain import Outcome, SlashReason
+        from consortium.chain import Outcome, SlashReason  # web3: see audit_run
 
         if rec.outcome in (None, Outcome.CANCELLED):
             return
@@ -445,9 +396,9 @@ def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: Audit
 def audit_live(rpc_url: str, contract: str, store: str | Path, config: Path) -> AuditReport:
     """Audit a live deployment over JSON-RPC against a blob store (a directory, an `http(s)://` blob
     server or any fsspec URL: `open_store`) and the run config."""
-    from consortium.chain import ChainClient, RpcBackend
+    from consortium.chain import ChainClient, RpcBackend  # web3: see audit_run
 
-    cfg = load_run_config(config)
+    cfg = _config(config)
     if "://" not in str(store) and not Path(store).is_dir():
         raise AuditInputError(f"{store}: store directory not found")
     try:

@@ -1,4 +1,4 @@
-"""`consortium` command line: run and audit; node, bench, export come with their issues."""
+"""`consortium` command line: run, audit, node, chain, store and probe commands."""
 
 from __future__ import annotations
 
@@ -10,16 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from consortium.cli_support import fail, quiet_libraries
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning."
 )
 err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line naming what was wrong, no traceback, a non-zero exit."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.callback()
@@ -124,7 +120,7 @@ def store_serve(
         fail(f"--dir {dir_}: exists and is not a directory")
     if max_bytes <= 0 or not 0 <= port <= 65535:
         fail(f"--max-bytes must be positive and --port in 0..65535, got {max_bytes} and {port}")
-    from consortium.store_server import serve
+    from consortium.store.server import serve
 
     def ready(url: str) -> None:
         print(f"serving blob store {dir_} at {url} (max {max_bytes:,} bytes per blob)", flush=True)
@@ -308,17 +304,6 @@ def node(
     print(f"{ncfg.name}: done; rounds finalized while running: {done}", flush=True)
 
 
-def quiet_libraries() -> None:
-    """Our progress bars replace the libraries' own; known-harmless deprecation chatter is dropped."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
 def summary(report: dict, console: Console) -> None:
     """The one-screen table at the end of a run."""
     acc = report["accuracy"]
@@ -338,7 +323,7 @@ def summary(report: dict, console: Console) -> None:
 
 
 def _probe_commands() -> None:
-    from consortium.probe.cli import probe_app
+    from consortium.probe.cli import probe_app  # import time: the probe's sklearn and model code
 
     app.add_typer(probe_app, name="probe")
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import tomllib
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
 
-from consortium.attacks import AttackSpec
-from consortium.defense import DefenseParams
+from consortium.aggregate_lora import check_rule
+from consortium.attacks import AttackSpec, attackers_for
+from consortium.defense import AGGREGATORS, DefenseParams, needs
 
 
 class ConfigError(ValueError):
@@ -272,8 +274,8 @@ class RunConfig(_Section):
     eval: EvalSection = EvalSection()
     defense: DefenseParams = DefenseParams()
     attacks: tuple[Annotated[AttackSpec, Field(discriminator="kind")], ...] = ()
-    protocol: Literal["chain", "fedavg"] = Field(
-        "chain", description="'chain': rounds through the contract; 'fedavg': centralised baseline"
+    protocol: Literal["chain", "central"] = Field(
+        "chain", description="'chain': rounds through the contract; 'central': the centralised baseline"
     )
     chain: ChainSection = ChainSection()
     strategies: tuple[StrategySpec, ...] = ()
@@ -286,8 +288,6 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _enough_participants(self) -> RunConfig:
-        from consortium.attacks import attackers_for
-
         need = sum(attackers_for(a.fraction, self.participants) for a in self.attacks)
         if need > self.participants:
             raise ValueError(
@@ -298,11 +298,11 @@ class RunConfig(_Section):
             raise ValueError(
                 f"attacks and strategies need {need} participants but there are {self.participants}"
             )
-        if self.aggregator == "fltrust" and not self.data.domains:
-            raise ValueError("aggregator 'fltrust' needs built-in data.domains for its public root set")
+        if needs(self.aggregator).root and not self.data.domains:
+            raise ValueError(
+                f"aggregator {self.aggregator!r} needs built-in data.domains for its public root set"
+            )
         if self.lora.variant == "flora":
-            from consortium.aggregate_lora import check_rule
-
             check_rule(self.aggregator)
             if self.privacy.on:
                 raise ValueError(
@@ -316,12 +316,13 @@ class RunConfig(_Section):
     def _check_chain(self) -> None:
         if self.probe.artifact is not None and self.probe.level != "client":
             raise ValueError(
-                f"probe.level {self.probe.level!r} needs protocol = 'fedavg': its evidence blobs have no "
+                f"probe.level {self.probe.level!r} needs protocol = 'central': its evidence blobs have no "
                 "place on chain yet (use level 'client', which scores the committed update)"
             )
-        if self.aggregator == "fltrust":
+        if needs(self.aggregator).root:
             raise ValueError(
-                "aggregator 'fltrust' needs protocol = 'fedavg': its root update has no place on chain yet"
+                f"aggregator {self.aggregator!r} needs protocol = 'central': its root update has no place "
+                "on chain yet"
             )
         proposers, voters = self.chain.roles(self.participants)
         if proposers < 1 or proposers + voters > self.participants:
@@ -335,10 +336,20 @@ class RunConfig(_Section):
     @field_validator("aggregator")
     @classmethod
     def _known_aggregator(cls, v: str) -> str:
-        from consortium.defense.aggregators import AGGREGATORS
-
         if v not in AGGREGATORS:
             raise ValueError(f"unknown aggregator {v!r}; known: {', '.join(sorted(AGGREGATORS))}")
+        return v
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _renamed_protocol(cls, v: Any) -> Any:
+        if v == "fedavg":  # the rule's name; the baseline was renamed so the two cannot be confused
+            warnings.warn(
+                "protocol = 'fedavg' is now called 'central' (the centralised baseline); read as 'central'",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return "central"
         return v
 
 

@@ -1,4 +1,5 @@
-"""Deploying the contract for real nodes (`consortium chain up` / `chain deploy`).
+"""Deploying the contract: its parameters from a run config, for the simulation and for real nodes
+(`consortium chain up` / `chain deploy`).
 
 The simulation's `chain_params` size each phase to one transaction per block (the embedded EVM mines on
 demand). Real nodes share a chain that mines on a clock (anvil `--block-time 1`, or any public chain),
@@ -16,10 +17,60 @@ from typing import Any
 
 import tomli_w
 
-from consortium.chain import ChainClient, Params
+from consortium.chain import ChainClient, Params, wei
 from consortium.config import RunConfig, to_toml_dict
 
-__all__ = ["deploy_for_nodes", "node_params", "write_deployment"]
+__all__ = ["chain_params", "config_params", "deploy_for_nodes", "node_params", "write_deployment"]
+
+
+def chain_params(
+    *,
+    participants: int,
+    proposers: int,
+    voters: int,
+    min_stake: float,
+    reward_per_round: float,
+    slash_rejected_bps: int,
+    slash_minority_bps: int,
+    slash_no_show_bps: int,
+    quorum_bps: int,
+) -> Params:
+    """Deployment parameters whose windows fit one transaction per block (the embedded EVM's pace):
+    every participant commits and reveals a seed, each proposer commits, two candidates, each voter
+    commits and reveals."""
+    return Params(
+        min_stake=wei(min_stake),
+        seed_blocks=participants + 1,
+        commit_blocks=proposers + 1,
+        candidate_blocks=3,
+        vote_commit_blocks=voters + 1,
+        vote_reveal_blocks=voters + 1,
+        exit_cooldown=4,
+        n_proposers=proposers,
+        n_voters=voters,
+        reward_per_round=wei(reward_per_round),
+        slash_rejected_bps=slash_rejected_bps,
+        slash_minority_bps=slash_minority_bps,
+        slash_no_show_bps=slash_no_show_bps,
+        quorum_bps=quorum_bps,
+    )
+
+
+def config_params(cfg: RunConfig) -> Params:
+    """`chain_params` for a run config: its roles, stakes, rewards, slashes and quorum."""
+    cc = cfg.chain
+    proposers, voters = cc.roles(cfg.participants)
+    return chain_params(
+        participants=cfg.participants,
+        proposers=proposers,
+        voters=voters,
+        min_stake=cc.min_stake,
+        reward_per_round=cc.reward_per_round,
+        slash_rejected_bps=cc.slash_rejected_bps,
+        slash_minority_bps=cc.slash_minority_bps,
+        slash_no_show_bps=cc.slash_no_show_bps,
+        quorum_bps=cc.quorum_bps,
+    )
 
 
 def node_params(
@@ -28,8 +79,6 @@ def node_params(
     """The sim's deployment parameters (roles, stake, rewards, slashes) with windows a node can meet:
     `phase_blocks` for seed, candidate and vote reveal, `commit_blocks` for training and uploading,
     `vote_blocks` for judging (each never shorter than the sim's one-transaction-per-block window)."""
-    from consortium.decentral import config_params
-
     p = config_params(cfg)
     # with interval mining many transactions share a block, so the sim's per-transaction sizing of the
     # seed window (participants + 1) is not needed; the others only grow
@@ -46,8 +95,6 @@ def node_params(
 def deploy_for_nodes(backend: Any, cfg: RunConfig, params: Params, account: Any = None) -> ChainClient:
     """Deploy with a zero genesis (the first `open_round` sets it to the run's initial adapter, which
     every node derives from the config) and the config's reward pool."""
-    from consortium.decentral import wei
-
     return ChainClient.deploy(
         backend, params, genesis_hash=None, fund=wei(cfg.chain.reward_pool), account=account
     )

@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,16 @@ import requests
 import torch
 from web3.exceptions import Web3RPCError
 
-from consortium.chain import ChainClient, ChainError, Outcome, Phase, RoundState, RpcBackend, Vote
-from consortium.config import RunConfig, config_digest
+from consortium.chain import ChainClient, ChainError, Phase, RoundState, RpcBackend, Vote, wei
+from consortium.config import ConfigError, RunConfig, config_digest
+from consortium.local.participant import LocalParticipant
 from consortium.node_config import NodeConfig, NodeState, load_key
-from consortium.protocol import (
-    Candidate,
-    Commitment,
-    ProtocolError,
-    get_vector,
-    put_vector,
-)
-from consortium.public_history import PublicHistory
-from consortium.store import BlobNotFound, IntegrityError, StoreUnavailable, open_store
-from consortium.voting import VoteRule, judge
+from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
+from consortium.round.history import PublicHistory
+from consortium.round.pipeline import rule_from_config
+from consortium.round.records import commit_uri, get_vector, put_vector
+from consortium.round.voting import VoteRule, honest_ballot
+from consortium.store import StoreUnavailable, open_store
 
 __all__ = ["Node", "NodeError"]
 
@@ -61,41 +57,29 @@ class NodeError(RuntimeError):
     """A problem the node cannot fix by waiting: it stops with this message."""
 
 
-@dataclass
-class RoundView:
-    """This node's recomputation of a round's candidate from public records."""
-
-    round_id: int
-    base: str
-    commitments: list[Commitment]  # available ones, keyed by proposer address, in commit order
-    unavailable: list[str]
-    candidate: Candidate | None
-    flagged: list[str] = field(default_factory=list)  # addresses
-    excluded: list[str] = field(default_factory=list)
-    hash: str | None = None
-
-
 class Node:
-    """One participant. `sim` provides the model, this node's data shard, training and held-out loss
-    (a `consortium.sim.Simulation` built from the run config, so the node trains exactly as the sim's
-    participant of the same index)."""
+    """One participant acting on the chain. `participant` is its model, data shard, local training
+    and held-out loss (`consortium.local`), built from the run config `cfg`."""
 
-    def __init__(self, ncfg: NodeConfig, sim: Any, client: ChainClient | None = None) -> None:
+    def __init__(
+        self,
+        ncfg: NodeConfig,
+        cfg: RunConfig,
+        participant: LocalParticipant,
+        client: ChainClient | None = None,
+    ) -> None:
         self.ncfg = ncfg
-        self.sim = sim
-        self.cfg: RunConfig = sim.cfg
+        self.cfg = cfg
         self.name = ncfg.name
-        self.participant = sim.participants[ncfg.participant_index]
+        self.participant = participant
         self.account = load_key(ncfg)
         self.address: str = self.account.address
         self.client = client or _retry(lambda: _connect(ncfg, self.account), "connect to the chain")
         self.store = open_store(ncfg.store)
-        self.layout = sim.layout
-        from consortium.protocol import rule_from_config
-
+        self.layout = participant.model.layout
         self.rule = rule_from_config(self.cfg)
         if self.rule.probe is not None:  # into the shared store, where every node and the audit read it
-            from consortium.probe import publish
+            from consortium.probe import publish  # sklearn and the probe model: only with a probe
 
             publish(Path(self.cfg.probe.dir or ".") / f"{self.cfg.probe.artifact}.safetensors", self.store)
         self.public = PublicHistory(self.store, self.layout, self.rule)
@@ -105,7 +89,7 @@ class Node:
         self.digest = config_digest(self.cfg)
         assert ncfg.state_file is not None
         self.state = NodeState(ncfg.state_file, ncfg.contract, self.address)
-        self.views: dict[int, RoundView] = {}
+        self.views: dict[int, RoundCandidate] = {}
         self.base_loss: float | None = None
         self.finalized: list[int] = []
 
@@ -141,8 +125,6 @@ class Node:
 
     def ensure_registered(self) -> None:
         """Register with the config's stake, or top a stake slashed below the minimum back up."""
-        from consortium.decentral import wei
-
         me = self.client.participant(self.address)
         params = self.client.params()
         want = wei(self.cfg.chain.stake)
@@ -242,7 +224,7 @@ class Node:
             return
         base = self.client.global_hash()
         if base == b"\x00" * 32:  # first round: the run's initial adapter, which every node derives
-            genesis = put_vector(self.store, self.sim.initial, self.layout)
+            genesis = put_vector(self.store, self.participant.model.initial, self.layout)
             base = bytes.fromhex(genesis)
         self._send(
             f"round {self.client.round_info().round_id + 1}: open", lambda: self.client.open_round(base)
@@ -292,12 +274,8 @@ class Node:
         if "uri" not in st or st["blob"] not in self.store:  # (a restart after training reuses the blob)
             t0 = time.perf_counter()
             start = get_vector(self.store, base, self.layout)
-            last_step = self._history_before(rid).last_step
-            train = self.sim.train_fn(rid - 1, last_step)
-            delta, n = train(self.name, start)
+            delta, n = self.participant.train(rid - 1, start)
             blob = put_vector(self.store, delta, self.layout)
-            from consortium.decentral import commit_uri
-
             self.state.update(rid, blob=blob, uri=commit_uri(blob, n, self.digest))
             log.info(
                 "round %d: trained on %d examples in %.1fs, update %s",
@@ -313,68 +291,30 @@ class Node:
     def _history_before(self, rid: int) -> PublicHistory:
         """The public history as every participant grew it over the rounds before `rid`, folded in
         once each from the chain and the store as the audit does (a restarted node rebuilds it)."""
-        from consortium.decentral import seed_int
-
         for rec in self.client.history().rounds:
             if rec.round_id < self.folded or rec.round_id >= rid:
                 continue
             if rec.outcome is None:  # not final yet: nothing after it can be folded either
                 break
-            if rec.outcome != Outcome.CANCELLED and rec.seed is not None:
-                commitments, _ = self._commitments(rec)
-                if commitments:
-                    seen = self.views.get(rec.round_id)
-                    cand = seen.candidate if seen is not None else None
-                    if cand is None:
-                        try:
-                            cand = self.public.compute(rec.base_hash.hex(), commitments, seed_int(rec.seed))
-                        except (ProtocolError, BlobNotFound, IntegrityError, ValueError):
-                            cand = None  # the audit reports such a round; its updates are history still
-                    self.public.grow(commitments, cand)
-                if rec.outcome == Outcome.ACCEPTED and rec.global_hash is not None:
-                    self.public.moved(rec.base_hash.hex(), rec.global_hash.hex())
+            if played(rec):
+                rc = self.views.get(rec.round_id) or self._candidate(rec)
+                fold_round(self.public, rec, rc)
             self.folded = rec.round_id + 1
         return self.public
 
-    def _commitments(self, rec: Any) -> tuple[list[Commitment] | None, list[str]]:
-        """A round's commitments in commit order, keyed by address (None when a URI is malformed, as the
-        audit treats it), and the proposers whose blob is missing or corrupt (no-shows, flagged)."""
-        from consortium.decentral import parse_uri
+    def _candidate(self, rec: Any) -> RoundCandidate:
+        committed = read_commitments(rec, self.store, self.layout)
+        return round_candidate(self.public, rec, committed, self.cfg.chain.slash_excluded)
 
-        out: list[Commitment] = []
-        unavailable: list[str] = []
-        ok = True
-        for addr, c in rec.commits.items():
-            try:
-                blob, n, _ = parse_uri(c.uri)
-            except ProtocolError:
-                ok = False
-                continue
-            if blob != c.update_hash.hex():
-                ok = False
-                continue
-            try:
-                self.store.get(blob)  # StoreUnavailable propagates: an outage is not a no-show
-            except (BlobNotFound, IntegrityError):
-                unavailable.append(addr)
-                continue
-            out.append(Commitment(addr, blob, n))
-        return (out if ok else None), unavailable
-
-    def view(self, rid: int) -> RoundView:
+    def view(self, rid: int) -> RoundCandidate:
         """The round's candidate as the pure pipeline computes it from chain + store (cached per round)."""
         if rid in self.views:
             return self.views[rid]
-        from consortium.decentral import candidate_marks, seed_int
-
         rec = self.client.history().round(rid)
-        public = self._history_before(rid)
-        commitments, unavailable = self._commitments(rec)
-        v = RoundView(rid, rec.base_hash.hex(), commitments or [], unavailable, None)
-        if commitments:
-            v.candidate = public.compute(v.base, commitments, seed_int(rec.seed or b""))
-            v.flagged, v.excluded = candidate_marks(v.candidate, unavailable, self.cfg.chain.slash_excluded)
-            v.hash = put_vector(self.store, v.candidate.vector, self.layout)
+        self._history_before(rid)
+        v = self._candidate(rec)
+        if v.error is not None:
+            log.warning("round %d: no candidate: %s", rid, v.error)
         self.views = {rid: v}  # only the current round is needed again
         return v
 
@@ -383,9 +323,10 @@ class Node:
         if st.get("candidate_posted"):
             return
         v = self.view(rid)
-        if v.hash is None:  # nothing committed, or every blob unavailable: voters reject
+        if v.hash is None or v.candidate is None:  # nothing committed or nothing readable: voters reject
             self.state.update(rid, candidate_posted=True)
             return
+        put_vector(self.store, v.candidate.vector, self.layout)  # the blob voters and finalize read
         mine = (bytes.fromhex(v.hash), self.client.flag_mask(v.flagged), self.client.flag_mask(v.excluded))
         if mine in self.client.candidates():
             log.info("round %d: candidate %s already posted", rid, v.hash[:12])
@@ -412,43 +353,36 @@ class Node:
             self.state.update(rid, vote_sent=True)
 
     def _ballot(self, rid: int, base: str) -> Vote:
-        """Judge the round as `voting.judge` does for an honest voter of the sim; vote for the first
+        """Judge the round as every honest voter does (`round.voting.honest_ballot`): vote for the first
         posted candidate that matches this node's own recomputation (hash, flags, exclusions)."""
         v = self.view(rid)
-        loss = self.sim._loss_fn(self.participant.name)
+        loss = self.participant.loss()
         if self.vote_rule.base_margin is not None and self.base_loss is None:
             genesis = self.client.history().rounds[0].base_hash.hex()
             self.base_loss = loss(get_vector(self.store, genesis, self.layout))
         start = get_vector(self.store, base, self.layout)
-        updates = {c.participant: get_vector(self.store, c.blob, self.layout) for c in v.commitments}
-        verdict = judge(
-            None if v.candidate is None else v.candidate.vector,
+        ballot = honest_ballot(
+            v,
             start,
-            updates,
-            v.flagged,
             loss,
             self.vote_rule,
+            self.client.candidates(),
+            self.client.flag_mask,
+            self.client.proposers(),
+            self.store,
+            self.layout,
             loss_base=self.base_loss,
         )
-        choice = 0
-        if verdict.accept and v.hash is not None:
-            mine = (
-                bytes.fromhex(v.hash),
-                self.client.flag_mask(v.flagged),
-                self.client.flag_mask(v.excluded),
-            )
-            choice = next((k + 1 for k, c in enumerate(self.client.candidates()) if c == mine), 0)
-        proposers = {a.lower() for a in self.client.proposers()}
-        mask = self.client.flag_mask([p for p in verdict.flags if p.lower() in proposers])
+        verdict = ballot.judgement
         log.info(
             "round %d: judged (loss %.4f -> %s), vote %s, flags %s",
             rid,
             verdict.loss_global,
             "n/a" if verdict.loss_candidate is None else f"{verdict.loss_candidate:.4f}",
-            f"candidate {choice}" if choice else "reject",
-            bin(mask),
+            f"candidate {ballot.choice}" if ballot.choice else "reject",
+            bin(ballot.flag_mask),
         )
-        return Vote(choice, mask, os.urandom(32))
+        return Vote(ballot.choice, ballot.flag_mask, os.urandom(32))
 
     def _vote_reveal(self, rid: int) -> None:
         kind, status = self._role(rid)
@@ -500,19 +434,21 @@ def _retry(fn: Callable[[], Any], what: str, attempts: int = 8, base: float = 0.
 
 
 def make_node(ncfg: NodeConfig) -> Node:
-    """Build the model and this node's data from the run config (as the sim builds participant
-    `participant_index`, or from `data_jsonl`), then connect. Raises NodeConfigError / NodeError."""
-    from rich.console import Console
-
-    from consortium.audit import AuditInputError, load_run_config
+    """Build the model and this node's data from the run config (participant `participant_index`'s
+    share, as the simulation gives it, or `data_jsonl`), then connect. Raises NodeConfigError /
+    NodeError."""
+    from consortium.data import DataError
+    from consortium.local.data import participant_data
+    from consortium.local.participant import LocalModel
     from consortium.node_config import NodeConfigError
-    from consortium.sim import Simulation, _split_file
+    from consortium.rundir import load_run_config
+    from consortium.sim import lora_spec, train_params  # the run's training hooks (moving to local/)
 
     torch.set_num_threads(1)
     assert ncfg.run_config is not None
     try:
         cfg = load_run_config(ncfg.run_config)
-    except AuditInputError as e:
+    except ConfigError as e:
         raise NodeConfigError(f"run_config: {e}") from None
     if cfg.protocol != "chain":
         raise NodeConfigError(f"{ncfg.run_config}: protocol is {cfg.protocol!r}; a node needs 'chain'")
@@ -521,14 +457,10 @@ def make_node(ncfg: NodeConfig) -> Node:
             f"participant_index {ncfg.participant_index}: the run config has {cfg.participants} participants"
         )
     load_key(ncfg)  # a bad key fails before the model is loaded
-    sim = Simulation(cfg, Console(quiet=True))
-    if ncfg.data_jsonl is not None:
-        from consortium.data import load_jsonl
-
-        rows = load_jsonl(ncfg.data_jsonl, domain=ncfg.data_jsonl.stem)
-        if len(rows) < 2:
-            raise NodeConfigError(f"data_jsonl {ncfg.data_jsonl}: needs at least 2 examples, has {len(rows)}")
-        p = sim.participants[ncfg.participant_index]
-        train, holdout = _split_file(rows, cfg.chain.holdout_fraction, cfg.seed + ncfg.participant_index)
-        p.examples, p.encoded, p.holdout = train, sim._encode(train), sim._encode(holdout)
-    return Node(ncfg, sim)
+    try:
+        train, holdout = participant_data(cfg, ncfg.participant_index, ncfg.data_jsonl)
+    except DataError as e:
+        raise NodeConfigError(str(e)) from None
+    model = LocalModel(cfg, lora_spec(cfg))
+    params = train_params(cfg, cfg.train.local_steps)
+    return Node(ncfg, cfg, LocalParticipant(model, ncfg.participant_index, params, train, holdout))

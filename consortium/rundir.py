@@ -6,10 +6,16 @@ import json
 import os
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+from consortium.config import ConfigError, RunConfig
+
+TXLOG = "chain/txlog.jsonl"  # every transaction of a chain run, replayable by `consortium audit`
+HEAD = "chain/head.json"  # the chain head after the last round: what a replay must reproduce
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -58,3 +64,16 @@ class RunDir:
     def log(self, line: str) -> None:
         with self.log_path.open("a") as f:
             f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """The resolved config a run wrote (what a node and the audit read): ConfigError naming the file
+    and the field when it is missing or not valid."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return RunConfig.model_validate(tomllib.loads(path.read_text()))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None

@@ -8,7 +8,6 @@ or data file leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,16 +30,13 @@ from consortium.attacks import (
 )
 from consortium.backend import open_backend, submit
 from consortium.config import RunConfig, config_digest, to_toml_dict
-from consortium.data import (
-    DataError,
-    EncodedExample,
-    Example,
-    build_corpus,
-    encode_example,
-    load_jsonl,
-    partition,
-)
-from consortium.evaluate import accuracy_by_domain, exact_match_verdicts, heldout_loss
+from consortium.data import EncodedExample, Example, build_corpus, encode_example
+from consortium.defense import needs
+from consortium.evaluate import accuracy_by_domain, exact_match_verdicts
+from consortium.local.data import chain_split, prepare_data
+from consortium.local.participant import heldout_loss_fn
+from consortium.local.privacy import dp_share
+from consortium.local.seeds import local_seed, simulated_noise_seed
 from consortium.model import (
     LoraSpec,
     attach,
@@ -51,26 +47,19 @@ from consortium.model import (
     load_base,
     set_flat,
 )
-from consortium.privacy import PrivacyBudgetExceeded, clip_updates, distributed_noise_share
+from consortium.privacy import PrivacyBudgetExceeded
 from consortium.privacy.tracker import PrivacyTracker, planned_updates, resolve, tracker_for
-from consortium.protocol import (
-    AggregationRule,
-    MemoryLedger,
-    ProtocolError,
-    RoundRunner,
-    TrainFn,
-    get_vector,
-    put_vector,
-    rule_from_config,
-)
+from consortium.protocol import MemoryLedger, RoundRunner, TrainFn
 from consortium.report import write_report
-from consortium.rundir import RunDir
+from consortium.round.pipeline import AggregationRule, rule_from_config
+from consortium.round.records import ProtocolError, get_vector, put_vector
+from consortium.round.voting import VoteRule
+from consortium.rundir import HEAD, TXLOG, RunDir
 from consortium.store import BlobStore, tensors_to_bytes
 from consortium.train import TrainParams
-from consortium.voting import VoteRule
 
 if TYPE_CHECKING:  # the chain packages are needed only for protocol = "chain"
-    from consortium.decentral import ChainRoundRunner
+    from consortium.chain_sim import ChainRoundRunner
 
 
 @dataclass
@@ -88,37 +77,6 @@ class Participant:
     @property
     def domains(self) -> list[str]:
         return sorted({e.domain for e in self.examples})
-
-
-def _split_file(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Deterministic held-out split of a user's file (at least one test and one train example)."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_test = min(max(1, round(len(order) * fraction)), len(order) - 1)
-    test = [examples[i] for i in sorted(order[:n_test])]
-    train = [examples[i] for i in sorted(order[n_test:])]
-    return train, test
-
-
-def prepare_data(cfg: RunConfig) -> tuple[list[list[Example]], list[Example]]:
-    """Built-in corpus plus the user's JSONL files, partitioned among participants. Raises DataError."""
-    train: list[Example] = []
-    test: list[Example] = []
-    if cfg.data.domains:
-        corpus = build_corpus(list(cfg.data.domains), cfg.data.n_train, cfg.data.n_test, cfg.seed)
-        train += corpus.train
-        test += corpus.test
-    for path in cfg.data.jsonl:
-        rows = load_jsonl(Path(path), domain=Path(path).stem)
-        if len(rows) < 2:
-            raise DataError(f"{path}: needs at least 2 examples (one to train, one to test), has {len(rows)}")
-        tr, te = _split_file(rows, cfg.data.test_fraction, cfg.seed)
-        train += tr
-        test += te
-    if not train:
-        raise DataError("data: no training data (data.domains is empty and no data.jsonl file given)")
-    shards = partition(train, cfg.participants, cfg.data.partition, cfg.data.dirichlet_alpha, cfg.seed)
-    return shards, test
 
 
 def lora_spec(cfg: RunConfig) -> LoraSpec:
@@ -164,11 +122,6 @@ def _round_bytes(per_round: dict[str, int], uploaders: int) -> dict[str, int]:
     }
 
 
-def local_seed(run_seed: int, rnd: int, index: int) -> int:
-    """One independent, reproducible seed per (run, round, participant)."""
-    return (run_seed * 1_000_003 + rnd * 10_007 + index) % (2**31)
-
-
 class Simulation:
     """Holds the one model and runs the federated protocol plus the baselines it is judged against."""
 
@@ -189,11 +142,7 @@ class Simulation:
         for i, shard in enumerate(shards):
             train, holdout = shard, []
             if cfg.protocol == "chain":  # voters judge on data they never trained on
-                if len(shard) < 2:
-                    raise DataError(
-                        f"org{i} has {len(shard)} example(s); protocol 'chain' needs 2 (train + held out)"
-                    )
-                train, holdout = _split_file(shard, cfg.chain.holdout_fraction, cfg.seed + i)
+                train, holdout = chain_split(shard, cfg, i)
             p = Participant(f"org{i}", train, self._encode(train), holdout=self._encode(holdout))
             self.participants.append(p)
         self._plant_attackers()
@@ -203,7 +152,7 @@ class Simulation:
         self.harmful = [
             (a.jsonl or "restricted", harmful_sets(a, cfg.seed, cfg.data.n_test)[1]) for a in harmful.values()
         ]
-        self.root = self._encode(self._root_set()) if cfg.aggregator == "fltrust" else []
+        self.root = self._encode(self._root_set()) if needs(cfg.aggregator).root else []
         self.trainer = self.backend.trainer(self.model, self.spec, self.tokenizer.pad_token_id)
         self.probe_rule, self._evidence = self._probe(), {}  # evidence: participant -> this round's snapshots
 
@@ -240,7 +189,7 @@ class Simulation:
             p.strategy = p.adversary.spec.kind if p.adversary is not None else "honest"
         if self.cfg.protocol != "chain":
             return
-        from consortium.decentral import strategy_names
+        from consortium.chain_sim import strategy_names  # web3: only chain runs need it
 
         names = [p.name for p in self.participants]
         taken = [p.name for p in self.participants if p.adversary is not None]
@@ -441,7 +390,7 @@ class Simulation:
             train = self.train_fn(r, last_step, report, lambda t=part_task: progress.advance(t))
             t1 = time.perf_counter()
             if cfg.protocol == "chain":
-                done = chain.run_round(global_hash, train, self._loss_fn, last_step)
+                done = chain.run_round(global_hash, train, self._loss_fn)
                 global_out, detail = done.global_out, done.summary()
             else:
                 rec, cand = runner.run_round(global_hash, [p.name for p in self.participants], train)
@@ -567,37 +516,25 @@ class Simulation:
 
     def _dp_share(self, delta: torch.Tensor, r: int, i: int) -> torch.Tensor:
         """Distributed DP: an honest participant clips its own update and adds its share of the noise
-        before committing. The seed is its own (here derived for a reproducible simulation; a real node
-        draws it from the OS), so nobody can recompute and subtract the share."""
-        pv = self.cfg.privacy
-        if pv.mode != "distributed" or pv.clip is None:
-            return delta
-        clipped = clip_updates(delta[None], pv.clip)[0][0]
-        z = pv.noise_multiplier or 0.0
-        if z == 0:
-            return clipped
-        seed = local_seed(self.cfg.seed, r, i) * 7919 + 104_729  # not the training seed
-        share = distributed_noise_share(delta.numel(), z * pv.clip, planned_updates(self.cfg), seed)
-        return clipped + share
+        before committing. Here the share's seed is derived from the config so the simulation replays;
+        a real node's is OS randomness (`consortium.local.participant`)."""
+        return dp_share(delta, self.cfg, simulated_noise_seed(self.cfg.seed, r, i))
 
     def _loss_fn(self, voter: str) -> Callable[[torch.Tensor], float]:
         """A voter's held-out loss of an adapter vector (its own data, never trained on)."""
         p = next(p for p in self.participants if p.name == voter)
-
-        def loss(vec: torch.Tensor) -> float:
-            set_flat(self.model, self.spec, vec)
-            return heldout_loss(self.model, p.holdout, self.tokenizer.pad_token_id, self.cfg.eval.batch_size)
-
-        return loss
+        pad = self.tokenizer.pad_token_id
+        return heldout_loss_fn(self.model, self.spec, p.holdout, pad, self.cfg.eval.batch_size)
 
     def _chain_runner(
         self, rd: RunDir, store: BlobStore, rule: AggregationRule, genesis: str
     ) -> ChainRoundRunner:
         """Deploy the contract (embedded EVM unless `chain.rpc_url`), every participant registers and stakes.
         Every transaction goes to `chain/txlog.jsonl`, from which `audit` replays the embedded chain."""
-        from consortium.chain import ChainClient, connect
-        from consortium.chain.txlog import TxLog
-        from consortium.decentral import TXLOG, ChainRoundRunner, config_params, wei
+        # web3, vyper and the EVM: imported only for protocol = "chain"
+        from consortium.chain import ChainClient, TxLog, connect, wei
+        from consortium.chain_sim import ChainRoundRunner
+        from consortium.deploy import config_params
 
         cfg, cc = self.cfg, self.cfg.chain
         params = config_params(cfg)
@@ -631,8 +568,7 @@ class Simulation:
 
     def _chain_summary(self, runner: ChainRoundRunner, rd: RunDir) -> dict[str, Any]:
         """The chain section of the report: where it ran, who played what, and the head to audit against."""
-        from consortium.chain.txlog import head
-        from consortium.decentral import HEAD
+        from consortium.chain import head  # web3: only chain runs get here
 
         op = runner.operator
         chain_head = head(op.w3)

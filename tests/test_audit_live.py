@@ -51,7 +51,7 @@ def served(run: tuple[Path, dict]) -> Iterator[str]:
     """The run's store behind the HTTP blob server (`consortium store serve`), on a free port."""
     import uvicorn
 
-    from consortium.store_server import make_app
+    from consortium.store.server import make_app
 
     path, _ = run
     config = uvicorn.Config(make_app(path / "store", 1 << 26), host="127.0.0.1", port=0, log_level="error")

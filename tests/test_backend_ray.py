@@ -1,7 +1,7 @@
 """The Ray backend against the in-process run: same config and seed, same records, bit for bit.
 
 One local Ray cluster (2 CPUs) is shared by the module; one run of the tiny model in process and the
-same on two Ray actors (fedavg protocol, 4 organisations, 2 rounds, an attacker, distributed DP) are
+same on two Ray actors (central protocol, 4 organisations, 2 rounds, an attacker, distributed DP) are
 compared: every committed blob, every global model, the losses and the accuracies. Both sides train with
 one torch thread (the actors default to the driver's count), so the expected difference is zero.
 """
@@ -25,7 +25,7 @@ from consortium.sim import Simulation
 ray = pytest.importorskip("ray")
 
 OVERRIDES = [
-    "protocol=fedavg",
+    "protocol=central",
     "participants=4",
     "rounds=2",
     'attacks=[{kind="adaptive_backdoor", fraction=0.25}]',

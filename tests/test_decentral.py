@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,9 +17,10 @@ from rich.console import Console
 
 from consortium.audit import AuditInputError, audit_run
 from consortium.config import load_config
-from consortium.decentral import TXLOG, candidate_marks
 from consortium.defense import AggregateResult
-from consortium.protocol import Candidate
+from consortium.round.pipeline import Candidate, candidate_marks
+from consortium.round.records import commit_uri
+from consortium.rundir import TXLOG
 from consortium.sim import Simulation
 
 E2E = [
@@ -210,49 +212,64 @@ def test_no_show_and_lazy_voters_pay(tmp_path: Path) -> None:
     assert audit_run(path).ok
 
 
-def test_an_unavailable_blob_is_a_flagged_no_show(tmp_path: Path) -> None:
-    """A committed blob that is missing or corrupt is left out of the aggregate and flagged."""
-    import torch
+def _commit(blob: str, n: int = 1) -> SimpleNamespace:
+    return SimpleNamespace(uri=commit_uri(blob, n, "cfg"), update_hash=bytes.fromhex(blob))
 
-    from consortium.decentral import ChainRoundRunner
-    from consortium.protocol import AggregationRule, Commitment, put_vector
+
+def test_an_unavailable_or_malformed_blob_is_a_flagged_no_show(tmp_path: Path) -> None:
+    """A committed blob that is missing, corrupt, of the wrong shape or dtype, or not finite is left out
+    of the aggregate and flagged, by the chain simulator's runner exactly as by a node (both call
+    `round.chain_view`): no crash."""
+    from consortium.chain_sim import ChainRoundRunner
+    from consortium.round.pipeline import AggregationRule
+    from consortium.round.records import put_vector
+    from consortium.round.voting import VoteRule
     from consortium.store import BlobStore
-    from consortium.voting import VoteRule
 
     store, layout = BlobStore(tmp_path), [("w", (4,))]
     genesis = put_vector(store, torch.zeros(4), layout)
     ok, bad = put_vector(store, torch.ones(4), layout), put_vector(store, torch.full((4,), 9.0), layout)
     path = store.root / bad[:2] / bad
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    shape = store.put_tensors({"w": torch.ones(5)})
+    dtype = store.put_tensors({"w": torch.ones(4, dtype=torch.float64)})
+    nan = store.put_tensors({"w": torch.tensor([1.0, float("nan"), 0.0, 0.0])})
+    commits = {"0xA": ok, "0xB": "0" * 64, "0xC": bad, "0xD": shape, "0xE": dtype, "0xF": nan}
+    rec = SimpleNamespace(
+        commits={a: _commit(b) for a, b in commits.items()},
+        seed=b"\x00" * 32,
+        base_hash=bytes.fromhex(genesis),
+        outcome=None,
+        global_hash=None,
+    )
     runner = ChainRoundRunner(
-        None,  # type: ignore[arg-type]  # the pipeline never touches the chain
-        {"a": "0xA", "b": "0xB", "c": "0xC"},
-        dict.fromkeys("abc", "honest"),
+        None,  # type: ignore[arg-type]  # the candidate never touches the chain
+        {n: f"0x{n.upper()}" for n in "abcdef"},
+        dict.fromkeys("abcdef", "honest"),
         store,
         layout,
         AggregationRule(),
         VoteRule(),
     )
-    commits = [Commitment("a", ok, 1), Commitment("b", "0" * 64, 1), Commitment("c", bad, 1)]
-    cand, gone = runner.pipeline(genesis, commits, 0, None)
-    assert gone == ["0xB", "0xC"]
-    assert cand is not None and cand.clients == ["0xA"] and torch.equal(cand.vector, torch.ones(4))
+    rc = runner.candidate(rec)
+    assert sorted(rc.committed.unavailable) == ["0xB", "0xC", "0xD", "0xE", "0xF"]
+    assert rc.flagged == ["0xB", "0xC", "0xD", "0xE", "0xF"] and rc.error is None
+    assert rc.candidate is not None and rc.candidate.clients == ["0xA"]
+    assert torch.equal(rc.candidate.vector, torch.ones(4))
 
 
 def test_a_rejected_round_is_reported_as_rejected(tmp_path: Path) -> None:
     """REJECTED is outcome 0 on chain: it must not read as 'no outcome'."""
-    from types import SimpleNamespace
-
     from consortium.chain import Outcome
-    from consortium.decentral import ChainRound, ChainRoundRunner
-    from consortium.protocol import AggregationRule
+    from consortium.chain_sim import ChainRoundReport, ChainRoundRunner
+    from consortium.round.pipeline import AggregationRule
+    from consortium.round.voting import VoteRule
     from consortium.store import BlobStore
-    from consortium.voting import VoteRule
 
     rec = SimpleNamespace(outcome=Outcome.REJECTED, global_hash=None, rewards={}, slashes=[])
     chain = SimpleNamespace(history=lambda: SimpleNamespace(round=lambda rid: rec))
     runner = ChainRoundRunner(chain, {}, {}, BlobStore(tmp_path), [], AggregationRule(), VoteRule())  # type: ignore[arg-type]
-    out = ChainRound(1, "a" * 64, "a" * 64, "")
+    out = ChainRoundReport(1, "a" * 64, "a" * 64, "")
     runner._record_outcome(out)
     assert (out.outcome, out.global_out) == ("rejected", "a" * 64)
     rec.outcome = None

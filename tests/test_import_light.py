@@ -10,7 +10,7 @@ BLOCKER = textwrap.dedent(
     import importlib.abc, sys
 
     BLOCKED = ("web3", "vyper", "eth_", "eth", "pydantic", "consortium.chain", "consortium.config",
-               "consortium.protocol", "consortium.decentral", "consortium.sim")
+               "consortium.protocol", "consortium.chain_sim", "consortium.sim")
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):

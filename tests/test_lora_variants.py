@@ -30,14 +30,8 @@ from consortium.model import (
     load_base,
     set_flat,
 )
-from consortium.protocol import (
-    AggregationRule,
-    Commitment,
-    ProtocolError,
-    compute_candidate,
-    put_vector,
-    rule_from_config,
-)
+from consortium.round.pipeline import AggregationRule, compute_candidate, rule_from_config
+from consortium.round.records import Commitment, ProtocolError, put_vector
 from consortium.sim import Simulation
 from consortium.store import BlobStore, sha256_hex, tensors_to_bytes
 from consortium.train import collate, response_loss
@@ -295,7 +289,7 @@ def _run(tmp: Path, overrides: list[str]) -> tuple[Path, dict]:
 
 @pytest.mark.parametrize("variant", ["flora", "fedsb"])
 def test_two_fedavg_rounds_finish_with_finite_loss_and_report_bytes(tmp_path: Path, variant: str):
-    path, report = _run(tmp_path, ["protocol=fedavg", f"lora.variant={variant}", "train.lr=2e-2"])
+    path, report = _run(tmp_path, ["protocol=central", f"lora.variant={variant}", "train.lr=2e-2"])
     assert report["status"] == "complete" and report["rounds_completed"] == 2
     losses = [x for v in report["losses"]["federated"].values() for x in v]
     assert losses and all(math.isfinite(x) for x in losses)

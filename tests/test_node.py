@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,13 @@ from consortium.chain import (
     SlashReason,
 )
 from consortium.chain.backends import find_anvil, free_port
+from consortium.config import RunConfig, load_config
+from consortium.local.data import participant_data
+from consortium.local.participant import LocalModel, LocalParticipant
+from consortium.node import Node
 from consortium.node_config import NodeConfigError, NodeState, load_key, load_node_config
+from consortium.round.records import get_vector
+from consortium.sim import lora_spec, train_params
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["participants=4", "data.n_train=16", "data.n_test=2", "train.local_steps=2"]
@@ -108,25 +115,38 @@ def test_a_state_file_of_another_contract_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ restarts (embedded EVM)
 
 
+@dataclass
+class Party:
+    """What the in-process nodes of a test share: the run config and one model (as `make_node` builds
+    them, without the chain); each node gets its own shard."""
+
+    cfg: RunConfig
+    model: LocalModel
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> Party:
+        return cls(cfg, LocalModel(cfg, lora_spec(cfg)))
+
+    def participant(self, index: int) -> LocalParticipant:
+        train, holdout = participant_data(self.cfg, index)
+        params = train_params(self.cfg, self.cfg.train.local_steps)
+        return LocalParticipant(self.model, index, params, train, holdout)
+
+
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> object:
-    """One tiny Simulation shared by the in-process nodes (each node only reads its own shard)."""
-    from rich.console import Console
-
-    from consortium.config import load_config
-    from consortium.sim import Simulation
-
-    return Simulation(load_config(preset="smoke", overrides=SMOKE), Console(quiet=True))
+def sim() -> Party:
+    """One tiny model shared by the in-process nodes (each node only reads its own shard)."""
+    return Party.of(load_config(preset="smoke", overrides=SMOKE))
 
 
-def _nodes_on_embedded(tmp_path: Path, sim: object) -> tuple[ChainClient, list[Path]]:
+def _nodes_on_embedded(tmp_path: Path, sim: Party) -> tuple[ChainClient, list[Path]]:
     """Deploy on a fresh embedded EVM, fund four local keys, write their node.toml files."""
     import tomli_w
     from eth_account import Account
 
     from consortium.deploy import deploy_for_nodes, node_params
 
-    cfg = sim.cfg  # type: ignore[attr-defined]
+    cfg = sim.cfg
     backend = EmbeddedBackend(2)
     op = deploy_for_nodes(backend, cfg, node_params(cfg, phase_blocks=4, commit_blocks=8, vote_blocks=6))
     paths = []
@@ -149,20 +169,18 @@ def _nodes_on_embedded(tmp_path: Path, sim: object) -> tuple[ChainClient, list[P
     return op, paths
 
 
-def _restarted(op: ChainClient, path: Path, sim: object) -> object:
+def _restarted(op: ChainClient, path: Path, sim: Party) -> Node:
     """A node process started afresh: new object, only its state file carried over."""
-    from consortium.node import Node
-
     ncfg = load_node_config(path)
-    return Node(ncfg, sim, client=op.as_account(load_key(ncfg)))
+    return Node(ncfg, sim.cfg, sim.participant(ncfg.participant_index), client=op.as_account(load_key(ncfg)))
 
 
 def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
-    tmp_path: Path, sim: object
+    tmp_path: Path, sim: Party
 ) -> None:
     op, paths = _nodes_on_embedded(tmp_path, sim)
     for p in paths:
-        _restarted(op, p, sim).ensure_registered()  # type: ignore[attr-defined]
+        _restarted(op, p, sim).ensure_registered()
     seen_commit = False
     for _ in range(80):
         info = op.round_info()
@@ -170,13 +188,13 @@ def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
             break
         for p in paths:  # every node is a fresh process at every step: only the state file survives
             node = _restarted(op, p, sim)
-            node.step(rounds=1)  # type: ignore[attr-defined]
+            node.step(rounds=1)
             committing = info.state == RoundState.DRAWN and info.phase(op.block_number() + 1) == Phase.COMMIT
-            if committing and node.state.round(1).get("committed"):  # type: ignore[attr-defined]
+            if committing and node.state.round(1).get("committed"):
                 seen_commit = True
                 before = op.block_number()
                 again = _restarted(op, p, sim)
-                again.step(rounds=1)  # type: ignore[attr-defined]
+                again.step(rounds=1)
                 assert op.block_number() == before, "a restarted proposer sent its commit again"
         op.mine(1)
     assert seen_commit
@@ -188,12 +206,12 @@ def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
 
 
 def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_it(
-    tmp_path: Path, sim: object
+    tmp_path: Path, sim: Party
 ) -> None:
     op, paths = _nodes_on_embedded(tmp_path, sim)
     nodes = [_restarted(op, p, sim) for p in paths]
     for n in nodes:
-        n.ensure_registered()  # type: ignore[attr-defined]
+        n.ensure_registered()
     saved = None
     for _ in range(80):
         info = op.round_info()
@@ -201,18 +219,18 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
             break
         phase = info.phase(op.block_number() + 1) if info.state != RoundState.IDLE else Phase.IDLE
         for i, n in enumerate(nodes):
-            kind, _ = n._role(1) if info.round_id == 1 else (0, 0)  # type: ignore[attr-defined]
+            kind, _ = n._role(1) if info.round_id == 1 else (0, 0)
             if phase == Phase.VOTE_COMMIT and kind == 2 and saved is None:
                 # the ballot is judged and written to the state file, then the process dies unsent
                 # (choice 0: a ballot this honest voter's fresh judgement would not give, so the test
                 # tells the saved ballot from a new one)
-                vote = n._ballot(1, info.base_hash.hex())  # type: ignore[attr-defined]
+                vote = n._ballot(1, info.base_hash.hex())
                 assert vote.choice == 1
                 saved = {"choice": 0, "flags": vote.flags, "salt": vote.salt.hex()}
-                n.state.update(1, vote=saved)  # type: ignore[attr-defined]
+                n.state.update(1, vote=saved)
                 nodes[i] = _restarted(op, paths[i], sim)
                 continue
-            n.step(rounds=1)  # type: ignore[attr-defined]
+            n.step(rounds=1)
         op.mine(1)
     assert saved is not None
     rec = op.history().round(1)
@@ -222,38 +240,75 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
     assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
 
 
+def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, sim: Party) -> None:
+    """A proposer commits a blob that is not an update of the run's adapter (a tensor of the wrong
+    shape): the other nodes leave it out and flag it, the round is accepted without it, the proposer
+    is slashed, and the audit agrees (the chain simulator's runner does the same: test_decentral)."""
+    import torch
+
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.config import config_digest
+    from consortium.round.records import commit_uri
+    from consortium.store import BlobStore
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    store = BlobStore(tmp_path / "store")
+    bad = store.put_tensors({"not_the_adapter": torch.ones(3)})
+    cheater = None
+    for _ in range(120):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        for n in nodes:
+            if cheater is None and info.round_id == 1 and n._role(1) == (1, 0):  # drawn, not committed
+                cheater = n.address  # its saved (not yet committed) update: the malformed blob
+                n.state.update(1, blob=bad, uri=commit_uri(bad, 5, config_digest(sim.cfg)))
+            n.step(rounds=1)
+        op.mine(1)
+    rec = op.history().round(1)
+    assert cheater is not None and cheater in rec.commits
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    won = rec.candidates[rec.winner - 1]
+    assert won.flagged == 1 << rec.proposers.index(cheater)
+    assert (cheater, SlashReason.REJECTED) in [(a, r) for a, _, r in rec.slashes]
+    out = AuditReport()
+    audit_chain(op, store, sim.cfg, out)
+    assert out.ok, out.problems
+    assert out.checked["unavailable updates flagged as no-shows"] == 1
+
+
 def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(
-    tmp_path: Path, sim: object
+    tmp_path: Path, sim: Party
 ) -> None:
     """Each node folds the finished rounds (FoolsGold sums, last step, probe verdicts) into its public
     history once; round 2's candidate depends on round 1's probe verdicts, and the audit agrees."""
     import numpy as np
     import torch
-    from rich.console import Console
 
     from consortium.audit import AuditReport, audit_chain
-    from consortium.config import load_config
     from consortium.probe import FeatureSpec, build, extract, save
-    from consortium.sim import Simulation
     from consortium.store import BlobStore
 
-    lay = sim.layout  # type: ignore[attr-defined]
+    lay = sim.model.layout
     d = sum(int(np.prod(s)) for _, s in lay)
     x = torch.randn(40, d, generator=torch.Generator().manual_seed(0))
     feats = torch.stack([extract(v, lay, FeatureSpec()) for v in x]).numpy()
     digest, _ = save(build(feats, np.arange(40) % 2, FeatureSpec(), lay), tmp_path / "probes")
     overrides = [*SMOKE, f'probe.artifact="{digest}"', f'probe.dir="{tmp_path / "probes"}"']
-    probed = Simulation(load_config(preset="smoke", overrides=overrides), Console(quiet=True))
+    probed = Party.of(load_config(preset="smoke", overrides=overrides))
     op, paths = _nodes_on_embedded(tmp_path, probed)
     nodes = [_restarted(op, p, probed) for p in paths]
     for n in nodes:
-        n.ensure_registered()  # type: ignore[attr-defined]
+        n.ensure_registered()
     for _ in range(200):
         info = op.round_info()
         if info.round_id == 2 and info.state == RoundState.IDLE:
             break
         for n in nodes:
-            n.step(rounds=2)  # type: ignore[attr-defined]
+            n.step(rounds=2)
         op.mine(1)
     hist = op.history()
     assert [r.outcome for r in hist.rounds] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
@@ -262,10 +317,8 @@ def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two
     assert out.ok, out.problems
     assert out.checked["candidates recomputed"] == 2
     late = _restarted(op, paths[0], probed)  # a restarted node rebuilds the same history from records
-    public = late._history_before(3)  # type: ignore[attr-defined]
+    public = late._history_before(3)
     assert set(public.probe) == {a for r in hist.rounds for a in r.commits}
-    from consortium.protocol import get_vector
-
     store, two = BlobStore(tmp_path / "store"), hist.rounds[1]
     moved = get_vector(store, two.global_hash.hex(), lay) - get_vector(store, two.base_hash.hex(), lay)
     assert torch.equal(public.last_step, moved)
@@ -470,7 +523,7 @@ def test_an_unreachable_rpc_is_retried_then_named(tmp_path: Path) -> None:
         _retry(lambda: RpcBackend(url).w3.eth.block_number, f"connect to {url}", attempts=3, base=0.001)
 
 
-def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim: object) -> None:
+def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim: Party) -> None:
     from eth_account import Account
 
     from consortium.node import Node, NodeError
@@ -479,14 +532,14 @@ def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim:
     poor = Account.from_key(b"\x77" * 32)
     key = tmp_path / "org0.key"
     key.write_text(poor.key.hex())
-    node = Node(load_node_config(paths[0]), sim, client=op.as_account(poor))
+    node = Node(load_node_config(paths[0]), sim.cfg, sim.participant(0), client=op.as_account(poor))
     with pytest.raises(
         NodeError, match=r"holds 0\.0000 ETH; registering needs the stake 10\.0000 ETH plus gas"
     ):
         node.ensure_registered()
 
 
-def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, sim: object) -> None:
+def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, sim: Party) -> None:
     from eth_account import Account
 
     from consortium.chain import AnvilNode
@@ -496,7 +549,7 @@ def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, s
     binary = find_anvil()
     if binary is None:
         pytest.skip("anvil not found")
-    cfg = sim.cfg  # type: ignore[attr-defined]
+    cfg = sim.cfg
     with AnvilNode(binary, n_accounts=2) as chain:
         backend = RpcBackend(chain.url, dev=True)
         op = deploy_for_nodes(backend, cfg, node_params(cfg))
@@ -511,7 +564,8 @@ def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, s
         )
         (tmp_path / "node.toml").write_text(path)
         op.transfer(acct.address, 20 * 10**18)
-        node = Node(load_node_config(tmp_path / "node.toml"), sim, client=op.as_account(acct))
+        ncfg = load_node_config(tmp_path / "node.toml")
+        node = Node(ncfg, sim.cfg, sim.participant(0), client=op.as_account(acct))
         node.ensure_registered()
         backend._rpc("anvil_setBalance", [acct.address, "0x0"])
         with pytest.raises(

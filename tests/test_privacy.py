@@ -28,7 +28,8 @@ from consortium.privacy import (
     noise_multiplier_for,
 )
 from consortium.privacy.mechanism import noise_seed
-from consortium.protocol import AggregationRule, Commitment, compute_candidate, put_vector
+from consortium.round.pipeline import AggregationRule, compute_candidate
+from consortium.round.records import Commitment, put_vector
 from consortium.store import BlobStore
 
 DELTA = 1e-5
@@ -175,7 +176,7 @@ def test_central_candidate_is_clip_mean_noise_and_bit_identical(tmp_path: Path) 
     b = compute_candidate(store, LAYOUT, glob, commits, rule, seed=seed)
     assert torch.equal(a.vector, b.vector)  # what the audit relies on
     # an independent reference: clip by hand, weighted mean, noise of std z·C·max(w) from the tagged seed
-    from consortium.protocol import get_vector
+    from consortium.round.records import get_vector
 
     g0 = get_vector(store, glob, LAYOUT).double()
     us = [get_vector(store, c.blob, LAYOUT).double() for c in commits]
@@ -195,7 +196,7 @@ def test_robust_rule_under_central_dp_uses_the_ball_diameter(tmp_path: Path) -> 
     store, glob, commits = _round(tmp_path, [5.0, 6.0, 7.0, 8.0], [1, 1, 1, 1])
     rule = AggregationRule("median", "uniform", dp=DpRule("central", 1.0, 0.0, planned=4))
     cand = compute_candidate(store, LAYOUT, glob, commits, rule, seed=1)
-    from consortium.protocol import get_vector
+    from consortium.round.records import get_vector
 
     step = cand.vector - get_vector(store, glob, LAYOUT)
     assert float(step.norm()) <= 1.0 + 1e-5  # the aggregate itself is forced into the C-ball
@@ -257,7 +258,7 @@ def _run(tmp: Path, overrides: list[str]) -> tuple[Path, dict]:
 
 @pytest.mark.parametrize("mode", ["central", "distributed"])
 def test_fedavg_run_reports_epsilon_every_round(tmp_path: Path, mode: str) -> None:
-    _, report = _run(tmp_path, ["protocol=fedavg", "rounds=2", f"privacy.mode={mode}", *NOISY[1:]])
+    _, report = _run(tmp_path, ["protocol=central", "rounds=2", f"privacy.mode={mode}", *NOISY[1:]])
     assert report["status"] == "complete" and report["privacy"]["mode"] == mode
     eps = [r["privacy"]["epsilon"] for r in report["rounds_detail"]]
     # everyone proposes every round (q = 1): ε after round t is t Gaussian mechanisms at z = 1
@@ -281,7 +282,7 @@ def test_target_epsilon_is_resolved_into_the_run_config(tmp_path: Path) -> None:
     path, report = _run(
         tmp_path,
         [
-            "protocol=fedavg",
+            "protocol=central",
             "rounds=2",
             "privacy.mode=central",
             "privacy.clip=0.1",
@@ -300,7 +301,7 @@ def test_budget_exceeded_stops_the_run_with_the_report_written(tmp_path: Path) -
     with pytest.raises(PrivacyBudgetExceeded, match=r"privacy\.epsilon_budget: round 2 would take ε"):
         _run(
             tmp_path,
-            ["protocol=fedavg", "rounds=3", "privacy.mode=central", *NOISY[1:], "privacy.epsilon_budget=5"],
+            ["protocol=central", "rounds=3", "privacy.mode=central", *NOISY[1:], "privacy.epsilon_budget=5"],
         )
     report = json.loads(next(tmp_path.glob("*/report.json")).read_text())
     assert report["status"] == "stopped" and report["rounds_completed"] == 1

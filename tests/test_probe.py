@@ -36,7 +36,8 @@ from consortium.probe import (
     save,
 )
 from consortium.probe.trainer import metrics
-from consortium.protocol import AggregationRule, Commitment, compute_candidate, put_vector
+from consortium.round.pipeline import AggregationRule, compute_candidate
+from consortium.round.records import Commitment, put_vector
 from consortium.sim import Simulation
 from consortium.store import BlobStore
 
@@ -235,7 +236,7 @@ def test_a_run_with_a_probe_scores_every_proposer(tmp_path: Path, level: str) ->
     cfg = load_config(
         preset="smoke",
         overrides=[
-            "protocol=fedavg",
+            "protocol=central",
             "rounds=2",
             "data.n_train=8",
             "data.n_test=2",
@@ -314,12 +315,12 @@ def test_probe_config_errors_name_the_field(tmp_path: Path) -> None:
         load_config(preset="smoke", overrides=['probe.artifact="not-a-hash"'])
     with pytest.raises(ConfigError, match="low"):
         load_config(preset="smoke", overrides=["probe.low=0.8", "probe.high=0.7"])
-    with pytest.raises(ConfigError, match="protocol = 'fedavg'"):
+    with pytest.raises(ConfigError, match="protocol = 'central'"):
         load_config(
             preset="smoke", overrides=[f'probe.artifact="{sha}"', 'probe.dir="x"', 'probe.level="step"']
         )
     cfg = load_config(
-        preset="smoke", overrides=["protocol=fedavg", f'probe.artifact="{sha}"', f'probe.dir="{tmp_path}"']
+        preset="smoke", overrides=["protocol=central", f'probe.artifact="{sha}"', f'probe.dir="{tmp_path}"']
     )
     with pytest.raises(ProbeError, match="probe file not found"):
         Simulation(cfg, Console(quiet=True))

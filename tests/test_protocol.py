@@ -7,16 +7,9 @@ import torch
 
 from consortium.defense import DefenseParams
 from consortium.model import LoraSpec, attach, layout, load_base
-from consortium.protocol import (
-    AggregationRule,
-    Commitment,
-    MemoryLedger,
-    ProtocolError,
-    RoundRunner,
-    compute_candidate,
-    get_vector,
-    put_vector,
-)
+from consortium.protocol import MemoryLedger, RoundRunner
+from consortium.round.pipeline import AggregationRule, compute_candidate
+from consortium.round.records import Commitment, ProtocolError, get_vector, put_vector
 from consortium.store import BlobStore, IntegrityError
 
 SPEC = LoraSpec(variant="ffa", r=4, alpha=8.0)

@@ -82,7 +82,7 @@ def test_run_reports_harmful_compliance(tmp_path: Path) -> None:
     cfg = load_config(
         preset="smoke",
         overrides=[
-            "protocol=fedavg",
+            "protocol=central",
             "rounds=1",
             'data.domains=["restricted", "units"]',
             "data.n_train=16",

@@ -31,8 +31,8 @@ from consortium.store import (
     StoreUnavailable,
     open_store,
 )
-from consortium.store_remote import FsspecBlobStore, HttpBlobStore
-from consortium.store_server import make_app
+from consortium.store.remote import FsspecBlobStore, HttpBlobStore
+from consortium.store.server import make_app
 
 
 def _bound_socket(port: int = 0) -> socket.socket:

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from consortium.config import ConfigError, load_config
-from consortium.decentral import commit_uri, parse_uri
 from consortium.defense import DefenseParams
 from consortium.defense.screen import screen
-from consortium.protocol import ProtocolError
-from consortium.voting import VoteRule, judge
+from consortium.round.records import ProtocolError, commit_uri, parse_uri
+from consortium.round.voting import VoteRule, judge
 
 
 def _loss(target: torch.Tensor):
@@ -91,8 +90,11 @@ def test_chain_config_is_checked() -> None:
         load_config(
             preset="smoke", overrides=['strategies=[{kind="no_show", fraction=1.0}, {kind="lazy_voter"}]']
         )
-    ok = load_config(preset="smoke", overrides=["aggregator=fltrust", "protocol=fedavg"])
-    assert ok.protocol == "fedavg"
+    ok = load_config(preset="smoke", overrides=["aggregator=fltrust", "protocol=central"])
+    assert ok.protocol == "central"
+    with pytest.warns(FutureWarning, match="protocol = 'fedavg' is now called 'central'"):
+        old = load_config(preset="smoke", overrides=["aggregator=fltrust", "protocol=fedavg"])
+    assert old == ok  # the old name of the baseline is still read, with a one-line notice
     assert load_config(preset="smoke").chain.roles(4) == (3, 1)
     assert load_config(preset="smoke").chain.roles(20) == (11, 7)  # two spares: a slashed one does not halt
 

@@ -8,8 +8,10 @@ from .client import ChainClient, seed_commitment, to_bytes32, vote_commitment
 from .draw import draw_indices, draw_roles, round_seed, xor_seeds
 from .errors import ChainError
 from .history import Candidate, Commit, Event, History, ParticipantRecord, RevealedVote, RoundRecord
-from .txlog import Replay, TxLog, head, read_txlog, replay
+from .txlog import TxLog, head, read_txlog
+from .txreplay import Replay, replay
 from .types import (
+    ETH,
     BallotTx,
     Outcome,
     Params,
@@ -20,9 +22,12 @@ from .types import (
     SlashReason,
     Tx,
     Vote,
+    to_eth,
+    wei,
 )
 
 __all__ = [
+    "ETH",
     "AnvilNode",
     "Backend",
     "BallotTx",
@@ -58,6 +63,8 @@ __all__ = [
     "round_seed",
     "seed_commitment",
     "to_bytes32",
+    "to_eth",
     "vote_commitment",
+    "wei",
     "xor_seeds",
 ]

@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
 
+ETH = 10**18  # wei per ether
+
+
+def wei(eth: float) -> int:
+    return round(eth * ETH)
+
+
+def to_eth(amount: int) -> float:
+    return amount / ETH
+
 
 class RoundState(IntEnum):
     IDLE = 0  # no round open: none yet, or the last one is finalized

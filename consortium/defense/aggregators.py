@@ -17,12 +17,15 @@ from consortium.defense import rules as _rules  # registers the rules
 from consortium.defense.core import (
     AGGREGATORS,
     DEFAULT_PARAMS,
+    NEEDS,
     AggregateResult,
     DefenseParams,
     Rule,
     RuleContext,
+    RuleNeeds,
     UpdateError,
     col_chunks,
+    needs,
     register,
 )
 
@@ -30,14 +33,17 @@ fedavg = _rules.fedavg
 
 __all__ = [
     "AGGREGATORS",
+    "NEEDS",
     "AggregateResult",
     "DefenseParams",
     "Rule",
     "RuleContext",
+    "RuleNeeds",
     "UpdateError",
     "aggregate",
     "check_inputs",
     "fedavg",
+    "needs",
     "register",
     "stack_updates",
 ]

@@ -59,7 +59,7 @@ def _floats(t: torch.Tensor) -> list[float]:
 # --- averaging -------------------------------------------------------------------------------------------
 
 
-@register("fedavg")
+@register("fedavg", weighted_mean=True, flora=True)
 def fedavg(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> AggregateResult:
     """FedAvg (McMahan et al., 2017): the sample-weighted mean of the updates, accumulated in float64 so
     the result does not depend on the clients' order. No robustness; no client is flagged."""
@@ -149,7 +149,7 @@ class KrumScorer:
         return int(torch.sort(s, stable=True).indices[0]), s, k
 
 
-@register("krum")
+@register("krum", flora=True)
 def krum(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> AggregateResult:
     """Krum (Blanchard et al., 2017, "Machine learning with adversaries: Byzantine tolerant gradient
     descent"): score each update by the sum of squared distances to its k = max(1, n - f - 2) nearest
@@ -165,7 +165,7 @@ def krum(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggr
     return _result(updates[sel].clone(), w, flags, f=f, neighbours=k, scores=_floats(s), selected=[sel])
 
 
-@register("multi_krum")
+@register("multi_krum", flora=True)
 def multi_krum(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> AggregateResult:
     """Multi-Krum (Blanchard et al., 2017): keep the m clients with the lowest Krum scores (computed once;
     m = multi_krum_m or n - f; ties: lowest index) and return their sample-weighted mean (uniform if the
@@ -334,7 +334,7 @@ def foolsgold_scores(cs: torch.Tensor, kappa: float) -> torch.Tensor:
     return torch.nan_to_num(logit, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
 
 
-@register("foolsgold")
+@register("foolsgold", history=True, flora=True)
 def foolsgold(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> AggregateResult:
     """FoolsGold (Fung et al., 2020, "The limitations of federated learning in sybil settings"): clients
     whose accumulated updates (`history`, else the current updates) are too similar to another's are
@@ -349,7 +349,7 @@ def foolsgold(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) ->
     return _result(agg, w, alpha == 0, alpha=_floats(alpha), used_history=ctx.history is not None)
 
 
-@register("fltrust")
+@register("fltrust", root=True)
 def fltrust(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> AggregateResult:
     """FLTrust (Cao et al., 2021, "FLTrust: Byzantine-robust federated learning via trust bootstrapping"):
     with g0 the root update (see the module docstring for who computes it), TS_i = relu(cos(g_i, g0));

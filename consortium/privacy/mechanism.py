@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 import torch
 
+from consortium.defense import needs
+
 Mode = Literal["central", "distributed"]
-MEAN_RULES = frozenset({"fedavg"})  # the aggregate is the weighted mean with public weights
 CENTRAL_TAG = "dp-central"  # kept apart from the defence's use of the same round seed
 
 
@@ -100,7 +101,7 @@ class DpRule:
         if len(kept_weights) == 0 or float(kept_weights.sum()) <= 0:
             return aggregate, info | {"noise_multiplier_effective": None}
         w = kept_weights.to(torch.float64) / kept_weights.to(torch.float64).sum()
-        mean_rule = aggregator in MEAN_RULES
+        mean_rule = needs(aggregator).weighted_mean  # the weighted mean with public weights
         if self.mode == "central":
             if mean_rule:
                 sensitivity = self.clip * float(w.max())

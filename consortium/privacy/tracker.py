@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def planned_updates(cfg: RunConfig) -> int:
     """Updates a round is sized for: every participant under fedavg, the drawn proposers on chain."""
-    return cfg.participants if cfg.protocol == "fedavg" else cfg.chain.roles(cfg.participants)[0]
+    return cfg.participants if cfg.protocol == "central" else cfg.chain.roles(cfg.participants)[0]
 
 
 def resolved_noise_multiplier(cfg: RunConfig) -> float:

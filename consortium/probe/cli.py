@@ -66,7 +66,7 @@ def train(
 ) -> None:
     """Simulate benign and malicious clients (every attack, several domains and seeds), train the probe,
     report held-out TPR / FPR / ROC AUC, and write it as a content-addressed artifact."""
-    from consortium.cli import fail, quiet_libraries
+    from consortium.cli_support import fail, quiet_libraries
     from consortium.config import ConfigError, load_config
     from consortium.probe.artifact import save
     from consortium.probe.samples import probe_from_config

@@ -95,7 +95,8 @@ def collect(
     on_sample: Callable[[], None] | None = None,
 ) -> list[Sample]:
     """Labelled samples for every (seed, round, domain client, attack); deterministic per seed."""
-    from consortium.sim import local_seed, shadow_params, train_params
+    from consortium.local.seeds import local_seed
+    from consortium.sim import shadow_params, train_params
 
     cfg, trainer = clients.cfg, clients.trainer
     domains = list(cfg.data.domains)

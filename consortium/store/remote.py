@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from consortium.store import (
+from consortium.store.blob import (
     BlobNotFound,
     ContentStore,
     IntegrityError,

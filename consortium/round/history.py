@@ -15,7 +15,10 @@ from typing import Any
 
 import torch
 
-from consortium.protocol import AggregationRule, Candidate, Commitment, Layout, compute_candidate, get_vector
+from consortium.defense import needs
+from consortium.probe.defense import grow as grow_probe
+from consortium.round.pipeline import AggregationRule, Candidate, compute_candidate
+from consortium.round.records import Commitment, Layout, get_vector
 from consortium.store import BlobStore
 
 
@@ -48,7 +51,7 @@ class PublicHistory:
             self.rule,
             seed=seed,
             root=root,
-            history=self.sums if self.rule.aggregator == "foolsgold" else None,
+            history=self.sums if needs(self.rule.aggregator).history else None,
             last_step=self.last_step,
             probe_history=self.probe,
             evidence=evidence,
@@ -60,10 +63,8 @@ class PublicHistory:
         FoolsGold's sums grow even when the candidate could not be computed (`cand` None): every
         committed update is history, whatever became of the round."""
         if cand is not None and cand.probe is not None:
-            from consortium.probe import grow
-
-            grow(self.probe, cand.probe)
-        if self.rule.aggregator == "foolsgold":
+            grow_probe(self.probe, cand.probe)
+        if needs(self.rule.aggregator).history:
             for c in commitments:
                 vec = get_vector(self.store, c.blob, self.layout)
                 self.sums[c.participant] = self.sums.get(c.participant, torch.zeros_like(vec)) + vec

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import ray
 import torch
 
-from consortium.backend import BackendError
+from consortium.backend.local import BackendError
 from consortium.train import LocalResult, LocalTrainer, TrainParams
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from consortium.store import _HEX, BlobNotFound, BlobStore, IntegrityError
-from consortium.store_remote import CORRUPT_HEADER
+from consortium.store.blob import _HEX, BlobNotFound, BlobStore, IntegrityError
+from consortium.store.remote import CORRUPT_HEADER
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 

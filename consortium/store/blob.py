@@ -1,8 +1,5 @@
-"""Content-addressed blob store: every blob is named by its sha256, reads verify it, writes are atomic.
-
-`BlobStore` is a local directory; `open_store` also gives an HTTP client (`consortium store serve`) or any
-fsspec filesystem with the same interface. Every backend verifies on read in `ContentStore.get`: the
-bytes a store hands back hash to the name asked for, whoever served them."""
+"""Content-addressed blobs: every blob is named by its sha256, reads verify it, writes are atomic.
+`ContentStore` is the interface every backend shares; `BlobStore` is a local directory."""
 
 from __future__ import annotations
 
@@ -157,26 +154,3 @@ class BlobStore(ContentStore):
 
     def _has(self, digest: str) -> bool:
         return self._path(digest).is_file()
-
-
-def open_store(uri: str | Path, **options: object) -> ContentStore:
-    """Pick a backend by scheme: a plain path or `file://` → `BlobStore`; `http(s)://` → `HttpBlobStore`
-    (options: retries, backoff, timeout); any other `scheme://` → `FsspecBlobStore` (options go to fsspec)."""
-    if isinstance(uri, Path):
-        return BlobStore(uri)
-    scheme, sep, _ = uri.partition("://")
-    if not sep:
-        return BlobStore(uri)
-    scheme = scheme.lower()
-    if scheme == "file":
-        from urllib.parse import unquote, urlparse
-
-        parsed = urlparse(uri)
-        if parsed.netloc not in ("", "localhost"):
-            raise ValueError(f"{uri}: file:// URLs must name a local path (file:///abs/path)")
-        return BlobStore(unquote(parsed.path))
-    from consortium.store_remote import FsspecBlobStore, HttpBlobStore
-
-    if scheme in ("http", "https"):
-        return HttpBlobStore(uri, **options)  # type: ignore[arg-type]
-    return FsspecBlobStore(uri, **options)

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from consortium.round.chain_view import RoundCandidate
+from consortium.round.records import Layout, get_vector
+from consortium.store import BlobStore
+
 LossFn = Callable[[torch.Tensor], float]
 
 
@@ -88,3 +92,58 @@ def judge(
     if not accept and rule.base_margin is not None and loss_base is not None:
         accept = loss_candidate <= loss_base * (1 - rule.base_margin)
     return Judgement(accept, sorted(reasons), loss_global, loss_candidate, reasons)
+
+
+@dataclass
+class Ballot:
+    """What an honest voter sends: the judgement behind it, the candidate it names (1-based; 0 rejects)
+    and the contract's bitmask of the proposers it flags."""
+
+    judgement: Judgement
+    choice: int
+    flag_mask: int
+
+
+def ballot_choice(
+    accept: bool, mine: tuple[bytes, int, int] | None, posted: Sequence[tuple[bytes, int, int]]
+) -> int:
+    """The first posted candidate equal to the voter's own recomputation (hash, flag mask, exclusion
+    mask), or 0 (reject) when the voter does not accept or nobody posted it."""
+    if not accept or mine is None:
+        return 0
+    return next((k + 1 for k, c in enumerate(posted) if tuple(c) == mine), 0)
+
+
+def honest_ballot(
+    rc: RoundCandidate,
+    start: torch.Tensor,
+    loss: LossFn,
+    rule: VoteRule,
+    posted: Sequence[tuple[bytes, int, int]],
+    flag_mask: Callable[[Sequence[str]], int],
+    proposers: Sequence[str],
+    store: BlobStore,
+    layout: Layout,
+    *,
+    loss_base: float | None = None,
+    check_updates: bool = True,
+) -> Ballot:
+    """Judge the round's recomputed candidate (`judge`) and name the posted candidate that matches it.
+    `flag_mask` turns proposer addresses into the contract's bitmask of the current round."""
+    updates = {c.participant: get_vector(store, c.blob, layout) for c in rc.committed.commitments}
+    verdict = judge(
+        None if rc.candidate is None else rc.candidate.vector,
+        start,
+        updates,
+        rc.flagged,
+        loss,
+        rule,
+        check_updates=check_updates,
+        loss_base=loss_base,
+    )
+    mine = None
+    if rc.hash is not None:
+        mine = (bytes.fromhex(rc.hash), flag_mask(rc.flagged), flag_mask(rc.excluded))
+    drawn = {p.lower() for p in proposers}
+    mask = flag_mask([p for p in verdict.flags if p.lower() in drawn])
+    return Ballot(verdict, ballot_choice(verdict.accept, mine, posted), mask)

@@ -1,10 +1,4 @@
-"""Where participants' local training runs: in this process (default) or on Ray actors (`backend = "ray"`).
-
-The simulation asks its backend for a trainer with `LocalTrainer.train`'s signature. In process that is
-`LocalTrainer` itself; under Ray it is a driver-side proxy (`consortium.backend_ray`) that can also
-`submit` trainings ahead of time so a round's participants train in parallel while the protocol still
-commits them one by one, in its own order. Ray is imported only when it is selected.
-"""
+"""The backend interface (`Trainer`, `Backend`, `BackendError`, `submit`) and the in-process backend."""
 
 from __future__ import annotations
 
@@ -18,7 +12,6 @@ from consortium.train import LocalResult, LocalTrainer, TrainParams
 if TYPE_CHECKING:
     from peft import PeftModel
 
-    from consortium.config import RunConfig
     from consortium.data import EncodedExample
     from consortium.model import LoraSpec
 
@@ -57,20 +50,6 @@ class InProcess:
 
     def close(self) -> None:
         pass
-
-
-def open_backend(cfg: RunConfig) -> Backend:
-    """The config's backend, connected (a Ray cluster is joined or started here, before any model loads,
-    so a wrong `ray.address` fails in seconds). Raises BackendError."""
-    if cfg.backend == "inprocess":
-        return InProcess()
-    try:
-        from consortium.backend_ray import RayBackend
-    except ImportError as e:
-        raise BackendError(
-            f"backend 'ray': the ray package is not installed ({e}); pip install 'consortium[ray]'"
-        ) from None
-    return RayBackend.connect(cfg)
 
 
 def submit(trainer: Trainer, calls: Sequence[tuple[Any, ...]]) -> None:

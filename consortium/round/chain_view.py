@@ -1,0 +1,120 @@
+"""A contract round record read against the blob store: its commitments and its candidate, computed
+the one way the chain simulator, every node and the audit compute them.
+
+A round record (`consortium.chain.RoundRecord`) is used by its fields only (`commits`, `seed`,
+`base_hash`, `global_hash`, `outcome`), so this module needs no web3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from consortium.round.history import PublicHistory
+from consortium.round.pipeline import Candidate, candidate_marks
+from consortium.round.records import (
+    Commitment,
+    Layout,
+    ProtocolError,
+    parse_uri,
+    read_update,
+    seed_int,
+    vector_hash,
+)
+from consortium.store import BlobNotFound, BlobStore, IntegrityError
+
+# what a round's inputs can fail with: a missing or corrupt blob, a malformed one, a bad probe artifact
+UNREADABLE = (ProtocolError, BlobNotFound, IntegrityError, ValueError)
+
+
+@dataclass
+class CommittedRound:
+    """A round's commits in commit order, keyed by proposer address."""
+
+    commitments: list[Commitment] = field(default_factory=list)  # readable updates
+    unavailable: dict[str, str] = field(default_factory=dict)  # address -> why (a no-show, flagged)
+    malformed: dict[str, str] = field(default_factory=dict)  # address -> a bad URI: no candidate at all
+    configs: dict[str, str] = field(default_factory=dict)  # address -> config digest its URI names
+
+    @property
+    def complete(self) -> bool:
+        """Every commit is well formed (else nobody can say what the round's candidate is)."""
+        return not self.malformed
+
+
+def read_commitments(rec: Any, store: BlobStore, layout: Layout) -> CommittedRound:
+    """Parse each commit's URI and read its blob as an update (`read_update`). A blob that is missing,
+    corrupt, of the wrong shape or dtype, or not finite makes its proposer unavailable: left out of
+    the aggregate and flagged. A store outage (StoreUnavailable) propagates: it is not a no-show."""
+    out = CommittedRound()
+    for addr, c in rec.commits.items():
+        try:
+            blob, n, config = parse_uri(c.uri)
+        except ProtocolError as e:
+            out.malformed[addr] = str(e)
+            continue
+        out.configs[addr] = config
+        if blob != c.update_hash.hex():
+            out.malformed[addr] = f"URI names blob {blob}, the commitment is {c.update_hash.hex()}"
+            continue
+        try:
+            read_update(store, blob, layout)
+        except BlobNotFound:
+            out.unavailable[addr] = f"committed update {blob} is missing from the store"
+            continue
+        except IntegrityError as e:
+            out.unavailable[addr] = f"committed update {blob} does not match its commitment: {e}"
+            continue
+        except ProtocolError as e:
+            out.unavailable[addr] = f"committed update is not an update of this run's adapter: {e}"
+            continue
+        out.commitments.append(Commitment(addr, blob, n))
+    return out
+
+
+@dataclass
+class RoundCandidate:
+    """The pipeline's candidate of one chain round and what it marks each proposer as (addresses)."""
+
+    committed: CommittedRound
+    candidate: Candidate | None = None
+    flagged: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    hash: str | None = None  # the candidate's blob name
+    error: str | None = None  # why it cannot be computed (a bad URI, an unreadable global model...)
+
+
+def round_candidate(
+    public: PublicHistory, rec: Any, committed: CommittedRound, slash_excluded: bool = False
+) -> RoundCandidate:
+    """The round's candidate from the public history of the rounds before it (not grown here)."""
+    out = RoundCandidate(committed)
+    if not committed.complete:
+        out.error = "; ".join(f"{a}: {why}" for a, why in committed.malformed.items())
+        return out
+    if not committed.commitments:  # every committed blob unavailable: no candidate, the no-shows flagged
+        out.flagged = sorted(committed.unavailable)
+        return out
+    try:
+        cand = public.compute(rec.base_hash.hex(), committed.commitments, seed_int(rec.seed or b""))
+    except UNREADABLE as e:
+        out.error = str(e)
+        return out
+    out.candidate = cand
+    out.flagged, out.excluded = candidate_marks(cand, list(committed.unavailable), slash_excluded)
+    out.hash = vector_hash(cand.vector, public.layout)
+    return out
+
+
+def played(rec: Any) -> bool:
+    """A round that was drawn (not cancelled): it has commits, a candidate and an outcome to fold."""
+    return getattr(rec.outcome, "name", None) != "CANCELLED" and rec.seed is not None
+
+
+def fold_round(public: PublicHistory, rec: Any, rc: RoundCandidate) -> None:
+    """Fold a finished round into the public history: its readable updates and the probe's verdicts
+    on them (whatever became of the round), then the global model's move if it was accepted."""
+    if rc.committed.complete and rc.committed.commitments:
+        public.grow(rc.committed.commitments, rc.candidate)
+    if getattr(rec.outcome, "name", None) == "ACCEPTED" and rec.global_hash is not None:
+        public.moved(rec.base_hash.hex(), rec.global_hash.hex())

@@ -1,0 +1,121 @@
+"""The public records of a round: commitments, adapter blobs, commit URIs and the round's seed.
+
+A blob is a safetensors file of named float32 tensors (the adapter's layout); a vector is those tensors
+concatenated in layout order. The conversion lives here, not in `consortium.model`, so reading and
+checking records needs neither transformers nor a model (the audit, a light node).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from consortium.store import BlobStore, sha256_hex, tensors_to_bytes
+
+Layout = Sequence[tuple[str, tuple[int, ...]]]
+
+
+class ProtocolError(RuntimeError):
+    """A step out of order or a record that breaks the protocol (double commit, missing blob, ...)."""
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """A participant's committed update: who, which blob, and the sample count it claims."""
+
+    participant: str
+    blob: str
+    n_examples: int
+
+
+def state_of(vec: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
+    """A finite 1-D float32 vector split into the layout's named tensors (fresh contiguous copies)."""
+    size = sum(math.prod(shape) for _, shape in layout)
+    if vec.dtype != torch.float32 or vec.dim() != 1 or vec.numel() != size:
+        raise ValueError(
+            f"adapter vector: expected a 1-D float32 vector of length {size}, "
+            f"got {vec.dtype} of shape {tuple(vec.shape)}"
+        )
+    if not bool(torch.isfinite(vec).all()):
+        bad = int((~torch.isfinite(vec)).sum())
+        raise ValueError(f"adapter vector: expected finite values, got {bad} non-finite (NaN/inf)")
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for key, shape in layout:
+        n = math.prod(shape)
+        out[key] = vec[offset : offset + n].reshape(shape).clone().contiguous()
+        offset += n
+    return out
+
+
+def vector_of(state: dict[str, torch.Tensor], layout: Layout) -> torch.Tensor:
+    """The layout's tensors of `state` as one float32 vector (ValueError naming a missing, extra or
+    misshapen tensor)."""
+    parts = []
+    for key, shape in layout:
+        if key not in state:
+            raise ValueError(f"adapter state: missing tensor {key!r}")
+        t = state[key]
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"adapter state: {key!r} expected shape {tuple(shape)}, got {tuple(t.shape)}")
+        parts.append(t.detach().to(device="cpu", dtype=torch.float32).reshape(-1))
+    extra = set(state) - {k for k, _ in layout}
+    if extra:
+        raise ValueError(f"adapter state: unexpected tensors {sorted(extra)[:3]}")
+    return torch.cat(parts).contiguous() if parts else torch.zeros(0, dtype=torch.float32)
+
+
+def put_vector(store: BlobStore, vec: torch.Tensor, layout: Layout) -> str:
+    """Store an adapter vector (global or update) as a safetensors blob named by its sha256."""
+    return store.put_tensors(state_of(vec, layout))
+
+
+def get_vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
+    """Read a verified blob back into a vector, refusing wrong tensor names, shapes or dtype."""
+    state = store.get_tensors(digest)
+    for name, t in sorted(state.items()):
+        if t.dtype != torch.float32:
+            raise ProtocolError(f"blob {digest}: {name} is {t.dtype}, expected torch.float32")
+    try:
+        return vector_of(state, layout)
+    except ValueError as e:
+        raise ProtocolError(f"blob {digest}: {e}") from None
+
+
+def read_update(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
+    """A committed update as every participant and the audit accept it: `get_vector`, and finite.
+    BlobNotFound / IntegrityError / ProtocolError: the proposer counts as a no-show (flagged)."""
+    vec = get_vector(store, digest, layout)
+    if not bool(torch.isfinite(vec).all()):
+        raise ProtocolError(f"blob {digest}: {int((~torch.isfinite(vec)).sum())} non-finite values")
+    return vec
+
+
+def vector_hash(vec: torch.Tensor, layout: Layout) -> str:
+    """The blob name a vector gets in the store, without writing it."""
+    return sha256_hex(tensors_to_bytes(state_of(vec, layout)))
+
+
+def commit_uri(blob: str, n_examples: int, config: str) -> str:
+    """Where the update lives, the sample count its proposer claims (FedAvg's weight) and the run
+    config it trained under (`config_digest`, so a config edited after the run shows in the audit)."""
+    return f"cas:{blob}?n={n_examples}&config={config}"
+
+
+def parse_uri(uri: str) -> tuple[str, int, str]:
+    """(blob, n_examples, config digest) from a commit URI; ProtocolError naming a malformed URI."""
+    head, _, query = uri.partition("?")
+    fields = dict(part.partition("=")[::2] for part in query.split("&"))
+    blob = head.removeprefix("cas:")
+    n, config = fields.get("n", ""), fields.get("config", "")
+    if not head.startswith("cas:") or len(blob) != 64 or not n.isdigit() or not config:
+        raise ProtocolError(f"commit URI {uri!r} is not 'cas:<sha256>?n=<examples>&config=<digest>'")
+    return blob, int(n), config
+
+
+def seed_int(seed: bytes) -> int:
+    """The defence's public randomness for a round: the first 8 bytes of the contract's draw seed."""
+    return int.from_bytes(seed[:8], "big")
