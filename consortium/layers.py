@@ -218,8 +218,8 @@ ALLOWED: dict[str, set[str]] = {
     "chain": set(),
     "protocol": {"round", "store", "defense"},
     "chain_sim": {"round", "protocol", "store", "chain", "attacks"},
-    "sim": {*_F, "defense", "evaluate", "config", "rundir", "report", "attacks", "privacy", "probe", "round", "local",
-            "backend", "protocol", "chain", "chain_sim", "deploy"},
+    "sim": {*_F, "defense", "evaluate", "config", "rundir", "report", "attacks", "privacy", "probe",
+            "round", "local", "backend", "protocol", "chain", "chain_sim", "deploy"},
     # the node's training hooks (lora_spec, train_params) still live in sim.py
     "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain", "sim"},
     "audit": {"store", "config", "rundir", "round", "chain"},

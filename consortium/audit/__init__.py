@@ -1,0 +1,135 @@
+"""`consortium audit`: recompute a run from its public records, bit for bit, and say what does not match.
+
+Public records are the chain (a run directory keeps it as `chain/txlog.jsonl`, which is replayed on a
+fresh seeded embedded EVM; a live network is read over JSON-RPC), the blob store and the run config.
+Checked, round by round: the role draw; every committed blob against its commitment; the candidate
+aggregate recomputed from its inputs against the accepted one (hash and flags); the vote tally and
+outcome; every reward and slash, and so every stake; finally the global hash against the exported
+adapter. Each mismatch is one line naming the round, the participant, what was expected and found.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from consortium.audit.report import AuditInputError, AuditReport
+from consortium.audit.rounds import audit_chain
+from consortium.config import ConfigError, RunConfig
+from consortium.rundir import HEAD, TXLOG, load_run_config
+from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store
+
+__all__ = ["AuditInputError", "AuditReport", "audit_chain", "audit_live", "audit_run"]
+
+
+def _config(path: Path) -> RunConfig:
+    try:
+        return load_run_config(path)
+    except ConfigError as e:
+        raise AuditInputError(str(e)) from None
+
+
+def audit_run(run_dir: Path) -> AuditReport:
+    """Audit a run directory: replay its transaction log and check everything against the store."""
+    from consortium.chain import replay  # web3 and the EVM: only a chain audit needs them
+
+    if not run_dir.is_dir():
+        raise AuditInputError(f"{run_dir}: not a run directory")
+    cfg = _config(run_dir / "config.toml")
+    if cfg.protocol != "chain":
+        raise AuditInputError(
+            f"{run_dir}: protocol {cfg.protocol!r} has no chain to audit; only 'chain' runs"
+        )
+    for name in (TXLOG, HEAD, "report.json"):
+        if not (run_dir / name).is_file():
+            raise AuditInputError(f"{run_dir / name}: missing")
+    report = _read_json(run_dir / "report.json")
+    chain = report.get("chain", {})
+    if chain.get("backend", "embedded") != "embedded":
+        raise AuditInputError(
+            f"{run_dir}: the run's chain is the JSON-RPC node at {cfg.chain.rpc_url}, not replayable here; "
+            f"audit it live: --rpc-url URL --contract {chain.get('contract')} --store {run_dir / 'store'} "
+            f"--config {run_dir / 'config.toml'}"
+        )
+    out = AuditReport()
+    try:
+        rep = replay(run_dir / TXLOG, n_accounts=cfg.participants + 1, seed=cfg.seed)
+    except ValueError as e:
+        raise AuditInputError(str(e)) from None
+    out.problems += rep.problems
+    out.count("transactions replayed", rep.entries)
+    if rep.client is None:
+        out.problems.append(f"{TXLOG}: no contract deployment in the transaction log")
+        return out
+    recorded = _read_json(run_dir / HEAD)
+    from consortium.chain import head  # web3: see above
+
+    found = head(rep.client.w3)
+    if (found["block"], found["hash"]) != (recorded.get("block"), recorded.get("hash")):
+        out.problems.append(
+            f"chain head: the run ended at block {recorded.get('block')} {recorded.get('hash')}, the "
+            f"transaction log replays to block {found['block']} {found['hash']} (log truncated or edited)"
+        )
+    names = {a.lower(): n for n, a in report.get("chain", {}).get("accounts", {}).items()}
+    audit_chain(rep.client, BlobStore(run_dir / "store"), cfg, out, names)
+    final = rep.client.global_hash().hex()
+    _check_adapter(run_dir, final, report, out)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AuditInputError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise AuditInputError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: AuditReport) -> None:
+    """The chain's global hash is the run's final adapter: the report names it and the export holds it."""
+    if report.get("global_adapter") not in (None, final):
+        out.problems.append(
+            f"final adapter: the chain's global hash is {final}, the report names {report['global_adapter']}"
+        )
+    store = BlobStore(run_dir / "store")
+    try:
+        state = store.get_tensors(final)
+    except (BlobNotFound, IntegrityError) as e:
+        out.problems.append(f"final adapter: {e}")
+        return
+    exported = run_dir / "adapter" / "adapter_model.safetensors"
+    if not exported.is_file():
+        out.problems.append(f"final adapter: {exported} is missing")
+        return
+    saved = load_file(str(exported))
+    for k, t in sorted(state.items()):
+        if k not in saved or not torch.equal(saved[k], t):
+            out.problems.append(
+                f"final adapter: tensor {k} of {exported} differs from the global model {final}"
+            )
+            return
+    out.count("adapter tensors checked", len(state))
+
+
+def audit_live(rpc_url: str, contract: str, store: str | Path, config: Path) -> AuditReport:
+    """Audit a live deployment over JSON-RPC against a blob store (a directory, an `http(s)://` blob
+    server or any fsspec URL: `open_store`) and the run config."""
+    from consortium.chain import ChainClient, RpcBackend  # web3: see audit_run
+
+    cfg = _config(config)
+    if "://" not in str(store) and not Path(store).is_dir():
+        raise AuditInputError(f"{store}: store directory not found")
+    try:
+        client = ChainClient.at(RpcBackend(rpc_url), contract)
+        client.params()
+    except Exception as e:  # connection refused, no contract at that address...
+        raise AuditInputError(f"--rpc-url {rpc_url} --contract {contract}: {type(e).__name__}: {e}") from None
+    out = AuditReport()
+    audit_chain(client, open_store(store), cfg, out)
+    return out

@@ -1,0 +1,150 @@
+"""Every round of a deployment (replayed or live) checked against the store and the run config: the
+role draw, the commitments, the candidate recomputed with `consortium.round` (the code every node and
+the chain simulator run), the tally, the settlement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from consortium.audit.report import AuditReport
+from consortium.audit.settlement import Ledger, Tally, fmt_votes
+from consortium.config import RunConfig, config_digest
+from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
+from consortium.round.history import PublicHistory
+from consortium.round.pipeline import rule_from_config
+from consortium.round.records import Layout, ProtocolError
+from consortium.store import BlobNotFound, BlobStore, IntegrityError
+
+
+def layout_of(store: BlobStore, digest: str) -> Layout:
+    """The adapter layout (tensor names sorted, shapes) read off the genesis blob itself."""
+    state = store.get_tensors(digest)
+    return [(k, tuple(state[k].shape)) for k in sorted(state)]
+
+
+def audit_chain(
+    client: Any, store: BlobStore, cfg: RunConfig, out: AuditReport, names: dict[str, str] | None = None
+) -> None:
+    """Every round of the deployment behind `client` (replayed or live) against the store and config."""
+    from consortium.chain import draw_roles  # web3: see audit_run
+
+    names = names or {}
+
+    def who(addr: str) -> str:
+        return names.get(addr.lower(), addr)
+
+    hist = client.history()
+    params = client.params()
+    if not hist.rounds:
+        out.problems.append("chain: no round was ever opened")
+        return
+    genesis = hist.rounds[0].base_hash.hex()
+    try:
+        layout = layout_of(store, genesis)
+    except (BlobNotFound, IntegrityError) as e:
+        out.problems.append(f"genesis adapter: {e}")
+        return
+    public = PublicHistory(store, layout, rule_from_config(cfg))  # as every participant grew it
+    digest = config_digest(cfg)
+    ledger = Ledger.from_history(hist)
+    for rec in hist.rounds:
+        r = f"round {rec.round_id}"
+        if not played(rec):
+            continue
+        props, voters = draw_roles(rec.seed, rec.owners, rec.weights, params.n_proposers, params.n_voters)
+        out.count("role draws")
+        if (props, voters) != (rec.proposers, rec.voters):
+            out.problems.append(
+                f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
+            )
+        committed = read_commitments(rec, store, layout)
+        _report_commits(rec, committed, r, who, out, digest)
+        rc = round_candidate(public, rec, committed, cfg.chain.slash_excluded)
+        expected = None
+        if rc.error is not None and committed.complete:
+            out.problems.append(f"{r}: the candidate cannot be recomputed: {rc.error}")
+        elif rc.candidate is not None and rc.hash is not None:
+            expected = (rc.hash, _mask(rec, rc.flagged), _mask(rec, rc.excluded))
+            out.count("candidates recomputed")
+        posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
+        if committed.unavailable and expected in posted:  # no-shows the round itself flagged: the rule
+            out.count("unavailable updates flagged as no-shows", len(committed.unavailable))
+        else:
+            out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.unavailable.items()]
+        _check_outcome(rec, expected, params, r, who, out)
+        ledger.settle(rec, params, r, who, out)
+        try:
+            fold_round(public, rec, rc)
+        except (BlobNotFound, IntegrityError, ProtocolError) as e:
+            out.problems.append(f"{r}: the new global model cannot be read: {e}")
+    ledger.compare(client, who, out)
+
+
+def _mask(rec: Any, addresses: Sequence[str]) -> int:
+    """The contract's bitmask of proposer slots for these proposer addresses."""
+    return sum(1 << rec.proposers.index(a) for a in addresses)
+
+
+def _report_commits(
+    rec: Any, committed: Any, r: str, who: Callable[[str], str], out: AuditReport, digest: str
+) -> None:
+    """A malformed commit URI, or one naming another config than the run's, is a problem; a missing
+    or unreadable blob is one only if the round's candidate did not flag it (see `audit_chain`)."""
+    out.count("commitments checked", len(rec.commits))
+    for addr in rec.commits:
+        config = committed.configs.get(addr)
+        if config is not None and config != digest:
+            out.problems.append(
+                f"{r}: {who(addr)} committed under config {config}; the config given hashes to {digest} "
+                "(changed after the run?)"
+            )
+        if addr in committed.malformed:
+            out.problems.append(f"{r}: {who(addr)}: {committed.malformed[addr]}")
+
+
+def _check_outcome(
+    rec: Any,
+    expected: tuple[str, int] | None,
+    params: Any,
+    r: str,
+    who: Callable[[str], str],
+    out: AuditReport,
+) -> None:
+    """Tally the revealed votes as the contract must, and check the accepted candidate is the pipeline's."""
+    from consortium.chain import Outcome  # web3: see audit_run
+
+    if rec.outcome is None:
+        out.problems.append(f"{r}: opened but never finalized (the chain stops before its end)")
+        return
+    weight = dict(zip(rec.owners, rec.weights, strict=True))
+    for v, vote in rec.votes.items():
+        if vote.weight != weight.get(v, 0):
+            out.problems.append(
+                f"{r}: {who(v)}'s vote weighs {vote.weight}, its stake at the draw is {weight.get(v, 0)}"
+            )
+    tally = Tally.of(rec, params.quorum_bps)
+    outcome, winner = Outcome.REJECTED, 0
+    if not tally.quorum:
+        outcome = Outcome.NO_QUORUM
+    elif tally.majority:
+        outcome, winner = Outcome.ACCEPTED, tally.majority
+    out.count("tallies recomputed")
+    if (outcome, winner) != (rec.outcome, rec.winner):
+        out.problems.append(
+            f"{r}: votes {fmt_votes(rec, who)} give {outcome.name} (candidate {winner}), the chain recorded "
+            f"{rec.outcome.name if rec.outcome is not None else 'no outcome'} (candidate {rec.winner})"
+        )
+    if rec.outcome == Outcome.ACCEPTED and 0 < rec.winner <= len(rec.candidates):
+        won = rec.candidates[rec.winner - 1]
+        found = (won.candidate_hash.hex(), won.flagged, won.excluded)
+        if expected is None:
+            out.problems.append(
+                f"{r}: candidate #{rec.winner} was accepted but cannot be recomputed (see above)"
+            )
+        elif found != expected:
+            out.problems.append(
+                f"{r}: accepted candidate #{rec.winner} by {who(won.poster)} is {found[0]} "
+                f"flags {found[1]:#b} excluded {found[2]:#b}; the pipeline under this config gives "
+                f"{expected[0]} flags {expected[1]:#b} excluded {expected[2]:#b}"
+            )

@@ -1,0 +1,133 @@
+"""The contract's tally and settlement rules, recomputed from a round's record (not its events):
+who had quorum and majority, who is slashed and rewarded, and so every stake and balance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consortium.audit.report import AuditReport
+
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The revealed votes of a round as the contract's finalize counts them."""
+
+    revealed: int  # weight of all revealed votes
+    quorum: bool
+    majority: int | None  # the choice holding a strict majority of `revealed` (quorum only)
+
+    @classmethod
+    def of(cls, rec: Any, quorum_bps: int) -> Tally:
+        weight = dict(zip(rec.owners, rec.weights, strict=True))
+        revealed = sum(v.weight for v in rec.votes.values())
+        quorum = revealed > 0 and revealed * BPS >= quorum_bps * sum(weight.get(v, 0) for v in rec.voters)
+        tallies: dict[int, int] = {}
+        for v in rec.votes.values():
+            tallies[v.choice] = tallies.get(v.choice, 0) + v.weight
+        majority = next((k for k, t in tallies.items() if t * 2 > revealed), None) if quorum else None
+        return cls(revealed, quorum, majority)
+
+
+def fmt_votes(rec: Any, who: Callable[[str], str]) -> str:
+    return "{" + ", ".join(f"{who(v)}: {b.choice}" for v, b in rec.votes.items()) + "}"
+
+
+@dataclass
+class Ledger:
+    """Stakes, balances and the reward pool re-derived from the contract's rules (not its events)."""
+
+    stake: dict[str, int]
+    balance: dict[str, int]
+    pool: int
+
+    @classmethod
+    def from_history(cls, hist: Any) -> Ledger:
+        """Start from what was deposited: registrations, top-ups and funding are plain transfers."""
+        stake: dict[str, int] = {}
+        pool = 0
+        for e in hist.events:
+            if e.name in ("Registered", "ToppedUp"):
+                stake[e.args["who"]] = e.args["stake"]
+            elif e.name == "Funded":
+                pool += e.args["amount"]
+            elif e.name == "RoundOpened":
+                break  # only deposits before the first round (runs register once)
+        return cls(stake, dict.fromkeys(stake, 0), pool)
+
+    def _slash(self, who: str, bps: int) -> int:
+        amount = self.stake[who] * bps // BPS
+        self.stake[who] -= amount
+        return amount
+
+    def settle(self, rec: Any, params: Any, r: str, who: Callable[[str], str], out: AuditReport) -> None:
+        """The contract's finalize, recomputed: slashes in slot order, then equal reward shares."""
+        from consortium.chain import Outcome, SlashReason  # web3: see audit_run
+
+        if rec.outcome in (None, Outcome.CANCELLED):
+            return
+        tally = Tally.of(rec, params.quorum_bps)
+        revealed, quorum, majority = tally.revealed, tally.quorum, tally.majority
+        won = rec.candidates[rec.winner - 1] if rec.winner > 0 else None
+        winner_flags, winner_excluded = (won.flagged, won.excluded) if won else (0, 0)
+        slashes: list[tuple[str, int, SlashReason]] = []
+        rewarded: list[str] = []
+        for i, p in enumerate(rec.proposers):
+            flag_weight = sum(v.weight for v in rec.votes.values() if (v.flags >> i) & 1)
+            if p not in rec.commits:
+                slashes.append((p, self._slash(p, params.slash_no_show_bps), SlashReason.NO_SHOW))
+            elif (winner_flags >> i) & 1 or (quorum and flag_weight * 2 > revealed):
+                slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
+            elif rec.outcome == Outcome.ACCEPTED and not (winner_excluded >> i) & 1:
+                rewarded.append(p)
+        for v in rec.voters:
+            if v not in rec.votes:
+                slashes.append((v, self._slash(v, params.slash_no_show_bps), SlashReason.NO_SHOW))
+            elif majority is not None:
+                if rec.votes[v].choice == majority:
+                    rewarded.append(v)
+                else:
+                    slashes.append((v, self._slash(v, params.slash_minority_bps), SlashReason.MINORITY))
+        slashes = [s for s in slashes if s[1] > 0]
+        self.pool += sum(s[1] for s in slashes)
+        rewards: dict[str, int] = {}
+        if rewarded:
+            share = min(params.reward_per_round, self.pool) // len(rewarded)
+            if share > 0:
+                for p in rewarded:
+                    self.balance[p] += share
+                    rewards[p] = share
+                self.pool -= share * len(rewarded)
+        out.count("settlements recomputed")
+        if sorted(slashes) != sorted(rec.slashes):
+            out.problems.append(
+                f"{r}: slashes should be {fmt_slashes(slashes, who)}, "
+                f"the chain recorded {fmt_slashes(rec.slashes, who)}"
+            )
+        if rewards != rec.rewards:
+            got = {who(a): v for a, v in rec.rewards.items()}
+            out.problems.append(
+                f"{r}: rewards should be { ({who(a): v for a, v in rewards.items()}) }, the chain paid {got}"
+            )
+
+    def compare(self, client: Any, who: Callable[[str], str], out: AuditReport) -> None:
+        """The re-derived stakes and balances against the contract's storage at the end."""
+        for p in client.all_participants():
+            out.count("stakes checked")
+            want = (self.stake.get(p.address, 0), self.balance.get(p.address, 0))
+            if (p.stake, p.balance) != want:
+                out.problems.append(
+                    f"{who(p.address)}: stake/balance on chain {p.stake}/{p.balance} wei, the rules give "
+                    f"{want[0]}/{want[1]} wei"
+                )
+        if client.reward_pool() != self.pool:
+            out.problems.append(
+                f"reward pool on chain {client.reward_pool()} wei, the rules give {self.pool} wei"
+            )
+
+
+def fmt_slashes(slashes: Sequence[tuple[str, int, Any]], who: Callable[[str], str]) -> str:
+    return "[" + ", ".join(f"{who(a)} {v} wei ({getattr(r, 'name', r)})" for a, v, r in sorted(slashes)) + "]"
