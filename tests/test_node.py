@@ -507,7 +507,7 @@ def test_chain_deploy_to_a_running_node_with_a_key_file(tmp_path: Path) -> None:
 def test_an_unreachable_rpc_is_retried_then_named(tmp_path: Path) -> None:
     import requests
 
-    from consortium.node import NodeError, _retry
+    from consortium.node.net import NodeError, retry
 
     calls = []
 
@@ -517,10 +517,10 @@ def test_an_unreachable_rpc_is_retried_then_named(tmp_path: Path) -> None:
             raise requests.ConnectionError("connection refused")
         return "up"
 
-    assert _retry(flaky, "connect", base=0.001) == "up" and len(calls) == 3
+    assert retry(flaky, "connect", base=0.001) == "up" and len(calls) == 3
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(NodeError, match=f"connect to {url}: still unreachable after 3 attempts"):
-        _retry(lambda: RpcBackend(url).w3.eth.block_number, f"connect to {url}", attempts=3, base=0.001)
+        retry(lambda: RpcBackend(url).w3.eth.block_number, f"connect to {url}", attempts=3, base=0.001)
 
 
 def test_an_unfunded_account_is_told_what_registering_needs(tmp_path: Path, sim: Party) -> None:

@@ -21,22 +21,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-import torch
 from web3.exceptions import Web3RPCError
 
-from consortium.chain import ChainClient, ChainError, Phase, RoundState, RpcBackend, Vote, wei
-from consortium.config import ConfigError, RunConfig, config_digest
+from consortium.chain import ChainClient, ChainError, Phase, RoundState, Vote, wei
+from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
+from consortium.node.net import TRANSIENT, NodeError, connect, retry
 from consortium.node_config import NodeConfig, NodeState, load_key
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
 from consortium.round.records import commit_uri, get_vector, put_vector
 from consortium.round.voting import VoteRule, honest_ballot
-from consortium.store import StoreUnavailable, open_store
-
-__all__ = ["Node", "NodeError"]
+from consortium.store import open_store
 
 log = logging.getLogger("consortium.node")
 # reverts that mean "someone (maybe we, before a restart) already did it": success, not failure
@@ -50,11 +47,6 @@ ALREADY = (
     "already registered",
 )
 MAX_ERRORS = 10  # unexpected failures in a row before the node gives up
-TRANSIENT = (requests.ConnectionError, requests.Timeout, StoreUnavailable, ConnectionError, TimeoutError)
-
-
-class NodeError(RuntimeError):
-    """A problem the node cannot fix by waiting: it stops with this message."""
 
 
 class Node:
@@ -74,7 +66,7 @@ class Node:
         self.participant = participant
         self.account = load_key(ncfg)
         self.address: str = self.account.address
-        self.client = client or _retry(lambda: _connect(ncfg, self.account), "connect to the chain")
+        self.client = client or retry(lambda: connect(ncfg, self.account), "connect to the chain")
         self.store = open_store(ncfg.store)
         self.layout = participant.model.layout
         self.rule = rule_from_config(self.cfg)
@@ -154,7 +146,7 @@ class Node:
     def run(self, rounds: int | None = None, max_seconds: float | None = None) -> list[int]:
         """Act round after round until the contract's round `rounds` is over (None: forever). Returns
         the round ids this node saw finalized."""
-        _retry(self.ensure_registered, "register")
+        retry(self.ensure_registered, "register")
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         failures = errors = 0
         while True:
@@ -234,10 +226,8 @@ class Node:
         st = self.state.round(rid)
         if st.get("seed_sent"):
             return
-        if "seed" not in st:
-            self.state.update(
-                rid, seed=os.urandom(32).hex()
-            )  # kept before sending, to reveal after a restart
+        if "seed" not in st:  # kept before sending, to reveal after a restart
+            self.state.update(rid, seed=os.urandom(32).hex())
         seed = bytes.fromhex(self.state.round(rid)["seed"])
         if self._send(f"round {rid}: commit seed", lambda: self.client.commit_seed(rid, seed)):
             self.state.update(rid, seed_sent=True)
@@ -303,8 +293,8 @@ class Node:
         return self.public
 
     def _candidate(self, rec: Any) -> RoundCandidate:
-        committed = read_commitments(rec, self.store, self.layout)
-        return round_candidate(self.public, rec, committed, self.cfg.chain.slash_excluded)
+        rc = read_commitments(rec, self.store, self.layout)
+        return round_candidate(self.public, rec, rc, self.cfg.chain.slash_excluded)
 
     def view(self, rid: int) -> RoundCandidate:
         """The round's candidate as the pure pipeline computes it from chain + store (cached per round)."""
@@ -407,60 +397,3 @@ class Node:
             reward,
             f", slashed {', '.join(mine)}" if mine else "",
         )
-
-
-def _connect(ncfg: NodeConfig, account: Any) -> ChainClient:
-    backend = RpcBackend(ncfg.rpc_url, dev=ncfg.dev_chain)
-    if not backend.w3.eth.get_code(ncfg.contract):
-        raise NodeError(f"no contract at {ncfg.contract} on {ncfg.rpc_url} (wrong address or chain?)")
-    client = ChainClient.at(backend, ncfg.contract, account)
-    client.params()
-    return client
-
-
-def _retry(fn: Callable[[], Any], what: str, attempts: int = 8, base: float = 0.5) -> Any:
-    """Call `fn`, retrying transient network errors with exponential backoff (`base` seconds, doubling
-    to 15 s); NodeError naming `what` after the last attempt."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except TRANSIENT as e:
-            if attempt == attempts - 1:
-                raise NodeError(f"{what}: still unreachable after {attempts} attempts: {e}") from None
-            delay = min(base * 2**attempt, 15.0)
-            log.warning("%s: unreachable (%s); retrying in %.1fs", what, type(e).__name__, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def make_node(ncfg: NodeConfig) -> Node:
-    """Build the model and this node's data from the run config (participant `participant_index`'s
-    share, as the simulation gives it, or `data_jsonl`), then connect. Raises NodeConfigError /
-    NodeError."""
-    from consortium.data import DataError
-    from consortium.local.data import participant_data
-    from consortium.local.participant import LocalModel
-    from consortium.node_config import NodeConfigError
-    from consortium.rundir import load_run_config
-    from consortium.sim import lora_spec, train_params  # the run's training hooks (moving to local/)
-
-    torch.set_num_threads(1)
-    assert ncfg.run_config is not None
-    try:
-        cfg = load_run_config(ncfg.run_config)
-    except ConfigError as e:
-        raise NodeConfigError(f"run_config: {e}") from None
-    if cfg.protocol != "chain":
-        raise NodeConfigError(f"{ncfg.run_config}: protocol is {cfg.protocol!r}; a node needs 'chain'")
-    if ncfg.participant_index >= cfg.participants:
-        raise NodeConfigError(
-            f"participant_index {ncfg.participant_index}: the run config has {cfg.participants} participants"
-        )
-    load_key(ncfg)  # a bad key fails before the model is loaded
-    try:
-        train, holdout = participant_data(cfg, ncfg.participant_index, ncfg.data_jsonl)
-    except DataError as e:
-        raise NodeConfigError(str(e)) from None
-    model = LocalModel(cfg, lora_spec(cfg))
-    params = train_params(cfg, cfg.train.local_steps)
-    return Node(ncfg, cfg, LocalParticipant(model, ncfg.participant_index, params, train, holdout))

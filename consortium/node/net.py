@@ -1,0 +1,47 @@
+"""The node's plumbing: the errors it stops with, and retrying what a network outage interrupts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from consortium.chain import ChainClient, RpcBackend
+from consortium.node_config import NodeConfig
+from consortium.store import StoreUnavailable
+
+log = logging.getLogger("consortium.node")
+TRANSIENT = (requests.ConnectionError, requests.Timeout, StoreUnavailable, ConnectionError, TimeoutError)
+
+
+class NodeError(RuntimeError):
+    """A problem the node cannot fix by waiting: it stops with this message."""
+
+
+def connect(ncfg: NodeConfig, account: Any) -> ChainClient:
+    backend = RpcBackend(ncfg.rpc_url, dev=ncfg.dev_chain)
+    if not backend.w3.eth.get_code(ncfg.contract):
+        raise NodeError(f"no contract at {ncfg.contract} on {ncfg.rpc_url} (wrong address or chain?)")
+    client = ChainClient.at(backend, ncfg.contract, account)
+    client.params()
+    return client
+
+
+def retry(fn: Callable[[], Any], what: str, attempts: int = 8, base: float = 0.5) -> Any:
+    """Call `fn`, retrying transient network errors with exponential backoff (`base` seconds, doubling
+    to 15 s); NodeError naming `what` after the last attempt."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except TRANSIENT as e:
+            if attempt == attempts - 1:
+                raise NodeError(f"{what}: still unreachable after {attempts} attempts: {e}") from None
+            delay = min(base * 2**attempt, 15.0)
+            log.warning("%s: unreachable (%s); retrying in %.1fs", what, type(e).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
