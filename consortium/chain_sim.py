@@ -25,16 +25,27 @@ from typing import Any
 import torch
 
 from consortium.attacks import attackers_for
-from consortium.chain import ChainClient, Outcome, Phase, Vote, to_eth, wei
+from consortium.chain import ChainClient, Outcome, Phase, TxLog, Vote, connect, head, to_eth, wei
+from consortium.config import RunConfig, config_digest
+from consortium.deploy import config_params
 from consortium.protocol import TrainFn, prefetch
 from consortium.round.chain_view import RoundCandidate, fold_round, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import AggregationRule, compute_candidate
-from consortium.round.records import Commitment, Layout, commit_uri, get_vector, put_vector, seed_int
+from consortium.round.records import (
+    Commitment,
+    Layout,
+    ProtocolError,
+    commit_uri,
+    get_vector,
+    put_vector,
+    seed_int,
+)
 from consortium.round.voting import LossFn, VoteRule, honest_ballot
+from consortium.rundir import HEAD, TXLOG, RunDir
 from consortium.store import BlobStore
 
-__all__ = ["ChainRoundReport", "ChainRoundRunner", "strategy_names"]
+__all__ = ["ChainRoundReport", "ChainRoundRunner", "deploy_runner", "strategy_names"]
 
 HONEST = "honest"
 COLLUDERS = "colluding_voter"
@@ -293,6 +304,22 @@ class ChainRoundRunner:
         out.votes[name] = {"choice": ballot.choice, "flags": flags}
         return Vote(ballot.choice, ballot.flag_mask, salt)
 
+    def summary(self, cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
+        """The chain section of the report: where it ran, who played what, and the head to audit
+        against (also written to `chain/head.json`)."""
+        op = self.operator
+        chain_head = head(op.w3)
+        rd.write_json(HEAD, {"contract": op.contract_address, **chain_head})
+        return {
+            "backend": op.backend.kind,
+            "stake": cfg.chain.stake,
+            "contract": op.contract_address,
+            "params": op.params().__dict__,
+            "accounts": dict(self.accounts),
+            "strategies": dict(self.strategies),
+            "head": chain_head,
+        }
+
     def _record_outcome(self, out: ChainRoundReport) -> None:
         rec = self.operator.history().round(out.round_id)
         # REJECTED is 0: test for None, not for truth
@@ -309,6 +336,48 @@ class ChainRoundRunner:
             name = self._name(p.address)
             out.stakes[name] = to_eth(p.stake)
             out.balances[name] = to_eth(p.balance)
+
+
+def deploy_runner(
+    cfg: RunConfig,
+    rd: RunDir,
+    store: BlobStore,
+    layout: Layout,
+    rule: AggregationRule,
+    genesis: str,
+    strategies: Mapping[str, str],
+    attackers: frozenset[str],
+) -> ChainRoundRunner:
+    """Deploy the contract (embedded EVM unless `chain.rpc_url`); every participant (`strategies`' keys,
+    in order) registers and stakes. Every transaction goes to `chain/txlog.jsonl`, from which `audit`
+    replays the embedded chain."""
+    cc = cfg.chain
+    backend = connect(cc.rpc_url, n_accounts=cfg.participants + 1, seed=cfg.seed)
+    if len(backend.accounts) < cfg.participants + 1:
+        raise ProtocolError(
+            f"chain.rpc_url: the node has {len(backend.accounts)} unlocked accounts, "
+            f"{cfg.participants + 1} are needed (one per participant plus the deployer)"
+        )
+    (rd.path / "chain").mkdir(exist_ok=True)
+    txlog = TxLog(rd.path / TXLOG)
+    operator = ChainClient.deploy(
+        backend, config_params(cfg), genesis_hash=genesis, fund=wei(cc.reward_pool), txlog=txlog
+    )
+    runner = ChainRoundRunner(
+        operator,
+        {name: backend.accounts[i + 1] for i, name in enumerate(strategies)},
+        dict(strategies),
+        store,
+        layout,
+        rule,
+        VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin),
+        run_seed=cfg.seed,
+        config=config_digest(cfg),
+        attackers=attackers,
+        slash_excluded=cc.slash_excluded,
+    )
+    runner.register_all(cc.stake)
+    return runner
 
 
 def strategy_names(

@@ -217,7 +217,7 @@ ALLOWED: dict[str, set[str]] = {
     "backend": {*_F},
     "chain": set(),
     "protocol": {"round", "store", "defense"},
-    "chain_sim": {"round", "protocol", "store", "chain", "attacks"},
+    "chain_sim": {"round", "protocol", "store", "chain", "attacks", "config", "rundir", "deploy"},
     "sim": {*_F, "defense", "evaluate", "config", "rundir", "report", "attacks", "privacy", "probe",
             "round", "local", "backend", "protocol", "chain", "chain_sim", "deploy"},
     # the node's training hooks (lora_spec, train_params) still live in sim.py

@@ -29,7 +29,7 @@ from consortium.attacks import (
     harmful_sets,
 )
 from consortium.backend import open_backend, submit
-from consortium.config import RunConfig, config_digest, to_toml_dict
+from consortium.config import RunConfig, to_toml_dict
 from consortium.data import EncodedExample, Example, build_corpus, encode_example
 from consortium.defense import needs
 from consortium.evaluate import accuracy_by_domain, exact_match_verdicts
@@ -51,15 +51,14 @@ from consortium.privacy import PrivacyBudgetExceeded
 from consortium.privacy.tracker import PrivacyTracker, planned_updates, resolve, tracker_for
 from consortium.protocol import MemoryLedger, RoundRunner, TrainFn
 from consortium.report import write_report
-from consortium.round.pipeline import AggregationRule, rule_from_config
-from consortium.round.records import ProtocolError, get_vector, put_vector
-from consortium.round.voting import VoteRule
-from consortium.rundir import HEAD, TXLOG, RunDir
+from consortium.round.pipeline import rule_from_config
+from consortium.round.records import get_vector, put_vector
+from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
 from consortium.train import TrainParams
 
 if TYPE_CHECKING:  # the chain packages are needed only for protocol = "chain"
-    from consortium.chain_sim import ChainRoundRunner
+    pass
 
 
 @dataclass
@@ -369,7 +368,11 @@ class Simulation:
 
             publish(Path(cfg.probe.dir or ".") / f"{cfg.probe.artifact}.safetensors", store)
         if cfg.protocol == "chain":
-            chain = self._chain_runner(rd, store, rule, global_hash)
+            from consortium.chain_sim import deploy_runner  # web3, vyper, the EVM: chain runs only
+
+            strategies = {p.name: p.strategy for p in self.participants}
+            attackers = frozenset(p.name for p in self.participants if p.adversary is not None)
+            chain = deploy_runner(cfg, rd, store, self.layout, rule, global_hash, strategies, attackers)
         else:
             runner = RoundRunner(MemoryLedger(), store, self.layout, rule, root=self._root_update)
             runner.evidence = lambda pid: self._evidence.pop(pid, None)
@@ -430,7 +433,7 @@ class Simulation:
             report["global_adapter"] = global_hash
             timings["federated_train"], timings["federated_eval"] = t_train, t_eval
             if cfg.protocol == "chain":
-                report["chain"] = self._chain_summary(chain, rd)
+                report["chain"] = chain.summary(cfg, rd)
             rd.write_json("report.json", report)
             outcome = f" ({detail['outcome']})" if "outcome" in detail else ""
             eps = "" if tracker is None else f" ε {detail['privacy']['epsilon']}"
@@ -525,63 +528,6 @@ class Simulation:
         p = next(p for p in self.participants if p.name == voter)
         pad = self.tokenizer.pad_token_id
         return heldout_loss_fn(self.model, self.spec, p.holdout, pad, self.cfg.eval.batch_size)
-
-    def _chain_runner(
-        self, rd: RunDir, store: BlobStore, rule: AggregationRule, genesis: str
-    ) -> ChainRoundRunner:
-        """Deploy the contract (embedded EVM unless `chain.rpc_url`), every participant registers and stakes.
-        Every transaction goes to `chain/txlog.jsonl`, from which `audit` replays the embedded chain."""
-        # web3, vyper and the EVM: imported only for protocol = "chain"
-        from consortium.chain import ChainClient, TxLog, connect, wei
-        from consortium.chain_sim import ChainRoundRunner
-        from consortium.deploy import config_params
-
-        cfg, cc = self.cfg, self.cfg.chain
-        params = config_params(cfg)
-        backend = connect(cc.rpc_url, n_accounts=cfg.participants + 1, seed=cfg.seed)
-        if len(backend.accounts) < cfg.participants + 1:
-            raise ProtocolError(
-                f"chain.rpc_url: the node has {len(backend.accounts)} unlocked accounts, "
-                f"{cfg.participants + 1} are needed (one per participant plus the deployer)"
-            )
-        (rd.path / "chain").mkdir(exist_ok=True)
-        txlog = TxLog(rd.path / TXLOG)
-        operator = ChainClient.deploy(
-            backend, params, genesis_hash=genesis, fund=wei(cc.reward_pool), txlog=txlog
-        )
-        accounts = {p.name: backend.accounts[i + 1] for i, p in enumerate(self.participants)}
-        runner = ChainRoundRunner(
-            operator,
-            accounts,
-            {p.name: p.strategy for p in self.participants},
-            store,
-            self.layout,
-            rule,
-            VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin),
-            run_seed=cfg.seed,
-            config=config_digest(cfg),
-            attackers=frozenset(p.name for p in self.participants if p.adversary is not None),
-            slash_excluded=cc.slash_excluded,
-        )
-        runner.register_all(cc.stake)
-        return runner
-
-    def _chain_summary(self, runner: ChainRoundRunner, rd: RunDir) -> dict[str, Any]:
-        """The chain section of the report: where it ran, who played what, and the head to audit against."""
-        from consortium.chain import head  # web3: only chain runs get here
-
-        op = runner.operator
-        chain_head = head(op.w3)
-        rd.write_json(HEAD, {"contract": op.contract_address, **chain_head})
-        return {
-            "backend": op.backend.kind,
-            "stake": self.cfg.chain.stake,
-            "contract": op.contract_address,
-            "params": op.params().__dict__,
-            "accounts": dict(runner.accounts),
-            "strategies": dict(runner.strategies),
-            "head": chain_head,
-        }
 
     def _root_update(self, rnd: int, start: torch.Tensor) -> torch.Tensor:
         """FLTrust's root update: the same local training as a participant's, on the public root set."""
