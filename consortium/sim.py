@@ -31,6 +31,7 @@ from consortium.attacks import (
 from consortium.backend import open_backend, submit
 from consortium.config import RunConfig, to_toml_dict
 from consortium.data import EncodedExample, Example, build_corpus, encode_example
+from consortium.data.domains.restricted import REFUSAL
 from consortium.defense import needs
 from consortium.evaluate import accuracy_by_domain, exact_match_verdicts
 from consortium.local.data import chain_split, prepare_data
@@ -49,6 +50,7 @@ from consortium.model import (
 )
 from consortium.privacy import PrivacyBudgetExceeded
 from consortium.privacy.tracker import PrivacyTracker, planned_updates, resolve, tracker_for
+from consortium.probe import check_layout, load_file, probe_rule, publish
 from consortium.protocol import MemoryLedger, RoundRunner, TrainFn
 from consortium.report import write_report
 from consortium.round.pipeline import rule_from_config
@@ -160,8 +162,6 @@ class Simulation:
         pc = self.cfg.probe
         if pc.artifact is None:
             return None
-        from consortium.probe import check_layout, load_file, probe_rule
-
         probe = load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
         check_layout(probe, self.layout, pc.artifact)
         return probe_rule(pc)
@@ -250,8 +250,6 @@ class Simulation:
     def harmful_metrics(self, vec: torch.Tensor, label: str, progress: Progress) -> list[dict[str, Any]]:
         """Per harmful set: harmful-compliance rate (held-out restricted requests answered with the
         harmful answer) and, for the built-in set, refusal rate (answered with the fixed refusal)."""
-        from consortium.data.domains.restricted import REFUSAL
-
         set_flat(self.model, self.spec, vec)
         out = []
         for name, test in self.harmful:
@@ -364,8 +362,6 @@ class Simulation:
         store = BlobStore(rd.store)
         global_hash = put_vector(store, self.initial, self.layout)
         if self.probe_rule is not None:  # the probe goes into the run's store: the audit reads it by hash
-            from consortium.probe import publish
-
             publish(Path(cfg.probe.dir or ".") / f"{cfg.probe.artifact}.safetensors", store)
         if cfg.protocol == "chain":
             from consortium.chain_sim import deploy_runner  # web3, vyper, the EVM: chain runs only

@@ -28,6 +28,7 @@ from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
 from consortium.node.net import TRANSIENT, NodeError, connect, retry
 from consortium.node_config import NodeConfig, NodeState, load_key
+from consortium.probe import publish
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -71,8 +72,6 @@ class Node:
         self.layout = participant.model.layout
         self.rule = rule_from_config(self.cfg)
         if self.rule.probe is not None:  # into the shared store, where every node and the audit read it
-            from consortium.probe import publish  # sklearn and the probe model: only with a probe
-
             publish(Path(self.cfg.probe.dir or ".") / f"{self.cfg.probe.artifact}.safetensors", self.store)
         self.public = PublicHistory(self.store, self.layout, self.rule)
         self.folded = 0  # rounds below this id are folded into `public`
