@@ -36,8 +36,8 @@ from consortium.round.records import (
     Commitment,
     Layout,
     ProtocolError,
-    commit_uri,
     get_vector,
+    put_update,
     put_vector,
     seed_int,
 )
@@ -167,8 +167,8 @@ class ChainRoundRunner:
             if self.strategies.get(name) == NO_SHOW:
                 continue
             delta, n = train(name, start)
-            blob = put_vector(self.store, delta, self.layout)
-            sent(self._client(name).commit(rid, blob, commit_uri(blob, n, self.config)))
+            blob, uri = put_update(self.store, delta, n, self.layout, self.config)
+            sent(self._client(name).commit(rid, blob, uri))
             out.commitments.append(Commitment(name, blob, n))
 
         op.advance_to_phase(Phase.CANDIDATE)

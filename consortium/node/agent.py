@@ -32,7 +32,7 @@ from consortium.probe import publish
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
-from consortium.round.records import commit_uri, get_vector, put_vector
+from consortium.round.records import get_vector, put_update, put_vector
 from consortium.round.voting import VoteRule, honest_ballot
 from consortium.store import open_store
 
@@ -264,8 +264,8 @@ class Node:
             t0 = time.perf_counter()
             start = get_vector(self.store, base, self.layout)
             delta, n = self.participant.train(rid - 1, start)
-            blob = put_vector(self.store, delta, self.layout)
-            self.state.update(rid, blob=blob, uri=commit_uri(blob, n, self.digest))
+            blob, uri = put_update(self.store, delta, n, self.layout, self.digest)
+            self.state.update(rid, blob=blob, uri=uri)
             log.info(
                 "round %d: trained on %d examples in %.1fs, update %s",
                 rid,

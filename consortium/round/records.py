@@ -105,6 +105,14 @@ def commit_uri(blob: str, n_examples: int, config: str) -> str:
     return f"cas:{blob}?n={n_examples}&config={config}"
 
 
+def put_update(
+    store: BlobStore, delta: torch.Tensor, n_examples: int, layout: Layout, config: str
+) -> tuple[str, str]:
+    """A trained update put into the store: (its blob name, the URI its proposer commits on chain)."""
+    blob = put_vector(store, delta, layout)
+    return blob, commit_uri(blob, n_examples, config)
+
+
 def parse_uri(uri: str) -> tuple[str, int, str]:
     """(blob, n_examples, config digest) from a commit URI; ProtocolError naming a malformed URI."""
     head, _, query = uri.partition("?")
