@@ -7,7 +7,7 @@ from .backends import AnvilNode, Backend, EmbeddedBackend, RpcBackend, connect, 
 from .client import ChainClient, seed_commitment, to_bytes32, vote_commitment
 from .draw import draw_indices, draw_roles, round_seed, xor_seeds
 from .errors import ChainError
-from .history import Candidate, Commit, Event, History, ParticipantRecord, RevealedVote, RoundRecord
+from .history import Commit, Event, History, ParticipantRecord, PostedCandidate, RevealedVote, RoundRecord
 from .txlog import TxLog, head, read_txlog
 from .txreplay import Replay, replay
 from .types import (
@@ -31,7 +31,6 @@ __all__ = [
     "AnvilNode",
     "Backend",
     "BallotTx",
-    "Candidate",
     "ChainClient",
     "ChainError",
     "Commit",
@@ -43,6 +42,7 @@ __all__ = [
     "ParticipantInfo",
     "ParticipantRecord",
     "Phase",
+    "PostedCandidate",
     "Replay",
     "RevealedVote",
     "RoundInfo",

@@ -47,7 +47,9 @@ class Commit:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class PostedCandidate:
+    """A candidate as the chain records its posting (not `round.pipeline.Candidate`, the computed one)."""
+
     number: int  # 1-based: what a vote's choice refers to
     poster: str
     candidate_hash: bytes
@@ -81,7 +83,7 @@ class RoundRecord:
     owners: list[str] = field(default_factory=list)  # participant index i+1 -> address, at draw
     weights: list[int] = field(default_factory=list)  # stake snapshot by index, at draw
     commits: dict[str, Commit] = field(default_factory=dict)
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: list[PostedCandidate] = field(default_factory=list)
     vote_commits: dict[str, bytes] = field(default_factory=dict)
     votes: dict[str, RevealedVote] = field(default_factory=dict)
     outcome: Outcome | None = None
@@ -247,7 +249,7 @@ def _candidate_posted(h: History, a: dict[str, Any]) -> None:
         return tuple(p for i, p in enumerate(r.proposers) if (mask >> i) & 1)
 
     r.candidates.append(
-        Candidate(
+        PostedCandidate(
             a["candidate"],
             a["who"],
             bytes(a["candidate_hash"]),
