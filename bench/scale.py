@@ -39,7 +39,7 @@ MIB = 2**20
 def overrides(n: int, backend: str, rounds: int, steps: int) -> list[str]:
     return [
         "name=scale",
-        "protocol=fedavg",
+        "protocol=central",
         f"participants={n}",
         f"rounds={rounds}",
         f"train.local_steps={steps}",
