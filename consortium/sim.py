@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -58,9 +58,6 @@ from consortium.round.records import get_vector, put_vector
 from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
 from consortium.train import TrainParams
-
-if TYPE_CHECKING:  # the chain packages are needed only for protocol = "chain"
-    pass
 
 
 @dataclass
