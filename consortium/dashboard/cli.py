@@ -1,0 +1,70 @@
+"""`consortium dashboard RUN_DIR`: the command, kept out of cli.py (which only registers it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def dashboard(
+    run_dir: Annotated[Path, typer.Argument(help="run directory to watch (finished or still running)")],
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8750,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Serve a read-only page that shows a run's rounds as they arrive (opens no browser by itself).
+
+    Exit 2 when RUN_DIR is not a directory or the port is invalid or taken."""
+    from consortium.cli import fail
+
+    from .rundir_view import RunDirMissing, check_run_dir
+    from .serve import serve
+    from .state import build_state
+
+    if not 0 <= port <= 65535:
+        fail(f"--port must be in 0..65535, got {port}")
+    try:
+        root = check_run_dir(run_dir)
+    except RunDirMissing as e:
+        fail(str(e))
+    for problem in build_state(root)["problems"]:  # the page shows them too, and keeps polling
+        print(f"dashboard: {root}: {problem}", flush=True)
+
+    def ready(url: str) -> None:
+        print(f"dashboard of {root} at {url} (read-only; Ctrl-C stops it)", flush=True)
+
+    try:
+        serve(root, host, port, on_ready=ready)
+    except OSError as e:
+        fail(f"cannot serve on {host}:{port}: {e}")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def start_beside(out: Path, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
+    """For `consortium run --dashboard`: bind now (a bad or taken port fails before the run starts),
+    serve the run directory the run creates under `out` as soon as it exists; returns what the run
+    calls once it is over to keep the page up until Ctrl-C."""
+    from consortium.cli import fail
+
+    from .serve import serve_beside
+
+    if not 0 <= port <= 65535:
+        fail(f"--dashboard-port must be in 0..65535, got {port}")
+    try:
+        serve_beside(out, host, port, on_ready=lambda line: print(line, flush=True))
+    except OSError as e:
+        fail(f"cannot serve the dashboard on {host}:{port}: {e}")
+
+    def linger() -> None:
+        print("run over; the dashboard stays up until Ctrl-C", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+    return linger
