@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("starlette")
-from starlette.testclient import TestClient  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
-from consortium.cli import app as cli_app  # noqa: E402
-from consortium.dashboard.app import make_app  # noqa: E402
-from consortium.dashboard.rundir_view import HEAD, PHASES, TXLOG  # noqa: E402
-from consortium.dashboard.state import participant_colours  # noqa: E402
+from consortium.cli import app as cli_app
+from consortium.dashboard.app import make_app
+from consortium.dashboard.rundir_view import HEAD, PHASES, TXLOG
+from consortium.dashboard.state import participant_colours
 
 runner = CliRunner()
 RICH = [
