@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,29 @@ def test_page_needs_no_network() -> None:
     globs = pyproject["tool"]["setuptools"]["package-data"]["consortium"]
     shipped = {p for g in globs for p in (STATIC.parents[1]).glob(g)}
     assert {STATIC.parent / r for r in refs} <= shipped
+
+
+def _audited(path: Path) -> dict:
+    c = TestClient(make_app(path, warn=[].append, audit=True))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        a = c.get("/api/state").json()["audit"]
+        if a["state"] in ("done", "error"):
+            return a
+        time.sleep(0.5)
+    raise AssertionError(f"audit still {a['state']}")
+
+
+def test_audit_verdict_shown_when_asked(copy: Path, report: dict) -> None:
+    before = _snapshot(copy)
+    a = _audited(copy)
+    assert a["state"] == "done" and a["ok"] is True and a["problems"] == [], a
+    assert _snapshot(copy) == before  # the audit wrote nothing either
+
+
+def test_audit_of_a_tampered_run_fails_on_the_page(copy: Path, report: dict) -> None:
+    blob = report["rounds_detail"][0]["commitments"][0]["blob"]
+    path = copy / "store" / blob[:2] / blob
+    path.write_bytes(path.read_bytes()[:-1] + b"\x01")
+    a = _audited(copy)
+    assert a["state"] == "done" and a["ok"] is False and any(blob[:12] in p for p in a["problems"]), a

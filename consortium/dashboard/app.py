@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .audit_once import AuditOnce
 from .blobs import DIGEST, blob_info
 from .rundir_view import fingerprint, read_sources, safe_child
 from .state import build_state
@@ -39,16 +40,23 @@ def _error(status: int, message: str) -> JSONResponse:
 class StateCache:
     """The last state built, rebuilt only when the run's files change; new problems go to the terminal."""
 
-    def __init__(self, root: Path, warn: Callable[[str], None]) -> None:
-        self.root, self.warn = root, warn
+    def __init__(self, root: Path, warn: Callable[[str], None], audit: AuditOnce | None = None) -> None:
+        self.root, self.warn, self.audit = root, warn, audit
         self._lock = threading.Lock()
         self._state: dict[str, Any] | None = None
         self._told: set[str] = set()
 
+    def _version(self) -> str:
+        return fingerprint(self.root) + (f"-{self.audit.tag}" if self.audit else "")
+
     def get(self) -> dict[str, Any]:
         with self._lock:
-            if self._state is None or self._state["version"] != fingerprint(self.root):
+            if self._state is None or self._state["version"] != self._version():
+                version = self._version()
                 self._state = build_state(self.root)
+                if self.audit is not None and self._state["audit"] is None:
+                    self._state["audit"] = self.audit.poll((self._state["run"] or {}).get("status"))
+                self._state["version"] = version
                 for p in self._state["problems"]:
                     if p not in self._told:
                         self.warn(f"{self.root}: {p}")
@@ -60,10 +68,11 @@ def _stderr(line: str) -> None:
     print(f"dashboard: {line}", file=sys.stderr, flush=True)
 
 
-def make_app(run_dir: Path, warn: Callable[[str], None] = _stderr) -> Starlette:
-    """The app for one run directory (resolved here; it may not hold a report yet)."""
+def make_app(run_dir: Path, warn: Callable[[str], None] = _stderr, audit: bool = False) -> Starlette:
+    """The app for one run directory (resolved here; it may not hold a report yet); with `audit`, the
+    run is audited once it is complete and the page shows the verdict."""
     root = run_dir.resolve()
-    cache = StateCache(root, warn)
+    cache = StateCache(root, warn, AuditOnce(root) if audit else None)
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=NO_CACHE)

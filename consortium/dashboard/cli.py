@@ -14,6 +14,9 @@ def dashboard(
     run_dir: Annotated[Path, typer.Argument(help="run directory to watch (finished or still running)")],
     port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8750,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    audit: Annotated[
+        bool, typer.Option(help="audit the run once it is complete; the page shows the verdict")
+    ] = False,
 ) -> None:
     """Serve a read-only page that shows a run's rounds as they arrive (opens no browser by itself).
 
@@ -37,7 +40,7 @@ def dashboard(
         print(f"dashboard of {root} at {url} (read-only; Ctrl-C stops it)", flush=True)
 
     try:
-        serve(root, host, port, on_ready=ready)
+        serve(root, host, port, on_ready=ready, audit=audit)
     except OSError as e:
         fail(f"cannot serve on {host}:{port}: {e}")
     except KeyboardInterrupt:

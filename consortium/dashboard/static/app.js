@@ -153,7 +153,11 @@ function renderSummary(s) {
 }
 
 function auditVerdict(a) {
-  if (!a) return el("span", {class: "muted"}, "none recorded (run `consortium audit RUN_DIR`)");
+  if (!a) return el("span", {class: "muted"}, "none recorded (`consortium audit RUN_DIR`, or the dashboard with --audit)");
+  if (a.state && a.state !== "done") {
+    return el("span", {class: a.state === "error" ? "verdict-bad" : "muted", id: "audit-verdict"},
+      a.state === "error" ? "could not run: " + a.error : a.state === "running" ? "auditing…" : a.state);
+  }
   const ok = a.ok === true || (Array.isArray(a.problems) && a.problems.length === 0);
   const n = Array.isArray(a.problems) ? a.problems.length : 0;
   return el("span", {class: ok ? "verdict-ok" : "verdict-bad", id: "audit-verdict"},
