@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .app import make_app
 
@@ -28,15 +29,13 @@ def bind(host: str, port: int) -> tuple[socket.socket, str]:
     return sock, f"http://{shown}:{bound}/"
 
 
-def serve(
-    run_dir: Path, host: str, port: int, on_ready: Callable[[str], None] = print, audit: bool = False
-) -> None:
-    """Serve `run_dir` until interrupted."""
+def serve(app: Any, host: str, port: int, on_ready: Callable[[str], None] = print) -> None:
+    """Serve the ASGI `app` until interrupted."""
     import uvicorn
 
     sock, url = bind(host, port)
     on_ready(url)
-    uvicorn.Server(uvicorn.Config(make_app(run_dir, audit=audit), log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 def newest_run(out_root: Path, since: float) -> Path | None:
