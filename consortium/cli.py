@@ -1,4 +1,7 @@
-"""`consortium` command line: run and audit; node, bench, export come with their issues."""
+"""`consortium` command line: run, check, audit; node, chain and store for real networks; probe tools.
+
+Each command validates its input first and fails with one line naming what was wrong (exit 2); heavy
+imports (torch, web3) happen inside the commands so `--help` and `--version` stay quick."""
 
 from __future__ import annotations
 
@@ -22,9 +25,48 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from consortium import __version__
+
+        print(f"consortium {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
     """Consortium: several organisations fine-tune one open LLM together without trusting each other."""
+
+
+@app.command()
+def check(
+    config: Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")] = None,
+    preset: Annotated[str, typer.Option(help="built-in preset: smoke | demo")] = "demo",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
+    ] = None,
+) -> None:
+    """Validate a config without running it: print the resolved config, its digest and what it runs."""
+    import tomli_w
+
+    from consortium.check import check_config
+    from consortium.config import ConfigError, load_config, to_toml_dict
+    from consortium.data import DataError
+    from consortium.probe import ProbeError
+
+    try:
+        checked = check_config(load_config(config, preset, set_ or []))
+    except (ConfigError, DataError, ProbeError) as e:
+        fail(str(e))
+    print(tomli_w.dumps(to_toml_dict(checked.config)), end="")
+    print(f"\n# digest {checked.digest}")
+    print(f"# {checked.summary}")
+    print(f"# examples per participant: {checked.shard_sizes}")
+    print("config ok")
 
 
 @app.command()
