@@ -147,7 +147,7 @@ def _rounds(r: dict[str, Any], src: Sources) -> list[dict[str, Any]]:
             {
                 "round": number,
                 "round_id": d.get("round_id"),
-                "outcome": d.get("outcome") or ("moved" if d.get("global_out") else "kept"),
+                "outcome": d.get("outcome") or ("aggregated" if d.get("global_out") else "kept"),
                 "proposers": d.get("proposers") or [c.get("participant") for c in commitments],
                 "voters": d.get("voters") or [],
                 "votes": d.get("votes") or {},
@@ -199,7 +199,12 @@ def _in_progress(r: dict[str, Any], src: Sources, finished: int) -> dict[str, An
             "round": finished + 1,
             "phase": last,
             "phases": phases,
-            "detail": f"{last}: {blocks['txs']} transaction(s) up to block {blocks['last_block']}",
+            "detail": f"{last}: {blocks['txs']} transaction(s) up to block {blocks['last_block']}"
+            + (
+                "; finalized on chain, the run is evaluating the new global model"
+                if last == "outcome"
+                else ""
+            ),
         }
     if finished == 0 and not (r.get("accuracy") or {}).get("base"):
         return {"round": 1, "phase": "evaluating the base model"}

@@ -46,9 +46,12 @@ async function poll() {
     const res = await fetch("api/state" + (version ? "?since=" + encodeURIComponent(version) : ""),
                             {cache: "no-store"});
     const s = await res.json();
-    document.getElementById("live").textContent = "live · checked " + new Date().toLocaleTimeString();
-    if (!s.unchanged) { state = s; version = s.version; render(s); }
-    else if (state) renderLive(state);
+    if (!s.unchanged) {
+      state = s; version = s.version;
+      if (s.seconds_since_change !== null) lastChangeAt = Date.now() - 1000 * s.seconds_since_change;
+      render(s);
+    }
+    if (state) renderLive(state);
   } catch (err) {
     document.getElementById("live").textContent = "dashboard server unreachable (" + err + "); retrying";
   }
@@ -72,11 +75,16 @@ function render(s) {
   }
 }
 
+let lastChangeAt = null;  // when the run's files last changed, by this browser's clock
+
 function renderLive(s) {
-  const r = s.run;
-  if (r && r.status === "running" && s.seconds_since_change !== null) {
-    document.getElementById("progress").title = "files last changed " + Math.round(s.seconds_since_change) + " s before the last change of state";
+  const live = document.getElementById("live");
+  let text = "live · checked " + new Date().toLocaleTimeString();
+  if (s.run && s.run.status === "running" && lastChangeAt !== null) {
+    // a run that says "running" but has been silent for long may have been killed
+    text += ` · run files last changed ${Math.round((Date.now() - lastChangeAt) / 1000)} s ago`;
   }
+  live.textContent = text;
 }
 
 function renderHeader(s) {
