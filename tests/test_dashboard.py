@@ -359,3 +359,16 @@ def test_audit_of_a_tampered_run_fails_on_the_page(copy: Path, report: dict) -> 
     path.write_bytes(path.read_bytes()[:-1] + b"\x01")
     a = _audited(copy)
     assert a["state"] == "done" and a["ok"] is False and any(blob[:12] in p for p in a["problems"]), a
+
+
+def test_run_dashboard_on_a_taken_port_fails_before_the_run(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        res = runner.invoke(
+            cli_app,
+            ["run", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--dashboard",
+             "--dashboard-port", str(s.getsockname()[1])],
+        )  # fmt: skip
+    assert res.exit_code == 2 and "cannot serve the dashboard" in res.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run started
