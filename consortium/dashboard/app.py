@@ -56,7 +56,8 @@ class RunDirSource:
 
     def records(self, kind: str) -> tuple[list[Any] | None, list[str]]:
         src = read_sources(self.root)
-        rows = {"rounds": (src.report or {}).get("rounds_detail", []), "txlog": src.txlog, "log": src.log}
+        txlog = [{k: _clip(v) for k, v in e.items()} for e in src.txlog]  # whole file: /files/chain/...
+        rows = {"rounds": (src.report or {}).get("rounds_detail", []), "txlog": txlog, "log": src.log}
         return rows.get(kind), src.problems
 
     def blob(self, digest: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -64,6 +65,13 @@ class RunDirSource:
 
     def file(self, rel: str) -> Path | None:
         return safe_child(self.root, rel)
+
+
+def _clip(v: Any, keep: int = 66) -> Any:
+    """A long hex field (calldata, a signed transaction) cut for the table, its length said."""
+    if isinstance(v, str) and len(v) > keep + 20:
+        return f"{v[:keep]}… ({(len(v) - 2) // 2:,} bytes)"
+    return v
 
 
 class LiveSource:

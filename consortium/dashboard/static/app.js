@@ -318,7 +318,12 @@ async function loadRecords(kind) {
   const res = await fetch(`api/records/${kind}?limit=5000`, {cache: "no-store"});
   const data = await res.json();
   const box = document.getElementById("records");
-  document.getElementById("records-note").textContent = `${data.total} record(s)` + (data.total > data.rows.length ? `, first ${data.rows.length} shown` : "");
+  const note = document.getElementById("records-note");
+  note.textContent = `${data.total} record(s)` + (data.total > data.rows.length ? `, first ${data.rows.length} shown` : "");
+  const file = {rounds: "report.json", txlog: "chain/txlog.jsonl", log: "run.log"}[kind];
+  if (state && state.run_dir && !state.run_dir.startsWith("live network")) {
+    note.append(" · ", el("a", {href: "files/" + file, target: "_blank"}, "whole file"));
+  }
   const rows = data.rows || [];
   const cols = [];
   for (const row of rows) for (const k of Object.keys(row)) if (!cols.includes(k)) cols.push(k);
