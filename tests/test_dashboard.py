@@ -372,3 +372,13 @@ def test_run_dashboard_on_a_taken_port_fails_before_the_run(tmp_path: Path) -> N
         )  # fmt: skip
     assert res.exit_code == 2 and "cannot serve the dashboard" in res.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run started
+
+
+def test_stopped_run_shows_its_error_and_no_round_in_progress(copy: Path) -> None:
+    rep = json.loads((copy / "report.json").read_text())
+    rep |= {"status": "failed", "error": "RuntimeError: disk full", "rounds_completed": 1,
+            "rounds_detail": rep["rounds_detail"][:1]}  # fmt: skip
+    (copy / "report.json").write_text(json.dumps(rep))
+    s = _client(copy).get("/api/state").json()
+    assert s["run"]["status"] == "failed" and s["run"]["error"] == "RuntimeError: disk full"
+    assert s["in_progress"] is None and [r["round"] for r in s["rounds"]] == [1]
