@@ -184,6 +184,12 @@ def store_serve(
         raise typer.Exit(130) from None
 
 
+# `run` defaults to the demo preset; a chain for nodes defaults to smoke: every node is its own process
+# with its own copy of the model, and a walkthrough runs four of them on one machine
+NODE_PRESET_HELP = (
+    "built-in preset under the config (default smoke: one tiny model per node process; "
+    "--preset demo for SmolLM2, as `run` uses)"
+)
 chain_app = typer.Typer(no_args_is_help=True, help="Deploy the contract for real nodes.")
 app.add_typer(chain_app, name="chain")
 
@@ -206,7 +212,7 @@ def _run_config(config: Path | None, preset: str, set_: list[str] | None) -> Any
 def chain_up(
     dir_: Annotated[Path, typer.Option("--dir", help="where chain.json, run.toml, keys/ and nodeN.toml go")],
     config: Annotated[Path | None, typer.Option(help="run config TOML (over the preset)")] = None,
-    preset: Annotated[str, typer.Option(help="built-in preset under the config")] = "smoke",
+    preset: Annotated[str, typer.Option(help=NODE_PRESET_HELP)] = "smoke",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
     ] = None,
@@ -278,7 +284,7 @@ def chain_deploy(
     key_file: Annotated[Path, typer.Option(help="file holding the deployer's hex private key (mode 600)")],
     dir_: Annotated[Path, typer.Option("--dir", help="where chain.json and run.toml go")],
     config: Annotated[Path | None, typer.Option(help="run config TOML (over the preset)")] = None,
-    preset: Annotated[str, typer.Option(help="built-in preset under the config")] = "smoke",
+    preset: Annotated[str, typer.Option(help=NODE_PRESET_HELP)] = "smoke",
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override")] = None,
     phase_blocks: Annotated[int, typer.Option(help="blocks for seed, candidate and reveal windows")] = 3,
     commit_blocks: Annotated[int, typer.Option(help="blocks for the commit (training) window")] = 10,
