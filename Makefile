@@ -27,6 +27,8 @@ $(STAMP_TEST): $(STAMP_DEMO)
 	$(PY) -m pip install -q -e '.[dev,chain,net,ray]'
 	# anvil (a real local Ethereum node) for the JSON-RPC backend tests; they skip without it
 	-npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil
+	# headless Chromium and its driver for the dashboard's browser tests (skipped without them)
+	-(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	touch $(STAMP_TEST)
 
 install-demo: $(STAMP_DEMO)

@@ -73,6 +73,8 @@ def run(
         list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
     ] = None,
     out: Annotated[Path, typer.Option(help="parent directory of the run directory")] = Path("runs"),
+    dashboard: Annotated[bool, typer.Option(help="serve `consortium dashboard` of this run")] = False,
+    dashboard_port: Annotated[int, typer.Option(help="its port (0: any free port)")] = 8750,
 ) -> None:
     """Run federated LoRA fine-tuning in-process and write a run directory with a report."""
     from consortium.config import ConfigError, load_config
@@ -95,6 +97,7 @@ def run(
         fail(str(e))
     from consortium.privacy import PrivacyBudgetExceeded
 
+    linger = start_beside(out, dashboard_port) if dashboard else None
     try:
         path = sim.run(out)
     except KeyboardInterrupt:
@@ -103,6 +106,8 @@ def run(
         fail(f"{e}; the report is in {sim.path}", 3)
     summary(json.loads((path / "report.json").read_text()), console)
     console.print(f"run directory: [bold]{path}[/]")
+    if linger is not None:
+        linger()
 
 
 @app.command()
@@ -377,6 +382,9 @@ def _probe_commands() -> None:
 
 
 _probe_commands()
+from consortium.dashboard.cli import dashboard, start_beside  # noqa: E402 - the commands' own module
+
+app.command("dashboard")(dashboard)
 
 if __name__ == "__main__":
     app()
