@@ -186,7 +186,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "participant": ("local", "backend"),
     "trust layer": ("chain",),
     "drivers": ("protocol", "chain_sim", "sim", "node", "audit", "deploy", "report"),
-    "command line": ("cli", "check"),
+    "command line": ("cli", "check", "dashboard"),
 }
 WHY = {
     "round": "what every driver and the audit compute: no model, no web3",
@@ -226,7 +226,8 @@ ALLOWED: dict[str, set[str]] = {
     "deploy": {"chain", "config"},
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
-    "cli": {*_F, "check", "config", "cli_support", "privacy", "probe", "backend", "chain", "audit",
+    "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
+    "cli": {*_F, "check", "dashboard", "config", "cli_support", "privacy", "probe", "backend", "chain", "audit",
             "deploy", "node", "node_config", "sim"},
 }
 IGNORED = {"consortium", "layers", "presets"}

@@ -28,7 +28,7 @@ def dashboard(
     """Serve a read-only page that shows a run's rounds as they arrive (opens no browser by itself).
 
     Exit 2 when RUN_DIR is not a directory, the options do not fit, or the port is invalid or taken."""
-    from consortium.cli import fail
+    from consortium.cli_support import fail
 
     from .app import make_app, make_live_app
     from .rundir_view import RunDirMissing, check_run_dir
@@ -64,7 +64,7 @@ def start_beside(out: Path, port: int, host: str = "127.0.0.1") -> Callable[[], 
     """For `consortium run --dashboard`: bind now (a bad or taken port fails before the run starts),
     serve the run directory the run creates under `out` as soon as it exists; returns what the run
     calls once it is over to keep the page up until Ctrl-C."""
-    from consortium.cli import fail
+    from consortium.cli_support import fail
 
     from .serve import serve_beside
 
