@@ -227,8 +227,8 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
-    "cli": {*_F, "check", "dashboard", "config", "cli_support", "privacy", "probe", "backend", "chain", "audit",
-            "deploy", "node", "node_config", "sim"},
+    "cli": {*_F, "check", "dashboard", "config", "cli_support", "privacy", "probe", "backend", "chain",
+            "audit", "deploy", "node", "node_config", "sim"},
 }
 IGNORED = {"consortium", "layers", "presets"}
 # an import cycle that is known and owned elsewhere (consortium/model and train.py: the speed branch)
