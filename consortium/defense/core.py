@@ -9,11 +9,15 @@ selection logic of a rule does not depend on the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class UpdateError(ValueError):
@@ -160,12 +164,29 @@ column, or each element, is computed on its own): on the CPU these use at most t
 float64), so a block's float64 copy stays in cache instead of making a round trip through memory."""
 
 
-def work_chunks(x: torch.Tensor, rows: int, chunk_elems: int) -> Iterator[slice]:
+def work_chunks(x: torch.Tensor, rows: int, chunk_elems: int) -> list[slice]:
     """`col_chunks` for a chunking-independent kernel: cache-sized on the CPU, `chunk_elems` elsewhere
     (GPU kernels are left as they were, so their bits do not change either)."""
     if x.device.type == "cpu":
         chunk_elems = min(chunk_elems, CACHE_ELEMS)
-    return col_chunks(rows, x.shape[1], chunk_elems)
+    return list(col_chunks(rows, x.shape[1], chunk_elems))
+
+
+def map_chunks(x: torch.Tensor, tasks: Sequence[T], work: Callable[[T], R]) -> list[R]:
+    """[work(t) for t in tasks], in order. On the CPU the tasks are shared by `torch.get_num_threads()`
+    Python threads, each running its torch ops single-threaded (torch's intra-op threads are 1 meanwhile,
+    restored after): many small ops each opening a parallel region stall on every barrier when the cores
+    are shared, a thread per core does not. `work` must only write disjoint outputs; each task's result is
+    computed by the same single-threaded kernels whichever thread runs it."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1 or len(tasks) < 2:
+        return [work(t) for t in tasks]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return list(pool.map(work, tasks))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def gram(x: torch.Tensor, chunk_elems: int, *, on_device: bool = False) -> torch.Tensor:
@@ -197,14 +218,22 @@ def cosine_from_gram(g: torch.Tensor) -> torch.Tensor:
 def row_norms(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
     """L2 norm of each row, accumulated in float64 over column chunks; on the CPU."""
     n, d = x.shape
+    # The column chunks fix the summation order (the bits); within one, rows go in blocks so the float64
+    # copy is a few rows, not [n, chunk]. A row's sum is the same in any block of >= 2 rows (torch splits a
+    # reduction over its rows, or runs it serially; only a lone row is split along its length).
+    tasks = [
+        (rows, cols)
+        for cols in col_chunks(n, d, chunk_elems)
+        for rows in row_blocks(n, cols.stop - cols.start)
+    ]
+
+    def work(task: tuple[slice, slice]) -> torch.Tensor:
+        c = x[task].to(torch.float64, copy=True)  # copy: squared in place
+        return c.square_().sum(1)
+
     acc = torch.zeros(n, dtype=torch.float64, device=x.device)
-    for cols in col_chunks(n, d, chunk_elems):
-        # The column chunks fix the summation order (the bits); within one, rows go in blocks so the
-        # float64 copy is a few rows, not [n, chunk]. A row's sum is the same in any block of >= 2 rows
-        # (torch splits a reduction over its rows; only a single row is split along its length).
-        for rows in row_blocks(n, cols.stop - cols.start):
-            c = x[rows, cols].to(torch.float64, copy=True)  # copy: squared in place
-            acc[rows] += c.square_().sum(1)
+    for (rows, _), part in zip(tasks, map_chunks(x, tasks, work), strict=True):
+        acc[rows] += part  # chunk by chunk, in column order, as always
     return acc.sqrt().cpu()
 
 
@@ -232,8 +261,8 @@ def weighted_sum(
 
     `coef` is a float64 CPU [n] vector; rows with coef 0 are skipped. `post(cols, chunk64)` may transform
     each float64 chunk result. Each column is reduced on its own, so the chunk size does not change it
-    (observed bit-identical with MKL/OpenBLAS; tested): on the CPU it runs in cache-sized chunks.
-    `post` must therefore be elementwise per column."""
+    (observed bit-identical with MKL/OpenBLAS; tested): on the CPU it runs in cache-sized chunks, on
+    several threads (`map_chunks`). `post` must therefore work per column and be thread-safe."""
     d = x.shape[1]
     out = torch.zeros(d, dtype=x.dtype, device=x.device)
     keep = torch.nonzero(coef != 0).flatten()
@@ -242,12 +271,15 @@ def weighted_sum(
     all_rows = keep.numel() == x.shape[0]
     c_dev = coef[keep].to(x.device)
     keep_dev = keep.to(x.device)
-    for cols in work_chunks(x, keep.numel(), chunk_elems):
+
+    def work(cols: slice) -> None:
         block = x[:, cols] if all_rows else x[keep_dev, cols]
         s = c_dev @ block.to(torch.float64)
         if post is not None:
             s = post(cols, s)
         out[cols] = s.to(x.dtype)
+
+    map_chunks(x, work_chunks(x, keep.numel(), chunk_elems), work)
     return out
 
 
@@ -323,19 +355,24 @@ def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor
         cut = torch.cat([idx[:, :k], idx[:, n - k :]], 1).flatten()
         return idx.shape[0] - torch.bincount(cut, minlength=n)
 
-    for cols in work_chunks(x, n, chunk_elems) if fast else col_chunks(n, d, chunk_elems):
+    def work(cols: slice) -> torch.Tensor:
         t = x[:, cols].T.contiguous()  # [c, n]
         if fast:
             s = sorted_rows(t)
 
-            def stable_cols(mask: torch.Tensor, t: torch.Tensor = t) -> torch.Tensor:
+            def stable_cols(mask: torch.Tensor) -> torch.Tensor:
                 return stable_counts(torch.sort(t[mask], dim=1, stable=True).indices)
 
-            counts += kept_counts(x[:, cols], s[:, k], s[:, n - k - 1], kept, stable_cols)
+            part = kept_counts(x[:, cols], s[:, k], s[:, n - k - 1], kept, stable_cols)
         else:
             s, idx = torch.sort(t, dim=1, stable=True)
-            counts += stable_counts(idx)
+            part = stable_counts(idx)
         out[cols] = (s[:, k : n - k].to(torch.float64).sum(1) / kept).to(x.dtype)
+        return part
+
+    chunks = work_chunks(x, n, chunk_elems) if fast else list(col_chunks(n, d, chunk_elems))
+    for part in map_chunks(x, chunks, work):
+        counts += part  # integers: any order
     return out, (counts.cpu().to(torch.float64) / (kept * d))
 
 
@@ -360,9 +397,9 @@ def closest_to_median_mean(
     span = torch.arange(beta, device=x.device)
     grow = beta - 1 <= m - beta
     fast = _fast_sort(x)
-    sub_x = x[rows_dev] if fast and m < n else x  # one gather of the selected rows, not one per chunk
-    for cols in work_chunks(x, m, chunk_elems) if fast else col_chunks(m, d, chunk_elems):
-        block = sub_x[:, cols] if sub_x is not x else x[rows_dev, cols]  # [m, c]
+
+    def work(cols: slice) -> torch.Tensor:
+        block = x[rows_dev, cols] if m < n else x[:, cols]  # [m, c]; rows is sorted
         t = block.T.contiguous()  # [c, m]
         if fast:
             s, idx = sorted_rows(t), None
@@ -372,7 +409,7 @@ def closest_to_median_mean(
         a, b = (m - 1) // 2, m // 2
         dist = (s64 - ((s64[:, a] + s64[:, b]) * 0.5)[:, None]).abs()
 
-        def at(pos: torch.Tensor, dist: torch.Tensor = dist) -> torch.Tensor:
+        def at(pos: torch.Tensor) -> torch.Tensor:
             return dist.gather(1, pos[:, None]).squeeze(1)
 
         if grow:
@@ -390,17 +427,18 @@ def closest_to_median_mean(
                 lo, hi = lo + (~drop_hi).long(), hi - drop_hi.long()
         window = lo[:, None] + span  # [c, beta]
         out[cols] = (s64.gather(1, window).sum(1) / beta).to(x.dtype)
-        if idx is None:
+        if idx is not None:
+            return torch.bincount(rows_dev[idx.gather(1, window).flatten()], minlength=n).to(torch.float64)
 
-            def stable_cols(
-                mask: torch.Tensor, t: torch.Tensor = t, w: torch.Tensor = window
-            ) -> torch.Tensor:
-                i = torch.sort(t[mask], dim=1, stable=True).indices
-                return torch.bincount(i.gather(1, w[mask]).flatten(), minlength=m)
+        def stable_cols(mask: torch.Tensor) -> torch.Tensor:
+            i = torch.sort(t[mask], dim=1, stable=True).indices
+            return torch.bincount(i.gather(1, window[mask]).flatten(), minlength=m)
 
-            lo_v, hi_v = s.gather(1, lo[:, None]).squeeze(1), s.gather(1, window[:, -1:]).squeeze(1)
-            per_row = kept_counts(block, lo_v, hi_v, beta, stable_cols)
-            counts.index_add_(0, rows_dev, per_row.to(torch.float64))
-        else:
-            counts += torch.bincount(rows_dev[idx.gather(1, window).flatten()], minlength=n).to(torch.float64)
+        lo_v, hi_v = s.gather(1, lo[:, None]).squeeze(1), s.gather(1, window[:, -1:]).squeeze(1)
+        per_row = kept_counts(block, lo_v, hi_v, beta, stable_cols)
+        return torch.zeros(n, dtype=torch.float64).index_add_(0, rows_dev, per_row.to(torch.float64))
+
+    chunks = work_chunks(x, m, chunk_elems) if fast else list(col_chunks(m, d, chunk_elems))
+    for part in map_chunks(x, chunks, work):
+        counts += part  # integer-valued: any order
     return out, (counts / (beta * d)).cpu()
