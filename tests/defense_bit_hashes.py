@@ -122,7 +122,9 @@ def refusals() -> dict:
             out[f"{key}/{name}"] = run_rule(name, u, w, torch.ones(u.shape[1]), None, p, False)
     h = torch.zeros(5, 1003)
     h[2, 500] = float("nan")
-    out["history_nan"] = run_rule("foolsgold", torch.ones(5, 1003), torch.ones(5), None, h, DefenseParams(), True)
+    out["history_nan"] = run_rule(
+        "foolsgold", torch.ones(5, 1003), torch.ones(5), None, h, DefenseParams(), True
+    )
     return out
 
 

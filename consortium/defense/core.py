@@ -237,6 +237,14 @@ def row_norms(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
     return acc.sqrt().cpu()
 
 
+def exact_row_norms(x: torch.Tensor) -> torch.Tensor:
+    """`x.double().norm(dim=1)` bit for bit (on x's device), without a float64 copy of all of x: a few
+    rows at a time, since torch reduces each row on its own whenever a call has >= 2 rows (`row_blocks`
+    never makes a lone row). For the screen and DP clipping, which have always used that norm."""
+    blocks = list(row_blocks(x.shape[0], x.shape[1]))
+    return torch.cat(map_chunks(x, blocks, lambda rows: x[rows].to(torch.float64).norm(dim=1)))
+
+
 def row_blocks(n: int, width: int) -> Iterator[slice]:
     """Row slices of >= 2 rows each (all n if n < 4) whose [rows, width] block is about `CACHE_ELEMS`."""
     step = max(2, CACHE_ELEMS // max(1, width))

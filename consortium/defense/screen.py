@@ -15,17 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from consortium.defense.core import CACHE_ELEMS, map_chunks, row_blocks, work_chunks
+from consortium.defense.core import CACHE_ELEMS, exact_row_norms, map_chunks, work_chunks
 
 F64 = torch.float64
-
-
-def row_norms_exact(x: torch.Tensor) -> torch.Tensor:
-    """`x.double().norm(dim=1)`, bit for bit, with a float64 copy of a few rows at a time: torch reduces
-    each row on its own whenever a call has >= 2 rows (`row_blocks` never makes a lone row)."""
-    blocks = list(row_blocks(x.shape[0], x.shape[1]))
-    parts = map_chunks(x, blocks, lambda rows: x[rows].to(F64).norm(dim=1))
-    return torch.cat(parts)
 
 
 def approx_dots(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -44,7 +36,7 @@ def screen(
     if updates.shape[0] == 0:
         return {}
     x = updates.detach()
-    norms = row_norms_exact(x)
+    norms = exact_row_norms(x)
     median = float(norms.median())
     last = None if last_step is None else last_step.detach().to(x.device).double()
     last_norm = 0.0 if last is None else float(last.norm())
