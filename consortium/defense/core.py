@@ -9,6 +9,7 @@ selection logic of a rule does not depend on the device.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class UpdateError(ValueError):
@@ -172,19 +172,26 @@ def work_chunks(x: torch.Tensor, rows: int, chunk_elems: int) -> list[slice]:
     return list(col_chunks(rows, x.shape[1], chunk_elems))
 
 
-def map_chunks(x: torch.Tensor, tasks: Sequence[T], work: Callable[[T], R]) -> list[R]:
-    """[work(t) for t in tasks], in order. On the CPU the tasks are shared by `torch.get_num_threads()`
+def map_chunks(x: torch.Tensor, tasks: Sequence[T], work: Callable[[int, T], None]) -> None:
+    """work(i, tasks[i]) for every task. On the CPU the tasks are shared by `torch.get_num_threads()`
     Python threads, each running its torch ops single-threaded (torch's intra-op threads are 1 meanwhile,
     restored after): many small ops each opening a parallel region stall on every barrier when the cores
-    are shared, a thread per core does not. `work` must only write disjoint outputs; each task's result is
-    computed by the same single-threaded kernels whichever thread runs it."""
+    are shared, a thread per core does not. Each task's result is computed by the same single-threaded
+    kernels whichever thread runs it.
+
+    `work` writes its result into a slot of an output allocated beforehand, disjoint from the others, and
+    returns nothing: a small tensor kept per task would sit in the heap between the tasks' temporaries
+    and keep the allocator from reusing them (measured: 1.5 GB held for 1500 tasks of 1 MB)."""
     threads = torch.get_num_threads()
     if x.device.type != "cpu" or threads == 1 or len(tasks) < 2:
-        return [work(t) for t in tasks]
+        for i, task in enumerate(tasks):
+            work(i, task)
+        return
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return list(pool.map(work, tasks))
+            for _ in pool.map(work, range(len(tasks)), tasks):
+                pass
     finally:
         torch.set_num_threads(threads)
 
@@ -197,6 +204,7 @@ def gram(x: torch.Tensor, chunk_elems: int, *, on_device: bool = False) -> torch
     for cols in col_chunks(n, d, chunk_elems):
         c = x[:, cols].to(torch.float64)
         g += c @ c.T
+        del c  # before the next chunk's copy: one [n, chunk] float64 block alive, not two
     if not on_device:
         g = g.cpu()
     return (g + g.T) * 0.5
@@ -227,22 +235,60 @@ def row_norms(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
         for rows in row_blocks(n, cols.stop - cols.start)
     ]
 
-    def work(task: tuple[slice, slice]) -> torch.Tensor:
-        c = x[task].to(torch.float64, copy=True)  # copy: squared in place
-        return c.square_().sum(1)
+    parts = torch.zeros(len(tasks), n, dtype=torch.float64, device=x.device)
 
+    def work(i: int, task: tuple[slice, slice]) -> None:
+        c = x[task].to(torch.float64, copy=True)  # copy: squared in place
+        parts[i, task[0]] = c.square_().sum(1)
+
+    map_chunks(x, tasks, work)
     acc = torch.zeros(n, dtype=torch.float64, device=x.device)
-    for (rows, _), part in zip(tasks, map_chunks(x, tasks, work), strict=True):
-        acc[rows] += part  # chunk by chunk, in column order, as always
+    for i, (rows, _) in enumerate(tasks):
+        acc[rows] += parts[i, rows]  # chunk by chunk, in column order, as always
     return acc.sqrt().cpu()
 
 
 def exact_row_norms(x: torch.Tensor) -> torch.Tensor:
-    """`x.double().norm(dim=1)` bit for bit (on x's device), without a float64 copy of all of x: a few
-    rows at a time, since torch reduces each row on its own whenever a call has >= 2 rows (`row_blocks`
-    never makes a lone row). For the screen and DP clipping, which have always used that norm."""
-    blocks = list(row_blocks(x.shape[0], x.shape[1]))
-    return torch.cat(map_chunks(x, blocks, lambda rows: x[rows].to(torch.float64).norm(dim=1)))
+    """`x.double().norm(dim=1)` bit for bit, without a float64 copy of all of x (see `exact_norms_of`).
+    For the screen and DP clipping, which have always used that norm."""
+    got = _exact_norms(x, list(range(x.shape[0])))
+    return torch.cat([got[r] for r in range(x.shape[0])])
+
+
+def exact_norms_of(x: torch.Tensor, rows: Sequence[int]) -> dict[int, float]:
+    """{row: `x.double().norm(dim=1)[row]`} bit for bit, computing only those rows."""
+    got = _exact_norms(x, sorted(set(rows)))
+    return {r: float(got[r]) for r in rows}
+
+
+def _exact_norms(x: torch.Tensor, want: list[int]) -> dict[int, torch.Tensor]:
+    """Torch reduces each row on its own whenever a call has >= 2 rows, so rows go in pairs through one
+    reused [2, d] float64 buffer per thread (a fresh buffer each time would fault its pages in again and
+    leave the allocator holding them). A single-row x is reduced as one row, as before."""
+    n, d = x.shape
+    if n == 1:
+        return {0: x.to(torch.float64).norm(dim=1)} if want else {}
+    want = list(want)
+    if len(want) % 2:  # pad with any other row: a lone row would be summed differently
+        want.append(next(r for r in range(n) if r != want[-1]))
+    pairs = [(want[k], want[k + 1]) for k in range(0, len(want), 2)]
+    local = threading.local()
+
+    out = torch.empty(len(pairs), 2, dtype=torch.float64, device=x.device)
+
+    def work(i: int, pair: tuple[int, int]) -> None:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = torch.empty(2, d, dtype=torch.float64, device=x.device)
+        buf[0].copy_(x[pair[0]])
+        buf[1].copy_(x[pair[1]])
+        out[i] = buf.norm(dim=1)
+
+    map_chunks(x, pairs, work)
+    got: dict[int, torch.Tensor] = {}
+    for i, pair in enumerate(pairs):
+        got[pair[0]], got[pair[1]] = out[i, 0:1], out[i, 1:2]
+    return got
 
 
 def row_blocks(n: int, width: int) -> Iterator[slice]:
@@ -280,7 +326,7 @@ def weighted_sum(
     c_dev = coef[keep].to(x.device)
     keep_dev = keep.to(x.device)
 
-    def work(cols: slice) -> None:
+    def work(_: int, cols: slice) -> None:
         block = x[:, cols] if all_rows else x[keep_dev, cols]
         s = c_dev @ block.to(torch.float64)
         if post is not None:
@@ -353,7 +399,6 @@ def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor
     n, d = x.shape
     kept = n - 2 * k
     out = torch.empty(d, dtype=x.dtype, device=x.device)
-    counts = torch.zeros(n, dtype=torch.long, device=x.device)
     fast = _fast_sort(x)
 
     def stable_counts(idx: torch.Tensor) -> torch.Tensor:
@@ -363,7 +408,10 @@ def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor
         cut = torch.cat([idx[:, :k], idx[:, n - k :]], 1).flatten()
         return idx.shape[0] - torch.bincount(cut, minlength=n)
 
-    def work(cols: slice) -> torch.Tensor:
+    chunks = work_chunks(x, n, chunk_elems) if fast else list(col_chunks(n, d, chunk_elems))
+    parts = torch.zeros(len(chunks), n, dtype=torch.long, device=x.device)
+
+    def work(i: int, cols: slice) -> None:
         t = x[:, cols].T.contiguous()  # [c, n]
         if fast:
             s = sorted_rows(t)
@@ -376,11 +424,10 @@ def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor
             s, idx = torch.sort(t, dim=1, stable=True)
             part = stable_counts(idx)
         out[cols] = (s[:, k : n - k].to(torch.float64).sum(1) / kept).to(x.dtype)
-        return part
+        parts[i] = part
 
-    chunks = work_chunks(x, n, chunk_elems) if fast else list(col_chunks(n, d, chunk_elems))
-    for part in map_chunks(x, chunks, work):
-        counts += part  # integers: any order
+    map_chunks(x, chunks, work)
+    counts = parts.sum(0)  # integers: any order
     return out, (counts.cpu().to(torch.float64) / (kept * d))
 
 
@@ -400,13 +447,15 @@ def closest_to_median_mean(
     n, d = x.shape
     m = rows.numel()
     out = torch.empty(d, dtype=x.dtype, device=x.device)
-    counts = torch.zeros(n, dtype=torch.float64, device=x.device)
     rows_dev = rows.to(x.device)
     span = torch.arange(beta, device=x.device)
     grow = beta - 1 <= m - beta
     fast = _fast_sort(x)
 
-    def work(cols: slice) -> torch.Tensor:
+    chunks = work_chunks(x, m, chunk_elems) if fast else list(col_chunks(m, d, chunk_elems))
+    parts = torch.zeros(len(chunks), n, dtype=torch.float64, device=x.device)
+
+    def work(i: int, cols: slice) -> None:
         block = x[rows_dev, cols] if m < n else x[:, cols]  # [m, c]; rows is sorted
         t = block.T.contiguous()  # [c, m]
         if fast:
@@ -436,7 +485,8 @@ def closest_to_median_mean(
         window = lo[:, None] + span  # [c, beta]
         out[cols] = (s64.gather(1, window).sum(1) / beta).to(x.dtype)
         if idx is not None:
-            return torch.bincount(rows_dev[idx.gather(1, window).flatten()], minlength=n).to(torch.float64)
+            parts[i] = torch.bincount(rows_dev[idx.gather(1, window).flatten()], minlength=n)
+            return
 
         def stable_cols(mask: torch.Tensor) -> torch.Tensor:
             i = torch.sort(t[mask], dim=1, stable=True).indices
@@ -444,9 +494,8 @@ def closest_to_median_mean(
 
         lo_v, hi_v = s.gather(1, lo[:, None]).squeeze(1), s.gather(1, window[:, -1:]).squeeze(1)
         per_row = kept_counts(block, lo_v, hi_v, beta, stable_cols)
-        return torch.zeros(n, dtype=torch.float64).index_add_(0, rows_dev, per_row.to(torch.float64))
+        parts[i].index_add_(0, rows_dev, per_row.to(torch.float64))
 
-    chunks = work_chunks(x, m, chunk_elems) if fast else list(col_chunks(m, d, chunk_elems))
-    for part in map_chunks(x, chunks, work):
-        counts += part  # integer-valued: any order
+    map_chunks(x, chunks, work)
+    counts = parts.sum(0)  # integer-valued: any order
     return out, (counts / (beta * d)).cpu()

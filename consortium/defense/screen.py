@@ -6,27 +6,52 @@ to everyone. Two checks, both pure functions of the committed updates and the la
 - an update shorter than `min_norm` x the median update norm;
 - an update whose cosine with the last global step is at least `stale_cosine`.
 
-Both are computed in float64 without a float64 copy of all the updates: the norms in blocks of rows (the
-same bits as one call over all rows), the cosines first as a cheap chunked bound; only an update whose
-cosine may reach `stale_cosine` gets the exact dot product the screen has always used.
+The figures are float64 norms (`x.double().norm(dim=1)`) and dot products (`torch.dot`), as always, but
+without a float64 copy of the updates and mostly without computing them: one chunked pass gives every
+norm and cosine to within a proven bound, which settles most comparisons; the exact figure is computed
+only for an update the bound leaves open (the median, near a threshold) or that is screened out (its
+message prints it). So the verdicts and messages are the ones the exact figures give.
 """
 
 from __future__ import annotations
 
 import torch
 
-from consortium.defense.core import CACHE_ELEMS, exact_row_norms, map_chunks, work_chunks
+from consortium.defense.core import CACHE_ELEMS, exact_norms_of, map_chunks, work_chunks
 
 F64 = torch.float64
 
 
-def approx_dots(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """x @ last in float64, summed over cache-sized column chunks: within d * 2^-52 * |x| |last| of the
-    exact dot product (products of float32 are exact in float64; each sum of d terms errs by at most
-    that), which is all the screen needs to clear an update."""
-    chunks = work_chunks(x, x.shape[0], CACHE_ELEMS)
-    parts = map_chunks(x, chunks, lambda cols: x[:, cols].to(F64) @ last[cols])
-    return torch.stack(parts).sum(0) if parts else torch.zeros(x.shape[0], dtype=F64, device=x.device)
+def approx_norms_and_dots(x: torch.Tensor, last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared row norms and x @ last in float64, summed over cache-sized column chunks, on the CPU.
+
+    Products of float32 are exact in float64 and a float64 sum of d terms errs by at most
+    d * 2^-53 * (the sum of their magnitudes), so both are that close to the exact figures."""
+    n = x.shape[0]
+
+    chunks = work_chunks(x, n, CACHE_ELEMS)
+    parts = torch.zeros(len(chunks), 2, n, dtype=F64, device=x.device)
+
+    def work(i: int, cols: slice) -> None:
+        c = x[:, cols].to(F64, copy=True)
+        if last is not None:
+            parts[i, 1] = c @ last[cols]
+        parts[i, 0] = c.square_().sum(1)
+
+    map_chunks(x, chunks, work)
+    total = parts.sum(0).cpu()
+    return total[0], total[1]
+
+
+def kth_exact(x: torch.Tensor, approx: torch.Tensor, rel: float, k: int) -> float:
+    """The k-th smallest (0-based) exact row norm, from approximate ones within relative `rel`: only the
+    rows whose interval meets the k-th order statistic's interval are computed exactly."""
+    lo, hi = approx * (1 - rel), approx * (1 + rel)
+    low_k, high_k = float(torch.sort(lo).values[k]), float(torch.sort(hi).values[k])
+    below = int((hi < low_k).sum())  # exact norm below the k-th for certain
+    cand = [i for i in range(len(approx)) if float(lo[i]) <= high_k and float(hi[i]) >= low_k]
+    exact = sorted(exact_norms_of(x, cand).values())
+    return exact[k - below]
 
 
 def screen(
@@ -36,23 +61,40 @@ def screen(
     if updates.shape[0] == 0:
         return {}
     x = updates.detach()
-    norms = exact_row_norms(x)
-    median = float(norms.median())
+    n_rows, d = x.shape
     last = None if last_step is None else last_step.detach().to(x.device).double()
     last_norm = 0.0 if last is None else float(last.norm())
-    cos_check = last is not None and last_norm > 0
-    if cos_check:
-        dots = approx_dots(x, last).cpu()
-        margin = 8 * x.shape[1] * 2.0**-53 + 1e-12  # twice the bound on each of two float64 dot products
+    sq, dots = approx_norms_and_dots(x, last if last is not None and last_norm > 0 else None)
+    approx = sq.sqrt()
+    if not bool(torch.isfinite(sq).all()):  # NaN / Inf / overflow: no bound holds, compute everything
+        approx = torch.full_like(sq, float("nan"))
+    rel = 4 * d * 2.0**-53 + 1e-12  # norms: the approximate and the exact one each within d * 2^-53
+    cos_margin = 4 * rel
+    median = kth_exact(x, approx, rel, (n_rows - 1) // 2) if bool(torch.isfinite(approx).all()) else None
+    exact: dict[int, float] = {}
+
+    def norm(i: int) -> float:
+        if i not in exact:
+            exact.update(exact_norms_of(x, [i]))
+        return exact[i]
+
+    if median is None:  # the slow, exact way for every row
+        exact.update(exact_norms_of(x, range(n_rows)))
+        median = float(torch.tensor([exact[i] for i in range(n_rows)], dtype=F64).median())
+    threshold = min_norm * median
     out: dict[int, str] = {}
-    for i in range(x.shape[0]):
-        n = float(norms[i])
-        if min_norm > 0 and n <= min_norm * median:
+    for i in range(n_rows):
+        a = float(approx[i])
+        if min_norm > 0 and not a * (1 - rel) > threshold and norm(i) <= threshold:
+            n = norm(i)
             out[i] = f"update norm {n:.3g} is at most {min_norm:g} x the median {median:.3g}"
-        elif cos_check and n > 0:
-            if float(dots[i]) / (n * last_norm) < stale_cosine - margin:
-                continue  # cannot reach the threshold: the exact product is not needed
-            cos = float(torch.dot(x[i].double(), last) / (n * last_norm))
-            if cos >= stale_cosine:
-                out[i] = f"update replays the last global step (cosine {cos:.4f})"
+            continue
+        if last is None or last_norm <= 0 or not (a > 0 or norm(i) > 0):
+            continue
+        if a > 0 and float(dots[i]) / (a * last_norm) < stale_cosine - cos_margin:
+            continue  # cannot reach the threshold: the exact product is not needed
+        n = norm(i)
+        cos = float(torch.dot(x[i].double(), last) / (n * last_norm))
+        if cos >= stale_cosine:
+            out[i] = f"update replays the last global step (cosine {cos:.4f})"
     return out

@@ -34,7 +34,7 @@ def clip_updates(updates: torch.Tensor, clip: float) -> tuple[torch.Tensor, torc
     clipped = torch.empty_like(updates)
     scale_col = scale[:, None].to(updates.device)
 
-    def work(cols: slice) -> None:
+    def work(_: int, cols: slice) -> None:
         clipped[:, cols] = (updates[:, cols].to(torch.float64) * scale_col).to(updates.dtype)
 
     map_chunks(updates, work_chunks(updates, updates.shape[0], CACHE_ELEMS), work)
