@@ -182,18 +182,26 @@ def map_chunks(x: torch.Tensor, tasks: Sequence[T], work: Callable[[int, T], Non
     `work` writes its result into a slot of an output allocated beforehand, disjoint from the others, and
     returns nothing: a small tensor kept per task would sit in the heap between the tasks' temporaries
     and keep the allocator from reusing them (measured: 1.5 GB held for 1500 tasks of 1 MB)."""
-    threads = torch.get_num_threads()
-    if x.device.type != "cpu" or threads == 1 or len(tasks) < 2:
+    if x.device.type != "cpu" or len(tasks) < 2:
         for i, task in enumerate(tasks):
             work(i, task)
         return
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            for _ in pool.map(work, range(len(tasks)), tasks):
-                pass
-    finally:
-        torch.set_num_threads(threads)
+    with _THREADS_LOCK:  # concurrent callers would otherwise restore each other's thread count wrongly
+        threads = torch.get_num_threads()
+        if threads == 1:
+            for i, task in enumerate(tasks):
+                work(i, task)
+            return
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                for _ in pool.map(work, range(len(tasks)), tasks):
+                    pass
+        finally:
+            torch.set_num_threads(threads)
+
+
+_THREADS_LOCK = threading.RLock()
 
 
 def gram(x: torch.Tensor, chunk_elems: int, *, on_device: bool = False) -> torch.Tensor:
@@ -226,6 +234,12 @@ def cosine_from_gram(g: torch.Tensor) -> torch.Tensor:
 def row_norms(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
     """L2 norm of each row, accumulated in float64 over column chunks; on the CPU."""
     n, d = x.shape
+    if x.device.type != "cpu":  # as it always ran there: a GPU reduction's bits depend on its shape
+        acc = torch.zeros(n, dtype=torch.float64, device=x.device)
+        for cols in col_chunks(n, d, chunk_elems):
+            c = x[:, cols].to(torch.float64)
+            acc += (c * c).sum(1)
+        return acc.sqrt().cpu()
     # The column chunks fix the summation order (the bits); within one, rows go in blocks so the float64
     # copy is a few rows, not [n, chunk]. A row's sum is the same in any block of >= 2 rows (torch splits a
     # reduction over its rows, or runs it serially; only a lone row is split along its length).
@@ -266,8 +280,9 @@ def _exact_norms(x: torch.Tensor, want: list[int]) -> dict[int, torch.Tensor]:
     reused [2, d] float64 buffer per thread (a fresh buffer each time would fault its pages in again and
     leave the allocator holding them). A single-row x is reduced as one row, as before."""
     n, d = x.shape
-    if n == 1:
-        return {0: x.to(torch.float64).norm(dim=1)} if want else {}
+    if n == 1 or x.device.type != "cpu":  # one row, or a GPU (whose bits depend on the shape): as always
+        norms = x.to(torch.float64).norm(dim=1)
+        return {r: norms[r : r + 1] for r in want}
     want = list(want)
     if len(want) % 2:  # pad with any other row: a lone row would be summed differently
         want.append(next(r for r in range(n) if r != want[-1]))
