@@ -1,24 +1,34 @@
-"""Aggregation at scale: seconds for one aggregation per rule over n clients x d parameters.
+"""Aggregation at scale: seconds per rule over n clients x d parameters, as multiples of one pass.
 
-Random float32 updates (a tenth of the clients are large-norm outliers) on `--device`; FLTrust gets a root
-update near the benign mean, FoolsGold uses the current updates as history. Each rule is warmed up on a
-small slice first, then one full `aggregate()` call is timed (with torch.cuda.synchronize on CUDA); the
-time includes input validation. A cell is skipped when its input would exceed `--max-gb`.
+Random float32 updates (a tenth of the clients are large-norm outliers, seed 0) on `--device`; FLTrust gets
+a root update near the benign mean, FoolsGold uses the current updates as history. Per cell it times, in
+the same run: one pass over the updates (`x.sum(0)`, best of 3), the float32 Gram product (`x @ x.T`,
+the floor of the distance rules), the screen before aggregation (`consortium.defense.screen`, against an
+unrelated last step), FLAME's distance step (the float64 Gram matrix the rules use), then one full
+`aggregate()` per rule (validation included) after a warm-up on a small slice. Ratios are taken within
+one run, so they hold when other jobs share the cores; seconds do not.
 
-    python bench/aggregation_scale.py                                   # every cell that fits
-    python bench/aggregation_scale.py --n 10 100 --d 1000000            # narrow the grid
+Peak memory: the growth of the process's peak resident set (Linux VmHWM, reset through
+/proc/self/clear_refs before each timed call) over the resident set before it, so the input itself is not
+counted. Torch's CPU allocations are plain malloc, so they show there (tracemalloc would miss them); on
+CUDA it is torch.cuda.max_memory_allocated over the allocation before the call.
+
+    python bench/aggregation_scale.py                                   # every cell under --max-gb
+    python bench/aggregation_scale.py --n 100 --d 2000000               # one cell
     python bench/aggregation_scale.py --rules median krum --device cpu
 
-Needs torch, scikit-learn (FLAME) and rich; not pydantic or the rest of consortium's dependencies.
+Writes bench/results/aggregation_scale_<device>.md and .json. Needs torch, scikit-learn (FLAME) and rich.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,11 +38,24 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from consortium.defense import AGGREGATORS, DefenseParams, aggregate  # noqa: E402
+from consortium.defense.core import cosine_from_gram, gram  # noqa: E402
+from consortium.defense.screen import screen  # noqa: E402
 
 RULES = list(AGGREGATORS)  # registration order: fedavg first, then the robust rules
+GRAM_RULES = ("krum", "multi_krum", "bulyan", "flame", "foolsgold")  # one Gram matrix each
+# the issue's targets (issue 24), at n = 100 and d = 2M, 11M
+PASS_TARGETS = {
+    "fedavg": 3.0,
+    "norm_bound": 3.0,
+    "rlr": 3.0,
+    "median": 25.0,
+    "trimmed_mean": 25.0,
+    "bulyan": 25.0,
+}
+GRAM_TARGETS = {"krum": 1.5, "multi_krum": 1.5, "foolsgold": 1.5, "flame distance step": 1.5}
+SCREEN_TARGET = 2.0
 
 
 def human(d: int) -> str:
@@ -42,8 +65,7 @@ def human(d: int) -> str:
 def default_max_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return 0.7 * torch.cuda.get_device_properties(device).total_memory / 2**30
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return 0.4 * ram / 2**30
+    return 4.5  # the input; peaks stay under ~8 GiB on a machine others share
 
 
 def device_name(device: torch.device) -> str:
@@ -59,9 +81,37 @@ def device_name(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} torch threads"
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class Meter:
+    """Seconds and peak-memory growth (MiB) of one call."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.hwm = device.type == "cpu" and os.path.exists("/proc/self/clear_refs")
+
+    def _status(self, key: str) -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(key))  # kB
+
+    def __call__(self, fn: Callable[[], object]) -> tuple[float, float | None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+        elif self.hwm:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM to the current resident set
+            before = self._status("VmRSS:")
+        t0 = time.perf_counter()
+        result = fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        del result
+        if self.device.type == "cuda":
+            return seconds, (torch.cuda.max_memory_allocated(self.device) - before) / 2**20
+        if self.hwm:
+            return seconds, (self._status("VmHWM:") - before) / 1024
+        return seconds, None
 
 
 def make_inputs(n: int, d: int, device: torch.device, seed: int = 0):
@@ -72,11 +122,69 @@ def make_inputs(n: int, d: int, device: torch.device, seed: int = 0):
     updates[:bad].mul_(20.0).add_(5e-3)
     weights = torch.randint(10, 1000, (n,), generator=torch.Generator().manual_seed(seed)).to(torch.float64)
     root = updates[bad:].mean(0) + 1e-3 * torch.randn(d, generator=g, device=device)
-    return updates, weights, root
+    last = 1e-3 * torch.randn(d, generator=g, device=device)
+    return updates, weights, root, last
 
 
-def run_rule(name: str, updates, weights, root, params: DefenseParams) -> None:
-    aggregate(name, updates, weights, params=params, root_update=root if name == "fltrust" else None, seed=1)
+def run_rule(name: str, updates, weights, root, params: DefenseParams):
+    return aggregate(
+        name, updates, weights, params=params, root_update=root if name == "fltrust" else None, seed=1
+    )
+
+
+def best_of(meter: Meter, fn: Callable[[], object], reps: int) -> tuple[float, float | None]:
+    runs = [meter(fn) for _ in range(reps)]
+    return min(s for s, _ in runs), max((m for _, m in runs if m is not None), default=None)
+
+
+def measure_cell(n: int, d: int, args, device: torch.device, meter: Meter, console: Console) -> dict:
+    params = DefenseParams(chunk_elems=args.chunk_elems)
+    updates, weights, root, last = make_inputs(n, d, device)
+    small = (updates[: min(n, 16), :10_000], weights[: min(n, 16)], root[:10_000])
+    rows: dict[str, dict] = {}
+
+    def record(name: str, seconds: float, mib: float | None) -> None:
+        rows[name] = {"seconds": seconds, "peak_mib": mib}
+        mem = "" if mib is None else f"  peak +{mib:,.0f} MiB"
+        console.print(f"{name:>20} n={n:<5} d={human(d):<4} {seconds:8.3f} s{mem}")
+
+    record("one pass", *best_of(meter, lambda: updates.sum(0), 3))
+    if args.gram:
+        record("Gram product", *best_of(meter, lambda: updates @ updates.T, 1))
+    screen(updates[:, :1000], last[:1000], 0.05, 0.99)
+    record("screen", *meter(lambda: screen(updates, last, 0.05, 0.99)))
+    if "flame" in args.rules:
+        record("flame distance step", *meter(lambda: cosine_from_gram(gram(updates, params.chunk_elems))))
+    for rule in args.rules:
+        run_rule(rule, *small, params)  # warm-up: kernels, sklearn import
+        record(rule, *meter(lambda rule=rule: run_rule(rule, updates, weights, root, params)))
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    one = rows["one pass"]["seconds"]
+    gram_s = rows.get("Gram product", {}).get("seconds")
+    for name, row in rows.items():
+        row["x_one_pass"] = row["seconds"] / one
+        if gram_s and (name in GRAM_RULES or name == "flame distance step" or name == "Gram product"):
+            row["x_gram"] = row["seconds"] / gram_s
+    return rows
+
+
+def targets(cells: dict[tuple[int, int], dict]) -> list[str]:
+    lines = []
+    for (n, d), rows in sorted(cells.items()):
+        if n != 100 or d not in (2_000_000, 11_000_000):
+            continue
+        checks = [(r, "x_one_pass", t) for r, t in PASS_TARGETS.items()]
+        checks += [(r, "x_gram", t) for r, t in GRAM_TARGETS.items()] + [
+            ("screen", "x_one_pass", SCREEN_TARGET)
+        ]
+        for name, key, limit in checks:
+            if name in rows and key in rows[name]:
+                got = rows[name][key]
+                unit = "one pass" if key == "x_one_pass" else "the Gram product"
+                verdict = "met" if got <= limit else "missed"
+                lines.append(f"| {n} x {human(d)} | {name} | <= {limit:g}x {unit} | {got:.2f}x | {verdict} |")
+    return lines
 
 
 def main() -> None:
@@ -84,16 +192,14 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="numbers of clients")
     ap.add_argument("--d", type=int, nargs="+", default=[1_000_000, 11_000_000], help="update lengths")
+    ap.add_argument(
+        "--cells", nargs="+", default=None, metavar="NxD", help="explicit cells, e.g. 100x2000000"
+    )
     ap.add_argument("--rules", nargs="+", default=RULES, choices=sorted(AGGREGATORS), metavar="RULE")
     ap.add_argument("--max-gb", type=float, default=None, help="skip cells whose input exceeds this (GiB)")
-    ap.add_argument(
-        "--max-s",
-        type=float,
-        default=None,
-        help="skip a rule on larger cells once it took longer than this on a smaller one",
-    )
+    ap.add_argument("--no-gram", dest="gram", action="store_false", help="skip the float32 Gram product")
     ap.add_argument("--chunk-elems", type=int, default=DefenseParams().chunk_elems)
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="markdown file (a .json is written beside it)")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -101,73 +207,95 @@ def main() -> None:
         device = torch.device("cuda", torch.cuda.current_device())
     max_gb = args.max_gb if args.max_gb is not None else default_max_gb(device)
     out = args.out or ROOT / "bench" / "results" / f"aggregation_scale_{device.type}.md"
-    params = DefenseParams(chunk_elems=args.chunk_elems)
     console = Console()
     console.print(f"[bold]{device_name(device)}[/]: input limit {max_gb:.1f} GiB, torch {torch.__version__}")
-
-    cells = sorted(((n, d) for n in args.n for d in args.d), key=lambda c: (c[0] * c[1], c))
-    times: dict[tuple[str, int, int], str] = {}
+    if args.cells:
+        grid = [tuple(int(v) for v in c.lower().split("x")) for c in args.cells]
+    else:
+        grid = [(n, d) for n in args.n for d in args.d]
+    meter = Meter(device)
+    cells: dict[tuple[int, int], dict] = {}
     notes: list[str] = []
-    slow: dict[str, tuple[float, int, int]] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("aggregating", total=len(cells) * len(args.rules))
-        for n, d in cells:
-            gb = n * d * 4 / 2**30
-            if gb > max_gb:
-                notes.append(f"n={n}, d={human(d)}: skipped, input {gb:.1f} GiB > --max-gb {max_gb:.1f}")
-                progress.console.print(f"[yellow]skip[/] {notes[-1]}")
-                for rule in args.rules:
-                    times[rule, n, d] = "mem"
-                progress.advance(task, len(args.rules))
-                continue
-            updates, weights, root = make_inputs(n, d, device)
-            small = (updates[: min(n, 16), :10_000], weights[: min(n, 16)], root[:10_000])
-            for rule in args.rules:
-                progress.update(task, description=f"{rule} n={n} d={human(d)}")
-                if rule in slow:
-                    s, pn, pd = slow[rule]
-                    times[rule, n, d] = "slow"
-                    notes.append(f"{rule} n={n}, d={human(d)}: skipped, {s:.0f} s at n={pn}, d={human(pd)}")
-                    progress.advance(task)
-                    continue
-                run_rule(rule, *small, params)  # warm-up: kernels, cuBLAS handles, sklearn import
-                sync(device)
-                t0 = time.perf_counter()
-                run_rule(rule, updates, weights, root, params)
-                sync(device)
-                s = time.perf_counter() - t0
-                times[rule, n, d] = f"{s:.3f}" if s < 10 else f"{s:.1f}"
-                progress.console.print(f"{rule:>12} n={n:<5} d={human(d):<4} {s:8.3f} s")
-                if args.max_s is not None and s > args.max_s:
-                    slow[rule] = (s, n, d)
-                progress.advance(task)
-            del updates, weights, root, small
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    for n, d in sorted(grid, key=lambda c: (c[0] * c[1], c)):
+        gb = n * d * 4 / 2**30
+        if gb > max_gb:
+            notes.append(
+                f"n={n}, d={human(d)}: not run, its input alone is {gb:.1f} GiB > --max-gb {max_gb:.1f}"
+            )
+            console.print(f"[yellow]skip[/] {notes[-1]}")
+            continue
+        cells[n, d] = measure_cell(n, d, args, device, meter, console)
 
-    cols = sorted({(n, d) for n, d in cells}, key=lambda c: (c[1], c[0]))
+    cols = sorted(cells, key=lambda c: (c[1], c[0]))
+    head = "| | " + " | ".join(f"n={n} x d={human(d)}" for n, d in cols) + " |"
+    sep = "|---|" + "---:|" * len(cols)
+    names = ["one pass", "Gram product", "screen", "flame distance step", *args.rules]
+
+    def table(fmt: Callable[[dict], str]) -> list[str]:
+        return [head, sep] + [
+            f"| {name} | " + " | ".join(fmt(cells[c].get(name, {})) for c in cols) + " |"
+            for name in names
+            if any(name in cells[c] for c in cols)
+        ]
+
+    def cell_text(row: dict) -> str:
+        if not row:
+            return ""
+        text = f"{row['seconds']:.3g} s, {row['x_one_pass']:.1f}x"
+        return text + (f" ({row['x_gram']:.2f}x Gram)" if "x_gram" in row else "")
+
+    def mem_text(row: dict) -> str:
+        return "" if not row or row["peak_mib"] is None else f"{row['peak_mib']:,.0f}"
+
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
         "# Aggregation at scale",
         "",
-        "Seconds for one `aggregate()` call (validation included), float32 updates,",
-        f"on {device_name(device)}; torch {torch.__version__}, chunk_elems {args.chunk_elems},",
-        f"{datetime.now(UTC):%Y-%m-%d}.",
-        "`mem`: input over the memory limit; `slow`: skipped after a smaller cell exceeded --max-s.",
+        f"`{command}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {device_name(device)}; torch "
+        f"{torch.__version__}, chunk_elems {args.chunk_elems}. Random float32 updates, seed 0, a tenth of",
+        "the clients large-norm outliers. One `aggregate()` call per rule, validation included.",
+        "**Ratios are within one run; the cores were shared with other jobs, so seconds vary run to run.**",
         "",
-        "| rule | " + " | ".join(f"n={n} x d={human(d)}" for n, d in cols) + " |",
-        "|---|" + "---:|" * len(cols),
+        "## Seconds and multiples of one pass (`x.sum(0)`, best of 3); distance rules also vs `x @ x.T`",
+        "",
+        *table(cell_text),
+        "",
+        "## Peak memory growth during the call (MiB over the resident set before it, input excluded)",
+        "",
+        "Measured as Linux VmHWM (reset via /proc/self/clear_refs) minus VmRSS before the call.",
+        "",
+        *table(mem_text),
     ]
-    lines += [f"| {r} | " + " | ".join(times.get((r, n, d), "") for n, d in cols) + " |" for r in args.rules]
+    met = targets(cells)
+    if met:
+        lines += [
+            "",
+            "## Targets of issue 24",
+            "",
+            "| cell | what | target | got | |",
+            "|---|---|---|---:|---|",
+            *met,
+        ]
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
-    table = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    print(table)
-    console.print(f"written to {out}")
+    out.write_text(text)
+    payload = {
+        "command": command,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "chunk_elems": args.chunk_elems,
+        "seed": 0,
+        "peak_memory": "VmHWM growth over VmRSS before the call, MiB"
+        if device.type == "cpu"
+        else "cuda max allocated",
+        "cells": [{"n": n, "d": d, "rows": rows} for (n, d), rows in sorted(cells.items())],
+        "notes": notes,
+    }
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+    print(text)
+    console.print(f"written to {out} and {out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

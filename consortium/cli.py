@@ -1,4 +1,7 @@
-"""`consortium` command line: run and audit; node, bench, export come with their issues."""
+"""`consortium` command line: run, check, audit; node, chain and store for real networks; probe tools.
+
+Each command validates its input first and fails with one line naming what was wrong (exit 2); heavy
+imports (torch, web3) happen inside the commands so `--help` and `--version` stay quick."""
 
 from __future__ import annotations
 
@@ -22,9 +25,48 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from consortium import __version__
+
+        print(f"consortium {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
     """Consortium: several organisations fine-tune one open LLM together without trusting each other."""
+
+
+@app.command()
+def check(
+    config: Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")] = None,
+    preset: Annotated[str, typer.Option(help="built-in preset: smoke | demo")] = "demo",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
+    ] = None,
+) -> None:
+    """Validate a config without running it: print the resolved config, its digest and what it runs."""
+    import tomli_w
+
+    from consortium.check import check_config
+    from consortium.config import ConfigError, load_config, to_toml_dict
+    from consortium.data import DataError
+    from consortium.probe import ProbeError
+
+    try:
+        checked = check_config(load_config(config, preset, set_ or []))
+    except (ConfigError, DataError, ProbeError) as e:
+        fail(str(e))
+    print(tomli_w.dumps(to_toml_dict(checked.config)), end="")
+    print(f"\n# digest {checked.digest}")
+    print(f"# {checked.summary}")
+    print(f"# examples per participant: {checked.shard_sizes}")
+    print("config ok")
 
 
 @app.command()
@@ -35,6 +77,8 @@ def run(
         list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
     ] = None,
     out: Annotated[Path, typer.Option(help="parent directory of the run directory")] = Path("runs"),
+    dashboard: Annotated[bool, typer.Option(help="serve `consortium dashboard` of this run")] = False,
+    dashboard_port: Annotated[int, typer.Option(help="its port (0: any free port)")] = 8750,
 ) -> None:
     """Run federated LoRA fine-tuning in-process and write a run directory with a report."""
     from consortium.config import ConfigError, load_config
@@ -57,6 +101,7 @@ def run(
         fail(str(e))
     from consortium.privacy import PrivacyBudgetExceeded
 
+    linger = start_beside(out, dashboard_port) if dashboard else None
     try:
         path = sim.run(out)
     except KeyboardInterrupt:
@@ -65,6 +110,8 @@ def run(
         fail(f"{e}; the report is in {sim.path}", 3)
     summary(json.loads((path / "report.json").read_text()), console)
     console.print(f"run directory: [bold]{path}[/]")
+    if linger is not None:
+        linger()
 
 
 @app.command()
@@ -137,6 +184,12 @@ def store_serve(
         raise typer.Exit(130) from None
 
 
+# `run` defaults to the demo preset; a chain for nodes defaults to smoke: every node is its own process
+# with its own copy of the model, and a walkthrough runs four of them on one machine
+NODE_PRESET_HELP = (
+    "built-in preset under the config (default smoke: one tiny model per node process; "
+    "--preset demo for SmolLM2, as `run` uses)"
+)
 chain_app = typer.Typer(no_args_is_help=True, help="Deploy the contract for real nodes.")
 app.add_typer(chain_app, name="chain")
 
@@ -159,7 +212,7 @@ def _run_config(config: Path | None, preset: str, set_: list[str] | None) -> Any
 def chain_up(
     dir_: Annotated[Path, typer.Option("--dir", help="where chain.json, run.toml, keys/ and nodeN.toml go")],
     config: Annotated[Path | None, typer.Option(help="run config TOML (over the preset)")] = None,
-    preset: Annotated[str, typer.Option(help="built-in preset under the config")] = "smoke",
+    preset: Annotated[str, typer.Option(help=NODE_PRESET_HELP)] = "smoke",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
     ] = None,
@@ -231,7 +284,7 @@ def chain_deploy(
     key_file: Annotated[Path, typer.Option(help="file holding the deployer's hex private key (mode 600)")],
     dir_: Annotated[Path, typer.Option("--dir", help="where chain.json and run.toml go")],
     config: Annotated[Path | None, typer.Option(help="run config TOML (over the preset)")] = None,
-    preset: Annotated[str, typer.Option(help="built-in preset under the config")] = "smoke",
+    preset: Annotated[str, typer.Option(help=NODE_PRESET_HELP)] = "smoke",
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override")] = None,
     phase_blocks: Annotated[int, typer.Option(help="blocks for seed, candidate and reveal windows")] = 3,
     commit_blocks: Annotated[int, typer.Option(help="blocks for the commit (training) window")] = 10,
@@ -344,6 +397,9 @@ def _probe_commands() -> None:
 
 
 _probe_commands()
+from consortium.dashboard.cli import dashboard, start_beside  # noqa: E402 - the commands' own module
+
+app.command("dashboard")(dashboard)
 
 if __name__ == "__main__":
     app()

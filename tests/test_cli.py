@@ -144,3 +144,41 @@ def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) ->
     for plot in ("flags", "backdoor"):
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
     assert "## Attacks and defence" in (run_dir / "report.md").read_text()
+
+
+def test_check_prints_the_resolved_config_and_its_digest(tmp_path: Path) -> None:
+    from consortium.config import config_digest, load_config
+
+    res = runner.invoke(app, ["check", "--preset", "smoke", "--set", "rounds=3"])
+    assert res.exit_code == 0, res.output
+    digest = config_digest(load_config(preset="smoke", overrides=["rounds=3"]))
+    assert f"# digest {digest}" in res.output and "rounds = 3" in res.output
+    assert "chain protocol" in res.output and "aggregator 'fedavg'" in res.output
+    assert res.output.rstrip().endswith("config ok")
+    assert not list(tmp_path.iterdir())  # it wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["rounds=0"], "rounds"),
+        (["aggregator=nope"], "aggregator"),
+        (["aggregator=fltrust"], "fltrust"),  # a combination the chain protocol refuses
+        (["probe.artifact=" + "a" * 64, "probe.dir=/nonexistent"], "a" * 12),  # the probe file is checked
+        (["participants=40", "data.n_train=10"], "org"),  # the chain's held-out split needs 2 examples each
+    ],
+)
+def test_check_refuses_what_a_run_would_refuse(overrides: list[str], named: str) -> None:
+    args = ["check", "--preset", "smoke"]
+    for o in overrides:
+        args += ["--set", o]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and named in res.output and "Traceback" not in res.output
+
+
+def test_version() -> None:
+    from consortium import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"consortium {__version__}"

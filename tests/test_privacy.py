@@ -336,3 +336,21 @@ def test_privacy_off_leaves_the_config_digest_as_before() -> None:
     on = load_config(preset="smoke", overrides=NOISY)
     assert to_toml_dict(on)["privacy"]["clip"] == 0.1
     assert config_digest(on) != config_digest(off)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clip_updates_gives_the_bits_of_the_whole_float64_formula(n: int, dtype: torch.dtype) -> None:
+    """clip_updates works in chunks without a float64 copy of everything; same bits as the formula."""
+    g = torch.Generator().manual_seed(n)
+    u = (torch.randn(n, 300_007, generator=g, dtype=torch.float64) * torch.linspace(0.001, 3, n)[:, None]).to(
+        dtype
+    )
+    for clip in (0.5, 300.0, 1e9):
+        clipped, norms = clip_updates(u, clip)
+        want_norms = torch.linalg.vector_norm(u.to(torch.float64), dim=1)
+        scale = torch.where(
+            want_norms > clip, clip / want_norms.clamp_min(1e-300), torch.ones_like(want_norms)
+        )
+        assert torch.equal(norms, want_norms)
+        assert torch.equal(clipped, (u.to(torch.float64) * scale[:, None]).to(dtype))

@@ -390,17 +390,16 @@ def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggre
     thr = ctx.params.rlr_threshold if ctx.params.rlr_threshold is not None else max(1, n // 4)
     if thr > n:
         raise ValueError(f"defense.rlr_threshold = {thr} must be <= n = {n} (the number of clients)")
-    flipped = torch.zeros((), dtype=torch.long, device=updates.device)
+    flipped: list[int] = []  # one count per chunk (list.append is thread-safe), no tensor kept
 
     def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
-        nonlocal flipped
         signs = torch.sign(updates[:, cols])
         if signs.dtype.itemsize < 4:
             signs = signs.float()  # sums of +-1 are exact in float32 up to 2^24 clients
         flip = signs.sum(0).abs() < thr
-        flipped = flipped + flip.sum()
+        flipped.append(int(flip.sum()))
         return torch.where(flip, -s, s)
 
     w = _normalised(weights)
     agg = weighted_sum(updates, w, ctx.params.chunk_elems, post=post)
-    return _result(agg, w, _no_flags(n), threshold=thr, flipped_fraction=int(flipped) / d)
+    return _result(agg, w, _no_flags(n), threshold=thr, flipped_fraction=sum(flipped) / d)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import torch
 
+from consortium.defense.core import CACHE_ELEMS, exact_row_norms, map_chunks, work_chunks
+
 Mode = Literal["central", "distributed"]
 MEAN_RULES = frozenset({"fedavg"})  # the aggregate is the weighted mean with public weights
 CENTRAL_TAG = "dp-central"  # kept apart from the defence's use of the same round seed
@@ -26,9 +28,16 @@ def clip_updates(updates: torch.Tensor, clip: float) -> tuple[torch.Tensor, torc
     `clip` up to the float32 rounding of its entries (relative 2^-24)."""
     if clip <= 0:
         raise ValueError(f"clip must be > 0, got {clip}")
-    norms = torch.linalg.vector_norm(updates.to(torch.float64), dim=1)
+    # chunked, no float64 copy of all the updates; the same bits as the float64 norm and product of all
+    norms = exact_row_norms(updates)
     scale = torch.where(norms > clip, clip / norms.clamp_min(1e-300), torch.ones_like(norms))
-    clipped = (updates.to(torch.float64) * scale[:, None]).to(updates.dtype)
+    clipped = torch.empty_like(updates)
+    scale_col = scale[:, None].to(updates.device)
+
+    def work(_: int, cols: slice) -> None:
+        clipped[:, cols] = (updates[:, cols].to(torch.float64) * scale_col).to(updates.dtype)
+
+    map_chunks(updates, work_chunks(updates, updates.shape[0], CACHE_ELEMS), work)
     return clipped, norms
 
 

@@ -1,0 +1,67 @@
+"""`consortium check`: validate a run config without running it.
+
+A run refuses a bad config only after the model is loaded or, worse, after the run directory exists;
+a consortium that agrees on a config before anyone trains wants the refusal first. `check_config` does
+every refusal a run would make that needs no model: the config's own validation (done by `load_config`),
+the privacy calibration, the data (built-in corpus, JSONL files, the partition and the chain's held-out
+split), and the probe artifact's hash. It loads no model and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from consortium.config import RunConfig, config_digest
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What `consortium check` prints: the resolved config, its digest, the examples per participant
+    and a one-line description of the protocol / aggregator / probe / privacy combination."""
+
+    config: RunConfig
+    digest: str
+    summary: str
+    shard_sizes: list[int]
+
+
+def describe(cfg: RunConfig) -> str:
+    """One line naming what the run will do, in the terms the README uses."""
+    if cfg.protocol == "chain":
+        proposers, voters = cfg.chain.roles(cfg.participants)
+        protocol = (
+            f"chain protocol (the contract drives the rounds: {proposers} proposers and {voters} voters "
+            f"drawn per round of {cfg.participants} participants)"
+        )
+    else:
+        protocol = f"centralised baseline (all {cfg.participants} participants train every round, no vote)"
+    parts = [protocol, f"aggregator {cfg.aggregator!r}", f"lora {cfg.lora.variant!r} r={cfg.lora.r}"]
+    pc, pv = cfg.probe, cfg.privacy
+    parts.append(f"probe {pc.artifact[:12]} ({pc.level} level)" if pc.artifact else "no probe")
+    parts.append(f"client-level DP ({pv.mode}, clip {pv.clip})" if pv.on else "no DP")
+    if cfg.attacks:
+        parts.append("attacks: " + ", ".join(f"{a.kind} {a.fraction:g}" for a in cfg.attacks))
+    return f"{cfg.model.name}, {cfg.rounds} rounds; " + "; ".join(parts)
+
+
+def check_config(cfg: RunConfig) -> CheckedConfig:
+    """Every refusal a run would make before loading its model. Raises DataError or ProbeError."""
+    from consortium.data import DataError
+    from consortium.privacy.tracker import resolve
+    from consortium.sim import prepare_data
+
+    resolved = resolve(cfg)
+    shards, _test = prepare_data(resolved)
+    if resolved.protocol == "chain":
+        for i, shard in enumerate(shards):
+            if len(shard) < 2:
+                raise DataError(
+                    f"org{i} has {len(shard)} example(s); protocol 'chain' needs 2 (train + held out)"
+                )
+    if resolved.probe.artifact is not None:
+        from consortium.probe import load_file
+
+        pc = resolved.probe
+        load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
+    return CheckedConfig(resolved, config_digest(resolved), describe(resolved), [len(s) for s in shards])

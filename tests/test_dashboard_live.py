@@ -1,0 +1,130 @@
+"""`consortium dashboard --rpc-url --contract --store`: the page of a live network from public records
+only, checked against the report of a run made on a real anvil node; an unreachable node is a message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from consortium.chain import AnvilNode, find_anvil
+from consortium.config import load_config
+from consortium.sim import Simulation
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient
+
+from consortium.dashboard.app import make_live_app
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[str]:
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
+    node = AnvilNode(binary, n_accounts=6).start()
+    try:
+        yield node.url
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def run(anvil: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    overrides = [
+        "participants=4",
+        "rounds=2",
+        "data.n_train=16",
+        "data.n_test=2",
+        "train.local_steps=2",
+        "eval.isolated_baseline=false",
+        'strategies=[{kind="no_show", fraction=0.25}]',
+        f'chain.rpc_url="{anvil}"',
+    ]
+    cfg = load_config(preset="smoke", overrides=overrides)
+    path = Simulation(cfg, Console(quiet=True)).run(tmp_path_factory.mktemp("live"), plots=False)
+    return path, json.loads((path / "report.json").read_text())
+
+
+def test_live_network_page_matches_the_report(anvil: str, run: tuple[Path, dict]) -> None:
+    path, report = run
+    warnings: list[str] = []
+    c = TestClient(make_live_app(anvil, report["chain"]["contract"], str(path / "store"), warnings.append))
+    s = c.get("/api/state").json()
+    assert s["problems"] == [] and warnings == [] and s["in_progress"] is None
+    by_address = {p["account"]: p["name"] for p in s["run"]["participants_detail"]}
+    name = {org: by_address[addr] for org, addr in report["chain"]["accounts"].items()}
+    assert s["run"]["rounds_completed"] == report["rounds_completed"] == len(s["rounds"])
+    assert s["run"]["global_adapter"] == report["global_adapter"]
+    slashed = 0
+    for shown, rec in zip(s["rounds"], report["rounds_detail"], strict=True):
+        assert shown["outcome"] == rec["outcome"]
+        assert shown["proposers"] == [name[p] for p in rec["proposers"]]
+        assert shown["voters"] == [name[v] for v in rec["voters"]]
+        assert shown["slashes"] == [s | {"who": name[s["who"]]} for s in rec["slashes"]]
+        assert shown["rewards"] == {name[k]: v for k, v in rec["rewards"].items()}
+        assert shown["stakes"] == {name[k]: v for k, v in rec["stakes"].items()}
+        assert {x["blob"] for x in shown["commitments"]} == {x["blob"] for x in rec["commitments"]}
+        assert next(iter(shown["phases"])) == "open" and list(shown["phases"])[-1] == "outcome"
+        slashed += len(rec["slashes"])
+    assert slashed  # the no-show was slashed: the comparison above covered a slash
+    (stakes,) = [x for x in s["charts"] if x["id"] == "stakes"]
+    assert all(x["values"][0] == report["chain"]["stake"] for x in stakes["series"])
+    blob = report["rounds_detail"][0]["commitments"][0]["blob"]
+    b = c.get(f"/api/blob/{blob}").json()
+    assert b["present"] and b["hash_ok"] and b["format"] == "safetensors" and b["uses"]
+    assert c.get("/api/records/txlog").json()["total"] > 0  # the contract's events
+    assert c.get("/files/report.json").status_code == 404  # no run directory in this mode
+
+
+def test_unreachable_node_is_a_message(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    c = TestClient(make_live_app("http://127.0.0.1:9", "0x" + "11" * 20, None, warnings.append))
+    s = c.get("/api/state").json()
+    assert s["run"] is None and len(s["problems"]) == 1
+    assert s["problems"][0].startswith("--rpc-url http://127.0.0.1:9 --contract 0x1111")
+    assert "unreachable" in s["problems"][0] and warnings == s["problems"]
+    assert c.get("/").status_code == 200
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")), reason="no chromium")
+def test_live_network_page_in_the_browser(anvil: str, run: tuple[Path, dict]) -> None:
+    """The same page renders the live network's rounds in headless Chromium."""
+    import threading
+
+    import uvicorn
+
+    from consortium.dashboard.serve import bind
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, report = run
+    sock, url = bind("127.0.0.1", 0)
+    app = make_live_app(anvil, report["chain"]["contract"], str(path / "store"), lambda _: None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(
+        options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    )
+    try:
+        drv.get(url)
+        n = report["rounds_completed"]
+        WebDriverWait(drv, 60).until(
+            lambda d: d.execute_script("return document.body.dataset.rounds") == str(n)
+        )
+        for d in report["rounds_detail"]:
+            cell = f'tr.round-row[data-round="{d["round"] + 1}"] td[data-field="outcome"]'
+            assert drv.find_element(By.CSS_SELECTOR, cell).text == d["outcome"]
+        assert drv.find_element(By.ID, "status").text == "live"
+    finally:
+        drv.quit()
+        server.should_exit = True
