@@ -168,6 +168,7 @@ def cpu_suite(args, device: torch.device) -> None:
         ("+ our trainer (response-only loss, bucketing, foreach AdamW)", "all", "ours", {}),
         ("+ bf16 autocast", "all", "ours", {"precision": "bf16"}),
         ("+ frozen base stored in bf16 (model.dtype)", "all@bf16", "ours", {"precision": "bf16"}),
+        ("+ packing (no padding)", "all@bf16", "ours", {"precision": "bf16", "packing": True}),
         (f"adapters on the {t6} layers only, fp32 (forward still full depth)", top, "ours", {}),
         (f"{t6} + prefix cache, fp32", top + "+cache", "ours", {"prefix_cache": True}),
         (
