@@ -66,7 +66,7 @@ from consortium.protocol import (
 from consortium.report import write_report
 from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
-from consortium.train import TrainParams
+from consortium.train import TrainParams, prepare_model, speed_settings
 from consortium.voting import VoteRule
 
 if TYPE_CHECKING:  # the chain packages are needed only for protocol = "chain"
@@ -122,10 +122,7 @@ def prepare_data(cfg: RunConfig) -> tuple[list[list[Example]], list[Example]]:
 
 
 def lora_spec(cfg: RunConfig) -> LoraSpec:
-    lc = cfg.lora
-    return LoraSpec(
-        variant=lc.variant, r=lc.r, alpha=lc.alpha, target_modules=tuple(lc.target_modules), seed=lc.seed
-    )
+    return LoraSpec(**cfg.lora.model_dump())
 
 
 def train_params(cfg: RunConfig, steps: int) -> TrainParams:
@@ -143,6 +140,10 @@ def train_params(cfg: RunConfig, steps: int) -> TrainParams:
         bf16=t.bf16,
         loss_chunk=t.loss_chunk,
         gradient_checkpointing=t.gradient_checkpointing,
+        precision=t.precision,
+        prefix_cache=t.prefix_cache,
+        prefix_cache_mb=t.prefix_cache_mb,
+        threads=t.threads,
     )
 
 
@@ -183,6 +184,7 @@ class Simulation:
             base, self.tokenizer = load_base(cfg.model.name, dtype=dtype, seed=cfg.seed)
         self.spec = lora_spec(cfg)
         self.model = attach(base, self.spec)
+        prepare_model(self.model, train_params(cfg, 1))  # threads, prefix cache (docs/speed.md)
         self.layout = layout(self.model, self.spec)
         self.initial = get_flat(self.model, self.spec)
         self.participants = []
@@ -345,6 +347,7 @@ class Simulation:
             raise
         finally:
             self.backend.close()
+            report["speed"] = speed_settings(self.model, train_params(self.cfg, 1))  # cache size at the end
             rd.write_json("report.json", report)
             write_report(report, rd.path, plots_too=plots)
             rd.log(f"run {report['status']}")
@@ -383,6 +386,7 @@ class Simulation:
                 "download_per_participant_per_round": blob_bytes,
             },
             "timings": {},
+            "speed": speed_settings(self.model, train_params(cfg, 1)),
             "global_adapter": None,
             "privacy": self._privacy_header(),
         }
