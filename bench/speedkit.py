@@ -108,6 +108,30 @@ def describe_device(device: torch.device) -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
+def matmul_roofline(device: torch.device, size: int = 2048, reps: int = 10) -> dict[str, float]:
+    """GFLOP/s of a size x size matmul in float32 and bfloat16 on `device`, best of `reps` (the two
+    dtypes alternate, so load from other processes hits both alike): the ceiling against which a row's
+    achieved FLOP rate is read. Measured in the same run, under the same load."""
+    mats = {
+        dtype: (
+            torch.randn(size, size, device=device).to(dtype),
+            torch.randn(size, size, device=device).to(dtype),
+        )
+        for dtype in (torch.float32, torch.bfloat16)
+    }
+    best = dict.fromkeys(mats, float("inf"))
+    for _ in range(reps):
+        for dtype, (a, b) in mats.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[dtype] = min(best[dtype], time.perf_counter() - t0)
+    return {str(d).removeprefix("torch."): 2 * size**3 / t / 1e9 for d, t in best.items()}
+
+
 @dataclass
 class Row:
     name: str

@@ -19,6 +19,10 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning."
 )
 err = Console(stderr=True)
+# the options every command that reads a run config takes, in the same words
+ConfigArg = Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")]
+PresetOpt = Annotated[str, typer.Option(help="built-in preset: smoke | demo")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")]
 
 
 def _version(value: bool) -> None:
@@ -40,11 +44,9 @@ def main(
 
 @app.command()
 def check(
-    config: Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")] = None,
-    preset: Annotated[str, typer.Option(help="built-in preset: smoke | demo")] = "demo",
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
-    ] = None,
+    config: ConfigArg = None,
+    preset: PresetOpt = "demo",
+    set_: SetOpt = None,
 ) -> None:
     """Validate a config without running it: print the resolved config, its digest and what it runs."""
     import tomli_w
@@ -67,11 +69,9 @@ def check(
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")] = None,
-    preset: Annotated[str, typer.Option(help="built-in preset: smoke | demo")] = "demo",
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")
-    ] = None,
+    config: ConfigArg = None,
+    preset: PresetOpt = "demo",
+    set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="parent directory of the run directory")] = Path("runs"),
     dashboard: Annotated[bool, typer.Option(help="serve `consortium dashboard` of this run")] = False,
     dashboard_port: Annotated[int, typer.Option(help="its port (0: any free port)")] = 8750,

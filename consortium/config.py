@@ -41,6 +41,9 @@ class LoraSection(_Section):
     alpha: float = Field(16.0, gt=0)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     seed: int = Field(0, ge=0)
+    layers: str | tuple[int, ...] = Field(
+        "all", description="decoder layers with adapters: 'all', 'top:k' or a list of indices (docs/speed.md)"
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -48,6 +51,13 @@ class LoraSection(_Section):
         if not v:
             raise ValueError("at least one target module is required")
         return v
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, v: Any) -> str | tuple[int, ...]:
+        from consortium.model.lora import check_layers
+
+        return check_layers(v)
 
 
 class DataSection(_Section):
@@ -80,9 +90,17 @@ class TrainSection(_Section):
     # fast paths (docs/speed.md): the defaults keep CPU results bit-identical to the plain loop
     packing: bool = Field(False, description="lay a batch's examples end to end; same loss, no padding")
     pack_len: int = Field(0, ge=0, description="tokens per packed row; 0 = the batch's longest example")
-    compile: bool = Field(False, description="torch.compile the decoder on CUDA (skipped on CPU)")
+    compile: bool = Field(False, description="torch.compile the decoder on CUDA (CPU: docs/speed.md)")
     fused_optimizer: bool = Field(True, description="AdamW fused on CUDA, foreach on CPU")
-    bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
+    bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU); see precision")
+    precision: Literal["fp32", "auto", "bf16"] = Field(
+        "fp32", description="autocast: 'auto' = bf16 where the device has it (CUDA, avx512_bf16/AMX CPUs)"
+    )
+    prefix_cache: bool = Field(
+        False, description="cache the frozen layers below the lowest adapter (lora.layers); same loss"
+    )
+    prefix_cache_mb: int = Field(1024, ge=0, description="memory budget of that cache; beyond it, recompute")
+    threads: int | None = Field(None, ge=1, description="torch threads; none = torch's default")
     loss_chunk: int = Field(0, ge=0, description="response positions per vocab-projection chunk; 0 = one")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward")
 
@@ -440,6 +458,10 @@ DIGEST_NEUTRAL: dict[str, Any] = {
     "train.bf16": False,
     "train.loss_chunk": 0,
     "train.gradient_checkpointing": False,
+    "train.precision": "fp32",
+    "train.prefix_cache": False,
+    "train.prefix_cache_mb": 1024,
+    "lora.layers": "all",
     "probe.shadow_steps": 0,
 }
 

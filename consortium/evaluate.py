@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from consortium.data import EncodedExample, Example, encode_example, encode_prompt
-from consortium.train import IGNORE, collate, response_loss
+from consortium.train import IGNORE, collate, decoder_hidden, response_loss
 
 
 def normalise(text: str) -> str:
@@ -76,6 +76,7 @@ def teacher_forced_verdicts(
     """Exact match in one forward pass: correct iff every reference token (and the end-of-turn token
     after it) is the argmax given the reference prefix, i.e. iff greedy decoding would produce exactly
     the reference and stop. No decode loop, and only answer positions are projected to the vocabulary.
+    With a prefix cache on the model (`consortium.model.prefix`) only the adapted layers run.
     """
     encoded = [encode_example(tokenizer, e, max_len, system) for e in examples]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
@@ -87,9 +88,7 @@ def teacher_forced_verdicts(
         batch = {
             k: v.to(device) for k, v in collate([encoded[i] for i in idx], tokenizer.pad_token_id).items()
         }
-        hidden = causal_lm.get_decoder()(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
+        hidden = decoder_hidden(model, batch)  # the frozen prefix from the cache, when one is enabled
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE
         pred = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).argmax(-1)

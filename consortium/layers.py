@@ -202,7 +202,7 @@ ALLOWED: dict[str, set[str]] = {
     "model": {"data", "train"},  # model.warm trains the warm-start adapter (a lazy import)
     "train": {"data", "model", "packing", "train_fast"},
     "evaluate": {"data", "train"},
-    "config": {"aggregate_lora", "attacks", "defense"},  # validates rule and attack names
+    "config": {"aggregate_lora", "attacks", "defense", "model"},  # validates rules, attacks, lora.layers
     "rundir": {"config"},
     "node_config": set(),
     "cli_support": set(),

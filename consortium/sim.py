@@ -57,7 +57,7 @@ from consortium.round.pipeline import rule_from_config
 from consortium.round.records import get_vector, put_vector
 from consortium.rundir import RunDir
 from consortium.store import BlobStore, tensors_to_bytes
-from consortium.train import TrainParams
+from consortium.train import TrainParams, prepare_model, speed_settings
 
 
 @dataclass
@@ -78,10 +78,7 @@ class Participant:
 
 
 def lora_spec(cfg: RunConfig) -> LoraSpec:
-    lc = cfg.lora
-    return LoraSpec(
-        variant=lc.variant, r=lc.r, alpha=lc.alpha, target_modules=tuple(lc.target_modules), seed=lc.seed
-    )
+    return LoraSpec(**cfg.lora.model_dump())
 
 
 def train_params(cfg: RunConfig, steps: int) -> TrainParams:
@@ -99,6 +96,10 @@ def train_params(cfg: RunConfig, steps: int) -> TrainParams:
         bf16=t.bf16,
         loss_chunk=t.loss_chunk,
         gradient_checkpointing=t.gradient_checkpointing,
+        precision=t.precision,
+        prefix_cache=t.prefix_cache,
+        prefix_cache_mb=t.prefix_cache_mb,
+        threads=t.threads,
     )
 
 
@@ -134,6 +135,7 @@ class Simulation:
             base, self.tokenizer = load_base(cfg.model.name, dtype=dtype, seed=cfg.seed)
         self.spec = lora_spec(cfg)
         self.model = attach(base, self.spec)
+        prepare_model(self.model, train_params(cfg, 1))  # threads, prefix cache (docs/speed.md)
         self.layout = layout(self.model, self.spec)
         self.initial = get_flat(self.model, self.spec)
         self.participants = []
@@ -288,6 +290,7 @@ class Simulation:
             raise
         finally:
             self.backend.close()
+            report["speed"] = speed_settings(self.model, train_params(self.cfg, 1))  # cache size at the end
             rd.write_json("report.json", report)
             write_report(report, rd.path, plots_too=plots)
             rd.log(f"run {report['status']}")
@@ -326,6 +329,7 @@ class Simulation:
                 "download_per_participant_per_round": blob_bytes,
             },
             "timings": {},
+            "speed": speed_settings(self.model, train_params(cfg, 1)),
             "global_adapter": None,
             "privacy": self._privacy_header(),
         }

@@ -16,8 +16,15 @@ from peft import PeftModel
 
 from consortium.data import EncodedExample
 from consortium.model import LoraSpec, get_flat, set_flat
+from consortium.model.prefix import enable_prefix_cache, prefix_runner
 from consortium.packing import collate_packed
-from consortium.train_fast import CompiledDecoder, autocast, make_optimizer, response_ce_sum
+from consortium.train_fast import (
+    CompiledDecoder,
+    autocast,
+    make_optimizer,
+    resolve_precision,
+    response_ce_sum,
+)
 
 IGNORE = -100
 
@@ -37,9 +44,13 @@ class TrainParams:
     compile: bool = False  # torch.compile the decoder (CUDA; skipped on CPU unless compile_backend is set)
     compile_backend: str | None = None
     fused_optimizer: bool = True  # AdamW fused=True on CUDA, foreach=True on CPU (bit-identical there)
-    bf16: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    bf16: bool = False  # bf16 autocast on CUDA; ignored on CPU (older flag: see precision)
     loss_chunk: int = 0  # response positions per chunk of the vocabulary projection; 0 = all at once
     gradient_checkpointing: bool = False  # recompute layer activations in backward (memory for speed)
+    precision: str = "fp32"  # autocast: "fp32", "auto" (bf16 where native: CUDA, avx512_bf16/AMX) or "bf16"
+    prefix_cache: bool = False  # cache the frozen layers below the lowest adapter (model/prefix.py)
+    prefix_cache_mb: int = 1024  # that cache's memory budget; beyond it examples are recomputed
+    threads: int | None = None  # torch.set_num_threads for the training; None = leave as is
 
 
 @dataclass
@@ -51,6 +62,7 @@ class LocalResult:
     tokens: int = 0
     seconds: float = 0.0
     snapshots: list[torch.Tensor] = field(default_factory=list)  # delta every k steps (probe step level)
+    precision: str = "fp32"  # what the steps autocast to ("bf16" or "fp32")
 
 
 def bucketed_batches(
@@ -106,8 +118,7 @@ def response_loss(
     model's decoder call (a compiled one).
     """
     causal_lm = model.get_base_model()
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    hidden = (decoder or causal_lm.get_decoder())(**inputs, use_cache=False).last_hidden_state
+    hidden = decoder_hidden(model, batch, decoder)
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     head = causal_lm.get_output_embeddings()
@@ -115,6 +126,40 @@ def response_loss(
         return response_ce_sum(head, hidden[:, :-1][keep], targets[keep], chunk) / keep.sum()
     logits = head(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+def decoder_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor], decoder: Callable | None = None):
+    """The decoder's last hidden state for a padded or packed batch: from the model's frozen-prefix cache
+    when one is enabled (`consortium.model.prefix`), otherwise by `decoder` (default: the model's own)."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    runner = prefix_runner(model)
+    if runner is not None:
+        hidden = runner.hidden(inputs, decoder)
+        if hidden is not None:
+            return hidden
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return (decoder or causal_lm.get_decoder())(**inputs, use_cache=False).last_hidden_state
+
+
+def speed_settings(model: torch.nn.Module, params: TrainParams) -> dict:
+    """What the run report records about how local training ran: precision, threads, compile, cache."""
+    device = next(model.parameters()).device
+    runner = prefix_runner(model)
+    return {
+        "precision": resolve_precision(params.precision, params.bf16, device),
+        "precision_setting": params.precision,
+        "threads": torch.get_num_threads(),
+        "compile": params.compile and (device.type == "cuda" or params.compile_backend is not None),
+        "prefix_cache": runner.stats() if runner is not None else None,
+    }
+
+
+def prepare_model(model: torch.nn.Module, params: TrainParams) -> None:
+    """Process-wide settings before any training or evaluation: torch threads and the prefix cache."""
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    if params.prefix_cache:
+        enable_prefix_cache(model, params.prefix_cache_mb)
 
 
 def set_checkpointing(causal_lm: torch.nn.Module, on: bool) -> None:
@@ -165,6 +210,8 @@ class LocalTrainer:
     ) -> LocalResult:
         """Fine-tune from `start` for `params.steps` steps; returns the delta (local - start) and, with
         `snapshot_every = k > 0`, the delta after every k-th step (what the step-level probe scores)."""
+        prepare_model(self.model, params)
+        bf16 = resolve_precision(params.precision, params.bf16, self.device) == "bf16"
         set_flat(self.model, self.spec, start)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         opt = make_optimizer(trainable, params.lr, params.weight_decay, params.fused_optimizer, self.device)
@@ -172,13 +219,13 @@ class LocalTrainer:
         causal_lm = self.model.get_base_model()
         set_checkpointing(causal_lm, params.gradient_checkpointing)
         rng = random.Random(seed)
-        result = LocalResult(delta=torch.empty(0))
+        result = LocalResult(delta=torch.empty(0), precision="bf16" if bf16 else "fp32")
         t0 = time.perf_counter()
         self.model.train()
         try:
             for batch in bucketed_batches(examples, params.batch_size, params.steps, rng):
                 inputs = self.inputs(batch, params)
-                with autocast(self.device, params.bf16):
+                with autocast(self.device, bf16):
                     loss = response_loss(self.model, inputs, params.loss_chunk, decoder)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)

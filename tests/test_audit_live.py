@@ -2,48 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from live_chain import anvil_node, live_smoke_run
 
 from consortium.audit import audit_live
-from consortium.chain import AnvilNode, find_anvil
-from consortium.config import load_config
-from consortium.sim import Simulation
 
 pytest.importorskip("uvicorn")
 
 
 @pytest.fixture(scope="module")
 def anvil() -> Iterator[str]:
-    binary = find_anvil()
-    if binary is None:
-        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
-    node = AnvilNode(binary, n_accounts=6).start()
-    try:
-        yield node.url
-    finally:
-        node.stop()
+    yield from anvil_node()
 
 
 @pytest.fixture(scope="module")
 def run(anvil: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    overrides = [
-        "participants=4",
-        "rounds=2",
-        "data.n_train=16",
-        "data.n_test=2",
-        "train.local_steps=2",
-        f'chain.rpc_url="{anvil}"',
-    ]
-    cfg = load_config(preset="smoke", overrides=overrides)
-    path = Simulation(cfg, Console(quiet=True)).run(tmp_path_factory.mktemp("live"), plots=False)
-    return path, json.loads((path / "report.json").read_text())
+    return live_smoke_run(anvil, tmp_path_factory.mktemp("live"), [])
 
 
 @pytest.fixture(scope="module")

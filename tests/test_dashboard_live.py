@@ -3,17 +3,12 @@ only, checked against the report of a run made on a real anvil node; an unreacha
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
-
-from consortium.chain import AnvilNode, find_anvil
-from consortium.config import load_config
-from consortium.sim import Simulation
+from live_chain import anvil_node, live_smoke_run
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient
@@ -23,31 +18,19 @@ from consortium.dashboard.app import make_live_app
 
 @pytest.fixture(scope="module")
 def anvil() -> Iterator[str]:
-    binary = find_anvil()
-    if binary is None:
-        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
-    node = AnvilNode(binary, n_accounts=6).start()
-    try:
-        yield node.url
-    finally:
-        node.stop()
+    yield from anvil_node()
 
 
 @pytest.fixture(scope="module")
 def run(anvil: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    overrides = [
-        "participants=4",
-        "rounds=2",
-        "data.n_train=16",
-        "data.n_test=2",
-        "train.local_steps=2",
-        "eval.isolated_baseline=false",
-        'strategies=[{kind="no_show", fraction=0.25}]',
-        f'chain.rpc_url="{anvil}"',
-    ]
-    cfg = load_config(preset="smoke", overrides=overrides)
-    path = Simulation(cfg, Console(quiet=True)).run(tmp_path_factory.mktemp("live"), plots=False)
-    return path, json.loads((path / "report.json").read_text())
+    return live_smoke_run(
+        anvil,
+        tmp_path_factory.mktemp("live"),
+        [
+            "eval.isolated_baseline=false",
+            'strategies=[{kind="no_show", fraction=0.25}]',
+        ],
+    )
 
 
 def test_live_network_page_matches_the_report(anvil: str, run: tuple[Path, dict]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from consortium.store import BlobNotFound, BlobStore, IntegrityError
+from consortium.store import BlobNotFound, BlobStore, IntegrityError, check_digest
 
 
 def test_put_get_roundtrip_and_name(tmp_path: Path) -> None:
@@ -35,6 +35,13 @@ def test_missing_and_malformed_ids(tmp_path: Path) -> None:
         s.get("0" * 64)
     with pytest.raises(ValueError, match="64 lowercase hex"):
         s.get("../etc/passwd")
+    # a name that a `^...$` pattern accepts: the id plus a trailing newline (a commit URI may carry one)
+    digest = s.put(b"hello")
+    for bad in (digest + "\n", " " + digest, digest.upper(), digest[:-1]):
+        with pytest.raises(ValueError, match="64 lowercase hex"):
+            s.get(bad)
+        with pytest.raises(ValueError, match="64 lowercase hex"):
+            check_digest(bad)
 
 
 def test_tensor_blobs_are_deterministic(tmp_path: Path) -> None:

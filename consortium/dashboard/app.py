@@ -24,8 +24,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from consortium.store import is_digest
+
 from .audit_once import AuditOnce
-from .blobs import DIGEST, blob_info, blob_uses
+from .blobs import blob_info, blob_uses
 from .live_chain import LiveChain
 from .rundir_view import fingerprint, read_sources, safe_child
 from .state import build_state
@@ -170,7 +172,7 @@ def _app(source: RunDirSource | LiveSource, warn: Callable[[str], None]) -> Star
 
     async def blob(request: Request) -> Response:
         digest = request.path_params["digest"]
-        if not DIGEST.match(digest):
+        if not is_digest(digest):
             return _error(400, f"a blob is named by 64 lowercase hex characters (sha256), not {digest!r}")
         s = await run_in_threadpool(cache.get)
         return JSONResponse(await run_in_threadpool(source.blob, digest, s["rounds"]), headers=NO_CACHE)

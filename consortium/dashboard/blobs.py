@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import struct
 from pathlib import Path
 from typing import Any
 
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
 MAX_HEADER = 1 << 24  # a safetensors header larger than this is not one we wrote
 
 
@@ -21,7 +19,7 @@ def blob_path(root: Path, digest: str) -> Path:
 
 
 def blob_info(root: Path, digest: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the page shows for one blob hash (the caller has checked `DIGEST`)."""
+    """What the page shows for one blob hash (the caller has checked `is_digest`)."""
     path = blob_path(root, digest)
     info: dict[str, Any] = {"hash": digest, "present": path.is_file(), "uses": blob_uses(digest, rounds)}
     if not info["present"]:

@@ -41,6 +41,7 @@ class LoraSpec:
     alpha: float = 16.0
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     seed: int = 0
+    layers: str | tuple[int, ...] = "all"  # "all", "top:k" or decoder-layer indices (docs/speed.md)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -53,11 +54,47 @@ class LoraSpec:
             got = self.target_modules
             raise ValueError(f"LoraSpec.target_modules: expected a non-empty tuple, got {got!r}")
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        object.__setattr__(self, "layers", check_layers(self.layers))
 
     @property
     def scaling(self) -> float:
         """s = alpha / r, the factor PEFT applies to B·A."""
         return self.alpha / self.r
+
+
+def check_layers(layers: object) -> str | tuple[int, ...]:
+    """Validate a `layers` choice: "all", "top:k" (k >= 1) or distinct non-negative layer indices (sorted)."""
+    if layers == "all":
+        return "all"
+    if isinstance(layers, str):
+        k = layers.removeprefix("top:")
+        if layers.startswith("top:") and k.isdigit() and int(k) >= 1:
+            return f"top:{int(k)}"
+        raise ValueError(
+            f"LoraSpec.layers: expected 'all', 'top:k' (k >= 1) or a list of indices, got {layers!r}"
+        )
+    if isinstance(layers, list | tuple) and layers:
+        ok = all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)
+        if ok and len(set(layers)) == len(layers):
+            return tuple(sorted(layers))
+    raise ValueError(
+        f"LoraSpec.layers: expected 'all', 'top:k' or distinct non-negative indices, got {layers!r}"
+    )
+
+
+def layer_indices(layers: str | tuple[int, ...], n_layers: int) -> list[int] | None:
+    """The decoder layers that get adapters (None = all), for a model with `n_layers` layers."""
+    layers = check_layers(layers)
+    if layers == "all":
+        return None
+    if isinstance(layers, str):
+        k = int(layers.removeprefix("top:"))
+        if k > n_layers:
+            raise ValueError(f"LoraSpec.layers: {layers!r} asks for more layers than the model's {n_layers}")
+        return list(range(n_layers - k, n_layers))
+    if max(layers) >= n_layers:
+        raise ValueError(f"LoraSpec.layers: index {max(layers)} out of range for a {n_layers}-layer model")
+    return list(layers)
 
 
 def _lora_layers(peft_model: nn.Module) -> dict[str, LoraLayer]:
@@ -163,6 +200,12 @@ def attach(model: nn.Module, spec: LoraSpec) -> PeftModel:
     The init (A Kaiming-uniform as PEFT does, B zero) runs under a forked RNG seeded with ``spec.seed``, so
     every participant with the same spec gets bit-identical A and the caller's global RNG is left untouched.
     """
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    chosen = None
+    if spec.layers != "all":
+        if n_layers is None:
+            raise ValueError("LoraSpec.layers: this model has no config.num_hidden_layers; use 'all'")
+        chosen = layer_indices(spec.layers, n_layers)
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -171,6 +214,7 @@ def attach(model: nn.Module, spec: LoraSpec) -> PeftModel:
         bias="none",
         init_lora_weights=True,
         task_type="CAUSAL_LM",
+        layers_to_transform=chosen,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)

@@ -12,6 +12,7 @@ from consortium.node.agent import Node
 from consortium.node_config import NodeConfig, NodeConfigError, load_key
 from consortium.rundir import load_run_config
 from consortium.sim import lora_spec, train_params  # the run's training hooks (to move to local/)
+from consortium.train import prepare_model
 
 
 def make_node(ncfg: NodeConfig) -> Node:
@@ -36,5 +37,6 @@ def make_node(ncfg: NodeConfig) -> Node:
     except DataError as e:
         raise NodeConfigError(str(e)) from None
     model = LocalModel(cfg, lora_spec(cfg))
+    prepare_model(model.model, train_params(cfg, 1))  # threads, prefix cache: as the simulation does
     params = train_params(cfg, cfg.train.local_steps)
     return Node(ncfg, cfg, LocalParticipant(model, ncfg.participant_index, params, train, holdout))

@@ -8,7 +8,6 @@ hash to its name, or whose metadata is not a probe's, is refused with an error s
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from safetensors.torch import load as st_load
@@ -19,13 +18,13 @@ from consortium.store import (
     BlobNotFound,
     BlobStore,
     IntegrityError,
+    is_digest,
     sha256_hex,
     tensors_metadata,
     tensors_to_bytes,
 )
 
 FORMAT = "consortium-probe/1"
-_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ProbeError(ValueError):
@@ -88,7 +87,7 @@ def load_file(path: Path | str, expected: str | None = None) -> Probe:
     digest = sha256_hex(data)
     named = path.name.removesuffix(".safetensors")
     want = expected or named
-    if _HEX.match(want) is None:
+    if not is_digest(want):
         raise ProbeError(f"{path}: a probe is named by its sha256 (64 hex characters), got {want!r}")
     if digest != want:
         raise ProbeError(f"{path}: probe content hashes to {digest}, not {want}: tampered or corrupt")

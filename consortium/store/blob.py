@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+# `$` would also match before a trailing newline: blob ids are checked with fullmatch (is_digest)
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class IntegrityError(RuntimeError):
@@ -40,9 +41,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_digest(value: object) -> bool:
+    """Whether `value` is a blob id: exactly 64 lowercase hex characters, nothing before or after."""
+    return isinstance(value, str) and _HEX.fullmatch(value) is not None
+
+
 def check_digest(digest: str) -> str:
     """A blob id is 64 lowercase hex characters; anything else (paths, URLs) is refused before use."""
-    if not isinstance(digest, str) or not _HEX.match(digest):
+    if not is_digest(digest):
         raise ValueError(f"blob id must be 64 lowercase hex characters (sha256), got {digest!r}")
     return digest
 

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from consortium.store.blob import _HEX, BlobNotFound, BlobStore, IntegrityError
+from consortium.store.blob import BlobNotFound, BlobStore, IntegrityError, is_digest
 from consortium.store.remote import CORRUPT_HEADER
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -89,7 +89,7 @@ def make_app(root: Path | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Starlette:
 
     async def blob(request: Request) -> Response:
         digest = request.path_params["digest"]
-        if not _HEX.match(digest):
+        if not is_digest(digest):
             return _error(400, f"blob name must be 64 lowercase hex characters (sha256), got {digest!r}")
         if request.method == "PUT":
             try:
