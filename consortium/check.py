@@ -47,6 +47,7 @@ def describe(cfg: RunConfig) -> str:
 
 def check_config(cfg: RunConfig) -> CheckedConfig:
     """Every refusal a run would make before loading its model. Raises DataError or ProbeError."""
+    # imported here: they pull in torch, and the CLI imports this module for `check` alone
     from consortium.local.data import chain_split, prepare_data
     from consortium.privacy.tracker import resolve
 
