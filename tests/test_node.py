@@ -406,6 +406,25 @@ def test_four_node_processes_finalise_two_rounds_and_the_audit_passes(
     assert result.ok, result.problems
     assert result.checked["candidates recomputed"] == 2
     assert result.checked["stakes checked"] == 4
+    _live_dashboard_shows(chain["rpc_url"], chain["contract"], store_url, hist)
+
+
+def _live_dashboard_shows(rpc_url: str, contract: str, store_url: str, hist: object) -> None:
+    """`consortium dashboard --rpc-url --contract --store` on the four-node network: from public
+    records only, the page shows both finalised rounds with the chain's roles and no slash."""
+    from starlette.testclient import TestClient
+
+    from consortium.dashboard.app import make_live_app
+
+    warnings: list[str] = []
+    s = TestClient(make_live_app(rpc_url, contract, store_url, warnings.append)).get("/api/state").json()
+    assert s["problems"] == [] and warnings == [] and s["in_progress"] is None, s["problems"]
+    address = {p["name"]: p["account"].lower() for p in s["run"]["participants_detail"]}
+    assert [r["outcome"] for r in s["rounds"]] == ["accepted", "accepted"]
+    for shown, rec in zip(s["rounds"], hist.rounds, strict=True):  # type: ignore[attr-defined]
+        assert [address[p] for p in shown["proposers"]] == [a.lower() for a in rec.proposers]
+        assert [address[v] for v in shown["voters"]] == [a.lower() for a in rec.voters]
+        assert shown["slashes"] == [] and {c["blob"] for c in shown["commitments"]}
 
 
 def _start_node(dep: Path, i: int, log: Path, rounds: int) -> subprocess.Popen:
