@@ -33,3 +33,49 @@ def live_smoke_run(anvil: str, where: Path, extra: list[str]) -> tuple[Path, dic
     cfg = load_config(preset="smoke", overrides=[*LIVE_SMOKE, *extra, f'chain.rpc_url="{anvil}"'])
     path = Simulation(cfg, Console(quiet=True)).run(where, plots=False)
     return path, json.loads((path / "report.json").read_text())
+
+
+def has_browser() -> bool:
+    """Headless Chromium and its driver (Debian's `chromium`, `chromium-driver`) and selenium."""
+    import importlib.util
+    import shutil
+
+    found = shutil.which("chromium") and shutil.which("chromedriver")
+    return bool(found) and importlib.util.find_spec("selenium") is not None
+
+
+def browser_round_outcomes(app: object, n_rounds: int) -> tuple[list[str], str]:
+    """Serve `app` on a free port, open it in headless Chromium, wait until it shows `n_rounds`
+    rounds, and return what the page says: each round's outcome cell and the status badge."""
+    import shutil
+    import threading
+
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from consortium.dashboard.serve import bind
+
+    sock, url = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(
+        options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    )
+    try:
+        drv.get(url)
+        WebDriverWait(drv, 60).until(
+            lambda d: d.execute_script("return document.body.dataset.rounds") == str(n_rounds)
+        )
+        outcomes = [
+            drv.find_element(By.CSS_SELECTOR, f'tr.round-row[data-round="{r}"] td[data-field="outcome"]').text
+            for r in range(1, n_rounds + 1)
+        ]
+        return outcomes, drv.find_element(By.ID, "status").text
+    finally:
+        drv.quit()
+        server.should_exit = True

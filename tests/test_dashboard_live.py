@@ -3,12 +3,11 @@ only, checked against the report of a run made on a real anvil node; an unreacha
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_chain import anvil_node, live_smoke_run
+from live_chain import anvil_node, browser_round_outcomes, has_browser, live_smoke_run
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient
@@ -74,40 +73,10 @@ def test_unreachable_node_is_a_message(tmp_path: Path) -> None:
     assert c.get("/").status_code == 200
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")), reason="no chromium")
+@pytest.mark.skipif(not has_browser(), reason="no chromium, chromedriver or selenium")
 def test_live_network_page_in_the_browser(anvil: str, run: tuple[Path, dict]) -> None:
     """The same page renders the live network's rounds in headless Chromium."""
-    import threading
-
-    import uvicorn
-
-    from consortium.dashboard.serve import bind
-
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     path, report = run
-    sock, url = bind("127.0.0.1", 0)
     app = make_live_app(anvil, report["chain"]["contract"], str(path / "store"), lambda _: None)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(
-        options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    )
-    try:
-        drv.get(url)
-        n = report["rounds_completed"]
-        WebDriverWait(drv, 60).until(
-            lambda d: d.execute_script("return document.body.dataset.rounds") == str(n)
-        )
-        for d in report["rounds_detail"]:
-            cell = f'tr.round-row[data-round="{d["round"] + 1}"] td[data-field="outcome"]'
-            assert drv.find_element(By.CSS_SELECTOR, cell).text == d["outcome"]
-        assert drv.find_element(By.ID, "status").text == "live"
-    finally:
-        drv.quit()
-        server.should_exit = True
+    outcomes, status = browser_round_outcomes(app, report["rounds_completed"])
+    assert outcomes == [d["outcome"] for d in report["rounds_detail"]] and status == "live"

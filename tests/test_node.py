@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live_chain import browser_round_outcomes, has_browser
 
 from consortium.chain import (
     ChainClient,
@@ -425,6 +426,9 @@ def _live_dashboard_shows(rpc_url: str, contract: str, store_url: str, hist: obj
         assert [address[p] for p in shown["proposers"]] == [a.lower() for a in rec.proposers]
         assert [address[v] for v in shown["voters"]] == [a.lower() for a in rec.voters]
         assert shown["slashes"] == [] and {c["blob"] for c in shown["commitments"]}
+    if has_browser():  # and the same page in headless Chromium
+        app = make_live_app(rpc_url, contract, store_url, warnings.append)
+        assert browser_round_outcomes(app, 2) == (["accepted", "accepted"], "live")
 
 
 def _start_node(dep: Path, i: int, log: Path, rounds: int) -> subprocess.Popen:
