@@ -18,7 +18,6 @@ from consortium.cli_support import fail, quiet_libraries
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning."
 )
-err = Console(stderr=True)
 # the options every command that reads a run config takes, in the same words
 ConfigArg = Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")]
 PresetOpt = Annotated[str, typer.Option(help="built-in preset: smoke | demo")]
