@@ -86,9 +86,9 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
 
 
 def test_paths_are_the_runs_own() -> None:
-    from consortium import decentral
+    from consortium import rundir
 
-    assert (TXLOG, HEAD) == (decentral.TXLOG, decentral.HEAD)
+    assert (TXLOG, HEAD) == (rundir.TXLOG, rundir.HEAD)
 
 
 def test_state_shows_the_reports_numbers(run_dir: Path, report: dict) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 REPORT = "report.json"
 CONFIG = "config.toml"
 LOG = "run.log"
-TXLOG = "chain/txlog.jsonl"  # = consortium.decentral.TXLOG (not imported: it pulls in torch)
-HEAD = "chain/head.json"  # = consortium.decentral.HEAD
+TXLOG = "chain/txlog.jsonl"  # = consortium.rundir.TXLOG (not imported: it pulls in torch)
+HEAD = "chain/head.json"  # = consortium.rundir.HEAD
 AUDIT = "audit.json"  # an audit verdict, if one was saved beside the run (`consortium audit` prints it)
 WATCHED = (REPORT, LOG, TXLOG, HEAD, AUDIT, CONFIG)
 
