@@ -24,6 +24,10 @@ import pytest
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (the dev extra has it)"
 )
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -132,37 +136,50 @@ def test_finished_run_page_shows_the_reports_numbers(live: tuple[Path, str]) -> 
         assert drv.find_element(By.ID, "status").text == "complete"
         assert not drv.find_elements(By.ID, "pending-row")
 
-        def cell(rnd: int, field: str) -> str:
-            return drv.find_element(
-                By.CSS_SELECTOR, f'tr.round-row[data-round="{rnd}"] td[data-field="{field}"]'
-            ).text
+        def check_page() -> None:
+            def cell(rnd: int, field: str) -> str:
+                return drv.find_element(
+                    By.CSS_SELECTOR, f'tr.round-row[data-round="{rnd}"] td[data-field="{field}"]'
+                ).text
 
-        for d in report["rounds_detail"]:
-            n = d["round"] + 1
-            assert cell(n, "outcome") == d["outcome"]
-            assert cell(n, "mean_accuracy") == f"{d['accuracy']['mean']:.3f}"
-            assert cell(n, "gas") == str(sum(d["gas"].values()))
-            assert cell(n, "bytes_up") == str(d["bytes"]["upload_total"])
-            assert cell(n, "proposers") == ", ".join(d["proposers"])
-            for s in d["slashes"]:
-                assert f"{s['who']} {s['eth']:.3f} ({s['reason']})" in cell(n, "slashes")
-        final = report["rounds_detail"][-1]["stakes"]
-        for name, stake in final.items():
-            shown = drv.find_element(By.CSS_SELECTOR, f'tr[data-participant="{name}"] td[data-field="stake"]')
-            assert shown.text == f"{stake:.3f}"
-        for model, row in report["accuracy"].items():
-            for domain, value in row.items():
-                sel = f'#accuracy-table tr[data-model="{model}"] td[data-domain="{domain}"]'
-                assert drv.find_element(By.CSS_SELECTOR, sel).text == f"{value:.3f}"
-        assert len(drv.find_elements(By.CSS_SELECTOR, ".chart canvas")) >= 5  # uPlot drew the charts
+            for d in report["rounds_detail"]:
+                n = d["round"] + 1
+                assert cell(n, "outcome") == d["outcome"]
+                assert cell(n, "mean_accuracy") == f"{d['accuracy']['mean']:.3f}"
+                assert cell(n, "gas") == str(sum(d["gas"].values()))
+                assert cell(n, "bytes_up") == str(d["bytes"]["upload_total"])
+                assert cell(n, "proposers") == ", ".join(d["proposers"])
+                for s in d["slashes"]:
+                    assert f"{s['who']} {s['eth']:.3f} ({s['reason']})" in cell(n, "slashes")
+            final = report["rounds_detail"][-1]["stakes"]
+            for name, stake in final.items():
+                sel = f'tr[data-participant="{name}"] td[data-field="stake"]'
+                assert drv.find_element(By.CSS_SELECTOR, sel).text == f"{stake:.3f}"
+            for model, row in report["accuracy"].items():
+                for domain, value in row.items():
+                    sel = f'#accuracy-table tr[data-model="{model}"] td[data-domain="{domain}"]'
+                    assert drv.find_element(By.CSS_SELECTOR, sel).text == f"{value:.3f}"
+            assert len(drv.find_elements(By.CSS_SELECTOR, ".chart canvas")) >= 5  # uPlot drew the charts
 
-        first = report["rounds_detail"][0]
-        drv.find_element(By.CSS_SELECTOR, 'tr.round-row[data-round="1"]').click()
-        details = drv.find_element(By.CSS_SELECTOR, 'tr[data-details="1"]')
-        hashes = {
-            a.get_attribute("data-hash") for a in details.find_elements(By.CSS_SELECTOR, "a[data-hash]")
-        }
-        assert {c["blob"] for c in first["commitments"]} | {first["global_in"], first["global_out"]} <= hashes
+            first = report["rounds_detail"][0]
+            drv.find_element(By.CSS_SELECTOR, 'tr.round-row[data-round="1"]').click()
+            details = drv.find_element(By.CSS_SELECTOR, 'tr[data-details="1"]')
+            hashes = {
+                a.get_attribute("data-hash") for a in details.find_elements(By.CSS_SELECTOR, "a[data-hash]")
+            }
+            blobs = {c["blob"] for c in first["commitments"]}
+            assert blobs | {first["global_in"], first["global_out"]} <= hashes
+
+        # the page redraws whenever a file of the run changes, and the run still writes report.md and
+        # its plots after report.json says complete: an element read mid-redraw is stale, so read again
+        for attempt in range(10):
+            try:
+                check_page()
+                break
+            except (StaleElementReferenceException, NoSuchElementException):
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
 
         drv.find_element(By.CSS_SELECTOR, '.tabs button[data-kind="txlog"]').click()
         n_tx = len((run_dir / "chain" / "txlog.jsonl").read_text().splitlines())
