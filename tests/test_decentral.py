@@ -57,11 +57,12 @@ def _worth(report: dict, name: str) -> float:
     return last["stakes"][name] + last["balances"][name]
 
 
-def _coalition_majority(r: dict, coalition: set[str]) -> bool:
-    """Whether the coalition held more than half of this round's revealed voter stake."""
+def _coalition_majority(r: dict, stakes: dict[str, float], coalition: set[str]) -> bool:
+    """Whether the coalition held more than half of this round's revealed voter stake (`stakes`: each
+    participant's stake when the round was drawn)."""
     revealed = [v for v in r["voters"] if v in r["votes"]]
-    weight = sum(r["stakes_in"][v] for v in revealed)
-    return 2 * sum(r["stakes_in"][v] for v in revealed if v in coalition) > weight
+    weight = sum(stakes[v] for v in revealed)
+    return 2 * sum(stakes[v] for v in revealed if v in coalition) > weight
 
 
 def test_evidence_is_slashed_and_honest_work_is_not(attacked: tuple[Path, dict]) -> None:
@@ -78,14 +79,14 @@ def test_evidence_is_slashed_and_honest_work_is_not(attacked: tuple[Path, dict])
     assert sorted(strategies[n] for n in coalition) == ["backdoor", "free_rider"]
     free_rider = next(n for n in coalition if strategies[n] == "free_rider")
     rounds = report["rounds_detail"]
-    for before, r in zip([None, *rounds], rounds, strict=False):
-        r["stakes_in"] = before["stakes"] if before else dict.fromkeys(strategies, stake)
+    # stakes at each round's draw: the previous round's closing stakes (the fixture's report is shared)
+    drawn_at = [dict.fromkeys(strategies, stake)] + [r["stakes"] for r in rounds[:-1]]
     slashed: dict[str, list[str]] = {n: [] for n in strategies}
-    for r in rounds:
+    for r, stakes in zip(rounds, drawn_at, strict=True):
         if free_rider in r["proposers"]:
             assert free_rider in r["flagged"]  # its replayed / empty update is evidence, every time
         winner = next((c for c in r["candidates"] if c["hash"] == r["global_out"]), None)
-        majority = _coalition_majority(r, coalition)
+        majority = _coalition_majority(r, stakes, coalition)
         if winner is not None and winner["poster"] in coalition:
             assert majority, f"round {r['round']}: the coalition's candidate won without a voter majority"
         for cut in r["slashes"]:
