@@ -291,12 +291,12 @@ def test_numpy_sort_path_equals_the_stable_sort_path(
 ) -> None:
     """The coordinate-wise rules sort values with numpy and count the kept clients by thresholds; on
     tie-heavy input (where the counts fall back to a stable sort) both must give the stable sort's bits."""
-    from consortium.defense import core
+    from consortium.defense import order_stats
 
     u, w = _awkward(n, 1501, dtype, seed=n), torch.ones(n)
     p = DefenseParams(chunk_elems=97 * n, f=1 if name == "bulyan" else None, trim_ratio=0.2)
     fast = aggregate(name, u, w, params=p)
-    monkeypatch.setattr(core, "_fast_sort", lambda x: False)
+    monkeypatch.setattr(order_stats, "_fast_sort", lambda x: False)
     slow = aggregate(name, u, w, params=p)
     assert torch.equal(fast.aggregate, slow.aggregate)
     assert torch.equal(fast.aggregate.signbit(), slow.aggregate.signbit())
