@@ -13,17 +13,34 @@ from collections.abc import Callable, Sequence
 import torch
 
 from consortium.defense.chunks import col_chunks, map_chunks, row_blocks, work_chunks
+from consortium.defense.finite import FiniteCheck, all_finite
 
 
-def gram(x: torch.Tensor, chunk_elems: int, *, on_device: bool = False) -> torch.Tensor:
+def gram(
+    x: torch.Tensor, chunk_elems: int, *, on_device: bool = False, check: FiniteCheck | None = None
+) -> torch.Tensor:
     """X X^T in float64, accumulated over column chunks, symmetrised exactly; on the CPU unless
-    `on_device` (then on x's device)."""
+    `on_device` (then on x's device). Its diagonal (squared norms) covers every row for `check`.
+
+    On the CPU each chunk is converted into one float64 buffer allocated once (a fresh [n, chunk] block
+    per chunk, 512 MiB at the default size, faulted its pages in every time); the product runs on the
+    same contiguous [n, chunk] values as before, so it gives the same bits."""
     n, d = x.shape
     g = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    flat = None
+    if x.device.type == "cpu":
+        flat = torch.empty(n * min(d, max(1, chunk_elems // max(1, n))), dtype=torch.float64)
     for cols in col_chunks(n, d, chunk_elems):
-        c = x[:, cols].to(torch.float64)
+        if flat is None:
+            c = x[:, cols].to(torch.float64)
+        else:
+            c = flat[: n * (cols.stop - cols.start)].view(n, cols.stop - cols.start)
+            c.copy_(x[:, cols])
         g += c @ c.T
         del c  # before the next chunk's copy: one [n, chunk] float64 block alive, not two
+    del flat
+    if check is not None:
+        check.cover(None, all_finite(torch.diagonal(g)))
     if not on_device:
         g = g.cpu()
     return (g + g.T) * 0.5
@@ -42,34 +59,48 @@ def cosine_from_gram(g: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, g / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1.0, 1.0)
 
 
-def row_norms(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
-    """L2 norm of each row, accumulated in float64 over column chunks; on the CPU."""
+def row_norms(x: torch.Tensor, chunk_elems: int, *, check: FiniteCheck | None = None) -> torch.Tensor:
+    """L2 norm of each row, accumulated in float64 over column chunks; on the CPU. Covers every row for
+    `check`."""
     n, d = x.shape
     if x.device.type != "cpu":  # as it always ran there: a GPU reduction's bits depend on its shape
         acc = torch.zeros(n, dtype=torch.float64, device=x.device)
         for cols in col_chunks(n, d, chunk_elems):
             c = x[:, cols].to(torch.float64)
             acc += (c * c).sum(1)
+        if check is not None:
+            check.cover(None, all_finite(acc))
         return acc.sqrt().cpu()
     # The column chunks fix the summation order (the bits); within one, rows go in blocks so the float64
     # copy is a few rows, not [n, chunk]. A row's sum is the same in any block of >= 2 rows (torch splits a
-    # reduction over its rows, or runs it serially; only a lone row is split along its length).
+    # reduction over its rows, or runs it serially; only a lone row is split along its length). Each
+    # thread converts into one buffer of its own, allocated once, viewed contiguous at each block's shape.
     tasks = [
         (rows, cols)
         for cols in col_chunks(n, d, chunk_elems)
         for rows in row_blocks(n, cols.stop - cols.start)
     ]
-
+    size = max((r.stop - r.start) * (c.stop - c.start) for r, c in tasks)
+    local = threading.local()
     parts = torch.zeros(len(tasks), n, dtype=torch.float64, device=x.device)
 
     def work(i: int, task: tuple[slice, slice]) -> None:
-        c = x[task].to(torch.float64, copy=True)  # copy: squared in place
-        parts[i, task[0]] = c.square_().sum(1)
+        rows, cols = task
+        flat = getattr(local, "buf", None)
+        if flat is None:
+            flat = local.buf = torch.empty(size, dtype=torch.float64)
+        c = flat[: (rows.stop - rows.start) * (cols.stop - cols.start)].view(
+            rows.stop - rows.start, cols.stop - cols.start
+        )
+        c.copy_(x[task])
+        parts[i, rows] = c.square_().sum(1)
 
     map_chunks(x, tasks, work)
     acc = torch.zeros(n, dtype=torch.float64, device=x.device)
     for i, (rows, _) in enumerate(tasks):
         acc[rows] += parts[i, rows]  # chunk by chunk, in column order, as always
+    if check is not None:
+        check.cover(None, all_finite(acc))
     return acc.sqrt().cpu()
 
 
@@ -123,10 +154,12 @@ def weighted_sum(
     chunk_elems: int,
     *,
     post: Callable[[slice, torch.Tensor], torch.Tensor] | None = None,
+    check: FiniteCheck | None = None,
 ) -> torch.Tensor:
     """sum_i coef_i * x_i in float64 per chunk (one matrix-vector product), cast to x's dtype.
 
-    `coef` is a float64 CPU [n] vector; rows with coef 0 are skipped. `post(cols, chunk64)` may transform
+    `coef` is a float64 CPU [n] vector; rows with coef 0 are skipped, the others covered for `check`
+    (their float64 sum, before `post`, is finite only if they are). `post(cols, chunk64)` may transform
     each float64 chunk result. Each column is reduced on its own, so the chunk size does not change it
     (observed bit-identical with MKL/OpenBLAS; tested): on the CPU it runs in cache-sized chunks, on
     several threads (`map_chunks`). `post` must therefore work per column and be thread-safe."""
@@ -138,15 +171,21 @@ def weighted_sum(
     all_rows = keep.numel() == x.shape[0]
     c_dev = coef[keep].to(x.device)
     keep_dev = keep.to(x.device)
+    chunks = work_chunks(x, keep.numel(), chunk_elems)
+    finite = torch.ones(len(chunks), dtype=torch.bool, device=x.device)
 
-    def work(_: int, cols: slice) -> None:
+    def work(i: int, cols: slice) -> None:
         block = x[:, cols] if all_rows else x[keep_dev, cols]
         s = c_dev @ block.to(torch.float64)
+        if check is not None:
+            finite[i] = torch.isfinite(s).all()
         if post is not None:
             s = post(cols, s)
         out[cols] = s.to(x.dtype)
 
-    map_chunks(x, work_chunks(x, keep.numel(), chunk_elems), work)
+    map_chunks(x, chunks, work)
+    if check is not None:
+        check.cover(keep, bool(finite.all()))
     return out
 
 

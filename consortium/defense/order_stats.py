@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from consortium.defense.chunks import col_chunks, map_chunks, work_chunks
+from consortium.defense.finite import FiniteCheck
 
 
 def _fast_sort(x: torch.Tensor) -> bool:
@@ -58,14 +59,18 @@ def kept_counts(
     return inside[:, simple].sum(1) + stable_cols(~simple)
 
 
-def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor, torch.Tensor]:
+def middle_mean(
+    x: torch.Tensor, k: int, chunk_elems: int, check: FiniteCheck | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per coordinate, the mean of the sorted values at positions k .. n-k-1.
 
     k = (n - 1) // 2 is the median (mean of the two middle values for even n); other k is the trimmed mean.
     Returns the [d] result in x's dtype (the mean taken in float64) and each client's share (float64 CPU
     [n]): its weight in a coordinate (1 / (n - 2k) when kept) averaged over the coordinates. Equal values
     are kept in client order (a stable sort); that only affects the shares. Each column is computed on its
-    own, so on the CPU the chunks are cache-sized (and sorted with `sorted_rows`).
+    own, so on the CPU the chunks are cache-sized (and sorted with `sorted_rows`). Every row is covered for
+    `check`: numpy's sort puts NaN last, so a column is finite exactly when its first and last sorted values
+    are.
     """
     n, d = x.shape
     kept = n - 2 * k
@@ -81,6 +86,7 @@ def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor
 
     chunks = work_chunks(x, n, chunk_elems) if fast else list(col_chunks(n, d, chunk_elems))
     parts = torch.zeros(len(chunks), n, dtype=torch.long, device=x.device)
+    finite = torch.ones(len(chunks), dtype=torch.bool, device=x.device)
 
     def work(i: int, cols: slice) -> None:
         t = x[:, cols].T.contiguous()  # [c, n]
@@ -96,8 +102,13 @@ def middle_mean(x: torch.Tensor, k: int, chunk_elems: int) -> tuple[torch.Tensor
             part = stable_counts(idx)
         out[cols] = (s[:, k : n - k].to(torch.float64).sum(1) / kept).to(x.dtype)
         parts[i] = part
+        if check is not None:
+            ends = s[:, [0, -1]] if fast else s  # numpy's sort puts NaN last; torch's is checked whole
+            finite[i] = torch.isfinite(ends).all()
 
     map_chunks(x, chunks, work)
+    if check is not None:
+        check.cover(None, bool(finite.all()))
     counts = parts.sum(0)  # integers: any order
     return out, (counts.cpu().to(torch.float64) / (kept * d))
 

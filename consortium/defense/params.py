@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from consortium.defense.finite import FiniteCheck
 
 
 class UpdateError(ValueError):
@@ -120,3 +123,6 @@ class RuleContext:
     seed: int = 0
     root_update: torch.Tensor | None = None
     history: torch.Tensor | None = None
+    finite: FiniteCheck | None = None
+    """Set by `aggregate`: the rule's kernels settle the updates' finiteness with it (pass it on as their
+    `check`); None when a rule is called directly."""

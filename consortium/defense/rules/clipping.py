@@ -23,11 +23,11 @@ def norm_bound(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -
     down to L2 norm at most M (defense.norm_bound, or the median of the clients' norms) and take the
     sample-weighted mean. Clipping bounds a client's influence but excludes nobody: no client is flagged;
     `weights` are the normalised sample weights, the clip factors are in `info`."""
-    norms = row_norms(updates, ctx.params.chunk_elems)
+    norms = row_norms(updates, ctx.params.chunk_elems, check=ctx.finite)
     bound = ctx.params.norm_bound if ctx.params.norm_bound is not None else median_of(norms)
     factors = _clip_factors(norms, bound)
     w = _normalised(weights)
-    agg = weighted_sum(updates, w * factors, ctx.params.chunk_elems)
+    agg = weighted_sum(updates, w * factors, ctx.params.chunk_elems, check=ctx.finite)
     return _result(agg, w, _no_flags(len(w)), bound=float(bound), clip_factors=_floats(factors))
 
 
@@ -53,7 +53,7 @@ def flame(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Agg
     mcs = p.flame_min_cluster_size if p.flame_min_cluster_size is not None else n // 2 + 1
     if mcs > n and p.flame_min_cluster_size is not None:
         raise ValueError(f"defense.flame_min_cluster_size = {mcs} must be <= n = {n} (the number of clients)")
-    g = gram(updates, p.chunk_elems)
+    g = gram(updates, p.chunk_elems, check=ctx.finite)
     norms = torch.diagonal(g).clamp_min(0.0).sqrt()
     s_bound = median_of(norms)
     labels = [0] * n
@@ -87,7 +87,7 @@ def flame(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Agg
         def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
             return s + noise[cols].to(s.device)
 
-    agg = weighted_sum(updates, w * factors, p.chunk_elems, post=post)
+    agg = weighted_sum(updates, w * factors, p.chunk_elems, post=post, check=ctx.finite)
     return _result(
         agg,
         w,

@@ -20,7 +20,7 @@ def median(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Ag
     `weights` = each client's weight per coordinate (1, or 1/2 for the two middles) averaged over
     coordinates; nobody is excluded as a whole, so no client is flagged."""
     n = updates.shape[0]
-    agg, share = middle_mean(updates, (n - 1) // 2, ctx.params.chunk_elems)
+    agg, share = middle_mean(updates, (n - 1) // 2, ctx.params.chunk_elems, ctx.finite)
     return _result(agg, share, _no_flags(n))
 
 
@@ -37,5 +37,5 @@ def trimmed_mean(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext)
     coordinates in which the client's value is kept, divided by n - 2k (sums to 1); no client is flagged."""
     n = updates.shape[0]
     k = trim_count(ctx.params.trim_ratio, n)
-    agg, share = middle_mean(updates, k, ctx.params.chunk_elems)
+    agg, share = middle_mean(updates, k, ctx.params.chunk_elems, ctx.finite)
     return _result(agg, share, _no_flags(n), trimmed_per_end=k)

@@ -35,5 +35,5 @@ def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggre
         return torch.where(flip, -s, s)
 
     w = _normalised(weights)
-    agg = weighted_sum(updates, w, ctx.params.chunk_elems, post=post)
+    agg = weighted_sum(updates, w, ctx.params.chunk_elems, post=post, check=ctx.finite)
     return _result(agg, w, _no_flags(n), threshold=thr, flipped_fraction=sum(flipped) / d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from consortium.defense.chunks import col_chunks
+from consortium.defense.finite import all_finite
 from consortium.defense.kernels import cosine_from_gram, gram, weighted_sum
 from consortium.defense.params import AggregateResult, RuleContext
 from consortium.defense.registry import register
@@ -41,10 +42,12 @@ def foolsgold(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) ->
     current updates with coefficients alpha_i * sample_weight_i, normalised (so with every alpha = 1 it is
     FedAvg). Clients with alpha = 0 are flagged; the aggregate is 0 if all are."""
     src = ctx.history if ctx.history is not None else updates
-    cs = cosine_from_gram(gram(src, ctx.params.chunk_elems))
+    cs = cosine_from_gram(
+        gram(src, ctx.params.chunk_elems, check=None if ctx.history is not None else ctx.finite)
+    )
     alpha = foolsgold_scores(cs, ctx.params.foolsgold_confidence)
     w = _normalised(alpha * weights)
-    agg = weighted_sum(updates, w, ctx.params.chunk_elems)
+    agg = weighted_sum(updates, w, ctx.params.chunk_elems, check=ctx.finite)
     return _result(agg, w, alpha == 0, alpha=_floats(alpha), used_history=ctx.history is not None)
 
 
@@ -64,6 +67,8 @@ def fltrust(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> A
         c = updates[:, cols].to(F64)
         dots += c @ root[cols].to(F64)
         sq += (c * c).sum(1)
+    if ctx.finite is not None:
+        ctx.finite.cover(None, all_finite(sq))
     dots, norms = dots.cpu(), sq.sqrt().cpu()
     r = root.to(F64)
     r_norm = float((r * r).sum().sqrt())
@@ -71,5 +76,5 @@ def fltrust(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> A
     ts = torch.where(denom > 0, dots / torch.where(denom > 0, denom, 1.0), 0.0).clamp(0.0, 1.0)
     w = _normalised(ts)
     coef = torch.where(ts > 0, w * r_norm / torch.where(norms > 0, norms, 1.0), 0.0)
-    agg = weighted_sum(updates, coef, ctx.params.chunk_elems)
+    agg = weighted_sum(updates, coef, ctx.params.chunk_elems, check=ctx.finite)
     return _result(agg, w, ts == 0, trust_scores=_floats(ts), root_norm=r_norm)
