@@ -197,16 +197,16 @@ def _comment(line: str) -> str | None:
 
 
 def function_level_imports(source: str) -> list[LazyImport]:
-    """Every import inside a function of `source`, with its reason: a comment on one of the lines of its
-    group (consecutive import statements) or on the comment line right above the group."""
+    """Every import inside a function of `source`, with its reason: the comment on its own line, or the
+    comment line right above its group (consecutive import statements), which speaks for the group."""
     lines = source.splitlines()
     found: list[LazyImport] = []
 
-    def group_reason(group: list[ast.stmt]) -> str | None:
-        first, last = group[0].lineno, group[-1].end_lineno or group[-1].lineno
-        for n in range(first, last + 1):
+    def reason_of(stmt: ast.stmt, group: list[ast.stmt]) -> str | None:
+        for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1):
             if reason := _comment(lines[n - 1]):
                 return reason
+        first = group[0].lineno
         above = lines[first - 2].strip() if first >= 2 else ""
         return _comment(above) if above.startswith("#") else None
 
@@ -221,8 +221,8 @@ def function_level_imports(source: str) -> list[LazyImport]:
                     group.append(stmt)
                     continue
                 if group and in_function:
-                    reason = group_reason(group)
-                    found.extend(LazyImport(g.lineno, lines[g.lineno - 1].strip(), reason) for g in group)
+                    for g in group:
+                        found.append(LazyImport(g.lineno, lines[g.lineno - 1].strip(), reason_of(g, group)))
                 group = []
                 if stmt is not None:
                     visit(stmt, in_function or isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef))
