@@ -281,7 +281,7 @@ ALLOWED: dict[str, set[str]] = {
     "attacks": {"data"},
     # the probe screens updates (defense) and is trained on simulated clients (dataset, samples, cli)
     "probe": {*_F, "attacks", "config", "rundir", "cli_support", "local", "sim"},
-    "round": {"store", "defense", "privacy", "aggregate_lora", "probe"},
+    "round": {"store", "vector", "defense", "privacy", "aggregate_lora", "probe"},
     "local": {*_F, "evaluate", "privacy"},
     "backend": {*_F},
     "chain": set(),
