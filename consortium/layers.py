@@ -252,7 +252,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "round": ("round",),
     "participant": ("local", "backend"),
     "trust layer": ("chain",),
-    "drivers": ("protocol", "chain_sim", "sim", "node", "audit", "deploy", "report"),
+    "drivers": (
+        "protocol", "chain_sim", "sim", "sim_participants", "sim_metrics", "sim_report", "node", "audit",
+        "deploy", "report",
+    ),
     "command line": ("cli", "check", "dashboard"),
 }
 WHY = {
@@ -280,7 +283,7 @@ ALLOWED: dict[str, set[str]] = {
     "aggregate_lora": {"defense"},  # which rules have a product form (flora=True)
     "attacks": {"data"},
     # the probe screens updates (defense) and is trained on simulated clients (dataset, samples, cli)
-    "probe": {*_F, "attacks", "config", "rundir", "cli_support", "local", "sim"},
+    "probe": {*_F, "attacks", "config", "rundir", "cli_support", "local"},
     "round": {"store", "vector", "defense", "privacy", "aggregate_lora", "probe"},
     "local": {*_F, "evaluate", "privacy"},
     "backend": {*_F},
@@ -288,9 +291,12 @@ ALLOWED: dict[str, set[str]] = {
     "protocol": {"round", "store", "defense"},
     "chain_sim": {"round", "protocol", "store", "chain", "attacks", "config", "rundir", "deploy"},
     "sim": {*_F, "defense", "evaluate", "config", "rundir", "report", "attacks", "privacy", "probe",
-            "round", "local", "backend", "protocol", "chain", "chain_sim", "deploy"},
-    # the node's training hooks (lora_spec, train_params) still live in sim.py
-    "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain", "sim"},
+            "round", "local", "backend", "protocol", "chain", "chain_sim", "deploy", "sim_participants",
+            "sim_metrics", "sim_report"},
+    "sim_participants": {"attacks", "config", "data", "local", "chain_sim"},
+    "sim_metrics": {"attacks", "config", "data", "evaluate", "model"},
+    "sim_report": {"config", "privacy", "protocol", "round", "store", "vector"},
+    "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain"},
     "audit": {"store", "config", "rundir", "round", "chain"},
     "deploy": {"chain", "config"},
     "report": {"rundir"},

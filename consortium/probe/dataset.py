@@ -72,7 +72,7 @@ class Clients:
 
 def load_clients(cfg: RunConfig) -> Clients:
     from consortium.model import attach, get_flat, layout, load_base
-    from consortium.sim import lora_spec
+    from consortium.local.params import lora_spec
     from consortium.train import LocalTrainer
 
     base, tok = load_base(cfg.model.name, seed=cfg.seed)
@@ -96,7 +96,7 @@ def collect(
 ) -> list[Sample]:
     """Labelled samples for every (seed, round, domain client, attack); deterministic per seed."""
     from consortium.local.seeds import local_seed
-    from consortium.sim import shadow_params, train_params
+    from consortium.local.params import shadow_params, train_params
 
     cfg, trainer = clients.cfg, clients.trainer
     domains = list(cfg.data.domains)
