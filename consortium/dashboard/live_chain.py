@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .state import charts, participant_colours
+from .charts import charts, participant_colours
 
 ETH = 10**18
 EVENT_PHASES = {
