@@ -48,7 +48,9 @@ class LoraSection(Section):
     @field_validator("layers", mode="before")
     @classmethod
     def _layers(cls, v: Any) -> str | tuple[int, ...]:
-        from consortium.model.lora import check_layers
+        from consortium.model.lora import (
+            check_layers,  # import time: consortium.model loads peft and transformers
+        )
 
         return check_layers(v)
 

@@ -256,7 +256,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "protocol", "chain_sim", "sim", "sim_participants", "sim_metrics", "sim_report", "node", "audit",
         "deploy", "report",
     ),
-    "command line": ("cli", "check", "dashboard"),
+    "command line": ("cli", "cli_probe", "check", "dashboard"),
 }
 WHY = {
     "round": "what every driver and the audit compute: no model, no web3",
@@ -283,8 +283,8 @@ ALLOWED: dict[str, set[str]] = {
     "privacy": {"defense"},  # a rule's registered needs: is it a weighted mean?
     "aggregate_lora": {"defense"},  # which rules have a product form (flora=True)
     "attacks": {"data"},
-    # the probe screens updates (defense) and is trained on simulated clients (dataset, samples, cli)
-    "probe": {*_F, "attacks", "config", "rundir", "cli_support", "local"},
+    # the probe screens updates (defense) and is trained on simulated clients (dataset, samples)
+    "probe": {*_F, "attacks", "config", "rundir", "local"},
     "round": {"store", "vector", "defense", "privacy", "aggregate_lora", "probe"},
     "local": {*_F, "evaluate", "privacy"},
     "backend": {*_F},
@@ -303,8 +303,9 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
-    "cli": {*_F, "check", "dashboard", "config", "cli_support", "privacy", "probe", "backend", "chain",
-            "audit", "deploy", "node", "node_config", "sim"},
+    "cli_probe": {"cli_support", "config", "probe", "rundir"},  # `consortium probe train`
+    "cli": {*_F, "check", "cli_probe", "dashboard", "config", "cli_support", "privacy", "probe", "backend",
+            "chain", "audit", "deploy", "node", "node_config", "sim"},
 }
 IGNORED = {"consortium", "layers", "presets"}
 

@@ -80,7 +80,7 @@ def run(store: BlobStore, rec: dict, rule: AggregationRule, seed: int) -> dict:
             history=rec["history"] if need.history else None,
             last_step=rec["last_step"],
         )
-    except Exception as e:  # noqa: BLE001  (a refusal is a result too: its message is recorded)
+    except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"}
     info = json.dumps(c.result.info, sort_keys=True, default=str)
     return {
