@@ -50,7 +50,6 @@ def describe(cfg: RunConfig) -> str:
 
 def check_config(cfg: RunConfig) -> CheckedConfig:
     """Every refusal a run would make before loading its model. Raises DataError or ProbeError."""
-    # imported here: they pull in torch, and the CLI imports this module for `check` alone
     resolved = resolve(cfg)
     shards, _test = prepare_data(resolved)
     if resolved.protocol == "chain":
