@@ -54,7 +54,7 @@ def check(
     set_: SetOpt = None,
 ) -> None:
     """Validate a config without running it: print the resolved config, its digest and what it runs."""
-    # import time: pydantic and torch load for a command, not for `--help` (so below)
+    # import time: pydantic and torch load for a command, not for `--help`
     from consortium.check import check_config
     from consortium.config import ConfigError, load_config, to_toml_dict
     from consortium.data import DataError
