@@ -150,6 +150,27 @@ def audit(
     raise typer.Exit(1)
 
 
+@app.command()
+def remove(
+    run_dir: Annotated[Path, typer.Argument(help="the original run directory (only read)")],
+    participant: Annotated[list[str], typer.Option(help="participant to remove (repeatable)")],
+    method: Annotated[str, typer.Option(help="exact | recover | subtract")],
+    from_round: Annotated[int | None, typer.Option(help="first round without it (default: its 1st)")] = None,
+    calibration: Annotated[float, typer.Option(help="recover: calibration steps / local steps")] = 0.25,
+    out: Annotated[Path, typer.Option(help="parent directory of the new run directory")] = Path("runs"),
+) -> None:
+    """Write a new run directory whose global adapter excludes PARTICIPANT (docs/removal.md)."""
+    from consortium.removal import RemovalInputError
+    from consortium.removal import remove as remove_from
+
+    quiet_libraries()
+    try:
+        path = remove_from(run_dir, participant, method, out, from_round, calibration)
+    except RemovalInputError as e:
+        fail(str(e))
+    print(f"removal written: {path}")
+
+
 store_app = typer.Typer(no_args_is_help=True, help="The content-addressed blob store.")
 app.add_typer(store_app, name="store")
 
