@@ -85,8 +85,10 @@ def remove(
     from_round: int | None = None,
     calibration: float = 0.25,
     console: Any = None,
+    sim: Any = None,
 ) -> Path:
-    """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory."""
+    """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory.
+    `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it."""
     from rich.console import Console
 
     from consortium.model import export_peft, set_flat
@@ -98,7 +100,7 @@ def remove(
     if method == "subtract":
         check_linear(src.cfg.lora.variant)
     console = console or Console()
-    sim = _load_simulation(src, console)
+    sim = sim or _load_simulation(src, console)
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=".remove-"))
     try:

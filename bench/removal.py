@@ -1,0 +1,221 @@
+"""Contribution removal: how close each method gets to retraining without the removed participants.
+
+Two scenarios per seed, each a full simulated central run (the code of `consortium run`):
+- backdoor: 30% of the participants plant a backdoor under plain FedAvg; all of them are removed;
+- leave: one honest organisation (org0, the only holder of its domain) leaves.
+Each run is then removed from by `exact`, `recover` and `subtract` (`consortium.removal.remove`, the
+code of `consortium remove`) and every result audited. The reference is the model trained from scratch
+without the removed participants over the same shards and seeds: `exact` from their first round *is*
+that computation (same seeds, same pipeline), so the reference is `exact`'s result and the exact row
+shows its cost. Per method: clean accuracy, backdoor ASR, relative distance to the reference adapter
+(|v - v_ref| / |v_ref - v_0|), cost in local training steps and wall time as fractions of the
+reference's, and a membership-style check for the leaver: mean loss on its training examples vs
+held-out examples of its domain (test set), before and after.
+
+    python bench/removal.py --seeds 0 1 2     # tiny-warm, ~15 min at one job on 2 cores
+
+Wall times are measured within one process; other jobs share the cores, so only ratios are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from consortium.config import RunConfig, _merge, preset_dict
+from consortium.data import encode_example
+from consortium.local.participant import heldout_loss_fn
+from consortium.removal import audit_removal, remove
+from consortium.round.records import get_vector
+from consortium.sim import Simulation
+from consortium.store import BlobStore
+
+OUT = Path(__file__).parent / "results" / "removal"
+METHODS = ("exact", "recover", "subtract")
+# the robustness bench's CPU setting (bench/robustness.py SETTINGS["smoke"]): tiny-warm learns under it
+BASE: dict[str, Any] = {
+    "rounds": 3,
+    "protocol": "central",
+    "aggregator": "fedavg",
+    "model": {"name": "tiny-warm"},
+    "lora": {
+        "r": 8,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+    "train": {"local_steps": 4, "lr": 1e-2},
+    "data": {"domains": ["arithmetic", "units", "dates", "strings", "policy"], "n_train": 40, "n_test": 10},
+    "eval": {"isolated_baseline": False},
+}
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "backdoor": {"participants": 10, "attacks": [{"kind": "backdoor", "fraction": 0.3}]},
+    "leave": {"participants": 5, "attacks": []},  # one domain per organisation: org0's is its own
+}
+
+
+def config(scenario: str, seed: int, rounds: int) -> RunConfig:
+    data = _merge(_merge(preset_dict("smoke"), BASE), SCENARIOS[scenario])
+    data = _merge(data, {"name": f"removal-{scenario}", "seed": seed, "rounds": rounds})
+    return RunConfig.model_validate(data)
+
+
+def _membership(sim: Simulation, who: str, vec: torch.Tensor) -> dict[str, float]:
+    """Mean loss on the leaver's training examples and on held-out examples of its domains."""
+    p = next(p for p in sim.participants if p.name == who)
+    c = sim.cfg
+    held = [
+        encode_example(sim.tokenizer, e, c.train.max_len, c.data.system_prompt)
+        for e in sim.test
+        if e.domain in p.domains
+    ]
+    pad, bs = sim.tokenizer.pad_token_id, c.eval.batch_size
+    train = heldout_loss_fn(sim.model, sim.spec, p.encoded, pad, bs)(vec)
+    test = heldout_loss_fn(sim.model, sim.spec, held, pad, bs)(vec)
+    return {"train_loss": train, "heldout_loss": test, "gap": test - train}
+
+
+def _evaluate(sim: Simulation, vec: torch.Tensor, leaver: str | None, progress: Progress) -> dict[str, Any]:
+    acc = sim.evaluate(vec, "eval", progress)
+    out: dict[str, Any] = {"clean": acc["mean"], "accuracy": acc}
+    if sim.backdoors:
+        out["asr"] = sim.backdoor_metrics(vec, "eval", progress)[0]["asr"]
+    if leaver is not None:
+        p = next(p for p in sim.participants if p.name == leaver)
+        out["leaver_domain_accuracy"] = statistics.mean(acc[d] for d in p.domains)
+        out["membership"] = _membership(sim, leaver, vec)
+    return out
+
+
+def run_case(scenario: str, seed: int, rounds: int, work: Path) -> dict[str, Any]:
+    cfg = config(scenario, seed, rounds)
+    quiet = Console(file=io.StringIO())
+    sim = Simulation(cfg, console=quiet)
+    t0 = time.perf_counter()
+    run_dir = sim.run(work / "runs", plots=False)
+    original_seconds = time.perf_counter() - t0
+    report = json.loads((run_dir / "report.json").read_text())
+    removed = sorted(report["attackers"]) if scenario == "backdoor" else ["org0"]
+    leaver = "org0" if scenario == "leave" else None
+    store = BlobStore(run_dir / "store")
+    with Progress(console=quiet) as progress:
+        final = get_vector(store, report["global_adapter"], sim.layout)
+        rows: dict[str, Any] = {"original": _evaluate(sim, final, leaver, progress)}
+        vecs: dict[str, torch.Tensor] = {}
+        for method in METHODS:
+            t1 = time.perf_counter()
+            path = remove(run_dir, removed, method, work / "removed", console=quiet, sim=sim)
+            wall = time.perf_counter() - t1
+            rec = json.loads((path / "removal.json").read_text())
+            vecs[method] = get_vector(BlobStore(path / "store"), rec["removal"]["global_adapter"], sim.layout)
+            audit = audit_removal(path)
+            rows[method] = _evaluate(sim, vecs[method], leaver, progress) | {
+                "global_adapter": rec["removal"]["global_adapter"],
+                "local_steps": rec["cost"]["local_steps"],
+                "wall_seconds": wall,
+                "audit_ok": audit.ok,
+            }
+    ref, v0 = vecs["exact"], sim.initial
+    scale = float((ref - v0).double().norm())
+    for method in ("original", *METHODS):
+        vec = final if method == "original" else vecs[method]
+        rows[method]["distance_to_reference"] = float((vec - ref).double().norm()) / scale
+        if method != "original":
+            rows[method]["steps_fraction"] = rows[method]["local_steps"] / rows["exact"]["local_steps"]
+            rows[method]["wall_fraction"] = rows[method]["wall_seconds"] / rows["exact"]["wall_seconds"]
+    return {
+        "scenario": scenario,
+        "seed": seed,
+        "removed": removed,
+        "original_run_seconds": original_seconds,
+        "config": {
+            "participants": cfg.participants,
+            "rounds": cfg.rounds,
+            "local_steps": cfg.train.local_steps,
+        },
+        "rows": rows,
+    }
+
+
+def _fmt(values: list[float], pct: bool = True) -> str:
+    k = 100.0 if pct else 1.0
+    if len(values) == 1:
+        return f"{k * values[0]:.1f}" if pct else f"{values[0]:.3f}"
+    m, s = statistics.mean(values), statistics.stdev(values)
+    return f"{k * m:.1f} ± {k * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
+
+
+def summary(results: list[dict[str, Any]], command: str) -> str:
+    seeds = sorted({r["seed"] for r in results})
+    lines = [
+        "# Contribution removal (bench/removal.py)",
+        "",
+        f"Command: `{command}`; results: `bench/results/removal/removal.json`; seeds {seeds}; "
+        "model tiny-warm; mean ± sd over seeds. Wall fractions are ratios within one process "
+        "(other jobs shared the 2 cores). The reference is retraining without the removed participants "
+        "= `exact` from their first round (same shards and seeds).",
+        "",
+    ]
+    for scenario in SCENARIOS:
+        rs = [r for r in results if r["scenario"] == scenario]
+        if not rs:
+            continue
+        cfg = rs[0]["config"]
+        lines += [
+            f"## {scenario}: removed {', '.join(rs[0]['removed'])} (seed {rs[0]['seed']}); "
+            f"{cfg['participants']} participants, {cfg['rounds']} rounds x {cfg['local_steps']} local steps, "
+            f"{len(rs)} seed(s)",
+            "",
+        ]
+        head = "| method | clean acc % | ASR % | leaver's domain acc % | loss gap (held-out − train) "
+        head += "| distance to ref | local steps / ref | wall / ref | audit |"
+        lines += [head, "|" + "---|" * 9]
+        for m in ("original", *METHODS):
+            rows = [r["rows"][m] for r in rs]
+
+            def col(key: str, pct: bool = True, rows: list[dict[str, Any]] = rows) -> str:
+                vals = [row[key] for row in rows if key in row]
+                return _fmt(vals, pct) if vals else "–"
+
+            gap = [row["membership"]["gap"] for row in rows if "membership" in row]
+            audit = "–" if m == "original" else ("pass" if all(r["audit_ok"] for r in rows) else "FAIL")
+            lines.append(
+                f"| {m} | {col('clean')} | {col('asr')} | {col('leaver_domain_accuracy')} | "
+                f"{_fmt(gap, False) if gap else '–'} | {col('distance_to_reference', False)} | "
+                f"{col('steps_fraction', False)} | {col('wall_fraction', False)} | {audit} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/removal_bench"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python bench/removal.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results = []
+    for seed in args.seeds:
+        for scenario in args.scenarios:
+            print(f"{scenario} seed {seed} ...", flush=True)
+            results.append(run_case(scenario, seed, args.rounds, args.work / f"{scenario}-{seed}"))
+            (args.out / "removal.json").write_text(json.dumps(results, indent=2) + "\n")
+            (args.out / "removal.md").write_text(summary(results, command))
+    print(summary(results, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
