@@ -68,7 +68,9 @@ def test_exact_is_reproducible_audited_and_leaves_the_source_alone(
     assert rec["removal"]["global_adapter"] != _report(source)["global_adapter"]
     for rnd in rec["rounds"]:
         assert sorted(c["participant"] for c in rnd["commitments"]) == ["org0", "org2", "org3"]
-    assert rec["cost"]["fraction_of_full_retrain"] == 1.0
+    # round 0 starts from the recorded start model: the others' recorded updates are reused untrained
+    assert [r["trained"] for r in rec["rounds"]] == [[], ["org0", "org2", "org3"]]
+    assert rec["cost"]["fraction_of_full_retrain"] == 0.5
     again, rec2 = _removed(source, tmp_path, "--participant", "org1", "--method", "exact")
     assert rec2["removal"]["global_adapter"] == rec["removal"]["global_adapter"]
     blob = "adapter/adapter_model.safetensors"
@@ -77,6 +79,17 @@ def test_exact_is_reproducible_audited_and_leaves_the_source_alone(
     assert res.exit_code == 0, res.output
     assert "replayed candidates recomputed" in res.output
     assert _tree_digest(source) == before
+
+
+def test_retraining_reproduces_the_recorded_update_that_exact_reuses(source: Path) -> None:
+    from consortium.rundir import load_run_config
+    from consortium.sim import Simulation
+
+    sim = Simulation(load_run_config(source / "config.toml"))
+    first = _report(source)["rounds_detail"][0]
+    delta, _ = sim.train_fn(0, None)("org2", sim.initial)
+    recorded = next(c["blob"] for c in first["commitments"] if c["participant"] == "org2")
+    assert torch.equal(delta, get_vector(BlobStore(source / "store"), recorded, sim.layout))
 
 
 def test_exact_from_a_later_round_keeps_the_earlier_ones(source: Path, tmp_path: Path) -> None:
@@ -106,7 +119,8 @@ def test_subtract_is_the_others_fedavg_of_the_recorded_updates(source: Path, tmp
 def test_recover_keeps_recorded_lengths_at_a_fraction_of_the_cost(source: Path, tmp_path: Path) -> None:
     path, rec = _removed(source, tmp_path, "--participant", "org0", "--method", "recover")
     assert rec["removal"]["calibration_steps"] == 1  # smoke: 3 local steps x 0.25, at least one
-    assert rec["cost"]["local_steps"] * 3 == rec["cost"]["full_retrain_local_steps"]
+    # round 0 reused, round 1: 3 participants x 1 calibration step, of 3 x 3 steps x 2 rounds
+    assert rec["cost"]["local_steps"] == 3 and rec["cost"]["full_retrain_local_steps"] == 18
     report = audit_removal(path)
     assert report.ok, report.problems
     assert report.checked["calibrated lengths checked"] == 6  # 3 participants x 2 rounds
@@ -118,7 +132,8 @@ def test_audit_catches_an_edited_removal(exact: tuple[Path, dict], tmp_path: Pat
     rec = json.loads((edited / "removal.json").read_text())
     # claim the original round-0 update of org0 was its replayed one: the candidate no longer recomputes
     src_store = BlobStore(Path(rec["source"]["run_dir"]) / "store")
-    rec_blob = rec["original_rounds"][0]["commitments"][0]["blob"]
+    rec_blob = rec["original_rounds"][0]["commitments"][1]["blob"]  # org1's, the removed one's
+    assert rec["original_rounds"][0]["commitments"][1]["participant"] == "org1"
     BlobStore(edited / "store").put(src_store.get(rec_blob))
     rec["rounds"][0]["commitments"][0]["blob"] = rec_blob
     (edited / "removal.json").write_text(json.dumps(rec))

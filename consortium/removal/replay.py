@@ -79,6 +79,32 @@ def _rescaled(train: TrainFn, recorded: dict[str, str], source: BlobStore, layou
     return calibrated
 
 
+def _recorded(
+    train: TrainFn, old: RoundRecord, source: BlobStore, layout: Any, evidence: dict | None
+) -> TrainFn:
+    """The replay's first round starts from the recorded start model, so each participant's recorded
+    update of that round *is* what its deterministic local training with its recorded seed gives
+    (checked bit for bit in tests/test_removal.py): reuse it, with its probe evidence, untrained."""
+    mine = {c.participant: c for c in old.commitments}
+
+    def reused(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if pid not in mine:
+            return train(pid, start)
+        if evidence is not None and pid in old.evidence:
+            evidence[pid] = source.get_tensors(old.evidence[pid])["snapshots"]
+        return get_vector(source, mine[pid].blob, layout), mine[pid].n_examples
+
+    return reused
+
+
+def _counted(train: TrainFn, calls: list[str]) -> TrainFn:
+    def counted(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
+        calls.append(pid)
+        return train(pid, start)
+
+    return counted
+
+
 def _grow_kept(runner: RoundRunner, ledger: MemoryLedger, kept: list[RoundRecord]) -> torch.Tensor | None:
     """Fold the kept rounds into the runner's history and ledger as the run grew them; returns the
     last change of the global model before the replay (what an attacker's round view sees)."""
@@ -141,16 +167,19 @@ def replay(
     for old in src.replaced:
         t0 = time.perf_counter()
         start = get_vector(store, global_hash, layout)
-        train = trainer_sim.train_fn(old.round, last_step)
+        trained: list[str] = []
+        train = _counted(trainer_sim.train_fn(old.round, last_step), trained)
         if method == "recover":
             recorded = {c.participant: c.blob for c in old.commitments}
             train = _rescaled(train, recorded, src.store, layout)
+        if global_hash == old.global_in:
+            train = _recorded(train, old, src.store, layout, evidence)
         rec, cand = runner.run_round(global_hash, others, train)
         global_out = rec.global_out or global_hash
         if global_out != global_hash:
             last_step = get_vector(store, global_out, layout) - start
         out.seconds += time.perf_counter() - t0
-        out.local_steps += steps * len(rec.commitments)
+        out.local_steps += steps * len(trained)
         out.rounds.append(
             {
                 "round": rec.round,
@@ -163,6 +192,7 @@ def replay(
                 "flagged": cand.flagged,
                 "weights": dict(zip(cand.clients, cand.result.weights.tolist(), strict=True)),
                 "local_steps": steps,
+                "trained": trained,  # the others reused their recorded updates (`_recorded`)
             }
         )
         global_hash = global_out
