@@ -86,9 +86,11 @@ def remove(
     calibration: float = 0.25,
     console: Any = None,
     sim: Any = None,
+    reuse: bool = True,
 ) -> Path:
     """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory.
-    `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it."""
+    `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it;
+    `reuse=False`: retrain the first replayed round too (`replay`)."""
     from rich.console import Console
 
     from consortium.model import export_peft, set_flat
@@ -112,7 +114,7 @@ def remove(
             result = _subtract(src, store, sim.layout)
         else:
             try:
-                result = replay(sim, src, store, method, calibration)
+                result = replay(sim, src, store, method, calibration, reuse=reuse)
             except SourceMismatch as e:
                 raise RemovalInputError(f"{src.path}: {e}") from None
         set_flat(sim.model, sim.spec, get_vector(store, result.final, sim.layout))

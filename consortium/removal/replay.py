@@ -144,9 +144,11 @@ def replay(
     method: str,
     calibration_fraction: float = 0.25,
     on_round: Callable[[int], None] = lambda r: None,
+    reuse: bool = True,
 ) -> ReplayResult:
     """Rounds `src.from_round..` without `src.removed`, new blobs into `store` (which already holds the
-    kept rounds' blobs). `sim` is a `consortium.sim.Simulation` of the run's config."""
+    kept rounds' blobs). `sim` is a `consortium.sim.Simulation` of the run's config. `reuse=False`
+    retrains the first round too (the from-scratch reference of bench/removal.py)."""
     cfg = sim.cfg
     layout = sim.layout
     ledger = MemoryLedger()
@@ -172,7 +174,7 @@ def replay(
         if method == "recover":
             recorded = {c.participant: c.blob for c in old.commitments}
             train = _rescaled(train, recorded, src.store, layout)
-        if global_hash == old.global_in:
+        if reuse and global_hash == old.global_in:
             train = _recorded(train, old, src.store, layout, evidence)
         rec, cand = runner.run_round(global_hash, others, train)
         global_out = rec.global_out or global_hash
