@@ -81,15 +81,18 @@ def test_exact_is_reproducible_audited_and_leaves_the_source_alone(
     assert _tree_digest(source) == before
 
 
-def test_retraining_reproduces_the_recorded_update_that_exact_reuses(source: Path) -> None:
-    from consortium.rundir import load_run_config
-    from consortium.sim import Simulation
+def test_retraining_every_round_gives_the_reused_result_bit_for_bit(
+    source: Path, exact: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from rich.console import Console
 
-    sim = Simulation(load_run_config(source / "config.toml"))
-    first = _report(source)["rounds_detail"][0]
-    delta, _ = sim.train_fn(0, None)("org2", sim.initial)
-    recorded = next(c["blob"] for c in first["commitments"] if c["participant"] == "org2")
-    assert torch.equal(delta, get_vector(BlobStore(source / "store"), recorded, sim.layout))
+    from consortium.removal import remove
+
+    quiet = Console(quiet=True)
+    path = remove(source, ["org1"], "exact", tmp_path, console=quiet, reuse=False)
+    rec = json.loads((path / "removal.json").read_text())
+    assert [len(r["trained"]) for r in rec["rounds"]] == [3, 3]
+    assert rec["removal"]["global_adapter"] == exact[1]["removal"]["global_adapter"]
 
 
 def test_exact_from_a_later_round_keeps_the_earlier_ones(source: Path, tmp_path: Path) -> None:
