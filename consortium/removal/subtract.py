@@ -23,7 +23,10 @@ from consortium.store import BlobStore
 def subtract_step(
     store: BlobStore, layout: Layout, rec: RoundRecord, removed: Sequence[str], server_lr: float
 ) -> torch.Tensor:
-    """Round `rec`'s recorded step with the removed participants' weighted share taken out."""
+    """Round `rec`'s recorded step with the removed participants' weighted share taken out (a rejected
+    chain round moved nothing: nothing to take out)."""
+    if rec.global_out == rec.global_in:
+        return torch.zeros_like(get_vector(store, rec.global_in, layout))
     step = (get_vector(store, rec.global_out, layout) - get_vector(store, rec.global_in, layout)).double()
     share = torch.zeros_like(step)
     gone = 0.0
