@@ -162,7 +162,7 @@ def summary(results: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# Contribution removal (bench/removal.py)",
         "",
-        f"Command: `{command}`; results: `bench/results/removal/removal.json`; seeds {seeds}; "
+        f"Command: `{command}`; results: `bench/results/removal/removal-seeds*.json`; seeds {seeds}; "
         "model tiny-warm; mean ± sd over seeds. Wall fractions are ratios within one process "
         "(other jobs shared the 2 cores). The reference (`retrain`) retrains every round from scratch "
         "without the removed participants over the same shards and seeds (`exact` with nothing reused).",
@@ -207,17 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--work", type=Path, default=Path("/tmp/removal_bench"))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    tag = "-".join(map(str, args.seeds))
     command = "python bench/removal.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    results = []
-    for seed in args.seeds:
+    results: list[dict[str, Any]] = []
+    for seed in [] if args.summary_only else args.seeds:
         for scenario in args.scenarios:
             print(f"{scenario} seed {seed} ...", flush=True)
             results.append(run_case(scenario, seed, args.rounds, args.work / f"{scenario}-{seed}"))
-            (args.out / "removal.json").write_text(json.dumps(results, indent=2) + "\n")
-            (args.out / "removal.md").write_text(summary(results, command))
-    print(summary(results, command))
+            (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
+    # one summary over every results file in the folder (seeds may run as separate processes)
+    merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
+    merged.sort(key=lambda r: (r["scenario"], r["seed"]))
+    cmd = f"python bench/removal.py --seeds S --rounds {args.rounds} (one process per seed S)"
+    (args.out / "removal.md").write_text(summary(merged, cmd))
+    print(summary(merged, command))
     return 0
 
 
