@@ -62,8 +62,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-def config(scenario: str, seed: int, rounds: int) -> RunConfig:
-    data = _merge(_merge(preset_dict("smoke"), BASE), SCENARIOS[scenario])
+# the SmolLM2 test bed (the demo preset, central, plain FedAvg): what the outcomes issue's runs would use
+TESTBED: dict[str, Any] = {
+    "protocol": "central",
+    "aggregator": "fedavg",
+    "eval": {"isolated_baseline": False},
+}
+
+
+def config(scenario: str, seed: int, rounds: int, preset: str = "smoke") -> RunConfig:
+    base = _merge(preset_dict("smoke"), BASE) if preset == "smoke" else _merge(preset_dict(preset), TESTBED)
+    data = _merge(base, SCENARIOS[scenario])
     data = _merge(data, {"name": f"removal-{scenario}", "seed": seed, "rounds": rounds})
     return RunConfig.model_validate(data)
 
@@ -95,8 +104,8 @@ def _evaluate(sim: Simulation, vec: torch.Tensor, leaver: str | None, progress: 
     return out
 
 
-def run_case(scenario: str, seed: int, rounds: int, work: Path) -> dict[str, Any]:
-    cfg = config(scenario, seed, rounds)
+def run_case(scenario: str, seed: int, rounds: int, work: Path, preset: str = "smoke") -> dict[str, Any]:
+    cfg = config(scenario, seed, rounds, preset)
     quiet = Console(file=io.StringIO())
     sim = Simulation(cfg, console=quiet)
     t0 = time.perf_counter()
@@ -141,6 +150,7 @@ def run_case(scenario: str, seed: int, rounds: int, work: Path) -> dict[str, Any
         "removed": removed,
         "original_run_seconds": original_seconds,
         "config": {
+            "model": cfg.model.name,
             "participants": cfg.participants,
             "rounds": cfg.rounds,
             "local_steps": cfg.train.local_steps,
@@ -159,11 +169,12 @@ def _fmt(values: list[float], pct: bool = True) -> str:
 
 def summary(results: list[dict[str, Any]], command: str) -> str:
     seeds = sorted({r["seed"] for r in results})
+    models = ", ".join(sorted({r["config"].get("model", "tiny-warm") for r in results}))
     lines = [
         "# Contribution removal (bench/removal.py)",
         "",
         f"Command: `{command}`; results: `bench/results/removal/removal-seeds*.json`; seeds {seeds}; "
-        "model tiny-warm; mean ± sd over seeds. Wall fractions are ratios within one process "
+        f"model {models}; mean ± sd over seeds. Wall fractions are ratios within one process "
         "(other jobs shared the 2 cores). The reference (`retrain`) retrains every round from scratch "
         "without the removed participants over the same shards and seeds (`exact` with nothing reused).",
         "",
@@ -207,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--work", type=Path, default=Path("/tmp/removal_bench"))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--preset", default="smoke", choices=["smoke", "demo"], help="demo: SmolLM2 test bed")
     ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in [] if args.summary_only else args.seeds:
         for scenario in args.scenarios:
             print(f"{scenario} seed {seed} ...", flush=True)
-            results.append(run_case(scenario, seed, args.rounds, args.work / f"{scenario}-{seed}"))
+            work = args.work / f"{scenario}-{seed}"
+            results.append(run_case(scenario, seed, args.rounds, work, args.preset))
             (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
     # one summary over every results file in the folder (seeds may run as separate processes)
     merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
