@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     tag = "-".join(map(str, args.seeds))
+    if list(args.scenarios) != list(SCENARIOS):
+        tag += "-" + "-".join(args.scenarios)
     command = "python bench/removal.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results: list[dict[str, Any]] = []
     for seed in [] if args.summary_only else args.seeds:
