@@ -132,6 +132,7 @@ def audit(
     Exit 0 when everything verifies, 1 when something does not match, 2 when the audit cannot start."""
     # import time: torch and pydantic (web3 only with --rpc-url)
     from consortium.audit import AuditInputError, audit_live, audit_run
+    from consortium.removal.verify import audit_removal, is_removal
 
     console = Console()
     try:
@@ -141,6 +142,8 @@ def audit(
             result = audit_live(rpc_url, str(contract), store, Path(str(config)))
         elif run_dir is None:
             fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
+        elif is_removal(run_dir):  # a directory written by `consortium remove`
+            result = audit_removal(run_dir)
         else:
             result = audit_run(run_dir)
     except AuditInputError as e:
@@ -167,6 +170,7 @@ def remove(
     out: Annotated[Path, typer.Option(help="parent directory of the new run directory")] = Path("runs"),
 ) -> None:
     """Write a new run directory whose global adapter excludes PARTICIPANT (docs/removal.md)."""
+    # import time: the simulation's torch and transformers
     from consortium.removal import RemovalInputError
     from consortium.removal import remove as remove_from
 

@@ -39,10 +39,6 @@ def audit_run(run_dir: Path) -> AuditReport:
 
     if not run_dir.is_dir():
         raise AuditInputError(f"{run_dir}: not a run directory")
-    from consortium.removal.verify import audit_removal, is_removal
-
-    if is_removal(run_dir):  # written by `consortium remove`
-        return audit_removal(run_dir)
     cfg = _config(run_dir / "config.toml")
     if cfg.protocol != "chain":
         raise AuditInputError(

@@ -18,12 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from consortium.audit.rounds import layout_of
+from consortium.backend import BackendError
 from consortium.config import config_digest
+from consortium.data import DataError
+from consortium.model import ModelLoadError, export_peft, set_flat
+from consortium.probe import ProbeError
 from consortium.removal.replay import ReplayResult, SourceMismatch, calibration_steps, replay
 from consortium.removal.source import RemovalInputError, SourceRun, read_source
 from consortium.removal.subtract import check_linear, subtract_rounds
-from consortium.round.records import Layout, put_vector
+from consortium.round.records import Layout, get_vector, put_vector
 from consortium.rundir import atomic_write
+from consortium.sim import Simulation
 from consortium.store import BlobStore
 
 RECORD = "removal.json"
@@ -37,13 +45,6 @@ def _copy_blobs(src: BlobStore, dst: BlobStore, digests: Sequence[str]) -> None:
 
 def _load_simulation(src: SourceRun, console: Any) -> Any:
     """The run's simulation (data, model, participants) rebuilt from its config; its layout checked."""
-    from consortium.audit.rounds import layout_of
-    from consortium.backend import BackendError
-    from consortium.data import DataError
-    from consortium.model import ModelLoadError
-    from consortium.probe import ProbeError
-    from consortium.sim import Simulation
-
     try:
         sim = Simulation(src.cfg, console)
     except (DataError, ModelLoadError, ProbeError, BackendError) as e:
@@ -91,11 +92,6 @@ def remove(
     """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory.
     `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it;
     `reuse=False`: retrain the first replayed round too (`replay`)."""
-    from rich.console import Console
-
-    from consortium.model import export_peft, set_flat
-    from consortium.round.records import get_vector
-
     if not 0.0 < calibration <= 1.0:
         raise RemovalInputError(f"--calibration {calibration}: expected a fraction in (0, 1]")
     src = read_source(run_dir, participants, from_round, method)
