@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,31 @@ TESTBED: dict[str, Any] = {
 }
 
 
-def config(scenario: str, seed: int, rounds: int, preset: str = "smoke") -> RunConfig:
+def _override(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """`--set a.b=value` (value read as TOML, else a string) over the case's config."""
+    for item in sets:
+        key, _, raw = item.partition("=")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        *path, last = key.split(".")
+        node: dict[str, Any] = {}
+        cur = node
+        for part in path:
+            cur = cur.setdefault(part, {})
+        cur[last] = value
+        data = _merge(data, node)
+    return data
+
+
+def config(
+    scenario: str, seed: int, rounds: int, preset: str = "smoke", sets: list[str] | None = None
+) -> RunConfig:
     base = _merge(preset_dict("smoke"), BASE) if preset == "smoke" else _merge(preset_dict(preset), TESTBED)
     data = _merge(base, SCENARIOS[scenario])
     data = _merge(data, {"name": f"removal-{scenario}", "seed": seed, "rounds": rounds})
-    return RunConfig.model_validate(data)
+    return RunConfig.model_validate(_override(data, sets or []))
 
 
 def _membership(sim: Simulation, who: str, vec: torch.Tensor) -> dict[str, float]:
@@ -104,8 +125,10 @@ def _evaluate(sim: Simulation, vec: torch.Tensor, leaver: str | None, progress: 
     return out
 
 
-def run_case(scenario: str, seed: int, rounds: int, work: Path, preset: str = "smoke") -> dict[str, Any]:
-    cfg = config(scenario, seed, rounds, preset)
+def run_case(
+    scenario: str, seed: int, rounds: int, work: Path, preset: str = "smoke", sets: list[str] | None = None
+) -> dict[str, Any]:
+    cfg = config(scenario, seed, rounds, preset, sets)
     quiet = Console(file=io.StringIO())
     sim = Simulation(cfg, console=quiet)
     t0 = time.perf_counter()
@@ -154,6 +177,9 @@ def run_case(scenario: str, seed: int, rounds: int, work: Path, preset: str = "s
             "participants": cfg.participants,
             "rounds": cfg.rounds,
             "local_steps": cfg.train.local_steps,
+            "batch_size": cfg.train.batch_size,
+            "n_train": cfg.data.n_train,
+            "n_test": cfg.data.n_test,
         },
         "rows": rows,
     }
@@ -219,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/removal_bench"))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--preset", default="smoke", choices=["smoke", "demo"], help="demo: SmolLM2 test bed")
+    ap.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in args.scenarios:
             print(f"{scenario} seed {seed} ...", flush=True)
             work = args.work / f"{scenario}-{seed}"
-            results.append(run_case(scenario, seed, args.rounds, work, args.preset))
+            results.append(run_case(scenario, seed, args.rounds, work, args.preset, args.set))
             (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
     # one summary over every results file in the folder (seeds may run as separate processes)
     merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
