@@ -12,6 +12,7 @@ they hold roughly when other jobs share the cores, absolute times do not.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--attn", choices=["sdpa", "eager"], default=None, help="attention; default: the model's")
+    ap.add_argument("--repeats", type=int, default=2, help="unprofiled timings per attention")
     ap.add_argument("--top", type=int, default=20, help="ops listed")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -49,6 +52,8 @@ def main() -> None:
     torch.manual_seed(0)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     base, tok = load_base("smollm2", dtype=dtype)
+    if args.attn:
+        base.set_attn_implementation(args.attn)
     spec = LoraSpec(**DEMO_SPEC)
     model = attach(base, spec)
     trainer = LocalTrainer(model, spec, tok.pad_token_id)
@@ -56,6 +61,13 @@ def main() -> None:
     encoded = corpus_examples(tok, args.seq_len)[:64]
     params = TrainParams(steps=args.steps, batch_size=args.batch_size, lr=1e-4, precision=args.precision)
     trainer.train(start, encoded, TrainParams(steps=1, batch_size=args.batch_size, lr=1e-4), seed=0)
+    rates: dict[str, list[float]] = {"sdpa": [], "eager": []}
+    for _ in range(args.repeats):  # the same steps unprofiled, each attention in turn: rates in one run
+        for name, runs in rates.items():
+            base.set_attn_implementation(name)
+            plain = trainer.train(start, encoded, params, seed=1)
+            runs.append(plain.tokens / plain.seconds)
+    base.set_attn_implementation(args.attn or "sdpa")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         res = trainer.train(start, encoded, params, seed=1)
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
@@ -63,11 +75,11 @@ def main() -> None:
     matmul = sum(e.self_cpu_time_total for e in events if e.key.startswith(MATMUL_OPS))
     events.sort(key=lambda e: -e.self_cpu_time_total)
     attn = base.config._attn_implementation
+    command = " ".join(["python bench/profile_step.py", *sys.argv[1:]])
     lines = [
         f"# One local-training step on CPU, profiled ({args.precision}, full depth)",
         "",
-        f"`python bench/profile_step.py --steps {args.steps} --threads {args.threads}"
-        f"{'' if args.precision == 'bf16' else ' --precision fp32'}` - SmolLM2-135M, base weights in "
+        f"`{command}` - SmolLM2-135M, base weights in "
         f"{dtype}, FFA r=8 on all 7 linear modules of all layers, batch {args.batch_size}, corpus "
         f"examples (seed 0), attention `{attn}`, {describe_device(torch.device('cpu'))}. "
         f"{args.steps} steps, {res.tokens} tokens, {res.seconds:.1f} s under the profiler.",
@@ -77,8 +89,14 @@ def main() -> None:
         "| op | self CPU share | calls |",
         "|---|---|---|",
     ]
+    lines += [f"| `{e.key}` | {e.self_cpu_time_total / total:.1%} | {e.count} |" for e in events[: args.top]]
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
     lines += [
-        f"| `{e.key}` | {e.self_cpu_time_total / total:.1%} | {e.count} |" for e in events[: args.top]
+        "",
+        f"Without the profiler, the same {args.steps} steps, {args.repeats} times each in turn (median "
+        "tokens/s): "
+        + ", ".join(f"{k} attention {v:.0f}" for k, v in med.items())
+        + (f"; eager / sdpa = {med['eager'] / med['sdpa']:.2f}x." if len(med) == 2 else "."),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
