@@ -169,6 +169,7 @@ def cpu_suite(args, device: torch.device) -> None:
         ("+ bf16 autocast", "all", "ours", {"precision": "bf16"}),
         ("+ frozen base stored in bf16 (model.dtype)", "all@bf16", "ours", {"precision": "bf16"}),
         ("+ packing (no padding)", "all@bf16", "ours", {"precision": "bf16", "packing": True}),
+        ("+ eager attention (no packing)", "all@bf16", "ours", {"precision": "bf16", "attention": "eager"}),
         (f"adapters on the {t6} layers only, fp32 (forward still full depth)", top, "ours", {}),
         (f"{t6} + prefix cache, fp32", top + "+cache", "ours", {"prefix_cache": True}),
         (
@@ -223,6 +224,7 @@ def cpu_suite(args, device: torch.device) -> None:
         for k, (name, key, runner, overrides) in enumerate(rows_def):
             model, spec, trainer, start, tok = models[key]
             p = dataclasses.replace(params, **overrides)
+            model.get_base_model().set_attn_implementation(p.attention or "sdpa")  # rows share models
             if rep == 0 and p.prefix_cache:
                 p = dataclasses.replace(p, steps=epoch)
             t0 = time.perf_counter()
@@ -351,6 +353,7 @@ def main() -> None:
             if k in failed:
                 continue
             p = dataclasses.replace(params, **overrides)
+            model.get_base_model().set_attn_implementation(p.attention or "sdpa")  # rows share models
             t0 = time.perf_counter()
             try:
                 with PeakMemory(device) as mem:
