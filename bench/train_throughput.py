@@ -196,6 +196,9 @@ def cpu_suite(args, device: torch.device) -> None:
         )
     if bf16 is None:  # no native bf16: those rows would measure emulation
         rows_def = [r for r in rows_def if r[3].get("precision") != "bf16"]
+    if args.only:  # 1-based row numbers; the plain row (the baseline of every ratio) is always kept
+        keep = {1} | {int(x) for x in args.only.split(",") if x}
+        rows_def = [r for k, r in enumerate(rows_def, start=1) if k in keep]
     models: dict[str, tuple] = {}
     for _, key, _, _ in rows_def:
         if key in models:
