@@ -371,7 +371,7 @@ class RunConfig(_Section):
         return v
 
 
-PRESETS = ("smoke", "demo")
+PRESETS = ("smoke", "demo", "bench")
 
 
 def preset_dict(name: str) -> dict[str, Any]:
