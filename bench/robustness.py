@@ -334,9 +334,7 @@ def _pct(v: float) -> str:
 
 def _status(ok: bool, n: int, decided: bool) -> str:
     """met / missed once the outcome can no longer change with the planned seeds; pending before."""
-    if ok and n >= SEEDS_PLANNED:
-        return "**met**"
-    if decided:
+    if decided or n >= SEEDS_PLANNED:
         return "**met**" if ok else "**missed**"
     return f"pending ({n}/{SEEDS_PLANNED} seeds)"
 

@@ -132,3 +132,17 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.Cap
     assert "unknown attack/defence: nope" in capsys.readouterr().err
     assert _run(tmp_path, "--seeds", "0,x") == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_the_bench_preset_is_the_ten_organisation_non_iid_test_bed_with_the_speed_settings() -> None:
+    from consortium.config import load_config
+
+    cfg = load_config(preset="bench")
+    assert (cfg.participants, cfg.protocol, cfg.data.partition) == (10, "central", "domain")
+    assert (cfg.lora.layers, cfg.train.prefix_cache, cfg.train.precision) == ("top:6", True, "auto")
+    # the grid's 30% is three whole attackers of ten
+    from consortium.attacks import attackers_for
+
+    cell = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0)
+    assert attackers_for(cell.attacks[0].fraction, cell.participants) == 3
+    assert load_config(preset="bench") != load_config(preset="demo")
