@@ -76,6 +76,7 @@ METRICS = (
     "flag_fpr",
     "defense_s_per_round",
     "wall_s",
+    "cpu_s",
 )
 # the targets (docs/results.md, "Outcomes with statistical power")
 ASR_LEARNT, ASR_SEEDS_NEEDED, SEEDS_PLANNED = 0.80, 4, 5
@@ -147,7 +148,7 @@ def _rounds(report: dict[str, Any], attackers: set[str]) -> list[dict[str, Any]]
 
 
 def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
-    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    t0, load0, cpu0 = time.perf_counter(), os.getloadavg()[0], time.process_time()
     sim = Simulation(cfg, console=Console(file=io.StringIO()))
     run_dir = sim.run(workdir, plots=False)
     report = json.loads((run_dir / "report.json").read_text())
@@ -187,6 +188,8 @@ def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
         "flag_fpr": wrongly / honest_rounds if honest_rounds else math.nan,
         "defense_s_per_round": sum(r.get("defense_seconds", 0.0) for r in rounds) / len(rounds),
         "wall_s": time.perf_counter() - t0,
+        # CPU time of this 1-thread worker: on shared cores, a bound on what the cell costs a quiet core
+        "cpu_s": time.process_time() - cpu0,
         "load_average": [load0, os.getloadavg()[0]],
         "timings": report.get("timings", {}),
         "attackers": sorted(attackers),
@@ -378,13 +381,17 @@ def targets(results: dict[str, Any], defenses: list[str]) -> list[str]:
             f"| test bed: clean accuracy ≥ 30% (FedAvg, no attack) | {_pct(ref['clean'])} ± "
             f"{_pct(ref['clean_ci'])} over {ref['seeds']} seeds | {_status(ok, ref['seeds'], False)} |"
         )
-    walls = sorted(w for v in results.values() for w in v["wall_s_values"])
-    if walls:
-        med = walls[len(walls) // 2]
+    cpus = sorted(c for v in results.values() for c in v.get("cpu_s_values", []))
+    if cpus:
+        med = cpus[len(cpus) // 2]
+        # one thread's CPU time: within 6 min it is met on one quiet core; past 12 min not even perfect
+        # two-thread scaling brings it under; in between only a quiet 2-thread run can tell
+        verdict = (
+            "**met**" if med <= CELL_SECONDS else "**missed**" if med > 2 * CELL_SECONDS else "undecided"
+        )
         lines.append(
-            f"| test bed: one cell ≤ 6 min on the 2 cores | median {med / 60:.1f} min over {len(walls)} "
-            "cells (cores shared with other jobs, 2 cells at a time) | "
-            f"{'**met**' if med <= CELL_SECONDS else '**missed**'} |"
+            f"| test bed: one cell ≤ 6 min on the 2 cores | median {med / 60:.1f} CPU-min of one thread "
+            f"over {len(cpus)} cells (wall time on the shared cores is not a figure) | {verdict} |"
         )
     best = best_rule(results, defenses)
     if fed and best:

@@ -29,7 +29,7 @@ def test_interval_is_the_student_t_interval_of_the_mean() -> None:
 
 
 def _cell(asr: list[float], clean: list[float], compliance: list[float] | None = None) -> dict:
-    out = {"seeds": len(asr), "seeds_of": 5, "wall_s_values": [100.0] * len(asr)}
+    out = {"seeds": len(asr), "seeds_of": 5, "wall_s_values": [100.0] * len(asr), "cpu_s_values": [300.0]}
     for name, vals in (("asr", asr), ("clean", clean), ("compliance", compliance or [])):
         if vals:
             out[name], _, out[f"{name}_ci"] = rb.interval(vals)
@@ -49,6 +49,15 @@ def test_backdoor_target_is_decided_only_when_the_remaining_seeds_cannot_change_
     assert _status(two_low, "learns the backdoor") == "**missed**"  # 1 + 2 left < 4
     open_ = rb.targets({fed: _cell([0.9, 0.1, 0.95], [0.3] * 3)}, ["fedavg"])
     assert _status(open_, "learns the backdoor") == "pending (3/5 seeds)"
+
+
+def test_cell_time_is_judged_on_one_thread_cpu_time_not_on_shared_wall_time() -> None:
+    fed = rb.cell_key("backdoor", 0.3, "fedavg")
+    verdicts = []
+    for cpu in (300.0, 500.0, 800.0):
+        cell = _cell([1.0], [0.3]) | {"cpu_s_values": [cpu], "wall_s_values": [5000.0]}
+        verdicts.append(_status(rb.targets({fed: cell}, ["fedavg"]), "6 min"))
+    assert verdicts == ["**met**", "undecided", "**missed**"]
 
 
 def test_best_rule_is_judged_against_fedavg_and_the_no_attack_reference() -> None:
