@@ -241,15 +241,66 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
     assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
 
 
-def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, sim: Party) -> None:
-    """A proposer commits a blob that is not an update of the run's adapter (a tensor of the wrong
-    shape): the other nodes leave it out and flag it, the round is accepted without it, the proposer
-    is slashed, and the audit agrees (the chain simulator's runner does the same: test_decentral)."""
+def hostile_commitment(kind: str, layout: list, store: object, config: str) -> tuple[str, str]:
+    """(blob, URI) of a malformed commitment of `kind`: a correctly hashed blob that is no update of
+    the run's adapter, or a commit URI that `commit_uri` never writes."""
     import torch
 
+    from consortium.round.records import commit_uri
+
+    zeros = {k: torch.zeros(shape) for k, shape in layout}
+    first = layout[0][0]
+    states = {
+        "nan": {**zeros, first: torch.full(layout[0][1], float("nan"))},
+        "shape": {**zeros, first: torch.zeros(3)},
+        "dtype": {k: t.double() for k, t in zeros.items()},
+        "missing_key": {k: t for k, t in zeros.items() if k != first},
+        "extra_key": {**zeros, "extra.weight": torch.zeros(2)},
+    }
+    good = store.put_tensors(zeros)  # type: ignore[attr-defined]
+    if kind in states:
+        blob = store.put_tensors(states[kind])  # type: ignore[attr-defined]
+        return blob, commit_uri(blob, 5, config)
+    if kind == "not_safetensors":
+        blob = store.put(b"\xff" * 64)  # type: ignore[attr-defined]
+        return blob, commit_uri(blob, 5, config)
+    uris = {
+        "n_superscript": f"cas:{good}?n=\u00b2&config={config}",  # "²".isdigit(), int("²") raises
+        "n_zero": commit_uri(good, 0, config),
+        "junk_uri": "hello, world",
+        "other_blob_uri": commit_uri("ab" * 32, 5, config),
+    }
+    return good, uris[kind]
+
+
+# the blob kinds issue 20 already made no-shows run in the slow suite (and through `read_commitments` in
+# test_decentral); the kinds that stalled the round until issue 22 run by default
+SLOW = pytest.mark.slow
+HOSTILE = [
+    pytest.param("nan", marks=SLOW),
+    pytest.param("shape", marks=SLOW),
+    pytest.param("dtype", marks=SLOW),
+    pytest.param("missing_key", marks=SLOW),
+    pytest.param("extra_key", marks=SLOW),
+    "not_safetensors",
+    "n_superscript",
+    "n_zero",
+    "junk_uri",
+    "other_blob_uri",
+]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_malformed_commitment_is_evidence_not_a_stalled_round(
+    tmp_path: Path, sim: Party, kind: str
+) -> None:
+    """A proposer commits something that is no update of the run (a correctly hashed blob holding NaN,
+    a wrong shape or dtype, missing or extra tensors, bytes that are not safetensors; or a commit URI
+    that `commit_uri` never writes). Four in-process nodes leave it out with weight 0 and flag it: the
+    round is accepted without it, its proposer is slashed, no honest voter is slashed, and the audit
+    counts it as evidence the round used (the chain simulator's runner: test_decentral)."""
     from consortium.audit import AuditReport, audit_chain
     from consortium.config import config_digest
-    from consortium.round.records import commit_uri
     from consortium.store import BlobStore
 
     op, paths = _nodes_on_embedded(tmp_path, sim)
@@ -257,7 +308,7 @@ def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, 
     for n in nodes:
         n.ensure_registered()
     store = BlobStore(tmp_path / "store")
-    bad = store.put_tensors({"not_the_adapter": torch.ones(3)})
+    blob, uri = hostile_commitment(kind, list(sim.model.layout), store, config_digest(sim.cfg))
     cheater = None
     for _ in range(120):
         info = op.round_info()
@@ -265,20 +316,21 @@ def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, 
             break
         for n in nodes:
             if cheater is None and info.round_id == 1 and n._role(1) == (1, 0):  # drawn, not committed
-                cheater = n.address  # its saved (not yet committed) update: the malformed blob
-                n.state.update(1, blob=bad, uri=commit_uri(bad, 5, config_digest(sim.cfg)))
+                cheater = n.address  # its saved (not yet committed) update: the hostile one
+                n.state.update(1, blob=blob, uri=uri)
             n.step(rounds=1)
         op.mine(1)
     rec = op.history().round(1)
-    assert cheater is not None and cheater in rec.commits
+    assert cheater is not None and rec.commits[cheater].uri == uri
     assert rec.outcome == Outcome.ACCEPTED, rec
     won = rec.candidates[rec.winner - 1]
     assert won.flagged == 1 << rec.proposers.index(cheater)
-    assert (cheater, SlashReason.REJECTED) in [(a, r) for a, _, r in rec.slashes]
+    assert [(a, r) for a, _, r in rec.slashes] == [(cheater, SlashReason.REJECTED)]
+    assert set(rec.votes) == set(rec.voters)
     out = AuditReport()
     audit_chain(op, store, sim.cfg, out)
     assert out.ok, out.problems
-    assert out.checked["unavailable updates flagged as no-shows"] == 1
+    assert out.checked["invalid updates flagged as evidence"] == 1
 
 
 def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(

@@ -190,7 +190,7 @@ def _round(
         blob = head.removeprefix("cas:") if head.startswith("cas:") else c.update_hash.hex()
         count = fields.get("n", "")
         commitments.append(
-            {"participant": n(who), "blob": blob, "n_examples": int(count) if count.isdigit() else None}
+            {"participant": n(who), "blob": blob, "n_examples": int(count) if count.isascii() and count.isdigit() else None}
         )
     slot = {i: n(p) for i, p in enumerate(rec.proposers)}
     return {
