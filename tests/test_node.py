@@ -333,6 +333,91 @@ def test_a_malformed_commitment_is_evidence_not_a_stalled_round(
     assert out.checked["invalid updates flagged as evidence"] == 1
 
 
+def _run_rounds(op: ChainClient, nodes: list[Node], rounds: int, steps: int = 200) -> None:
+    """Step every node once per block until the contract's round `rounds` is over."""
+    for _ in range(steps):
+        info = op.round_info()
+        if info.round_id == rounds and info.state == RoundState.IDLE:
+            return
+        for n in nodes:
+            n.step(rounds=rounds)
+        op.mine(1)
+    raise AssertionError(f"round {rounds} did not finish in {steps} blocks")
+
+
+class _ForgedHistory:
+    """A chain whose history names another round seed (and the roles drawn from it) than its draw
+    computed: what a lying RPC node or a forged event log would show the audit."""
+
+    def __init__(self, client: ChainClient, hist: object) -> None:
+        self.client, self.hist = client, hist
+
+    def history(self) -> object:
+        return self.hist
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+
+def test_the_audit_follows_top_ups_late_joins_exits_and_withdrawals_and_rederives_the_seed(
+    tmp_path: Path, sim: Party
+) -> None:
+    """After round 1 one node tops up, a fifth participant registers, the pool is funded; after round 2
+    one node exits and withdraws, another withdraws part of its rewards. The audit's ledger follows
+    every one of them in chain order and passes. A history naming a forged round seed (with the roles
+    drawn from it, so the draw check alone cannot tell) fails: the audit re-derives the seed from the
+    revealed seeds and the seed block's hash."""
+    from eth_account import Account
+    from eth_utils import keccak
+
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.chain.draw import draw_roles
+    from consortium.store import BlobStore
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    store = BlobStore(tmp_path / "store")
+    _run_rounds(op, nodes, 1)
+    nodes[0].client.top_up(3 * 10**17 + 7)
+    fifth = Account.from_key(bytes([9]) * 32)
+    op.transfer(fifth.address, 100 * 10**18)
+    op.as_account(fifth).register(op.params().min_stake + 11)
+    op.fund(10**18)
+    _run_rounds(op, nodes, 2)
+    leaver = nodes[1].client
+    leaver.announce_exit()
+    op.mine(op.params().exit_cooldown)
+    leaver.complete_exit()
+    leaver.withdraw(leaver.participant().balance)
+    rich = max(nodes, key=lambda n: n.client.participant().balance).client
+    assert rich.participant().balance > 0  # someone was rewarded in two accepted rounds
+    rich.withdraw(rich.participant().balance // 3)
+    hist = op.history()
+    assert [r.outcome for r in hist.rounds if r.round_id <= 2] != [None, None]
+    out = AuditReport()
+    audit_chain(op, store, sim.cfg, out)
+    assert out.ok, out.problems
+    assert out.checked["round seeds re-derived"] == 2
+
+    rec, params = hist.rounds[1], op.params()
+    for i in range(500):  # a seed that draws the same roles: only the seed itself gives it away
+        forged = keccak(b"forged" + i.to_bytes(4, "big"))
+        if forged != rec.seed and draw_roles(
+            forged, rec.owners, rec.weights, params.n_proposers, params.n_voters
+        ) == (rec.proposers, rec.voters):
+            break
+    else:
+        raise AssertionError("no seed with the same roles among 500")
+    rec.seed = forged
+    out = AuditReport()
+    audit_chain(_ForgedHistory(op, hist), store, sim.cfg, out)
+    assert [p for p in out.problems if "round seed" in p] == [
+        p for p in out.problems if p.startswith("round 2: the chain's round seed is ")
+    ] != []
+
+
 def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(
     tmp_path: Path, sim: Party
 ) -> None:
