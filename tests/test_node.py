@@ -113,6 +113,25 @@ def test_a_state_file_of_another_contract_is_refused(tmp_path: Path) -> None:
         NodeState(tmp_path / "s.json", "0x" + "2" * 40, "0x" + "a" * 40)
 
 
+def test_a_state_file_of_an_earlier_deployment_at_the_same_address_is_refused(tmp_path: Path) -> None:
+    """A restarted dev chain redeploys the contract at the same address: the state file of the first
+    deployment (its seeds, its 'committed' marks) must not steer the node on the second."""
+    contract, me = "0x" + "1" * 40, "0x" + "a" * 40
+    first, second = "31337:1:" + "aa" * 32, "31337:1:" + "bb" * 32
+    NodeState(tmp_path / "s.json", contract, me, first).update(1, committed=True)
+    assert NodeState(tmp_path / "s.json", contract, me, first).round(1) == {"committed": True}
+    with pytest.raises(NodeConfigError, match=r"belongs to deployment 31337:1:aa.*redeployed"):
+        NodeState(tmp_path / "s.json", contract, me, second)
+
+
+def test_a_node_names_its_deployment_by_chain_id_and_deployment_block(tmp_path: Path, sim: Party) -> None:
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    node = _restarted(op, paths[0], sim)
+    deployed = next(e for e in op.history().events if e.name == "Deployed")
+    block_hash = bytes(op.w3.eth.get_block(deployed.block)["hash"]).hex()
+    assert node.state.data["deployment"] == f"{op.w3.eth.chain_id}:{deployed.block}:{block_hash}"
+
+
 # ------------------------------------------------------------------------------ restarts (embedded EVM)
 
 

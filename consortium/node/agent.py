@@ -26,7 +26,7 @@ from web3.exceptions import Web3RPCError
 from consortium.chain import ChainClient, ChainError, Phase, RoundState, Vote, wei
 from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
-from consortium.node.net import TRANSIENT, NodeError, connect, retry
+from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry
 from consortium.node_config import NodeConfig, NodeState, load_key
 from consortium.probe import publish
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
@@ -79,7 +79,7 @@ class Node:
         self.vote_rule = VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin)
         self.digest = config_digest(self.cfg)
         assert ncfg.state_file is not None
-        self.state = NodeState(ncfg.state_file, ncfg.contract, self.address)
+        self.state = NodeState(ncfg.state_file, ncfg.contract, self.address, deployment_of(self.client))
         self.views: dict[int, RoundCandidate] = {}
         self.base_loss: float | None = None
         self.finalized: list[int] = []
