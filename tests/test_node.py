@@ -34,6 +34,7 @@ from consortium.sim import lora_spec, train_params
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["participants=4", "data.n_train=16", "data.n_test=2", "train.local_steps=2"]
+SLOW = pytest.mark.slow
 DEV_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's public key #1
 
 
@@ -260,6 +261,131 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
     assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
 
 
+# the events of the node transactions a reorg drops in the test below, each once
+DROPPED = (
+    "SeedCommitted",
+    "SeedRevealed",
+    "UpdateCommitted",
+    "CandidatePosted",
+    "VoteCommitted",
+    "VoteRevealed",
+)
+
+
+def test_transactions_a_reorg_drops_are_sent_again(tmp_path: Path, sim: Party) -> None:
+    """The first block holding each kind of node transaction (seed commit and reveal, update commit,
+    candidate, vote commit and reveal) is undone after the nodes saw it mined, as a reorg does. The
+    nodes read the chain, not their state file, to know what stands: each sends it again, the round is
+    accepted and nobody is slashed as a no-show."""
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    dropped: list[str] = []
+    for _ in range(160):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        snap, before = op.snapshot(), op.block_number()
+        for n in nodes:
+            n.step(rounds=1)
+        mined = {e.name for e in op.history().events if e.block > before}
+        undo = [name for name in DROPPED if name in mined and name not in dropped]
+        if undo:
+            op.revert(snap)
+            dropped += undo
+            continue
+        op.mine(1)
+    assert sorted(dropped) == sorted(DROPPED)
+    rec = op.history().round(1)
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    assert set(rec.commits) == set(rec.proposers) and set(rec.votes) == set(rec.voters)
+    assert set(rec.seed_reveals) == set(rec.seed_commits)  # (each transaction is a block here: the
+    assert len(rec.seed_commits) >= 3  # fourth seed commit of a 4-block phase may come too late)
+    assert not rec.slashes
+
+
+class Killed(BaseException):
+    """The node process dies here (not an Exception: nothing in the node may catch it)."""
+
+
+def _kill_at(node: Node, where: str) -> None:
+    """Make `node` die once at `where`: in training, halfway through writing its update to the store,
+    or after a transaction was mined but before the state file recorded it."""
+    if where == "training":
+
+        def train(*args: object) -> object:
+            raise Killed(where)
+
+        node.participant.train = train  # type: ignore[method-assign]
+    elif where == "upload":
+        store = node.store
+
+        def write(digest: str, data: bytes) -> None:
+            half = store.root / digest[:2] / f".tmp-{digest[:8]}"  # what a killed writer leaves
+            half.parent.mkdir(parents=True, exist_ok=True)
+            half.write_bytes(data[: len(data) // 2])
+            raise Killed(where)
+
+        store._write = write  # type: ignore[method-assign]
+    else:  # "mined:<state key>": the transaction is mined, the process dies before writing `key`
+        key = where.split(":", 1)[1]
+        update = node.state.update
+
+        def die(rid: int, **values: object) -> None:
+            if key in values:
+                raise Killed(where)
+            update(rid, **values)
+
+        node.state.update = die  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "mined:committed",
+        pytest.param("training", marks=SLOW),
+        pytest.param("upload", marks=SLOW),
+        pytest.param("mined:seed_sent", marks=SLOW),
+        pytest.param("mined:vote_sent", marks=SLOW),
+    ],
+)
+def test_a_node_killed_and_restarted_loses_nothing_and_the_round_finalises(
+    tmp_path: Path, sim: Party, where: str
+) -> None:
+    """Every node is set to die once at `where` (in training, mid-upload, or between a mined
+    transaction and its state write) and is restarted from its state file the next block. The round is
+    accepted with every proposer's update and every voter's vote, nobody is slashed, and every
+    committed blob is whole in the store."""
+    from consortium.store import BlobStore
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+        _kill_at(n, where)
+    deaths = 0
+    for _ in range(120):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        for i, n in enumerate(nodes):
+            try:
+                n.step(rounds=1)
+            except Killed:
+                deaths += 1
+                nodes[i] = _restarted(op, paths[i], sim)  # a fresh process: only the state file survives
+        op.mine(1)
+    assert deaths > 0
+    rec = op.history().round(1)
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    assert set(rec.commits) == set(rec.proposers) and set(rec.votes) == set(rec.voters)
+    assert not rec.slashes
+    store = BlobStore(tmp_path / "store")
+    for c in rec.commits.values():
+        assert get_vector(store, c.update_hash.hex(), sim.model.layout).numel() > 0
+
+
 def hostile_commitment(kind: str, layout: list, store: object, config: str) -> tuple[str, str]:
     """(blob, URI) of a malformed commitment of `kind`: a correctly hashed blob that is no update of
     the run's adapter, or a commit URI that `commit_uri` never writes."""
@@ -294,7 +420,6 @@ def hostile_commitment(kind: str, layout: list, store: object, config: str) -> t
 
 # the blob kinds issue 20 already made no-shows run in the slow suite (and through `read_commitments` in
 # test_decentral); the kinds that stalled the round until issue 22 run by default
-SLOW = pytest.mark.slow
 HOSTILE = [
     pytest.param("nan", marks=SLOW),
     pytest.param("shape", marks=SLOW),
