@@ -164,6 +164,47 @@ def test_corrupt_blob_on_disk_is_not_served(server: tuple[str, Path]) -> None:
         digest in s  # noqa: B015
 
 
+def test_a_corrupt_blob_on_the_server_is_repaired_by_a_re_upload(server: tuple[str, Path]) -> None:
+    url, root = server
+    s = HttpBlobStore(url, retries=0)
+    digest = s.put(b"precious bytes")
+    (root / digest[:2] / digest).write_bytes(b"precious bytez")
+    with pytest.raises(IntegrityError):
+        s.get(digest)
+    s.put(b"precious bytes")
+    assert s.get(digest) == b"precious bytes"
+    assert BlobStore(root).get(digest) == b"precious bytes"
+
+
+def test_the_client_reads_no_body_past_its_limit() -> None:
+    """A server answering with a body over the client's limit (declared or not) is refused as soon as
+    the limit is passed: the client never holds more than `max_bytes` of it."""
+    sent = {"bytes": 0}
+
+    async def flood(request) -> Response:
+        async def chunks():
+            for _ in range(64):
+                sent["bytes"] += 4096
+                yield b"x" * 4096
+
+        from starlette.responses import StreamingResponse
+
+        return StreamingResponse(chunks())  # chunked: no Content-Length to refuse it by
+
+    async def declared(request) -> Response:
+        return Response(b"y" * 5000)
+
+    routes = [Route("/blobs/{d}", flood), Route("/declared/blobs/{d}", declared)]
+    with serving(Starlette(routes=routes)) as url:
+        digest = hashlib.sha256(b"real").hexdigest()
+        with pytest.raises(StoreError, match=f"blob {digest}.*over 10,000 bytes"):
+            HttpBlobStore(url, max_bytes=10_000).get(digest)
+        with pytest.raises(StoreError, match="over 1,000 bytes"):
+            HttpBlobStore(f"{url}/declared", max_bytes=1000).get(digest)
+    with pytest.raises(ValueError, match="max_bytes"):
+        HttpBlobStore("http://127.0.0.1:1", max_bytes=0)
+
+
 def test_client_verifies_what_a_lying_server_sends() -> None:
     async def liar(request) -> Response:
         return Response(b"not what you asked for")

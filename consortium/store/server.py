@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consortium.store.blob import BlobNotFound, BlobStore, IntegrityError, is_digest
-from consortium.store.remote import CORRUPT_HEADER
+from consortium.store.remote import CORRUPT_HEADER, MAX_BLOB_BYTES
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_BLOB_BYTES
 
 
 class _TooLarge(Exception):
