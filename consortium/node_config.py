@@ -45,6 +45,13 @@ class NodeConfig(BaseModel):
     key_env: str | None = Field(None, description="environment variable holding the hex private key")
     state_file: Path | None = Field(None, description="per-round state; default: beside node.toml")
     poll_seconds: float = Field(0.5, gt=0, le=60, description="how often the chain is polled")
+    store_budget_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="an HTTP store call, retries included, gives up after this many seconds, so a slow "
+        "store cannot keep the node retrying past a phase's window (it re-reads the chain instead)",
+    )
     dev_chain: bool = Field(False, description="a local dev node (anvil): fixed fees, fewer look-ups")
 
     @property

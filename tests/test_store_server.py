@@ -249,6 +249,27 @@ def test_5xx_is_retried_with_backoff_then_succeeds(tmp_path: Path) -> None:
         assert flaky.count == 3
 
 
+def test_a_call_gives_up_within_its_budget_however_many_retries_are_left(tmp_path: Path) -> None:
+    """A store that keeps failing cannot hold a caller with a deadline (a voter's window) for
+    `retries` attempts: with a budget the call stops retrying when the next wait would pass it."""
+    app = Counting(make_app(tmp_path), fail_first=10**9)
+    with serving(app) as url:
+        s = HttpBlobStore(url, retries=10**6, backoff=0.01, max_delay=0.02, budget=0.3)
+        with pytest.raises(StoreUnavailable, match=r"within its budget of 0.3s.*HTTP 503"):
+            s.get("0" * 64)
+    assert 1 <= app.count < 1000  # a wait of at least 0.01 s between attempts: at most 30 in 0.3 s
+
+
+def test_a_node_gives_its_http_store_a_budget(tmp_path: Path) -> None:
+    from consortium.node.net import store_options
+    from consortium.node_config import NodeConfig
+
+    base = {"rpc_url": "x", "contract": "0x" + "1" * 40, "run_config": "r.toml", "participant_index": 0}
+    http = NodeConfig(store="http://10.0.0.5:8700", store_budget_s=7.5, **base)
+    assert open_store(http.store, **store_options(http)).budget == 7.5  # type: ignore[attr-defined]
+    assert store_options(NodeConfig(store=str(tmp_path), **base)) == {}
+
+
 def test_4xx_is_not_retried(tmp_path: Path) -> None:
     counted = Counting(make_app(tmp_path, max_bytes=10))
     with serving(counted) as url:

@@ -26,7 +26,7 @@ from web3.exceptions import Web3RPCError
 from consortium.chain import ChainClient, ChainError, Phase, RoundState, Vote, wei
 from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
-from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry
+from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry, store_options
 from consortium.node_config import NodeConfig, NodeState, load_key
 from consortium.probe import publish
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
@@ -68,7 +68,7 @@ class Node:
         self.account = load_key(ncfg)
         self.address: str = self.account.address
         self.client = client or retry(lambda: connect(ncfg, self.account), "connect to the chain")
-        self.store = open_store(ncfg.store)
+        self.store = open_store(ncfg.store, **store_options(ncfg))
         self.layout = participant.model.layout
         self.rule = rule_from_config(self.cfg)
         if self.rule.probe is not None:  # into the shared store, where every node and the audit read it

@@ -30,6 +30,11 @@ def connect(ncfg: NodeConfig, account: Any) -> ChainClient:
     return client
 
 
+def store_options(ncfg: NodeConfig) -> dict[str, Any]:
+    """`open_store` options of the node's store: an HTTP store's time budget per call."""
+    return {"budget": ncfg.store_budget_s} if ncfg.store.startswith(("http://", "https://")) else {}
+
+
 def deployment_of(client: ChainClient) -> str:
     """Which deployment the client talks to: `chain id:block:block hash` of the contract's `Deployed`
     event. The contract address alone is not enough: a restarted dev chain redeploys at the same one."""

@@ -32,7 +32,9 @@ class HttpBlobStore(ContentStore):
     (`backoff`, 2·backoff, 4·backoff, … seconds, capped at `max_delay`); a PUT is safe to repeat since
     blobs are named by content. 4xx answers are final. After the last retry: `StoreUnavailable`.
     Bodies are streamed and read to at most `max_bytes` (an error's to 64 KiB): a server cannot make
-    the client hold more than that, whatever it sends."""
+    the client hold more than that, whatever it sends. `budget` (seconds, None: none) bounds one call
+    with all its retries: a caller with a deadline (a voter's window) hears `StoreUnavailable` in time
+    to act on what the chain says next, instead of retrying a slow store past it."""
 
     def __init__(
         self,
@@ -42,16 +44,17 @@ class HttpBlobStore(ContentStore):
         timeout: float = 60.0,
         max_delay: float = 8.0,
         max_bytes: int = MAX_BLOB_BYTES,
+        budget: float | None = None,
     ) -> None:
-        if retries < 0 or backoff < 0 or max_bytes <= 0:
+        if retries < 0 or backoff < 0 or max_bytes <= 0 or (budget is not None and budget <= 0):
             raise ValueError(
-                f"retries and backoff must be >= 0 and max_bytes > 0, got retries={retries}, "
-                f"backoff={backoff}, max_bytes={max_bytes}"
+                f"retries and backoff must be >= 0, max_bytes and budget > 0, got retries={retries}, "
+                f"backoff={backoff}, max_bytes={max_bytes}, budget={budget}"
             )
         self.url = url.rstrip("/")
         self.location = self.url
         self.retries, self.backoff, self.timeout, self.max_delay = retries, backoff, timeout, max_delay
-        self.max_bytes = max_bytes
+        self.max_bytes, self.budget = max_bytes, budget
         self.session = requests.Session()
 
     def _blob_url(self, digest: str) -> str:
@@ -61,11 +64,20 @@ class HttpBlobStore(ContentStore):
         """One call with retries; answers < 500 (and the server's "corrupt" 500) come back as they are."""
         url = self._blob_url(digest)
         last = ""
+        end = None if self.budget is None else time.monotonic() + self.budget
+        made = 0
         for attempt in range(self.retries + 1):
+            timeout = self.timeout
             if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_delay))
+                delay = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
+                if end is not None and time.monotonic() + delay >= end:
+                    break
+                time.sleep(delay)
+            if end is not None:
+                timeout = min(timeout, max(end - time.monotonic(), 0.001))
+            made += 1
             try:
-                r = self.session.request(method, url, data=data, timeout=self.timeout, stream=True)
+                r = self.session.request(method, url, data=data, timeout=timeout, stream=True)
             except requests.RequestException as e:  # refused, reset, timed out, DNS
                 last = f"{type(e).__name__}: {e}"
                 continue
@@ -73,8 +85,9 @@ class HttpBlobStore(ContentStore):
                 return r
             last = f"HTTP {r.status_code}: {_detail(r)}"
             r.close()
+        within = "" if end is None else f" within its budget of {self.budget:g}s"
         raise StoreUnavailable(
-            f"{method} {url} failed after {self.retries + 1} attempt(s) (blob {digest}); last error: {last}"
+            f"{method} {url} failed after {made} attempt(s){within} (blob {digest}); last error: {last}"
         )
 
     def _write(self, digest: str, data: bytes) -> None:
