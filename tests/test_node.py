@@ -386,6 +386,87 @@ def test_a_node_killed_and_restarted_loses_nothing_and_the_round_finalises(
         assert get_vector(store, c.update_hash.hex(), sim.model.layout).numel() > 0
 
 
+@pytest.mark.slow  # about a minute on two busy cores: anvil started twice, one round over JSON-RPC
+def test_the_chain_node_restarted_mid_round_loses_nothing_and_the_round_finalises(
+    tmp_path: Path, sim: Party
+) -> None:
+    """Four in-process nodes on anvil, which keeps its chain in a state file. Anvil is stopped after a
+    proposer's update is committed; a node polling then meets a connection error (what its loop
+    retries); anvil is started again from its state file on the same port. The commit is still there,
+    a node started afresh accepts its state file (same deployment: chain id, block and hash), and the
+    round is accepted with every proposer's update and every voter's vote."""
+    import tomli_w
+    from eth_account import Account
+
+    from consortium.chain.backends import AnvilNode
+    from consortium.deploy import deploy_for_nodes, node_params
+    from consortium.node.net import TRANSIENT
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
+    state = tmp_path / "anvil-state.json"
+    flags = ("--state", str(state), "--preserve-historical-states")
+    anvil = AnvilNode(binary, extra_args=flags).start()
+    try:
+        op = deploy_for_nodes(
+            RpcBackend(anvil.url, dev=True),
+            sim.cfg,
+            node_params(sim.cfg, phase_blocks=4, commit_blocks=8, vote_blocks=6),
+        )
+        paths = []
+        for i in range(sim.cfg.participants):
+            acct = Account.from_key(bytes([i + 1]) * 32)
+            op.transfer(acct.address, 100 * 10**18)
+            key = tmp_path / f"org{i}.key"
+            key.write_text(acct.key.hex())
+            key.chmod(0o600)
+            node = {
+                "rpc_url": anvil.url,
+                "contract": op.contract_address,
+                "store": str(tmp_path / "store"),
+                "run_config": "unused.toml",
+                "participant_index": i,
+                "key_file": key.name,
+                "dev_chain": True,
+            }
+            paths.append(tmp_path / f"node{i}.toml")
+            paths[-1].write_text(tomli_w.dumps(node))
+
+        def start(i: int) -> Node:
+            ncfg = load_node_config(paths[i])
+            return Node(ncfg, sim.cfg, sim.participant(i))
+
+        nodes = [start(i) for i in range(len(paths))]
+        for n in nodes:
+            n.ensure_registered()
+        restarted = False
+        for _ in range(160):
+            info = op.round_info()
+            if info.round_id == 1 and info.state == RoundState.IDLE:
+                break
+            for n in nodes:
+                n.step(rounds=1)
+            rec = op.history().round(1) if info.round_id == 1 else None
+            if not restarted and rec is not None and rec.commits:
+                committed = dict(rec.commits)
+                anvil.stop()
+                with pytest.raises(TRANSIENT):
+                    nodes[0].step(rounds=1)
+                anvil = AnvilNode(binary, port=anvil.port, extra_args=flags).start()
+                restarted = True
+                assert op.history().round(1).commits == committed  # nothing lost
+                nodes[0] = start(0)  # a node process started afresh accepts its state file
+            op.mine(1)
+        assert restarted
+        rec = op.history().round(1)
+        assert rec.outcome == Outcome.ACCEPTED, rec
+        assert set(rec.commits) == set(rec.proposers) and set(rec.votes) == set(rec.voters)
+        assert not rec.slashes
+    finally:
+        anvil.stop()
+
+
 def hostile_commitment(kind: str, layout: list, store: object, config: str) -> tuple[str, str]:
     """(blob, URI) of a malformed commitment of `kind`: a correctly hashed blob that is no update of
     the run's adapter, or a commit URI that `commit_uri` never writes."""
