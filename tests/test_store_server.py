@@ -328,6 +328,30 @@ def test_fsspec_store_roundtrip_and_verification() -> None:
         s.get(digest)
 
 
+def test_the_url_the_server_prints_takes_connections_before_uvicorn_runs(tmp_path: Path) -> None:
+    """`serve` announces its URL before uvicorn starts: the socket already listens, so a client that
+    connects at once waits in the backlog instead of being refused (uvicorn cannot start while
+    `on_ready` still runs here)."""
+    from consortium.store.server import serve
+
+    announced: list[str] = []
+    outcome: list[str] = []
+
+    def on_ready(url: str) -> None:
+        announced.append(url)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            outcome.append("connected")
+        except OSError as e:
+            outcome.append(f"refused: {e}")
+        raise KeyboardInterrupt  # stop here: uvicorn never runs
+
+    with pytest.raises(KeyboardInterrupt):
+        serve(tmp_path / "blobs", port=0, on_ready=on_ready)
+    assert announced and outcome == ["connected"]
+
+
 def test_cli_help_and_bad_dir(tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(cli_app, ["store", "serve", "--help"])
