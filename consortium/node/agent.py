@@ -305,10 +305,11 @@ class Node:
         v = self.view(rid)
         if v.hash is None or v.candidate is None:  # nothing committed or nothing readable: voters reject
             return
+        if v.hash not in self.store:  # the blob the next round starts from, whoever posted it
+            put_vector(self.store, v.candidate.vector, self.layout)
         mine = (bytes.fromhex(v.hash), self.client.flag_mask(v.flagged), self.client.flag_mask(v.excluded))
         if mine in self.client.candidates():
             return
-        put_vector(self.store, v.candidate.vector, self.layout)  # the blob voters and finalize read
         posted = self._send(
             f"round {rid}: post candidate {v.hash[:12]}",
             lambda: self.client.post_candidate(rid, v.hash or "", v.flagged, v.excluded),
