@@ -7,11 +7,11 @@ import torch
 from consortium.config import ConfigError
 from consortium.data import DataError
 from consortium.local.data import participant_data
+from consortium.local.params import lora_spec, train_params
 from consortium.local.participant import LocalModel, LocalParticipant
 from consortium.node.agent import Node
 from consortium.node_config import NodeConfig, NodeConfigError, load_key
 from consortium.rundir import load_run_config
-from consortium.sim import lora_spec, train_params  # the run's training hooks (to move to local/)
 from consortium.train import prepare_model
 
 
