@@ -80,8 +80,10 @@ class RoundRecord:
     proposers: list[str] = field(default_factory=list)
     voters: list[str] = field(default_factory=list)
     deadlines: dict[str, int] = field(default_factory=dict)
-    owners: list[str] = field(default_factory=list)  # participant index i+1 -> address, at draw
-    weights: list[int] = field(default_factory=list)  # stake snapshot by index, at draw
+    owners: list[str] = field(default_factory=list)  # participant index i+1 -> address, at the opening
+    # the draw's stake snapshot by index: the weights when the round opened (a stake change made
+    # later counts from the next round on, as in the contract)
+    weights: list[int] = field(default_factory=list)
     commits: dict[str, Commit] = field(default_factory=dict)
     candidates: list[PostedCandidate] = field(default_factory=list)
     vote_commits: dict[str, bytes] = field(default_factory=dict)
@@ -211,11 +213,11 @@ def _funded(h: History, a: dict[str, Any]) -> None:
 
 
 def _round_opened(h: History, a: dict[str, Any]) -> None:
-    if h.global_hash == b"\x00" * 32:
-        h.global_hash = bytes(a["base_hash"])
-    h.rounds.append(
-        RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"], a["seed_block"])
-    )
+    r = RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"], a["seed_block"])
+    by_index = sorted(h.participants.values(), key=lambda p: p.index)
+    r.owners = [p.address for p in by_index]
+    r.weights = [p.weight(h.min_stake) for p in by_index]
+    h.rounds.append(r)
 
 
 def _seed_committed(h: History, a: dict[str, Any]) -> None:
@@ -231,9 +233,6 @@ def _round_drawn(h: History, a: dict[str, Any]) -> None:
     r.seed, r.draw_block = bytes(a["seed"]), a["_block"]
     r.proposers, r.voters = list(a["proposers"]), list(a["voters"])
     r.deadlines = {k: a[k] for k in ("commit_end", "candidate_end", "vote_commit_end", "vote_reveal_end")}
-    by_index = sorted(h.participants.values(), key=lambda p: p.index)
-    r.owners = [p.address for p in by_index]
-    r.weights = [p.weight(h.min_stake) for p in by_index]
 
 
 def _update_committed(h: History, a: dict[str, Any]) -> None:
