@@ -163,8 +163,8 @@ def test_voters_flags_alone_never_slash(chain: ChainClient) -> None:
 def test_a_voter_who_rejects_an_accepted_candidate_is_not_slashed(chain: ChainClient) -> None:
     """Rejecting is a private judgement (its loss went up): not rewarded, never slashed. Voting for
     another candidate than the recomputed winner is evidence: slashed. 5 equal stakes, all drawn:
-    two accepting voters hold 2/5 of the stake, more than a third."""
-    c = _equal_world(chain, n=5)
+    four accepting voters hold 4/7 of the stake, more than a third."""
+    c = _equal_world(chain, n=7)
     rid = open_and_draw(c)
     props, voters = c.roles()
     for i, p in enumerate(props):
@@ -174,7 +174,7 @@ def test_a_voter_who_rejects_an_accepted_candidate_is_not_slashed(chain: ChainCl
     c.as_account(voters[0]).post_candidate(rid, h("bad"), 0)
     snap = c.snapshot()
     for wrong in (0, 2):  # reject, then vote for the other candidate
-        choice = {voters[0]: wrong, voters[1]: 1, voters[2]: 1}
+        choice = {v: 1 for v in voters} | {voters[0]: wrong}
         c.advance_to_phase(Phase.VOTE_COMMIT)
         for v in voters:
             c.as_account(v).commit_vote(rid, Vote(choice[v], 0, h(f"s{v}")))
@@ -212,7 +212,8 @@ def test_a_withheld_reveal_costs_at_least_the_minority_slash(chain: ChainClient)
 
 
 def test_a_coalition_under_a_third_of_the_stake_never_gets_its_candidate_accepted(chain: ChainClient) -> None:
-    """9 equal stakes, 3 voters: 2 colluding voters hold the revealed majority but 2/9 of the stake."""
+    """9 equal stakes, 5 voters: 3 colluding voters hold the revealed majority but only 3/9 of the stake
+    (a third is not more than a third)."""
     c = _equal_world(chain)
     rid = open_and_draw(c)
     props, voters = c.roles()
@@ -222,7 +223,7 @@ def test_a_coalition_under_a_third_of_the_stake_never_gets_its_candidate_accepte
     c.post_candidate(rid, h("honest"), 0)
     c.as_account(voters[0]).post_candidate(rid, h("coalition"), 0)
     c.advance_to_phase(Phase.VOTE_COMMIT)
-    ballots = {voters[0]: 2, voters[1]: 2, voters[2]: 1}
+    ballots = {v: 2 if i < 3 else 1 for i, v in enumerate(voters)}
     for v, k in ballots.items():
         c.as_account(v).commit_vote(rid, Vote(k, 0, h(f"s{v}")))
     c.advance_to_phase(Phase.VOTE_REVEAL)
@@ -237,7 +238,7 @@ def test_a_coalition_under_a_third_of_the_stake_never_gets_its_candidate_accepte
 
 
 def test_honest_voters_over_a_third_of_the_stake_accept(chain: ChainClient) -> None:
-    c = _equal_world(chain, n=8)  # 3 voters of 8 equal stakes: 3/8 > 1/3
+    c = _equal_world(chain, n=8)  # 5 voters of 8 equal stakes: 5/8 > 1/3
     result = play_round(c)
     assert c.history().round(result.round_id).outcome == Outcome.ACCEPTED
 
