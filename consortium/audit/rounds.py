@@ -127,8 +127,8 @@ def _check_outcome(
     outcome, winner = Outcome.REJECTED, 0
     if not tally.quorum:
         outcome = Outcome.NO_QUORUM
-    elif tally.majority:
-        outcome, winner = Outcome.ACCEPTED, tally.majority
+    elif tally.winner:
+        outcome, winner = Outcome.ACCEPTED, tally.winner
     out.count("tallies recomputed")
     if (outcome, winner) != (rec.outcome, rec.winner):
         out.problems.append(
