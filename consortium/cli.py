@@ -226,6 +226,7 @@ def chain_up(
 
     from consortium.chain import AnvilNode, RpcBackend, find_anvil
     from consortium.deploy import deploy_for_nodes, node_params, write_deployment
+    from consortium.node.build import genesis_digest
 
     cfg = _run_config(config, preset, set_)
     binary = find_anvil()
@@ -255,7 +256,7 @@ def chain_up(
         keys_json.unlink()
         params = node_params(cfg, phase_blocks, commit_blocks, vote_blocks)
         backend = RpcBackend(node.url, dev=True)
-        client = deploy_for_nodes(backend, cfg, params)
+        client = deploy_for_nodes(backend, cfg, params, genesis_digest(cfg))
         where = store or str((dir_ / "store").resolve())
         write_deployment(dir_, node.url, client, cfg, where, keys[1 : cfg.participants + 1], dev_chain=True)
         print(f"anvil at {node.url} (a block every {block_time}s)", flush=True)
@@ -289,6 +290,7 @@ def chain_deploy(
     """Deploy the contract to any chain with the run config's parameters, funded with its reward pool."""
     from consortium.chain import ChainError, RpcBackend
     from consortium.deploy import deploy_for_nodes, node_params, write_deployment
+    from consortium.node.build import genesis_digest
     from consortium.node_config import NodeConfig, NodeConfigError, load_key
 
     cfg = _run_config(config, preset, set_)
@@ -307,9 +309,8 @@ def chain_deploy(
         fail(str(e))
     try:
         backend = RpcBackend(rpc_url)
-        client = deploy_for_nodes(
-            backend, cfg, node_params(cfg, phase_blocks, commit_blocks, vote_blocks), account
-        )
+        params = node_params(cfg, phase_blocks, commit_blocks, vote_blocks)
+        client = deploy_for_nodes(backend, cfg, params, genesis_digest(cfg), account)
     except ChainError as e:
         fail(f"deployment refused: {e}", 1)
     except Exception as e:  # connection refused, insufficient funds...

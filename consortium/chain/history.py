@@ -105,6 +105,7 @@ class History:
     reward_pool: int
     global_hash: bytes
     min_stake: int
+    genesis: bytes = b"\x00" * 32  # the deployment's initial global model (fixed in the constructor)
 
     def round(self, round_id: int) -> RoundRecord:
         return self.rounds[round_id - 1]
@@ -180,7 +181,7 @@ def _p(h: History, who: str) -> ParticipantRecord:
 
 
 def _deployed(h: History, a: dict[str, Any]) -> None:
-    h.global_hash = bytes(a["genesis_hash"])
+    h.global_hash = h.genesis = bytes(a["genesis_hash"])
     h.min_stake = a["min_stake"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from consortium.config import ConfigError
+from consortium.config import ConfigError, RunConfig
 from consortium.data import DataError
 from consortium.local.data import participant_data
 from consortium.local.participant import LocalModel, LocalParticipant
@@ -40,3 +40,13 @@ def make_node(ncfg: NodeConfig) -> Node:
     prepare_model(model.model, train_params(cfg, 1))  # threads, prefix cache: as the simulation does
     params = train_params(cfg, cfg.train.local_steps)
     return Node(ncfg, cfg, LocalParticipant(model, ncfg.participant_index, params, train, holdout))
+
+
+def genesis_digest(cfg: RunConfig) -> str:
+    """sha256 of the run's initial adapter blob: what the deployer puts into the contract and what every
+    node and the audit recompute from the config (the model is built for it: seconds for SmolLM2)."""
+    from consortium.round.records import state_of
+    from consortium.store.blob import sha256_hex, tensors_to_bytes
+
+    model = LocalModel(cfg, lora_spec(cfg))
+    return sha256_hex(tensors_to_bytes(state_of(model.initial, model.layout)))
