@@ -125,17 +125,18 @@ def audit(
 
     Exit 0 when everything verifies, 1 when something does not match, 2 when the audit cannot start."""
     from consortium.audit import AuditInputError, audit_live, audit_run
+    from consortium.node.build import genesis_digest  # the deployed genesis against the config's
 
     console = Console()
     try:
         if rpc_url is not None:
             if run_dir is not None or contract is None or store is None or config is None:
                 fail("--rpc-url needs --contract, --store and --config, and no RUN_DIR")
-            result = audit_live(rpc_url, str(contract), store, Path(str(config)))
+            result = audit_live(rpc_url, str(contract), store, Path(str(config)), genesis_digest)
         elif run_dir is None:
             fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
         else:
-            result = audit_run(run_dir)
+            result = audit_run(run_dir, genesis_digest)
     except AuditInputError as e:
         fail(str(e))
     checked = ", ".join(f"{n} {what}" for what, n in result.checked.items())

@@ -24,9 +24,16 @@ def layout_of(store: BlobStore, digest: str) -> Layout:
 
 
 def audit_chain(
-    client: Any, store: BlobStore, cfg: RunConfig, out: AuditReport, names: dict[str, str] | None = None
+    client: Any,
+    store: BlobStore,
+    cfg: RunConfig,
+    out: AuditReport,
+    names: dict[str, str] | None = None,
+    genesis: str | None = None,
 ) -> None:
-    """Every round of the deployment behind `client` (replayed or live) against the store and config."""
+    """Every round of the deployment behind `client` (replayed or live) against the store and config;
+    `genesis`: the run config's initial adapter (`node.build.genesis_digest`), checked against the one
+    the contract was deployed with."""
     from consortium.chain import draw_roles  # web3: see audit_run
 
     names = names or {}
@@ -36,12 +43,18 @@ def audit_chain(
 
     hist = client.history()
     params = client.params()
+    if genesis is not None:
+        out.count("genesis checked")
+        if hist.genesis.hex() != genesis:
+            out.problems.append(
+                f"genesis: the contract was deployed with {hist.genesis.hex()}, the run config's initial "
+                f"adapter is {genesis}"
+            )
     if not hist.rounds:
         out.problems.append("chain: no round was ever opened")
         return
-    genesis = hist.rounds[0].base_hash.hex()
     try:
-        layout = layout_of(store, genesis)
+        layout = layout_of(store, hist.genesis.hex())
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
