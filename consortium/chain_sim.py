@@ -144,11 +144,14 @@ class ChainRoundRunner:
         sent(op.open_round(global_hash))
         info = op.round_info()
         rid = info.round_id
-        for name in self.accounts:  # optional entropy: everyone commits, then reveals a seed
-            sent(self._client(name).commit_seed(rid, _secret("seed", self.run_seed, rid, name)))
+        for name in self.accounts:  # optional entropy: everyone commits (in round 1; later rounds'
+            # commitments ride on the previous reveal), then reveals a seed
+            if self._client(name).precommitted_seed(rid) is None:
+                sent(self._client(name).commit_seed(rid, _secret("seed", self.run_seed, rid, name)))
         op.advance_to_phase(Phase.SEED_REVEAL, info)
         for name in self.accounts:
-            sent(self._client(name).reveal_seed(rid))
+            nxt = _secret("seed", self.run_seed, rid + 1, name)
+            sent(self._client(name).reveal_seed(rid, next_seed=nxt))
         op.advance_to_phase(Phase.DRAW, info)
         sent(op.draw())
         rec = op.history().round(rid)

@@ -19,6 +19,8 @@ TREE_DEPTH: constant(uint256) = 40  # Fenwick tree over at most 2**40 participan
 # Every change is written for round_id + 1, so the draw of the open round reads the stakes as they
 # were when it opened (before any seed could be known) and a change counts from the next round on.
 MASK96: constant(uint256) = 2**96 - 1
+# a revealed seed commitment: the slot stays nonzero (a zero-to-nonzero store costs 20,000 gas a round)
+SEED_USED: constant(bytes32) = 0x0000000000000000000000000000000000000000000000000000000000000001
 
 # round states
 IDLE: constant(uint256) = 0  # no round opened yet
@@ -490,18 +492,24 @@ def commit_seed(round_id: uint256, commitment: bytes32):
 
 
 @external
-def reveal_seed(round_id: uint256, seed: bytes32):
-    """Reveal after the seed block's hash is fixed, so no committer knew it in advance."""
+def reveal_seed(round_id: uint256, seed: bytes32, next_commitment: bytes32):
+    """Reveal after the seed block's hash is fixed, so no committer knew it in advance.
+    `next_commitment` (or empty): the caller's seed commitment for the next round, made here (before
+    that round's seed block) so that a steady contributor sends one seed transaction a round, not two."""
     assert round_id == self.round_id, "wrong round"
     sb: uint256 = self.open_block + SEED_BLOCKS
     assert self.state == SEEDING and block.number > sb, "not in seed reveal phase"
     assert block.number <= sb + SEED_BLOCKS, "not in seed reveal phase"
     c: bytes32 = self.seed_commits[msg.sender]
-    assert c != empty(bytes32), "no seed commitment"
+    assert c != empty(bytes32) and c != SEED_USED, "no seed commitment"
     assert keccak256(abi_encode(chain.id, self, round_id, msg.sender, seed)) == c, "reveal does not match"
-    self.seed_commits[msg.sender] = empty(bytes32)
     self.seed_acc = self.seed_acc ^ convert(seed, uint256)
     log SeedRevealed(round_id=round_id, who=msg.sender, seed=seed)
+    if next_commitment == empty(bytes32) or next_commitment == SEED_USED:
+        self.seed_commits[msg.sender] = SEED_USED
+    else:
+        self.seed_commits[msg.sender] = next_commitment
+        log SeedCommitted(round_id=round_id + 1, who=msg.sender, commitment=next_commitment)
 
 
 @internal

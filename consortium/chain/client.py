@@ -242,9 +242,21 @@ class ChainClient(ChainReads):
         self._s.seeds[(round_id, self.address)] = seed
         return tx
 
-    def reveal_seed(self, round_id: int, seed: bytes | None = None) -> Tx:
+    def reveal_seed(self, round_id: int, seed: bytes | None = None, next_seed: bytes | None = None) -> Tx:
+        """Reveal this round's seed; with `next_seed`, commit it for the next round in the same
+        transaction (kept here for that round's reveal), which spares next round's commit_seed."""
         seed = seed if seed is not None else self._s.seeds.get((round_id, self.address), b"\x00" * 32)
-        return self._send("reveal_seed", round_id, seed)
+        nxt = b"\x00" * 32
+        if next_seed is not None:
+            nxt = seed_commitment(self.chain_id, self.contract_address, round_id + 1, self.address, next_seed)
+        tx = self._send("reveal_seed", round_id, seed, nxt)
+        if next_seed is not None:
+            self._s.seeds[(round_id + 1, self.address)] = next_seed
+        return tx
+
+    def precommitted_seed(self, round_id: int) -> bytes | None:
+        """The seed this client committed for `round_id` in the previous round's reveal, if any."""
+        return self._s.seeds.get((round_id, self.address))
 
     def draw(self) -> Tx:
         return self._send("draw")

@@ -106,6 +106,8 @@ class History:
     global_hash: bytes
     min_stake: int
     genesis: bytes = b"\x00" * 32  # the deployment's initial global model (fixed in the constructor)
+    # seed commitments made (in a reveal) for a round not opened yet: round id -> who -> commitment
+    early_seed_commits: dict[int, dict[str, bytes]] = field(default_factory=dict)
 
     def round(self, round_id: int) -> RoundRecord:
         return self.rounds[round_id - 1]
@@ -218,10 +220,14 @@ def _round_opened(h: History, a: dict[str, Any]) -> None:
     by_index = sorted(h.participants.values(), key=lambda p: p.index)
     r.owners = [p.address for p in by_index]
     r.weights = [p.weight(h.min_stake) for p in by_index]
+    r.seed_commits = h.early_seed_commits.pop(r.round_id, {})
     h.rounds.append(r)
 
 
 def _seed_committed(h: History, a: dict[str, Any]) -> None:
+    if a["round_id"] > len(h.rounds):  # made with the previous round's reveal
+        h.early_seed_commits.setdefault(a["round_id"], {})[a["who"]] = bytes(a["commitment"])
+        return
     h.round(a["round_id"]).seed_commits[a["who"]] = bytes(a["commitment"])
 
 

@@ -352,3 +352,40 @@ def test_a_seed_commitment_binds_chain_and_contract(chain: ChainClient) -> None:
     chain.transact(chain.contract.functions.commit_seed(rid, legacy))
     chain.advance_to_phase(Phase.SEED_REVEAL)
     refused(chain, lambda: chain.reveal_seed(rid, seed), "reveal does not match")
+
+
+def test_a_seed_committed_with_the_previous_reveal_is_revealed_and_drawn_with(chain: ChainClient) -> None:
+    """One seed transaction a round: the reveal of round r carries the commitment for round r + 1."""
+    rid = _to_draw(chain)
+    chain.draw()
+    _finish(chain, rid)
+    chain.open_round(chain.global_hash())
+    rid += 1
+    chain.advance_to_phase(Phase.SEED_REVEAL)
+    refused(chain, lambda: chain.reveal_seed(rid, h("never committed")), "no seed commitment")
+    snap = chain.snapshot()
+    chain.revert(snap)
+    # again from the start of this round, now with a reveal in the round before carrying a commitment
+    c = chain
+    c.advance_to_phase(Phase.DRAW)
+    c.draw()
+    _finish(c, rid)
+    c.open_round(c.global_hash())
+    c.commit_seed(rid + 1, h("s1"))
+    c.advance_to_phase(Phase.SEED_REVEAL)
+    c.reveal_seed(rid + 1, h("s1"), next_seed=h("s2"))
+    c.advance_to_phase(Phase.DRAW)
+    c.draw()
+    _finish(c, rid + 1)
+    c.open_round(c.global_hash())
+    assert c.precommitted_seed(rid + 2) == h("s2")
+    c.advance_to_phase(Phase.SEED_REVEAL)
+    c.reveal_seed(rid + 2)  # no commit_seed this round
+    rec = c.history().round(rid + 2)
+    assert rec.seed_commits == {c.address: keccak(_seed_encoding(c, rid + 2, h("s2")))}
+    assert rec.seed_reveals == {c.address: h("s2")}
+
+
+def _seed_encoding(c: ChainClient, rid: int, seed: bytes) -> bytes:
+    types = ["uint256", "address", "uint256", "address", "bytes32"]
+    return encode(types, [c.chain_id, c.contract_address, rid, c.address, seed])
