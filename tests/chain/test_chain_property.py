@@ -156,7 +156,8 @@ class Driver:
             for k in range(rnd.randint(1, 2)):
                 flags, excluded = rnd.getrandbits(len(props)), rnd.getrandbits(len(props))
                 poster = rnd.choice(self.people)
-                self.attempt(poster, lambda a, k=k, f=flags, x=excluded: a.post_candidate(rid, h(f"c{k}"), f, x))
+                post = lambda a, k=k, f=flags, x=excluded: a.post_candidate(rid, h(f"c{k}"), f, x)  # noqa: E731
+                self.attempt(poster, post)
             advance(Phase.VOTE_COMMIT)
         elif phase == Phase.VOTE_COMMIT:
             n_cand = info.n_candidates
