@@ -115,10 +115,11 @@ class ChainRoundRunner:
 
     # ---------------------------------------------------------------- set-up
 
-    def register_all(self, stake: float) -> None:
-        """Every participant registers with its stake (once, before the first round)."""
-        for addr in self.accounts.values():
-            self.operator.as_account(addr).register(wei(stake))
+    def register_all(self, stake: float, data_sizes: Mapping[str, int] | None = None) -> None:
+        """Every participant registers with its stake and its number of training examples (once, before
+        the first round)."""
+        for name, addr in self.accounts.items():
+            self.operator.as_account(addr).register(wei(stake), (data_sizes or {}).get(name, 0))
 
     def _client(self, name: str) -> ChainClient:
         return self.operator.as_account(self.accounts[name])
@@ -350,6 +351,7 @@ def deploy_runner(
     genesis: str,
     strategies: Mapping[str, str],
     attackers: frozenset[str],
+    data_sizes: Mapping[str, int] | None = None,
 ) -> ChainRoundRunner:
     """Deploy the contract (embedded EVM unless `chain.rpc_url`); every participant (`strategies`' keys,
     in order) registers and stakes. Every transaction goes to `chain/txlog.jsonl`, from which `audit`
@@ -379,7 +381,7 @@ def deploy_runner(
         attackers=attackers,
         slash_excluded=cc.slash_excluded,
     )
-    runner.register_all(cc.stake)
+    runner.register_all(cc.stake, data_sizes)
     return runner
 
 

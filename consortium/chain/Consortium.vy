@@ -56,6 +56,7 @@ struct Participant:
     exit_block: uint256  # 0 = not exiting; else complete_exit is allowed from this block
     registered: bool
     role: uint256  # round << 32 | kind << 24 | slot << 16 | status << 8 | choice
+    data_size: uint256  # training examples declared at registration: bounds the sample count it claims
 
 
 struct Params:
@@ -101,6 +102,7 @@ event Registered:
     who: indexed(address)
     index: uint256
     stake: uint256
+    data_size: uint256
 
 event ToppedUp:
     who: indexed(address)
@@ -369,8 +371,11 @@ def _sync_weight(who: address, stake: uint256, active: bool):
 
 @external
 @payable
-def register():
-    """Join with msg.value as stake (re-joining after a completed exit keeps the old index)."""
+def register(data_size: uint256):
+    """Join with msg.value as stake (re-joining after a completed exit keeps the old index) and the
+    number of training examples it holds: a commit's claimed sample count (its FedAvg weight) counts
+    at most this, and at most CLAIM_CAP times the median of the registered sizes (docs/contract.md);
+    0 declares nothing (then only the median cap bounds it)."""
     assert not self.participants[msg.sender].registered, "already registered"
     assert msg.value >= MIN_STAKE, "stake below minimum"
     idx: uint256 = self.participants[msg.sender].index
@@ -388,8 +393,9 @@ def register():
         self.participants[msg.sender].index = idx
     self.participants[msg.sender].registered = True
     self.participants[msg.sender].stake = msg.value
+    self.participants[msg.sender].data_size = data_size
     self._sync_weight(msg.sender, msg.value, True)
-    log Registered(who=msg.sender, index=idx, stake=msg.value)
+    log Registered(who=msg.sender, index=idx, stake=msg.value, data_size=data_size)
 
 
 @external

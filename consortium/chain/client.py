@@ -211,8 +211,9 @@ class ChainClient(ChainReads):
 
     # ------------------------------------------------------------------ participants
 
-    def register(self, stake: int) -> Tx:
-        return self._send("register", value=stake)
+    def register(self, stake: int, data_size: int = 0) -> Tx:
+        """Stake and declare `data_size` training examples (0: none declared; see Consortium.register)."""
+        return self._send("register", data_size, value=stake)
 
     def top_up(self, amount: int) -> Tx:
         return self._send("top_up", value=amount)

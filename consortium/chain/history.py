@@ -31,6 +31,7 @@ class ParticipantRecord:
     balance: int = 0
     registered: bool = False
     exiting: bool = False
+    data_size: int = 0  # training examples declared at registration
 
     def weight(self, min_stake: int) -> int:
         """What the contract's draw tree holds for this participant."""
@@ -84,6 +85,8 @@ class RoundRecord:
     # the draw's stake snapshot by index: the weights when the round opened (a stake change made
     # later counts from the next round on, as in the contract)
     weights: list[int] = field(default_factory=list)
+    # data sizes declared by the participants eligible at the opening (bounds on claimed sample counts)
+    data_sizes: dict[str, int] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
     candidates: list[PostedCandidate] = field(default_factory=list)
     vote_commits: dict[str, bytes] = field(default_factory=dict)
@@ -191,6 +194,7 @@ def _registered(h: History, a: dict[str, Any]) -> None:
     who = Web3.to_checksum_address(a["who"])
     rec = h.participants.setdefault(who, ParticipantRecord(who, a["index"]))
     rec.stake, rec.registered, rec.exiting = a["stake"], True, False
+    rec.data_size = a["data_size"]
 
 
 def _topped_up(h: History, a: dict[str, Any]) -> None:
@@ -221,6 +225,7 @@ def _round_opened(h: History, a: dict[str, Any]) -> None:
     r.owners = [p.address for p in by_index]
     r.weights = [p.weight(h.min_stake) for p in by_index]
     r.seed_commits = h.early_seed_commits.pop(r.round_id, {})
+    r.data_sizes = {p.address: p.data_size for p, w in zip(by_index, r.weights, strict=True) if w > 0}
     h.rounds.append(r)
 
 

@@ -112,7 +112,7 @@ class ChainReads:
 
 
 def _participant_info(addr: str, t: Any) -> ParticipantInfo:
-    stake, balance, index, weight, exit_block, registered, role = t
+    stake, balance, index, weight, exit_block, registered, role, data_size = t
     return ParticipantInfo(
         addr,
         stake,
@@ -126,4 +126,5 @@ def _participant_info(addr: str, t: Any) -> ParticipantInfo:
         (role >> 16) & 255,
         (role >> 8) & 255,
         role & 255,
+        data_size,
     )

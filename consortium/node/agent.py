@@ -126,7 +126,8 @@ class Node:
                     f"account {self.address} holds {balance / 1e18:.4f} ETH; registering needs the stake "
                     f"{want / 1e18:.4f} ETH plus gas (chain.stake in {self.ncfg.run_config})"
                 )
-            self._send("register", lambda: self.client.register(want))
+            size = len(self.participant.examples)  # declared with the stake: bounds its claimed n
+            self._send("register", lambda: self.client.register(want, size))
             return
         if me.stake < params.min_stake:
             need = want - me.stake
