@@ -9,7 +9,7 @@ from typing import Any
 
 from consortium.audit.report import AuditReport
 from consortium.audit.settlement import Ledger, Tally, fmt_votes
-from consortium.config import RunConfig, config_digest
+from consortium.config import RunConfig, config_digest, digest_matches
 from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -107,7 +107,7 @@ def _report_commits(
     out.count("commitments checked", len(rec.commits))
     for addr in rec.commits:
         config = committed.configs.get(addr)
-        if config is not None and config != digest:
+        if config is not None and not digest_matches(config, digest):
             out.problems.append(
                 f"{r}: {who(addr)} committed under config {config}; the config given hashes to {digest} "
                 "(changed after the run?)"
