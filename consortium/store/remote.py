@@ -19,6 +19,25 @@ from consortium.store.blob import (
 )
 
 CORRUPT_HEADER = "X-Blob-Error"  # the server sets it to "corrupt" when a stored blob fails its own check
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # the server's own limit (store.server.DEFAULT_MAX_BYTES)
+ERROR_BODY_BYTES = 4096  # of an error answer, only this much is read (for its one-line reason)
+
+
+def _load(r: requests.Response, limit: int, what: str, truncate: bool = False) -> bytes:
+    """Read a streamed body, at most `limit` bytes: an untrusted server cannot make a client hold an
+    unbounded body in memory. Over the limit: StoreError, or (`truncate`) the first `limit` bytes."""
+    chunks, size = [], 0
+    for chunk in r.iter_content(65536):
+        size += len(chunk)
+        if size > limit:
+            r.close()
+            if truncate:
+                chunks.append(chunk[: limit - (size - len(chunk))])
+                break
+            raise StoreError(f"{what}: the answer is over the limit of {limit:,} bytes (max_bytes)")
+        chunks.append(chunk)
+    r._content = b"".join(chunks)  # what .content, .text and .json() read from now on
+    return r._content
 
 
 class HttpBlobStore(ContentStore):
@@ -26,7 +45,8 @@ class HttpBlobStore(ContentStore):
 
     Connection errors, timeouts and 5xx answers are retried `retries` times with exponential backoff
     (`backoff`, 2·backoff, 4·backoff, … seconds, capped at `max_delay`); a PUT is safe to repeat since
-    blobs are named by content. 4xx answers are final. After the last retry: `StoreUnavailable`."""
+    blobs are named by content. 4xx answers are final. After the last retry: `StoreUnavailable`.
+    A blob answer over `max_bytes` is refused (StoreError) without being read whole."""
 
     def __init__(
         self,
@@ -35,12 +55,14 @@ class HttpBlobStore(ContentStore):
         backoff: float = 0.25,
         timeout: float = 60.0,
         max_delay: float = 8.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if retries < 0 or backoff < 0:
             raise ValueError(f"retries and backoff must be >= 0, got retries={retries}, backoff={backoff}")
         self.url = url.rstrip("/")
         self.location = self.url
         self.retries, self.backoff, self.timeout, self.max_delay = retries, backoff, timeout, max_delay
+        self.max_bytes = max_bytes
         self.session = requests.Session()
 
     def _blob_url(self, digest: str) -> str:
@@ -54,7 +76,10 @@ class HttpBlobStore(ContentStore):
             if attempt:
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_delay))
             try:
-                r = self.session.request(method, url, data=data, timeout=self.timeout)
+                r = self.session.request(method, url, data=data, timeout=self.timeout, stream=True)
+                ok = r.status_code == 200 and method == "GET"
+                limit = self.max_bytes if ok else ERROR_BODY_BYTES
+                _load(r, limit, f"{method} {url}", truncate=not ok)
             except requests.RequestException as e:  # refused, reset, timed out, DNS
                 last = f"{type(e).__name__}: {e}"
                 continue
