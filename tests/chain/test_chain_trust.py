@@ -364,7 +364,7 @@ def test_a_seed_committed_with_the_previous_reveal_is_revealed_and_drawn_with(ch
     c.commit_seed(rid + 1, h("s1"))
     c.advance_to_phase(Phase.SEED_REVEAL)
     c.reveal_seed(rid + 1, h("s1"), next_seed=h("s2"))
-    refused(c, lambda: c.reveal_seed(rid + 1, h("s1")), "no seed commitment")  # used, not reusable
+    refused(c, lambda: c.reveal_seed(rid + 1, h("s1")), "reveal does not match")  # the slot holds the next
     c.advance_to_phase(Phase.DRAW)
     c.draw()
     _finish(c, rid + 1)
