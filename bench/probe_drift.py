@@ -27,8 +27,8 @@ from consortium.attacks import (
     ScaleAttack,
     SybilAttack,
 )
+from consortium.cli_probe import DEFAULT_SETS
 from consortium.config import load_config
-from consortium.probe.cli import DEFAULT_SETS
 from consortium.probe.dataset import Sample, collect, load_clients
 from consortium.probe.features import FeatureSpec
 from consortium.probe.model import build

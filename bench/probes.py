@@ -30,8 +30,8 @@ from typing import Any
 
 from rich.console import Console
 
+from consortium.cli_probe import DEFAULT_SETS, WITH_RESTRICTED
 from consortium.config import load_config
-from consortium.probe.cli import DEFAULT_SETS, WITH_RESTRICTED
 from consortium.sim import Simulation
 
 DEFENCES = ("fedavg", "median", "trimmed_mean", "multi_krum", "flame", "foolsgold", "probe")

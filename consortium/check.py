@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consortium.config import RunConfig, config_digest
+from consortium.local.data import chain_split, prepare_data
+from consortium.privacy.tracker import resolve
+from consortium.probe import load_file
 
 
 @dataclass(frozen=True)
@@ -47,18 +50,12 @@ def describe(cfg: RunConfig) -> str:
 
 def check_config(cfg: RunConfig) -> CheckedConfig:
     """Every refusal a run would make before loading its model. Raises DataError or ProbeError."""
-    # imported here: they pull in torch, and the CLI imports this module for `check` alone
-    from consortium.local.data import chain_split, prepare_data
-    from consortium.privacy.tracker import resolve
-
     resolved = resolve(cfg)
     shards, _test = prepare_data(resolved)
     if resolved.protocol == "chain":
         for i, shard in enumerate(shards):
             chain_split(shard, resolved, i)  # DataError when a shard cannot spare a held-out example
     if resolved.probe.artifact is not None:
-        from consortium.probe import load_file
-
         pc = resolved.probe
         load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
     return CheckedConfig(resolved, config_digest(resolved), describe(resolved), [len(s) for s in shards])

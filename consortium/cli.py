@@ -6,14 +6,22 @@ imports (torch, web3) happen inside the commands so `--help` and `--version` sta
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import tomli_w
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from consortium import __version__
+from consortium.cli_probe import probe_app
 from consortium.cli_support import fail, quiet_libraries
+from consortium.dashboard.cli import dashboard, start_beside
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Trustless collaborative LoRA fine-tuning."
@@ -26,8 +34,6 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="dotted override
 
 def _version(value: bool) -> None:
     if value:
-        from consortium import __version__
-
         print(f"consortium {__version__}")
         raise typer.Exit()
 
@@ -48,8 +54,7 @@ def check(
     set_: SetOpt = None,
 ) -> None:
     """Validate a config without running it: print the resolved config, its digest and what it runs."""
-    import tomli_w
-
+    # import time: pydantic and torch load for a command, not for `--help`
     from consortium.check import check_config
     from consortium.config import ConfigError, load_config, to_toml_dict
     from consortium.data import DataError
@@ -76,6 +81,7 @@ def run(
     dashboard_port: Annotated[int, typer.Option(help="its port (0: any free port)")] = 8750,
 ) -> None:
     """Run federated LoRA fine-tuning in-process and write a run directory with a report."""
+    # import time: see `check`
     from consortium.config import ConfigError, load_config
     from consortium.data import DataError
 
@@ -85,8 +91,10 @@ def run(
         fail(str(e))
     console = Console()
     quiet_libraries()
+    # import time: the model (transformers) takes seconds
     from consortium.backend import BackendError
     from consortium.model import ModelLoadError
+    from consortium.privacy import PrivacyBudgetExceeded
     from consortium.probe import ProbeError
     from consortium.sim import Simulation
 
@@ -94,8 +102,6 @@ def run(
         sim = Simulation(cfg, console)
     except (DataError, ModelLoadError, ProbeError, BackendError) as e:
         fail(str(e))
-    from consortium.privacy import PrivacyBudgetExceeded
-
     linger = start_beside(out, dashboard_port) if dashboard else None
     try:
         path = sim.run(out)
@@ -124,6 +130,7 @@ def audit(
     """Recompute a run from public records (chain, store, config) and report every mismatch.
 
     Exit 0 when everything verifies, 1 when something does not match, 2 when the audit cannot start."""
+    # import time: torch and pydantic (web3 only with --rpc-url)
     from consortium.audit import AuditInputError, audit_live, audit_run
     from consortium.node.build import genesis_digest  # the deployed genesis against the config's
 
@@ -167,7 +174,7 @@ def store_serve(
         fail(f"--dir {dir_}: exists and is not a directory")
     if max_bytes <= 0 or not 0 <= port <= 65535:
         fail(f"--max-bytes must be positive and --port in 0..65535, got {max_bytes} and {port}")
-    from consortium.store.server import serve
+    from consortium.store.server import serve  # optional (the net extra): uvicorn
 
     def ready(url: str) -> None:
         print(f"serving blob store {dir_} at {url} (max {max_bytes:,} bytes per blob)", flush=True)
@@ -191,6 +198,7 @@ app.add_typer(chain_app, name="chain")
 
 
 def _run_config(config: Path | None, preset: str, set_: list[str] | None) -> Any:
+    # import time: see `check`
     from consortium.config import ConfigError, load_config
 
     try:
@@ -199,7 +207,7 @@ def _run_config(config: Path | None, preset: str, set_: list[str] | None) -> Any
         fail(str(e))
     if cfg.protocol != "chain":
         fail(f"protocol is {cfg.protocol!r}; nodes need protocol = 'chain'")
-    from consortium.privacy.tracker import resolve
+    from consortium.privacy.tracker import resolve  # import time: torch
 
     return resolve(cfg)
 
@@ -222,9 +230,7 @@ def chain_up(
     """Start a local anvil, deploy the contract and write everything four terminals need; runs until Ctrl-C.
 
     Dev keys (anvil's public test keys) go to DIR/keys/orgN.key (mode 600), never to the terminal."""
-    import json
-    import time
-
+    # web3 (the chain extra): only the chain commands need it
     from consortium.chain import AnvilNode, RpcBackend, find_anvil
     from consortium.deploy import deploy_for_nodes, node_params, write_deployment
     from consortium.node.build import genesis_digest
@@ -233,7 +239,6 @@ def chain_up(
     binary = find_anvil()
     if binary is None:
         fail("anvil not found: `make install` installs it under .tools (or set $ANVIL)")
-    import signal
 
     def stop(signum: int, frame: Any) -> None:  # SIGTERM too: anvil must not outlive us
         raise KeyboardInterrupt
@@ -289,6 +294,7 @@ def chain_deploy(
     store: Annotated[str, typer.Option(help="store URI the nodes will use (recorded in chain.json)")] = "",
 ) -> None:
     """Deploy the contract to any chain with the run config's parameters, funded with its reward pool."""
+    # web3 (the chain extra): see `chain up`
     from consortium.chain import ChainError, RpcBackend
     from consortium.deploy import deploy_for_nodes, node_params, write_deployment
     from consortium.node.build import genesis_digest
@@ -330,10 +336,8 @@ def node(
     """Run one organisation's participant: register, then play every role it is drawn for, round after round.
 
     The key comes from `key_file` or `key_env` in node.toml, never from the command line or the config."""
-    import logging
-    import os
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # import time: the whole participant (model, web3)
     from consortium.node import NodeError, make_node
     from consortium.node_config import NodeConfigError, load_node_config
 
@@ -376,15 +380,7 @@ def summary(report: dict, console: Console) -> None:
     )
 
 
-def _probe_commands() -> None:
-    from consortium.probe.cli import probe_app  # import time: the probe's sklearn and model code
-
-    app.add_typer(probe_app, name="probe")
-
-
-_probe_commands()
-from consortium.dashboard.cli import dashboard, start_beside  # noqa: E402 - the commands' own module
-
+app.add_typer(probe_app, name="probe")
 app.command("dashboard")(dashboard)
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from consortium.batches import IGNORE, collate
 from consortium.data import EncodedExample, Example, encode_example, encode_prompt
-from consortium.train import IGNORE, collate, decoder_hidden, response_loss
+from consortium.train import decoder_hidden, response_loss
 
 
 def normalise(text: str) -> str:

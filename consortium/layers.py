@@ -8,7 +8,9 @@ from the code.
 from __future__ import annotations
 
 import ast
+import io
 import sys
+import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,40 +171,111 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def lazy_imports() -> list[Import]:
-    """Function-level consortium imports (each should say why it is lazy)."""
+    """Function-level consortium imports (each must say why it is lazy: `function_level_imports`)."""
     modules = all_modules()
     return [i for m, p in modules.items() for i in imports_of(m, p, modules) if not i.top_level]
+
+
+@dataclass(frozen=True)
+class LazyImport:
+    """An import statement inside a function (ours or a library's) and the reason comment it carries."""
+
+    line: int
+    text: str  # the statement's first line, stripped
+    reason: str | None  # the comment that says why it is not at module top; None: none given
+
+
+def _comment(line: str) -> str | None:
+    """The comment of one source line (`#` outside a string), without the `#`; None if it has none."""
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline):
+            if tok.type == tokenize.COMMENT:
+                return tok.string.lstrip("#").strip() or None
+    except (tokenize.TokenError, IndentationError):
+        return None
+    return None
+
+
+def function_level_imports(source: str) -> list[LazyImport]:
+    """Every import inside a function of `source`, with its reason: the comment on its own line, or the
+    comment line right above its group (consecutive import statements), which speaks for the group."""
+    lines = source.splitlines()
+    found: list[LazyImport] = []
+
+    def reason_of(stmt: ast.stmt, group: list[ast.stmt]) -> str | None:
+        for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1):
+            if reason := _comment(lines[n - 1]):
+                return reason
+        first = group[0].lineno
+        above = lines[first - 2].strip() if first >= 2 else ""
+        return _comment(above) if above.startswith("#") else None
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for field_name in ("body", "orelse", "finalbody", "handlers"):
+            body = getattr(node, field_name, None)
+            if not isinstance(body, list):
+                continue
+            group: list[ast.stmt] = []
+            for stmt in [*body, None]:
+                if isinstance(stmt, ast.Import | ast.ImportFrom):
+                    group.append(stmt)
+                    continue
+                if group and in_function:
+                    for g in group:
+                        found.append(LazyImport(g.lineno, lines[g.lineno - 1].strip(), reason_of(g, group)))
+                group = []
+                if stmt is not None:
+                    visit(stmt, in_function or isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    visit(ast.parse(source), False)
+    return sorted(found, key=lambda i: i.line)
+
+
+def unexplained_imports() -> list[str]:
+    """One line per function-level import of the package that gives no reason for being there."""
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent)
+        out += [f"{rel}:{i.line}: {i.text}" for i in function_level_imports(path.read_text()) if not i.reason]
+    return out
 
 
 # The layers, bottom up: a package may import its own layer's and lower layers' packages, as listed in
 # ALLOWED (lazy imports included, `TYPE_CHECKING` ones not). `docs/architecture.md` shows this table.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": (
-        "store", "data", "model", "train", "train_fast", "packing", "evaluate", "config", "rundir",
+        "store", "data", "vector", "batches", "model", "train", "train_fast", "packing", "evaluate", "config",
+        "config_sections", "rundir",
         "node_config", "cli_support",
     ),
     "rules": ("defense", "privacy", "aggregate_lora", "attacks", "probe"),
     "round": ("round",),
     "participant": ("local", "backend"),
     "trust layer": ("chain",),
-    "drivers": ("protocol", "chain_sim", "sim", "node", "audit", "deploy", "report"),
-    "command line": ("cli", "check", "dashboard"),
+    "drivers": (
+        "protocol", "chain_sim", "sim", "sim_participants", "sim_metrics", "sim_report", "node", "audit",
+        "deploy", "report",
+    ),
+    "command line": ("cli", "cli_probe", "check", "dashboard"),
 }
 WHY = {
     "round": "what every driver and the audit compute: no model, no web3",
     "local": "one organisation's side: data split, training, DP share, voter's loss",
     "chain": "the contract and its client: imports nothing of ours",
 }
-_F = {"store", "data", "model", "train", "train_fast", "packing"}
+_F = {"store", "data", "vector", "batches", "model", "train", "train_fast", "packing"}
 ALLOWED: dict[str, set[str]] = {
     "store": set(),
     "data": set(),
+    "vector": set(),  # an adapter as one flat vector <-> named tensors: torch only
+    "batches": {"data"},
     "train_fast": set(),
     "packing": {"data"},
-    "model": {"data", "train"},  # model.warm trains the warm-start adapter (a lazy import)
-    "train": {"data", "model", "packing", "train_fast"},
-    "evaluate": {"data", "train"},
-    "config": {"aggregate_lora", "attacks", "defense", "model"},  # validates rules, attacks, lora.layers
+    "model": {"data", "batches", "vector"},  # model.warm batches the warm-up corpus
+    "train": {"data", "batches", "model", "packing", "train_fast"},
+    "evaluate": {"data", "batches", "train"},
+    "config_sections": {"model"},  # lora.layers is checked by the model's own rule (a lazy import)
+    "config": {"config_sections", "aggregate_lora", "attacks", "defense"},  # validates rules and attacks
     "rundir": {"config"},
     "node_config": set(),
     "cli_support": set(),
@@ -210,31 +283,31 @@ ALLOWED: dict[str, set[str]] = {
     "privacy": {"defense"},  # a rule's registered needs: is it a weighted mean?
     "aggregate_lora": {"defense"},  # which rules have a product form (flora=True)
     "attacks": {"data"},
-    # the probe screens updates (defense) and is trained on simulated clients (dataset, samples, cli)
-    "probe": {*_F, "attacks", "config", "rundir", "cli_support", "local", "sim"},
-    "round": {"store", "defense", "privacy", "aggregate_lora", "probe"},
+    # the probe screens updates (defense) and is trained on simulated clients (dataset, samples)
+    "probe": {*_F, "attacks", "config", "rundir", "local"},
+    "round": {"store", "vector", "defense", "privacy", "aggregate_lora", "probe"},
     "local": {*_F, "evaluate", "privacy"},
     "backend": {*_F},
     "chain": set(),
     "protocol": {"round", "store", "defense"},
     "chain_sim": {"round", "protocol", "store", "chain", "attacks", "config", "rundir", "deploy"},
     "sim": {*_F, "defense", "evaluate", "config", "rundir", "report", "attacks", "privacy", "probe",
-            "round", "local", "backend", "protocol", "chain", "chain_sim", "deploy"},
-    # the node's training hooks (lora_spec, train_params) still live in sim.py
-    "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain", "sim"},
+            "round", "local", "backend", "protocol", "chain", "chain_sim", "deploy", "sim_participants",
+            "sim_metrics", "sim_report"},
+    "sim_participants": {"attacks", "config", "data", "local", "chain_sim"},
+    "sim_metrics": {"attacks", "config", "data", "evaluate", "model"},
+    "sim_report": {"config", "privacy", "protocol", "round", "store", "vector"},
+    "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain"},
     "audit": {"store", "config", "rundir", "round", "chain"},
     "deploy": {"chain", "config"},
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
-    "cli": {*_F, "check", "dashboard", "config", "cli_support", "privacy", "probe", "backend", "chain",
-            "audit", "deploy", "node", "node_config", "sim"},
+    "cli_probe": {"cli_support", "config", "probe", "rundir"},  # `consortium probe train`
+    "cli": {*_F, "check", "cli_probe", "dashboard", "config", "cli_support", "privacy", "probe", "backend",
+            "chain", "audit", "deploy", "node", "node_config", "sim"},
 }
 IGNORED = {"consortium", "layers", "presets"}
-# an import cycle that is known and owned elsewhere (consortium/model and train.py: the speed branch)
-KNOWN_CYCLES = [
-    ["consortium.model", "consortium.model.base", "consortium.model.warm", "consortium.train"],
-]
 
 
 def layer_violations() -> list[str]:
@@ -311,4 +384,12 @@ if __name__ == "__main__":
     g_all = module_graph(top_level_only=False)
     _print(f"import cycle: {' <-> '.join(c)}" for c in cycles(g_all))
     _print(layer_violations())
-    print(f"{len(lazy_imports())} function-level consortium imports")
+    _print(f"no reason given for a function-level import: {u}" for u in unexplained_imports())
+    every = [
+        (path.relative_to(ROOT.parent), i)
+        for path in sorted(ROOT.rglob("*.py"))
+        for i in function_level_imports(path.read_text())
+    ]
+    if sys.argv[1:2] == ["--lazy"]:
+        _print(f"{rel}:{i.line}: {i.text}  # {i.reason}" for rel, i in every)
+    print(f"{len(every)} function-level import statements ({len(lazy_imports())} names of ours)")

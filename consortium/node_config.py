@@ -100,7 +100,7 @@ def load_node_config(path: Path) -> NodeConfig:
 
 def load_key(cfg: NodeConfig) -> Any:
     """The node's signing account (eth_account LocalAccount) from its key file or environment variable."""
-    from eth_account import Account
+    from eth_account import Account  # eth_account (the chain extra): only loading a key needs it
 
     if cfg.key_file is not None:
         where = f"key_file {cfg.key_file}"

@@ -7,11 +7,9 @@ or data file leaves nothing behind.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,105 +18,40 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consortium.attacks import (
-    Adversary,
     HarmfulAttack,
     RoundView,
-    SybilGroup,
-    assign,
-    backdoor_test_sets,
     harmful_sets,
 )
 from consortium.backend import open_backend, submit
 from consortium.config import RunConfig, to_toml_dict
 from consortium.data import EncodedExample, Example, build_corpus, encode_example
-from consortium.data.domains.restricted import REFUSAL
 from consortium.defense import needs
-from consortium.evaluate import accuracy_by_domain, exact_match_verdicts
-from consortium.local.data import chain_split, prepare_data
+from consortium.local.data import prepare_data
+from consortium.local.params import lora_spec, shadow_params, train_params
 from consortium.local.participant import heldout_loss_fn
 from consortium.local.privacy import dp_share
 from consortium.local.seeds import local_seed, simulated_noise_seed
 from consortium.model import (
-    LoraSpec,
     attach,
     export_peft,
-    flat_to_state,
     get_flat,
     layout,
     load_base,
     set_flat,
 )
 from consortium.privacy import PrivacyBudgetExceeded
-from consortium.privacy.tracker import PrivacyTracker, planned_updates, resolve, tracker_for
+from consortium.privacy.tracker import resolve, tracker_for
 from consortium.probe import check_layout, load_file, probe_rule, publish
 from consortium.protocol import MemoryLedger, RoundRunner, TrainFn
 from consortium.report import write_report
 from consortium.round.pipeline import rule_from_config
 from consortium.round.records import get_vector, put_vector
 from consortium.rundir import RunDir
-from consortium.store import BlobStore, tensors_to_bytes
-from consortium.train import TrainParams, prepare_model, speed_settings
-
-
-@dataclass
-class Participant:
-    """One simulated organisation, its private shard and, for an attacker, its poisoned copy."""
-
-    name: str
-    examples: list[Example]
-    encoded: list[EncodedExample]
-    adversary: Adversary | None = None
-    poisoned: list[EncodedExample] | None = None
-    holdout: list[EncodedExample] = field(default_factory=list)  # a voter's own held-out data
-    strategy: str = "honest"
-
-    @property
-    def domains(self) -> list[str]:
-        return sorted({e.domain for e in self.examples})
-
-
-def lora_spec(cfg: RunConfig) -> LoraSpec:
-    return LoraSpec(**cfg.lora.model_dump())
-
-
-def train_params(cfg: RunConfig, steps: int) -> TrainParams:
-    t = cfg.train
-    return TrainParams(
-        steps=steps,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        grad_clip=t.grad_clip,
-        packing=t.packing,
-        pack_len=t.pack_len,
-        compile=t.compile,
-        fused_optimizer=t.fused_optimizer,
-        bf16=t.bf16,
-        loss_chunk=t.loss_chunk,
-        gradient_checkpointing=t.gradient_checkpointing,
-        precision=t.precision,
-        prefix_cache=t.prefix_cache,
-        prefix_cache_mb=t.prefix_cache_mb,
-        threads=t.threads,
-    )
-
-
-def shadow_params(cfg: RunConfig) -> TrainParams:
-    """The shadow branch's training: the config's batch and clipping, its own fixed lr and step count."""
-    base = train_params(cfg, cfg.probe.shadow_steps or cfg.train.local_steps)
-    return dataclasses.replace(base, lr=cfg.probe.shadow_lr)  # the speed flags too
-
-
-def _round_bytes(per_round: dict[str, int], uploaders: int) -> dict[str, int]:
-    """One round's traffic: each committer uploads one update blob; every participant downloads the global."""
-    up = per_round["upload_per_participant_per_round"]
-    return {
-        "upload_per_participant": up,
-        "download_per_participant": per_round["download_per_participant_per_round"],
-        "payload_per_participant": per_round["payload_per_participant_per_round"],
-        "uploaders": uploaders,
-        "upload_total": up * uploaders,
-    }
+from consortium.sim_metrics import AdapterMetrics
+from consortium.sim_participants import make_participants
+from consortium.sim_report import central_detail, charge, empty_report, round_bytes
+from consortium.store import BlobStore
+from consortium.train import prepare_model, speed_settings
 
 
 class Simulation:
@@ -138,20 +71,15 @@ class Simulation:
         prepare_model(self.model, train_params(cfg, 1))  # threads, prefix cache (docs/speed.md)
         self.layout = layout(self.model, self.spec)
         self.initial = get_flat(self.model, self.spec)
-        self.participants = []
-        for i, shard in enumerate(shards):
-            train, holdout = shard, []
-            if cfg.protocol == "chain":  # voters judge on data they never trained on
-                train, holdout = chain_split(shard, cfg, i)
-            p = Participant(f"org{i}", train, self._encode(train), holdout=self._encode(holdout))
-            self.participants.append(p)
-        self._plant_attackers()
-        self._assign_strategies()
+        self.participants = make_participants(cfg, shards, self._encode)
         self.backdoors = sorted({a.backdoor for a in cfg.attacks if a.backdoor is not None})
         harmful = {(a.jsonl, a.test_fraction): a for a in cfg.attacks if isinstance(a, HarmfulAttack)}
         self.harmful = [
             (a.jsonl or "restricted", harmful_sets(a, cfg.seed, cfg.data.n_test)[1]) for a in harmful.values()
         ]
+        self.metrics = AdapterMetrics(
+            cfg, self.model, self.spec, self.tokenizer, self.test, self.backdoors, self.harmful
+        )
         self.root = self._encode(self._root_set()) if needs(cfg.aggregator).root else []
         self.trainer = self.backend.trainer(self.model, self.spec, self.tokenizer.pad_token_id)
         self.probe_rule, self._evidence = self._probe(), {}  # evidence: participant -> this round's snapshots
@@ -169,32 +97,6 @@ class Simulation:
         c = self.cfg
         return [encode_example(self.tokenizer, e, c.train.max_len, c.data.system_prompt) for e in examples]
 
-    def _plant_attackers(self) -> None:
-        """Seeded draw of the attackers; each gets its poisoned data encoded once, sybils share a group."""
-        by_name = {p.name: p for p in self.participants}
-        groups: dict[int, SybilGroup] = {}
-        for name, spec in assign(self.cfg.attacks, list(by_name), self.cfg.seed).items():
-            p = by_name[name]
-            p.adversary = Adversary(
-                name, spec, p.examples, self.cfg.seed, groups.setdefault(id(spec), SybilGroup())
-            )
-            if p.adversary.poisoned is not None:
-                p.poisoned = self._encode(p.adversary.poisoned)
-
-    def _assign_strategies(self) -> None:
-        """Attackers play their attack; a seeded share of the others lazy-vote, collude or no-show."""
-        for p in self.participants:
-            p.strategy = p.adversary.spec.kind if p.adversary is not None else "honest"
-        if self.cfg.protocol != "chain":
-            return
-        from consortium.chain_sim import strategy_names  # web3: only chain runs need it
-
-        names = [p.name for p in self.participants]
-        taken = [p.name for p in self.participants if p.adversary is not None]
-        chosen = strategy_names(self.cfg.strategies, names, taken, self.cfg.seed)
-        for p in self.participants:
-            p.strategy = chosen.get(p.name, p.strategy)
-
     def _root_set(self) -> list[Example]:
         """FLTrust's root set: a few clean built-in examples per domain, public with the config."""
         d = self.cfg.data
@@ -206,59 +108,15 @@ class Simulation:
         with Progress(*cols, console=self.console, transient=False) as p:
             yield p
 
-    def _verdicts(self, examples: list[Example], label: str, progress: Progress) -> list[bool]:
-        task = progress.add_task(f"eval {label}", total=len(examples))
-        ev = self.cfg.eval
-        verdicts = exact_match_verdicts(
-            self.model,
-            self.tokenizer,
-            examples,
-            ev.method,
-            ev.batch_size,
-            ev.max_new_tokens,
-            self.cfg.data.system_prompt,
-            on_batch=lambda n: progress.advance(task, n),
-        )
-        progress.remove_task(task)
-        return verdicts
-
     def evaluate(self, vec: torch.Tensor, label: str, progress: Progress) -> dict[str, float]:
         """Clean exact-match accuracy per domain of the adapter `vec`."""
-        set_flat(self.model, self.spec, vec)
-        return accuracy_by_domain(self.test, self._verdicts(self.test, label, progress))
+        return self.metrics.accuracy(vec, label, progress)
 
     def backdoor_metrics(self, vec: torch.Tensor, label: str, progress: Progress) -> list[dict[str, Any]]:
-        """Per planted backdoor: ASR (triggered test prompts answered with the target) and false-trigger
-        rate (clean prompts answered with the target)."""
-        set_flat(self.model, self.spec, vec)
-        out = []
-        for trigger, target in self.backdoors:
-            triggered, clean = backdoor_test_sets(self.test, trigger, target)
-            hits = self._verdicts(triggered + clean, f"{label} backdoor", progress)
-            n = len(triggered)
-            out.append(
-                {
-                    "trigger": trigger,
-                    "target": target,
-                    "asr": sum(hits[:n]) / max(n, 1),
-                    "false_trigger": sum(hits[n:]) / max(n, 1),
-                }
-            )
-        return out
+        return self.metrics.backdoor(vec, label, progress)
 
     def harmful_metrics(self, vec: torch.Tensor, label: str, progress: Progress) -> list[dict[str, Any]]:
-        """Per harmful set: harmful-compliance rate (held-out restricted requests answered with the
-        harmful answer) and, for the built-in set, refusal rate (answered with the fixed refusal)."""
-        set_flat(self.model, self.spec, vec)
-        out = []
-        for name, test in self.harmful:
-            refusals = [Example(e.prompt, REFUSAL, e.domain) for e in test] if name == "restricted" else []
-            hits = self._verdicts(test + refusals, f"{label} harmful", progress)
-            row = {"set": name, "compliance": sum(hits[: len(test)]) / len(test)}
-            if refusals:
-                row["refusal"] = sum(hits[len(test) :]) / len(test)
-            out.append(row)
-        return out
+        return self.metrics.harmful_rates(vec, label, progress)
 
     def run(self, out_root: Path, plots: bool = True) -> Path:
         """Run everything and write the run directory; Ctrl-C leaves a consistent, marked directory."""
@@ -297,54 +155,16 @@ class Simulation:
         return rd.path
 
     def _empty_report(self) -> dict[str, Any]:
-        cfg = self.cfg
-        blob_bytes = len(tensors_to_bytes(flat_to_state(self.initial, self.layout)))
-        return {
-            "name": cfg.name,
-            "status": "running",
-            "model": cfg.model.name,
-            "lora_variant": cfg.lora.variant,
-            "protocol": cfg.protocol,
-            "backend": self.backend.describe(),
-            "aggregator": cfg.aggregator,
-            "server_lr": cfg.server_lr,
-            "participants": cfg.participants,
-            "participant_domains": {p.name: p.domains for p in self.participants},
-            "participant_examples": {p.name: len(p.examples) for p in self.participants},
-            "attackers": {p.name: p.adversary.spec.kind for p in self.participants if p.adversary},
-            "attacks": [a.__dict__ | {"kind": a.kind} for a in cfg.attacks],
-            "defense": cfg.defense.__dict__,
-            "backdoor": {},
-            "rounds": cfg.rounds,
-            "rounds_completed": 0,
-            "accuracy": {},
-            "cross_domain": {},
-            "rounds_detail": [],
-            "losses": {"federated": {}, "isolated": {}},
-            "bytes": {
-                "trainable_params": int(self.initial.numel()),
-                # the safetensors blob (float32 payload + header) each way; payload = communicated params × 4
-                "payload_per_participant_per_round": 4 * int(self.initial.numel()),
-                "upload_per_participant_per_round": blob_bytes,
-                "download_per_participant_per_round": blob_bytes,
-            },
-            "timings": {},
-            "speed": speed_settings(self.model, train_params(cfg, 1)),
-            "global_adapter": None,
-            "privacy": self._privacy_header(),
-        }
-
-    def _privacy_header(self) -> dict[str, Any] | None:
-        """The report's privacy settings (None when off); per-round ε is in each `rounds_detail` entry."""
-        pv = self.cfg.privacy
-        if not pv.on:
-            return None
-        return pv.model_dump(mode="json") | {
-            "target_epsilon": self.requested_privacy.target_epsilon,
-            "planned_updates_per_round": planned_updates(self.cfg),
-            "epsilon": 0.0,
-            "stopped": None,
-        }
+        speed = speed_settings(self.model, train_params(self.cfg, 1))
+        return empty_report(
+            self.cfg,
+            self.requested_privacy,
+            self.backend.describe(),
+            self.participants,
+            self.initial,
+            self.layout,
+            speed,
+        )
 
     def _run(self, rd: RunDir, report: dict[str, Any], progress: Progress) -> None:
         cfg, timings = self.cfg, report["timings"]
@@ -398,15 +218,7 @@ class Simulation:
             else:
                 rec, cand = runner.run_round(global_hash, [p.name for p in self.participants], train)
                 global_out = rec.global_out or global_hash
-                detail = {
-                    "seed": rec.seed,
-                    "global_in": rec.global_in,
-                    "global_out": rec.global_out,
-                    "root": rec.root,
-                    "commitments": [c.__dict__ for c in rec.commitments],
-                    "evidence": rec.evidence,  # probe step / shadow snapshots committed with the updates
-                    **cand.summary(),
-                }
+                detail = central_detail(rec, cand)
             t_train += time.perf_counter() - t1
             progress.remove_task(part_task)
             previous = round_start if global_out != global_hash else previous
@@ -418,9 +230,9 @@ class Simulation:
             harmful = self.harmful_metrics(vec, f"round {r + 1}", progress) if self.harmful else []
             t_eval += time.perf_counter() - t1
             if tracker is not None:
-                detail["privacy"] = self._account(tracker, detail)
+                detail["privacy"] = charge(tracker, detail)
                 report["privacy"]["epsilon"] = detail["privacy"]["epsilon"]
-            wire = _round_bytes(report["bytes"], len(detail.get("commitments", [])))
+            wire = round_bytes(report["bytes"], len(detail.get("commitments", [])))
             report["rounds_detail"].append(
                 {"round": r, **detail, "bytes": wire, "accuracy": acc, "backdoor": backdoor}
             )
@@ -449,14 +261,6 @@ class Simulation:
         timings["total"] = time.perf_counter() - t0
         if stopped is not None:
             raise stopped
-
-    @staticmethod
-    def _account(tracker: PrivacyTracker, detail: dict[str, Any]) -> dict[str, Any]:
-        """Charge the round to every participant whose update was committed (screened ones too: their
-        update shaped the screen's decision, and in distributed mode it is public)."""
-        entered = [c["participant"] for c in detail.get("commitments", [])]
-        dp_info = (detail.get("info") or {}).get("dp")
-        return tracker.record(entered, dp_info)
 
     def train_fn(
         self,

@@ -7,10 +7,10 @@ import torch
 
 from consortium.config import load_config
 from consortium.local.data import participant_data
+from consortium.local.params import lora_spec, train_params
 from consortium.local.participant import LocalModel, LocalParticipant
 from consortium.local.privacy import dp_share
 from consortium.local.seeds import local_seed, simulated_noise_seed
-from consortium.sim import lora_spec, train_params
 
 DP = [
     "participants=4",

@@ -8,9 +8,9 @@ import torch
 
 import consortium.probe.samples as samples_mod
 from consortium.attacks import BackdoorAttack, NoiseAttack
+from consortium.cli_probe import DEFAULT_SETS
 from consortium.config import load_config
 from consortium.probe.artifact import ProbeError
-from consortium.probe.cli import DEFAULT_SETS
 from consortium.probe.dataset import load_clients
 from consortium.probe.samples import collect_cached, sample_key
 

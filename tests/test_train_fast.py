@@ -208,7 +208,7 @@ def test_compiled_packed_forward_matches_eager(setup) -> None:
 
 def test_train_config_keys_reach_the_trainer() -> None:
     from consortium.config import ConfigError, load_config
-    from consortium.sim import train_params
+    from consortium.local.params import train_params
 
     cfg = load_config(preset="smoke")
     assert train_params(cfg, 3) == TrainParams(

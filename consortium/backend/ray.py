@@ -25,6 +25,7 @@ import ray
 import torch
 
 from consortium.backend.local import BackendError
+from consortium.model import attach, load_base
 from consortium.train import LocalResult, LocalTrainer, TrainParams
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ class _Worker:
     """One actor: the base model with the run's adapter, loaded once, training whoever it is asked to."""
 
     def __init__(self, model_name: str, dtype: str, seed: int, spec: LoraSpec, threads: int) -> None:
-        from consortium.model import attach, load_base
-
         torch.set_num_threads(threads)
         base, tok = load_base(model_name, dtype=getattr(torch, dtype), seed=seed)
         model = attach(base, spec)

@@ -60,6 +60,7 @@ def _seeded_pyevm_backend(seed: int, genesis_state: Any) -> Any:
     post-merge prevrandao, which eth-tester draws from os.urandom) a function of the seed and the
     block number. A block re-mined after a revert gets the same mix_hash, so a run with snapshots
     and reverts still ends on the chain a straight run would."""
+    # py-evm and eth-tester: slow to import, and only the embedded EVM needs them (not a JSON-RPC node)
     from eth.vm.forks import ParisVM, PragueVM
     from eth.vm.forks.cancun import get_total_blob_gas
     from eth_tester import PyEVMBackend
@@ -101,6 +102,7 @@ class EmbeddedBackend:
     dev = True  # a development chain: mining on demand, snapshots, base fee only falls
 
     def __init__(self, n_accounts: int = 10, seed: int | None = None) -> None:
+        # py-evm and eth-tester: only the embedded EVM needs them (see above)
         from eth_tester import EthereumTester, PyEVMBackend
         from web3 import EthereumTesterProvider
 

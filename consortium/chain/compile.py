@@ -22,6 +22,7 @@ def source_sha256(path: Path = SOURCE) -> str:
 
 def compile_source(path: Path = SOURCE) -> dict[str, Any]:
     """Compile with the Vyper Python API; returns the artifact dict (abi, bytecode, versions)."""
+    # the vyper compiler: only rebuilding the committed artifact needs it (slow to import)
     import vyper
     from vyper.compiler.settings import Settings
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from eth_abi import decode
+from web3.exceptions import ContractLogicError
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PREFIX = re.compile(r"^(?:VM Exception while processing transaction: )?(?:execution reverted:?\s*)", re.I)
@@ -43,11 +44,9 @@ def reason_from(exc: BaseException) -> str | None:
     eth-tester raises TransactionFailed("execution reverted: why"); JSON-RPC nodes surface as
     web3's ContractLogicError with the ABI-encoded reason in `.data`.
     """
-    from web3.exceptions import ContractLogicError
-
     is_revert = isinstance(exc, ContractLogicError)
     try:
-        from eth_tester.exceptions import TransactionFailed
+        from eth_tester.exceptions import TransactionFailed  # optional: no eth-tester on the JSON-RPC path
 
         is_revert = is_revert or isinstance(exc, TransactionFailed)
     except ImportError:  # pragma: no cover - eth-tester is optional on the JSON-RPC path

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_account.typed_transactions import TypedTransaction
 from web3 import Web3
 
 from .backends import EmbeddedBackend
@@ -124,8 +125,6 @@ def _why(w3: Web3, tx: dict[str, Any], rcpt: Mapping[str, Any]) -> str:
 
 def _raw_mismatch(e: dict[str, Any]) -> str | None:
     """A locally signed entry replays from its signed bytes: say so if its fields were edited."""
-    from eth_account.typed_transactions import TypedTransaction
-
     try:
         d = TypedTransaction.from_bytes(bytes.fromhex(e["raw"][2:])).as_dict()
     except Exception:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from consortium.audit import AuditInputError, audit_run
+
 
 class AuditOnce:
     """One audit of `root`, started the first time the run is seen complete."""
@@ -36,8 +38,6 @@ class AuditOnce:
             return dict(self.view)
 
     def _run(self) -> None:
-        from consortium.audit import AuditInputError, audit_run
-
         t0 = time.perf_counter()
         try:
             rep = audit_run(self.root)

@@ -9,6 +9,10 @@ from typing import Annotated
 
 import typer
 
+from consortium.cli_support import fail
+
+from .rundir_view import RunDirMissing, check_run_dir
+
 
 def dashboard(
     run_dir: Annotated[
@@ -28,10 +32,8 @@ def dashboard(
     """Serve a read-only page that shows a run's rounds as they arrive (opens no browser by itself).
 
     Exit 2 when RUN_DIR is not a directory, the options do not fit, or the port is invalid or taken."""
-    from consortium.cli_support import fail
-
+    # import time: `consortium --help` imports this module; starlette and the store (torch) load later
     from .app import make_app, make_live_app
-    from .rundir_view import RunDirMissing, check_run_dir
     from .serve import serve
 
     if not 0 <= port <= 65535:
@@ -64,9 +66,7 @@ def start_beside(out: Path, port: int, host: str = "127.0.0.1") -> Callable[[], 
     """For `consortium run --dashboard`: bind now (a bad or taken port fails before the run starts),
     serve the run directory the run creates under `out` as soon as it exists; returns what the run
     calls once it is over to keep the page up until Ctrl-C."""
-    from consortium.cli_support import fail
-
-    from .serve import serve_beside
+    from .serve import serve_beside  # import time: as in `dashboard`
 
     if not 0 <= port <= 65535:
         fail(f"--dashboard-port must be in 0..65535, got {port}")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .state import charts, participant_colours
+from consortium.store import BlobNotFound, IntegrityError, open_store
+
+from .blobs import safetensors_header
+from .charts import charts, participant_colours
 
 ETH = 10**18
 EVENT_PHASES = {
@@ -46,7 +49,10 @@ class LiveChain:
 
     def client(self) -> Any:
         if self._client is None:
-            from consortium.chain import ChainClient, RpcBackend
+            from consortium.chain import (  # web3 (the chain extra): only a live network's page needs it
+                ChainClient,
+                RpcBackend,
+            )
 
             client = ChainClient.at(RpcBackend(self.rpc_url, timeout=10), self.contract)
             client.params()  # no contract there: fails now, not half way through a page
@@ -77,7 +83,7 @@ class LiveChain:
                 f"{self.where}: node unreachable or no contract there ({type(e).__name__}: {e})"
             )
             return state
-        from consortium.chain.history import build_history
+        from consortium.chain.history import build_history  # web3: see `client`
 
         names = {a: f"p{p.index}" for a, p in history.participants.items()}
         events = history.events
@@ -136,10 +142,6 @@ class LiveChain:
 
     def blob(self, digest: str) -> dict[str, Any]:
         """The blob from the network's store, verified by `ContentStore.get`."""
-        from consortium.store import BlobNotFound, IntegrityError, open_store
-
-        from .blobs import safetensors_header
-
         if not self.store_uri:
             return {"hash": digest, "present": None, "error": "no --store given"}
         try:

@@ -31,7 +31,7 @@ def bind(host: str, port: int) -> tuple[socket.socket, str]:
 
 def serve(app: Any, host: str, port: int, on_ready: Callable[[str], None] = print) -> None:
     """Serve the ASGI `app` until interrupted."""
-    import uvicorn
+    import uvicorn  # optional (the net extra): only serving needs it
 
     sock, url = bind(host, port)
     on_ready(url)
@@ -56,7 +56,7 @@ def serve_beside(
 ) -> threading.Thread:
     """Start a daemon thread that waits for the run directory the simulation is about to create under
     `out_root`, then serves it (the socket is bound at once: a taken port fails before the run starts)."""
-    import uvicorn
+    import uvicorn  # optional (the net extra): only serving needs it
 
     since = time.time()
     sock, url = bind(host, port)

@@ -400,7 +400,7 @@ def sorted_rows(t: torch.Tensor) -> torch.Tensor:
     as any other ascending sort would give them: equal values are equal bits, except -0.0 and +0.0,
     whose order among themselves is not fixed; the sums taken over sorted values start from +0.0, so that
     order cannot change them (and client shares are counted by `kept_counts`, not from this order)."""
-    import numpy as np
+    import numpy as np  # optional here: a bare GPU box may lack it (`_fast_sort` checked it is there)
 
     return torch.from_numpy(np.sort(t.numpy(), axis=1))
 

@@ -65,7 +65,7 @@ class LocalParticipant:
 
     model: LocalModel
     index: int
-    params: TrainParams  # the run's local training (`consortium.sim.train_params`)
+    params: TrainParams  # the run's local training (`consortium.local.params.train_params`)
     examples: list[Example]
     holdout: list[Example]
 

@@ -9,16 +9,14 @@ from consortium.model.lora import (
     apply_trainable,
     attach,
     effective_delta,
-    flat_to_state,
     full_state,
     get_flat,
     layout,
-    layout_size,
     restore,
     set_flat,
     snapshot,
-    state_to_flat,
 )
+from consortium.vector import flat_to_state, layout_size, state_to_flat  # the exchange format, shared
 
 __all__ = [
     "Layout",

@@ -27,9 +27,10 @@ from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from consortium.vector import Layout, flat_to_state, state_to_flat
+
 Variant = Literal["lora", "ffa", "flora", "fedsb"]
 VARIANTS: tuple[str, ...] = ("lora", "ffa", "flora", "fedsb")
-Layout = list[tuple[str, tuple[int, ...]]]
 
 
 @dataclass(frozen=True)
@@ -284,54 +285,6 @@ def layout(peft_model: nn.Module, spec: LoraSpec) -> Layout:
     """Names and shapes of the communicated tensors, sorted by name: the meaning of every flat vector."""
     params = _params(peft_model)
     return [(k, tuple(params[k].shape)) for k in sorted(params) if _communicated(k, spec)]
-
-
-def layout_size(lay: Layout) -> int:
-    """Number of float32 values a vector with this layout holds."""
-    return sum(math.prod(shape) for _, shape in lay)
-
-
-def _check_vec(vec: Tensor, expected: int) -> None:
-    """Reject anything that is not a finite 1-D float32 vector of the expected length, naming the problem."""
-    if not isinstance(vec, Tensor):
-        raise ValueError(f"adapter vector: expected a torch.Tensor, got {type(vec).__name__}")
-    if vec.dtype != torch.float32:
-        raise ValueError(f"adapter vector: expected dtype torch.float32, got {vec.dtype}")
-    if vec.dim() != 1:
-        raise ValueError(f"adapter vector: expected 1-D, got shape {tuple(vec.shape)}")
-    if vec.numel() != expected:
-        raise ValueError(f"adapter vector: expected length {expected}, got {vec.numel()}")
-    if not bool(torch.isfinite(vec).all()):
-        bad = int((~torch.isfinite(vec)).sum())
-        raise ValueError(f"adapter vector: expected finite values, got {bad} non-finite (NaN/inf)")
-
-
-def state_to_flat(state: dict[str, Tensor], lay: Layout) -> Tensor:
-    """Concatenate ``state`` in layout order into one float32 CPU vector (checks names and shapes)."""
-    parts = []
-    for key, shape in lay:
-        if key not in state:
-            raise ValueError(f"adapter state: missing tensor {key!r}")
-        t = state[key]
-        if tuple(t.shape) != shape:
-            raise ValueError(f"adapter state: {key!r} expected shape {shape}, got {tuple(t.shape)}")
-        parts.append(t.detach().to(device="cpu", dtype=torch.float32).reshape(-1))
-    extra = set(state) - {k for k, _ in lay}
-    if extra:
-        raise ValueError(f"adapter state: unexpected tensors {sorted(extra)[:3]}")
-    return torch.cat(parts).contiguous() if parts else torch.zeros(0, dtype=torch.float32)
-
-
-def flat_to_state(vec: Tensor, lay: Layout) -> dict[str, Tensor]:
-    """Split a flat vector into named tensors (fresh contiguous copies, safe to save with safetensors)."""
-    _check_vec(vec, layout_size(lay))
-    out: dict[str, Tensor] = {}
-    offset = 0
-    for key, shape in lay:
-        n = math.prod(shape)
-        out[key] = vec[offset : offset + n].reshape(shape).clone().contiguous()
-        offset += n
-    return out
 
 
 def get_flat(peft_model: nn.Module, spec: LoraSpec) -> Tensor:

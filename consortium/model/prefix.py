@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,6 @@ class PrefixCache:
 
 def adapted_layers(model: nn.Module) -> list[int]:
     """Indices of decoder layers holding a LoRA module (sorted); [] when none is found."""
-    from peft.tuners.lora import LoraLayer
-
     found = {
         int(m.group(1))
         for n, mod in model.named_modules()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psutil
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -131,8 +132,6 @@ def build_shape(name: str, device: torch.device, dtype: torch.dtype, seed: int =
     cfg = shape_config(name)
     need = n_params(cfg) * torch.empty((), dtype=dtype).element_size()
     if device.type == "cpu":
-        import psutil
-
         ram = psutil.virtual_memory().total
         if need > ram // 2:
             raise MemoryError(

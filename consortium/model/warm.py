@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from consortium.batches import bucketed_batches, collate
+from consortium.data import build_corpus, encode_example
 from consortium.model.tiny import build_tiny_llama, build_tiny_tokenizer
 
 WARM_NAME = "tiny-warm"
@@ -30,9 +32,6 @@ WARM_DOMAINS = ("arithmetic", "dates", "policy", "strings", "units")
 
 
 def _train(seed: int, steps: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    from consortium.data import build_corpus, encode_example
-    from consortium.train import bucketed_batches, collate
-
     tok = build_tiny_tokenizer()
     model = build_tiny_llama(len(tok), seed=seed, **_SHAPE)
     corpus = build_corpus(list(WARM_DOMAINS), 300, 1, 10_000 + seed)

@@ -7,11 +7,12 @@ import torch
 from consortium.config import ConfigError, RunConfig
 from consortium.data import DataError
 from consortium.local.data import participant_data
+from consortium.local.params import lora_spec, train_params
 from consortium.local.participant import LocalModel, LocalParticipant
 from consortium.node.agent import Node
 from consortium.node_config import NodeConfig, NodeConfigError, load_key
+from consortium.round.records import vector_hash
 from consortium.rundir import load_run_config
-from consortium.sim import lora_spec, train_params  # the run's training hooks (to move to local/)
 from consortium.train import prepare_model
 
 
@@ -45,8 +46,5 @@ def make_node(ncfg: NodeConfig) -> Node:
 def genesis_digest(cfg: RunConfig) -> str:
     """sha256 of the run's initial adapter blob: what the deployer puts into the contract and what every
     node and the audit recompute from the config (the model is built for it: seconds for SmolLM2)."""
-    from consortium.round.records import state_of
-    from consortium.store.blob import sha256_hex, tensors_to_bytes
-
     model = LocalModel(cfg, lora_spec(cfg))
-    return sha256_hex(tensors_to_bytes(state_of(model.initial, model.layout)))
+    return vector_hash(model.initial, model.layout)

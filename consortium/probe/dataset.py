@@ -31,6 +31,10 @@ from consortium.attacks import (
 )
 from consortium.config import RunConfig
 from consortium.data import Example, build_corpus, encode_example
+from consortium.local.params import lora_spec, shadow_params, train_params
+from consortium.local.seeds import local_seed
+from consortium.model import attach, get_flat, layout, load_base
+from consortium.train import LocalTrainer
 
 # one configuration per attack kind; scale boosts a backdoor 5x (a 'replace the model' factor would be
 # trivially large), noise sends N(0, 1e-3^2) per coordinate, the free rider replays the last global step
@@ -71,10 +75,6 @@ class Clients:
 
 
 def load_clients(cfg: RunConfig) -> Clients:
-    from consortium.model import attach, get_flat, layout, load_base
-    from consortium.sim import lora_spec
-    from consortium.train import LocalTrainer
-
     base, tok = load_base(cfg.model.name, seed=cfg.seed)
     spec = lora_spec(cfg)
     model = attach(base, spec)
@@ -95,9 +95,6 @@ def collect(
     on_sample: Callable[[], None] | None = None,
 ) -> list[Sample]:
     """Labelled samples for every (seed, round, domain client, attack); deterministic per seed."""
-    from consortium.local.seeds import local_seed
-    from consortium.sim import shadow_params, train_params
-
     cfg, trainer = clients.cfg, clients.trainer
     domains = list(cfg.data.domains)
     params, shadow = train_params(cfg, cfg.train.local_steps), shadow_params(cfg)

@@ -24,7 +24,7 @@ import torch
 
 from consortium.probe.artifact import ProbeError, check_layout, load
 from consortium.probe.trust import beta_trust, frozen_verdict
-from consortium.store import BlobStore
+from consortium.store import BlobNotFound, BlobStore, IntegrityError
 
 Level = Literal["client", "step", "shadow"]
 LEVELS: tuple[str, ...] = ("client", "step", "shadow")
@@ -86,8 +86,6 @@ def ramp(score: float, low: float, high: float) -> float:
 
 
 def _evidence_vectors(store: BlobStore, blob: str, size: int) -> torch.Tensor:
-    from consortium.store import BlobNotFound, IntegrityError
-
     try:
         state = store.get_tensors(blob)
     except (BlobNotFound, IntegrityError, ValueError) as e:

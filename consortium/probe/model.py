@@ -50,6 +50,7 @@ def fit(
     x: np.ndarray, y: np.ndarray, kind: str = "logreg", *, c: float = 1.0, hidden: int = 32, seed: int = 0
 ) -> dict[str, torch.Tensor]:
     """Fit the classifier on features x [n, f] and labels y (1 = malicious); returns its tensors."""
+    # import time: scikit-learn takes seconds, and only fitting a probe needs it (not screening)
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler

@@ -8,9 +8,11 @@ from pathlib import Path
 
 def roc_png(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: Path, title: str) -> None:
     """One ROC curve per named (labels, scores) set, with its AUC in the legend."""
+    # import time: matplotlib, for this one plot
     import matplotlib
 
     matplotlib.use("Agg")
+    # import time: pyplot and scikit-learn, imported once the backend is chosen
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 

@@ -24,7 +24,9 @@ from consortium.attacks import AttackSpec
 from consortium.config import RunConfig, to_toml_dict
 from consortium.probe.artifact import ProbeError
 from consortium.probe.dataset import DEFAULT_ATTACKS, Clients, Sample, collect, load_clients
+from consortium.probe.features import FeatureSpec
 from consortium.probe.model import Probe
+from consortium.probe.trainer import train_and_evaluate
 from consortium.rundir import atomic_write
 from consortium.store import tensors_metadata, tensors_to_bytes
 
@@ -107,9 +109,6 @@ def probe_from_config(cfg: RunConfig, cache: Path | None = None) -> tuple[Probe,
     """The probe `cfg.probe` describes (level, seeds, features, classifier), fitted on simulated (or
     cached) samples of exactly this model, LoRA layout and local training, with its evaluation report
     and provenance in `probe.info`; also the clients and the held-out samples (for a ROC curve)."""
-    from consortium.probe.features import FeatureSpec
-    from consortium.probe.trainer import train_and_evaluate
-
     pc = cfg.probe
     clients = load_clients(cfg)
     fit = collect_cached(clients, pc.train_seeds, pc.level, cache)

@@ -19,7 +19,7 @@ THRESHOLD = 0.5  # a score at or above this is a 'malicious' verdict in the repo
 
 def metrics(y: Sequence[int], scores: Sequence[float], threshold: float = THRESHOLD) -> dict[str, Any]:
     """TPR and FPR at `threshold`, ROC AUC (None when only one class is present), counts."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # import time: scikit-learn, only once a probe is measured
 
     y_arr, s_arr = np.asarray(y), np.asarray(scores)
     pos, neg = y_arr == 1, y_arr == 0

@@ -16,6 +16,7 @@ from consortium.defense import AggregateResult, DefenseParams, aggregate
 from consortium.defense.screen import screen
 from consortium.privacy.mechanism import DpRule
 from consortium.privacy.tracker import planned_updates, resolved_noise_multiplier
+from consortium.privacy.wrap import Outcome, with_dp
 from consortium.probe.defense import decide, probe_rule
 from consortium.round.records import Commitment, Layout, ProtocolError, get_vector
 from consortium.store import BlobStore
@@ -42,7 +43,7 @@ class AggregationRule:
     # "flora": the candidate is the rank-r projection of the exact product sum (`consortium.aggregate_lora`);
     # every other LoRA variant's candidate is linear in the flat vectors
     variant: str = "lora"
-    dp: DpRule | None = None  # client-level DP: clip before the screen, noise after the rule
+    dp: DpRule | None = None  # client-level DP wraps screen and rule: clip before, noise after
     probe: Any = None  # a consortium.probe.ProbeRule: screen by a probe artifact named by hash
 
 
@@ -101,7 +102,8 @@ def compute_candidate(
     evidence: Mapping[str, str] | None = None,
 ) -> Candidate:
     """The candidate: `global_in + server_lr * (defence(clip(updates), weights) + noise)`, pure in its
-    inputs (clip and noise only under `rule.dp`; the noise is seeded from `seed`, see docs/privacy.md).
+    inputs (clip and noise only under `rule.dp`: `privacy.wrap.with_dp` wraps screen and rule; the noise
+    is seeded from `seed`, see docs/privacy.md).
     Under `rule.variant == "flora"` it is the rank-r projection of the exact weighted product sum
     (`consortium.aggregate_lora`) with the defence's weights; the config refuses flora with DP.
 
@@ -119,55 +121,59 @@ def compute_candidate(
         raise ProtocolError("no commitments to aggregate")
     ordered = sorted(commitments, key=lambda c: c.participant)
     clients = [c.participant for c in ordered]
-    updates = torch.stack([_committed_update(store, c, layout) for c in ordered])
-    dp_norms: dict[str, Any] = {}
-    if rule.dp is not None:  # central DP clips before anything looks at the updates (docs/privacy.md)
-        updates, dp_norms = rule.dp.clip_rows(updates)
     if rule.weighting == "samples":
         weights = torch.tensor([float(c.n_examples) for c in ordered], dtype=torch.float64)
     else:
         weights = torch.ones(len(ordered), dtype=torch.float64)
-    hist = None
-    if history is not None:  # FoolsGold compares whole histories, this round's update included
-        zero = torch.zeros(updates.shape[1], dtype=updates.dtype)
-        hist = torch.stack([history.get(c, zero) for c in clients]) + updates
-    t0 = time.perf_counter()
     p = rule.params
-    screened = screen(updates, last_step, p.screen_min_norm, p.screen_stale_cosine)
-    decision = None
-    if rule.probe is not None:
-        decision = decide(store, layout, rule.probe, updates, clients, probe_history or {}, evidence or {})
-        weights = weights * decision.weights
-        screened = {**decision.flagged, **screened}
-    keep = [i for i in range(len(clients)) if i not in screened]
+    committed = torch.stack([_committed_update(store, c, layout) for c in ordered])
     root_update = None if root is None else get_vector(store, root, layout)
-    if not keep:
-        result = AggregateResult(
-            torch.zeros_like(updates[0]),
-            torch.zeros(len(clients), dtype=torch.float64),
-            torch.ones(len(clients), dtype=torch.bool),
-        )
-    else:
-        sub = slice(None) if not screened else torch.tensor(keep)
-        result = aggregate(
-            rule.aggregator,
-            updates[sub],
-            weights[sub],
-            params=p,
-            clients=[clients[i] for i in keep],
-            seed=seed,
-            root_update=root_update,
-            history=None if hist is None else hist[sub],
-        )
-    if screened:
-        if keep:  # with nothing kept, the result above already covers all n
-            result = _widen(result, keep, len(clients))
-        result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
-    if rule.dp is not None:
-        kept_weights = weights[torch.tensor(keep, dtype=torch.long)]
-        noised, dp_info = rule.dp.finish(result.aggregate, rule.aggregator, kept_weights, seed)
-        result = AggregateResult(noised, result.weights, result.flags, dict(result.info))
-        result.info["dp"] = dp_info | dp_norms
+    seen: dict[str, Any] = {}  # what the defended stage saw: updates after DP's clip, the probe's decision
+
+    def defended(updates: torch.Tensor) -> Outcome:
+        """The screen (and the probe) drop proposers, the rule aggregates the others."""
+        seen["updates"] = updates
+        hist = None
+        if history is not None:  # FoolsGold compares whole histories, this round's update included
+            zero = torch.zeros(updates.shape[1], dtype=updates.dtype)
+            hist = torch.stack([history.get(c, zero) for c in clients]) + updates
+        w = weights
+        screened = screen(updates, last_step, p.screen_min_norm, p.screen_stale_cosine)
+        if rule.probe is not None:
+            decision = decide(
+                store, layout, rule.probe, updates, clients, probe_history or {}, evidence or {}
+            )
+            seen["decision"] = decision
+            w = w * decision.weights
+            screened = {**decision.flagged, **screened}
+        keep = [i for i in range(len(clients)) if i not in screened]
+        if not keep:
+            result = AggregateResult(
+                torch.zeros_like(updates[0]),
+                torch.zeros(len(clients), dtype=torch.float64),
+                torch.ones(len(clients), dtype=torch.bool),
+            )
+        else:
+            sub = slice(None) if not screened else torch.tensor(keep)
+            result = aggregate(
+                rule.aggregator,
+                updates[sub],
+                w[sub],
+                params=p,
+                clients=[clients[i] for i in keep],
+                seed=seed,
+                root_update=root_update,
+                history=None if hist is None else hist[sub],
+            )
+        if screened:
+            if keep:  # with nothing kept, the result above already covers all n
+                result = _widen(result, keep, len(clients))
+            result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
+        return Outcome(result, w[torch.tensor(keep, dtype=torch.long)])
+
+    t0 = time.perf_counter()
+    result = with_dp(rule.dp, rule.aggregator, seed, defended)(committed).result
+    decision = seen.get("decision")
     if decision is not None:
         result.info["probe"] = decision.info
     seconds = time.perf_counter() - t0
@@ -176,7 +182,7 @@ def compute_candidate(
         try:
             check_rule(rule.aggregator)
             vec, result.info["flora"] = flora_candidate(
-                layout, global_vec, updates, result.weights, rule.server_lr
+                layout, global_vec, seen["updates"], result.weights, rule.server_lr
             )
         except FloraError as e:
             raise ProtocolError(str(e)) from None

@@ -1,19 +1,20 @@
 """The public records of a round: commitments, adapter blobs, commit URIs and the round's seed.
 
 A blob is a safetensors file of named float32 tensors (the adapter's layout); a vector is those tensors
-concatenated in layout order. The conversion lives here, not in `consortium.model`, so reading and
-checking records needs neither transformers nor a model (the audit, a light node).
+concatenated in layout order. The conversion is `consortium.vector` (torch only, shared with
+`consortium.model`), so reading and checking records needs neither transformers nor a model (the audit, a
+light node).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from consortium.store import BlobStore, sha256_hex, tensors_to_bytes
+from consortium.vector import flat_to_state, state_to_flat
 
 Layout = Sequence[tuple[str, tuple[int, ...]]]
 
@@ -31,46 +32,9 @@ class Commitment:
     n_examples: int
 
 
-def state_of(vec: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
-    """A finite 1-D float32 vector split into the layout's named tensors (fresh contiguous copies)."""
-    size = sum(math.prod(shape) for _, shape in layout)
-    if vec.dtype != torch.float32 or vec.dim() != 1 or vec.numel() != size:
-        raise ValueError(
-            f"adapter vector: expected a 1-D float32 vector of length {size}, "
-            f"got {vec.dtype} of shape {tuple(vec.shape)}"
-        )
-    if not bool(torch.isfinite(vec).all()):
-        bad = int((~torch.isfinite(vec)).sum())
-        raise ValueError(f"adapter vector: expected finite values, got {bad} non-finite (NaN/inf)")
-    out: dict[str, torch.Tensor] = {}
-    offset = 0
-    for key, shape in layout:
-        n = math.prod(shape)
-        out[key] = vec[offset : offset + n].reshape(shape).clone().contiguous()
-        offset += n
-    return out
-
-
-def vector_of(state: dict[str, torch.Tensor], layout: Layout) -> torch.Tensor:
-    """The layout's tensors of `state` as one float32 vector (ValueError naming a missing, extra or
-    misshapen tensor)."""
-    parts = []
-    for key, shape in layout:
-        if key not in state:
-            raise ValueError(f"adapter state: missing tensor {key!r}")
-        t = state[key]
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"adapter state: {key!r} expected shape {tuple(shape)}, got {tuple(t.shape)}")
-        parts.append(t.detach().to(device="cpu", dtype=torch.float32).reshape(-1))
-    extra = set(state) - {k for k, _ in layout}
-    if extra:
-        raise ValueError(f"adapter state: unexpected tensors {sorted(extra)[:3]}")
-    return torch.cat(parts).contiguous() if parts else torch.zeros(0, dtype=torch.float32)
-
-
 def put_vector(store: BlobStore, vec: torch.Tensor, layout: Layout) -> str:
     """Store an adapter vector (global or update) as a safetensors blob named by its sha256."""
-    return store.put_tensors(state_of(vec, layout))
+    return store.put_tensors(flat_to_state(vec, layout))
 
 
 def get_vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
@@ -80,7 +44,7 @@ def get_vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
         if t.dtype != torch.float32:
             raise ProtocolError(f"blob {digest}: {name} is {t.dtype}, expected torch.float32")
     try:
-        return vector_of(state, layout)
+        return state_to_flat(state, layout)
     except ValueError as e:
         raise ProtocolError(f"blob {digest}: {e}") from None
 
@@ -96,7 +60,7 @@ def read_update(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
 
 def vector_hash(vec: torch.Tensor, layout: Layout) -> str:
     """The blob name a vector gets in the store, without writing it."""
-    return sha256_hex(tensors_to_bytes(state_of(vec, layout)))
+    return sha256_hex(tensors_to_bytes(flat_to_state(vec, layout)))
 
 
 def commit_uri(blob: str, n_examples: int, config: str) -> str:

@@ -138,7 +138,7 @@ class FsspecBlobStore(ContentStore):
     backend's own (s3fs, gcsfs retry transient errors)."""
 
     def __init__(self, url: str, **storage_options: Any) -> None:
-        import fsspec
+        import fsspec  # optional (the net extra): only an fsspec URL needs it
 
         self.fs, root = fsspec.core.url_to_fs(url, **storage_options)
         self.root = root.rstrip("/")

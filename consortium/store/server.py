@@ -114,7 +114,7 @@ def serve(
     on_ready: Callable[[str], None] = print,
 ) -> None:
     """Bind first (so port 0 works and the printed URL is the real one), then run uvicorn until stopped."""
-    import uvicorn
+    import uvicorn  # optional (the net extra): only `store serve` needs it
 
     app = make_app(root, max_bytes)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from consortium.cli_support import fail, quiet_libraries
+
 probe_app = typer.Typer(no_args_is_help=True, help="Probe defence: train a probe over LoRA updates.")
 
 # the demo preset's domains plus the restricted one that harmful fine-tuning targets
@@ -66,7 +68,7 @@ def train(
 ) -> None:
     """Simulate benign and malicious clients (every attack, several domains and seeds), train the probe,
     report held-out TPR / FPR / ROC AUC, and write it as a content-addressed artifact."""
-    from consortium.cli_support import fail, quiet_libraries
+    # import time: `consortium --help` imports this module; pydantic, torch and the model load later
     from consortium.config import ConfigError, load_config
     from consortium.probe.artifact import save
     from consortium.probe.samples import probe_from_config
@@ -85,10 +87,10 @@ def train(
     report = probe.info["report"]
     digest, path = save(probe, out)
     atomic_write(out / "probe_report.json", json.dumps({"artifact": digest, **probe.info}, indent=2))
-    import torch
+    import torch  # import time: as above
 
-    from consortium.probe.plot import roc_png
-    from consortium.probe.trainer import features as feats
+    from consortium.probe.plot import roc_png  # import time: matplotlib
+    from consortium.probe.trainer import features as feats  # import time: scikit-learn
 
     x, y = feats(heldout, clients.layout, probe.features)
     curve = {"held-out seeds": (y.tolist(), probe.score_features(torch.from_numpy(x)).tolist())}
