@@ -66,7 +66,7 @@ def test_minority_voter_and_flagged_proposer_are_slashed(chain: ChainClient) -> 
         chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
     chain.advance_to_phase(Phase.CANDIDATE)
     chain.post_candidate(rid, h("agg"), [props[1]])  # the aggregator screened proposer 1 out
-    chain.as_account(voters[0]).post_candidate(rid, h("other"), 0)
+    chain.as_account(next(v for v in voters if v != chain.address)).post_candidate(rid, h("other"), 0)
     chain.advance_to_phase(Phase.VOTE_COMMIT)
     weights = {v: chain.participant(v).weight for v in voters}
     # all but the lightest voter accept; the lightest votes for the other candidate (a rejection
@@ -96,7 +96,9 @@ def test_excluded_proposer_is_neither_rewarded_nor_slashed(chain: ChainClient) -
         chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
     chain.advance_to_phase(Phase.CANDIDATE)
     chain.post_candidate(rid, h("agg"), 0, [props[0]])  # Multi-Krum left proposer 0 out, no evidence
-    chain.as_account(voters[0]).post_candidate(rid, h("agg"), 0, 0)  # same hash, other marks: another one
+    chain.as_account(next(v for v in voters if v != chain.address)).post_candidate(
+        rid, h("agg"), 0, 0
+    )  # same hash, other marks: another one
     assert chain.candidates() == [(h("agg"), 0, 0b01), (h("agg"), 0, 0)]
     chain.advance_to_phase(Phase.VOTE_COMMIT)
     for v in voters:
@@ -119,7 +121,9 @@ def test_voter_flags_are_recorded_never_slashed_and_second_candidate_wins(chain:
     for i, p in enumerate(props):
         chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
     chain.advance_to_phase(Phase.CANDIDATE)
-    chain.as_account(voters[0]).post_candidate(rid, h("wrong"), 0)  # not what voters recompute
+    chain.as_account(next(v for v in voters if v != chain.address)).post_candidate(
+        rid, h("wrong"), 0
+    )  # not what voters recompute
     chain.post_candidate(rid, h("right"), 0)
     assert [c[0] for c in chain.candidates()] == [h("wrong"), h("right")]
     chain.advance_to_phase(Phase.VOTE_COMMIT)

@@ -171,7 +171,7 @@ def test_a_voter_who_rejects_an_accepted_candidate_is_not_slashed(chain: ChainCl
         c.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
     c.advance_to_phase(Phase.CANDIDATE)
     c.post_candidate(rid, h("agg"), 0)
-    c.as_account(voters[0]).post_candidate(rid, h("bad"), 0)
+    c.as_account(next(v for v in voters if v != c.address)).post_candidate(rid, h("bad"), 0)
     for wrong in (0, 2):  # reject, then vote for the other candidate
         snap = c.snapshot()  # anvil spends a snapshot on revert: one each time
         choice = {v: 1 for v in voters} | {voters[0]: wrong}
@@ -221,7 +221,7 @@ def test_a_coalition_under_a_third_of_the_stake_never_gets_its_candidate_accepte
         c.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
     c.advance_to_phase(Phase.CANDIDATE)
     c.post_candidate(rid, h("honest"), 0)
-    c.as_account(voters[0]).post_candidate(rid, h("coalition"), 0)
+    c.as_account(next(v for v in voters if v != c.address)).post_candidate(rid, h("coalition"), 0)
     c.advance_to_phase(Phase.VOTE_COMMIT)
     ballots = {v: 2 if i < 3 else 1 for i, v in enumerate(voters)}
     for v, k in ballots.items():
