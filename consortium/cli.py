@@ -133,6 +133,7 @@ def audit(
     # import time: torch and pydantic (web3 only with --rpc-url)
     from consortium.audit import AuditInputError, audit_live, audit_run
     from consortium.node.build import genesis_digest  # the deployed genesis against the config's
+    from consortium.removal.verify import audit_removal, is_removal
 
     console = Console()
     try:
@@ -142,6 +143,8 @@ def audit(
             result = audit_live(rpc_url, str(contract), store, Path(str(config)), genesis_digest)
         elif run_dir is None:
             fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
+        elif is_removal(run_dir):  # a directory written by `consortium remove`
+            result = audit_removal(run_dir)
         else:
             result = audit_run(run_dir, genesis_digest)
     except AuditInputError as e:
@@ -156,6 +159,28 @@ def audit(
         f"[bold red]audit FAILED[/]: {len(result.problems)} mismatch(es); checked {checked}", highlight=False
     )
     raise typer.Exit(1)
+
+
+@app.command()
+def remove(
+    run_dir: Annotated[Path, typer.Argument(help="the original run directory (only read)")],
+    participant: Annotated[list[str], typer.Option(help="participant to remove (repeatable)")],
+    method: Annotated[str, typer.Option(help="exact | recover | subtract")],
+    from_round: Annotated[int | None, typer.Option(help="first round without it (default: its 1st)")] = None,
+    calibration: Annotated[float, typer.Option(help="recover: calibration steps / local steps")] = 0.25,
+    out: Annotated[Path, typer.Option(help="parent directory of the new run directory")] = Path("runs"),
+) -> None:
+    """Write a new run directory whose global adapter excludes PARTICIPANT (docs/removal.md)."""
+    # import time: the simulation's torch and transformers
+    from consortium.removal import RemovalInputError
+    from consortium.removal import remove as remove_from
+
+    quiet_libraries()
+    try:
+        path = remove_from(run_dir, participant, method, out, from_round, calibration)
+    except RemovalInputError as e:
+        fail(str(e))
+    print(f"removal written: {path}")
 
 
 store_app = typer.Typer(no_args_is_help=True, help="The content-addressed blob store.")

@@ -254,7 +254,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "trust layer": ("chain",),
     "drivers": (
         "protocol", "chain_sim", "sim", "sim_participants", "sim_metrics", "sim_report", "node", "audit",
-        "deploy", "report",
+        "deploy", "report", "removal",
     ),
     "command line": ("cli", "cli_probe", "check", "dashboard"),
 }
@@ -300,12 +300,14 @@ ALLOWED: dict[str, set[str]] = {
     "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain"},
     "audit": {"store", "config", "rundir", "round", "chain"},
     "deploy": {"chain", "config"},
+    # replays a run's rounds without some participants (sim, protocol) and audits the result (audit)
+    "removal": {*_F, "config", "rundir", "round", "protocol", "sim", "audit", "backend", "probe"},
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
     "cli_probe": {"cli_support", "config", "probe", "rundir"},  # `consortium probe train`
     "cli": {*_F, "check", "cli_probe", "dashboard", "config", "cli_support", "privacy", "probe", "backend",
-            "chain", "audit", "deploy", "node", "node_config", "sim"},
+            "chain", "audit", "deploy", "node", "node_config", "sim", "removal"},
 }
 IGNORED = {"consortium", "layers", "presets"}
 

@@ -1,0 +1,273 @@
+"""Contribution removal: how close each method gets to retraining without the removed participants.
+
+Two scenarios per seed, each a full simulated central run (the code of `consortium run`):
+- backdoor: 30% of the participants plant a backdoor under plain FedAvg; all of them are removed;
+- leave: one honest organisation (org0, the only holder of its domain) leaves.
+Each run is then removed from by `exact`, `recover` and `subtract` (`consortium.removal.remove`, the
+code of `consortium remove`) and every result audited. The reference (`retrain`) is the model trained
+from scratch without the removed participants over the same shards and seeds: `exact` with nothing
+reused (every replayed round retrained); `exact` must equal it bit for bit. Per method: clean accuracy,
+backdoor ASR, relative distance to the reference adapter
+(|v - v_ref| / |v_ref - v_0|), cost in local training steps and wall time as fractions of the
+reference's, and a membership-style check for the leaver: mean loss on its training examples vs
+held-out examples of its domain (test set), before and after.
+
+    python bench/removal.py --seeds 0 1 2     # tiny-warm
+
+Wall times are measured within one process; other jobs share the cores, so only ratios are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from consortium.config import RunConfig, _merge, preset_dict
+from consortium.data import encode_example
+from consortium.local.participant import heldout_loss_fn
+from consortium.removal import audit_removal, remove
+from consortium.round.records import get_vector
+from consortium.sim import Simulation
+from consortium.store import BlobStore
+
+OUT = Path(__file__).parent / "results" / "removal"
+METHODS = ("exact", "recover", "subtract")  # besides "retrain": exact with nothing reused, the reference
+# the robustness bench's CPU setting (bench/robustness.py SETTINGS["smoke"]): tiny-warm learns under it
+BASE: dict[str, Any] = {
+    "rounds": 3,
+    "protocol": "central",
+    "aggregator": "fedavg",
+    "model": {"name": "tiny-warm"},
+    "lora": {
+        "r": 8,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+    "train": {"local_steps": 4, "lr": 1e-2},
+    "data": {"domains": ["arithmetic", "units", "dates", "strings", "policy"], "n_train": 40, "n_test": 10},
+    "eval": {"isolated_baseline": False},
+}
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "backdoor": {"participants": 10, "attacks": [{"kind": "backdoor", "fraction": 0.3}]},
+    "leave": {"participants": 5, "attacks": []},  # one domain per organisation: org0's is its own
+}
+
+
+# the SmolLM2 test bed (the demo preset, central, plain FedAvg): what the outcomes issue's runs would use
+TESTBED: dict[str, Any] = {
+    "protocol": "central",
+    "aggregator": "fedavg",
+    "eval": {"isolated_baseline": False},
+}
+
+
+def _override(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """`--set a.b=value` (value read as TOML, else a string) over the case's config."""
+    for item in sets:
+        key, _, raw = item.partition("=")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        *path, last = key.split(".")
+        node: dict[str, Any] = {}
+        cur = node
+        for part in path:
+            cur = cur.setdefault(part, {})
+        cur[last] = value
+        data = _merge(data, node)
+    return data
+
+
+def config(
+    scenario: str, seed: int, rounds: int, preset: str = "smoke", sets: list[str] | None = None
+) -> RunConfig:
+    base = _merge(preset_dict("smoke"), BASE) if preset == "smoke" else _merge(preset_dict(preset), TESTBED)
+    data = _merge(base, SCENARIOS[scenario])
+    data = _merge(data, {"name": f"removal-{scenario}", "seed": seed, "rounds": rounds})
+    return RunConfig.model_validate(_override(data, sets or []))
+
+
+def _membership(sim: Simulation, who: str, vec: torch.Tensor) -> dict[str, float]:
+    """Mean loss on the leaver's training examples and on held-out examples of its domains."""
+    p = next(p for p in sim.participants if p.name == who)
+    c = sim.cfg
+    held = [
+        encode_example(sim.tokenizer, e, c.train.max_len, c.data.system_prompt)
+        for e in sim.test
+        if e.domain in p.domains
+    ]
+    pad, bs = sim.tokenizer.pad_token_id, c.eval.batch_size
+    train = heldout_loss_fn(sim.model, sim.spec, p.encoded, pad, bs)(vec)
+    test = heldout_loss_fn(sim.model, sim.spec, held, pad, bs)(vec)
+    return {"train_loss": train, "heldout_loss": test, "gap": test - train}
+
+
+def _evaluate(sim: Simulation, vec: torch.Tensor, leaver: str | None, progress: Progress) -> dict[str, Any]:
+    acc = sim.evaluate(vec, "eval", progress)
+    out: dict[str, Any] = {"clean": acc["mean"], "accuracy": acc}
+    if sim.backdoors:
+        out["asr"] = sim.backdoor_metrics(vec, "eval", progress)[0]["asr"]
+    if leaver is not None:
+        p = next(p for p in sim.participants if p.name == leaver)
+        out["leaver_domain_accuracy"] = statistics.mean(acc[d] for d in p.domains)
+        out["membership"] = _membership(sim, leaver, vec)
+    return out
+
+
+def run_case(
+    scenario: str, seed: int, rounds: int, work: Path, preset: str = "smoke", sets: list[str] | None = None
+) -> dict[str, Any]:
+    cfg = config(scenario, seed, rounds, preset, sets)
+    quiet = Console(file=io.StringIO())
+    sim = Simulation(cfg, console=quiet)
+    t0 = time.perf_counter()
+    run_dir = sim.run(work / "runs", plots=False)
+    original_seconds = time.perf_counter() - t0
+    report = json.loads((run_dir / "report.json").read_text())
+    removed = sorted(report["attackers"]) if scenario == "backdoor" else ["org0"]
+    leaver = "org0" if scenario == "leave" else None
+    store = BlobStore(run_dir / "store")
+    with Progress(console=quiet) as progress:
+        final = get_vector(store, report["global_adapter"], sim.layout)
+        rows: dict[str, Any] = {"original": _evaluate(sim, final, leaver, progress)}
+        vecs: dict[str, torch.Tensor] = {}
+        for method in ("retrain", *METHODS):
+            t1 = time.perf_counter()
+            how = "exact" if method == "retrain" else method
+            path = remove(
+                run_dir, removed, how, work / method, console=quiet, sim=sim, reuse=method != "retrain"
+            )
+            wall = time.perf_counter() - t1
+            rec = json.loads((path / "removal.json").read_text())
+            vecs[method] = get_vector(BlobStore(path / "store"), rec["removal"]["global_adapter"], sim.layout)
+            audit = audit_removal(path)
+            rows[method] = _evaluate(sim, vecs[method], leaver, progress) | {
+                "global_adapter": rec["removal"]["global_adapter"],
+                "local_steps": rec["cost"]["local_steps"],
+                "wall_seconds": wall,
+                "audit_ok": audit.ok,
+            }
+    ref, v0 = vecs["retrain"], sim.initial
+    scale = float((ref - v0).double().norm())
+    for method in ("original", "retrain", *METHODS):
+        vec = final if method == "original" else vecs[method]
+        rows[method]["distance_to_reference"] = float((vec - ref).double().norm()) / scale
+        if method != "original":
+            rows[method]["steps_fraction"] = rows[method]["local_steps"] / rows["retrain"]["local_steps"]
+            rows[method]["wall_fraction"] = rows[method]["wall_seconds"] / rows["retrain"]["wall_seconds"]
+    rows["exact"]["equals_reference"] = rows["exact"]["global_adapter"] == rows["retrain"]["global_adapter"]
+    return {
+        "scenario": scenario,
+        "seed": seed,
+        "removed": removed,
+        "original_run_seconds": original_seconds,
+        "config": {
+            "model": cfg.model.name,
+            "participants": cfg.participants,
+            "rounds": cfg.rounds,
+            "local_steps": cfg.train.local_steps,
+            "batch_size": cfg.train.batch_size,
+            "n_train": cfg.data.n_train,
+            "n_test": cfg.data.n_test,
+        },
+        "rows": rows,
+    }
+
+
+def _fmt(values: list[float], pct: bool = True) -> str:
+    k = 100.0 if pct else 1.0
+    if len(values) == 1:
+        return f"{k * values[0]:.1f}" if pct else f"{values[0]:.3f}"
+    m, s = statistics.mean(values), statistics.stdev(values)
+    return f"{k * m:.1f} ± {k * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
+
+
+def summary(results: list[dict[str, Any]], command: str) -> str:
+    seeds = sorted({r["seed"] for r in results})
+    models = ", ".join(sorted({r["config"].get("model", "tiny-warm") for r in results}))
+    lines = [
+        "# Contribution removal (bench/removal.py)",
+        "",
+        f"Command: `{command}`; results: `bench/results/removal/removal-seeds*.json`; seeds {seeds}; "
+        f"model {models}; mean ± sd over seeds. Wall fractions are ratios within one process "
+        "(other jobs shared the 2 cores). The reference (`retrain`) retrains every round from scratch "
+        "without the removed participants over the same shards and seeds (`exact` with nothing reused).",
+        "",
+    ]
+    for scenario in SCENARIOS:
+        rs = [r for r in results if r["scenario"] == scenario]
+        if not rs:
+            continue
+        cfg = rs[0]["config"]
+        lines += [
+            f"## {scenario}: removed {', '.join(rs[0]['removed'])} (seed {rs[0]['seed']}); "
+            f"{cfg['participants']} participants, {cfg['rounds']} rounds x {cfg['local_steps']} local steps, "
+            f"{len(rs)} seed(s)",
+            "",
+        ]
+        head = "| method | clean acc % | ASR % | leaver's domain acc % | loss gap (held-out − train) "
+        head += "| distance to ref | local steps / ref | wall / ref | audit |"
+        lines += [head, "|" + "---|" * 9]
+        for m in ("original", "retrain", *METHODS):
+            rows = [r["rows"][m] for r in rs]
+
+            def col(key: str, pct: bool = True, rows: list[dict[str, Any]] = rows) -> str:
+                vals = [row[key] for row in rows if key in row]
+                return _fmt(vals, pct) if vals else "–"
+
+            gap = [row["membership"]["gap"] for row in rows if "membership" in row]
+            audit = "–" if m == "original" else ("pass" if all(r["audit_ok"] for r in rows) else "FAIL")
+            lines.append(
+                f"| {m} | {col('clean')} | {col('asr')} | {col('leaver_domain_accuracy')} | "
+                f"{_fmt(gap, False) if gap else '–'} | {col('distance_to_reference', False)} | "
+                f"{col('steps_fraction', False)} | {col('wall_fraction', False)} | {audit} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/removal_bench"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--preset", default="smoke", choices=["smoke", "demo"], help="demo: SmolLM2 test bed")
+    ap.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = "-".join(map(str, args.seeds))
+    if list(args.scenarios) != list(SCENARIOS):
+        tag += "-" + "-".join(args.scenarios)
+    command = "python bench/removal.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results: list[dict[str, Any]] = []
+    for seed in [] if args.summary_only else args.seeds:
+        for scenario in args.scenarios:
+            print(f"{scenario} seed {seed} ...", flush=True)
+            work = args.work / f"{scenario}-{seed}"
+            results.append(run_case(scenario, seed, args.rounds, work, args.preset, args.set))
+            (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
+    # one summary over every results file in the folder (seeds may run as separate processes)
+    merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
+    merged.sort(key=lambda r: (r["scenario"], r["seed"]))
+    cmd = f"python bench/removal.py --seeds S --rounds {args.rounds} (one process per seed S)"
+    (args.out / "removal.md").write_text(summary(merged, cmd))
+    print(summary(merged, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""`consortium remove`: a new run directory whose global adapter excludes some participants.
+
+The original run directory is only read. Everything is checked first (`read_source`), then built in a
+hidden temporary directory beside the destination and renamed into place at the end, so bad input or
+a crash leaves nothing behind. The new directory is self-contained for `consortium audit`: the run's
+config.toml (byte for byte), `removal.json` (who, from which round, which method, the resulting
+global hash, the kept, original and new round records, the cost), a `store/` with every blob those
+records name, the exported `adapter/` and `run.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from consortium.audit.rounds import layout_of
+from consortium.backend import BackendError
+from consortium.config import config_digest
+from consortium.data import DataError
+from consortium.model import ModelLoadError, export_peft, set_flat
+from consortium.probe import ProbeError
+from consortium.removal.replay import ReplayResult, SourceMismatch, calibration_steps, replay
+from consortium.removal.source import RemovalInputError, SourceRun, read_source
+from consortium.removal.subtract import check_linear, subtract_rounds
+from consortium.round.records import Layout, get_vector, put_vector
+from consortium.rundir import atomic_write
+from consortium.sim import Simulation
+from consortium.store import BlobStore
+
+RECORD = "removal.json"
+FORMAT = 1
+
+
+def _copy_blobs(src: BlobStore, dst: BlobStore, digests: Sequence[str]) -> None:
+    for d in dict.fromkeys(digests):
+        dst.put(src.get(d))  # get verifies the hash
+
+
+def _load_simulation(src: SourceRun, console: Any) -> Any:
+    """The run's simulation (data, model, participants) rebuilt from its config; its layout checked."""
+    try:
+        sim = Simulation(src.cfg, console)
+    except (DataError, ModelLoadError, ProbeError, BackendError) as e:
+        raise RemovalInputError(f"{src.path / 'config.toml'}: {e}") from None
+    if [tuple(x) for x in sim.layout] != [tuple(x) for x in layout_of(src.store, src.start)]:
+        raise RemovalInputError(f"{src.path}: the store's adapters do not have the config's layout")
+    names = [p.name for p in sim.participants]
+    if names != list(src.report.get("participant_examples") or {}):
+        raise RemovalInputError(f"{src.path}: the config's participants are not the report's")
+    return sim
+
+
+def _subtract(src: SourceRun, store: BlobStore, layout: Layout) -> ReplayResult:
+    t0 = time.perf_counter()
+    vecs = subtract_rounds(src.store, layout, src.start, src.replaced, src.removed, src.cfg.server_lr)
+    out = ReplayResult()
+    global_in = src.start
+    for rec, vec in zip(src.replaced, vecs, strict=True):
+        global_out = put_vector(store, vec, layout)
+        out.rounds.append({"round": rec.round, "global_in": global_in, "global_out": global_out})
+        global_in = global_out
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _final_name(out_root: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = out_root / f"{name}-{stamp}", 1
+    while path.exists():
+        path, n = out_root / f"{name}-{stamp}-{n}", n + 1
+    return path
+
+
+def remove(
+    run_dir: Path,
+    participants: Sequence[str],
+    method: str,
+    out_root: Path,
+    from_round: int | None = None,
+    calibration: float = 0.25,
+    console: Any = None,
+    sim: Any = None,
+    reuse: bool = True,
+) -> Path:
+    """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory.
+    `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it;
+    `reuse=False`: retrain the first replayed round too (`replay`)."""
+    if not 0.0 < calibration <= 1.0:
+        raise RemovalInputError(f"--calibration {calibration}: expected a fraction in (0, 1]")
+    src = read_source(run_dir, participants, from_round, method)
+    if method == "subtract":
+        check_linear(src.cfg.lora.variant)
+    console = console or Console()
+    sim = sim or _load_simulation(src, console)
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=".remove-"))
+    try:
+        store = BlobStore(tmp / "store")
+        kept = [b for r in src.kept for b in r.blobs()] + [src.start]
+        originals = [b for r in src.replaced for b in r.blobs()] if method != "exact" else []
+        _copy_blobs(src.store, store, kept + originals)
+        if method == "subtract":
+            result = _subtract(src, store, sim.layout)
+        else:
+            try:
+                result = replay(sim, src, store, method, calibration, reuse=reuse)
+            except SourceMismatch as e:
+                raise RemovalInputError(f"{src.path}: {e}") from None
+        set_flat(sim.model, sim.spec, get_vector(store, result.final, sim.layout))
+        export_peft(sim.model, tmp / "adapter")
+        atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
+        record = _record(src, method, result, calibration)
+        atomic_write(tmp / RECORD, json.dumps(record, indent=2) + "\n")
+        line = (
+            f"removed {', '.join(src.removed)} from round {src.from_round} by {method}: global {result.final}"
+        )
+        atomic_write(tmp / "run.log", f"{time.strftime('%H:%M:%S')} {line}\n")
+        dest = _final_name(out_root, f"{src.cfg.name}-remove-{method}")
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _record(src: SourceRun, method: str, result: ReplayResult, calibration: float) -> dict[str, Any]:
+    """What `removal.json` holds: the removal, its source, the rounds it rests on and what it cost."""
+    cfg = src.cfg
+    full = len(src.others) * cfg.train.local_steps * len(src.rounds)  # retraining from scratch without them
+    removal: dict[str, Any] = {
+        "participants": list(src.removed),
+        "from_round": src.from_round,
+        "method": method,
+        "global_adapter": result.final,
+    }
+    if method == "recover":
+        removal["calibration_steps"] = calibration_steps(cfg.train.local_steps, calibration)
+    return {
+        "format": FORMAT,
+        "removal": removal,
+        "source": {
+            "run_dir": str(src.path.resolve()),
+            "global_adapter": src.report.get("global_adapter"),
+            "config_digest": config_digest(cfg),
+            "rounds": len(src.rounds),
+        },
+        "kept_rounds": [r.to_json() for r in src.kept],
+        "original_rounds": [r.to_json() for r in src.replaced],
+        "rounds": result.rounds,
+        "cost": {
+            "local_steps": result.local_steps,
+            "full_retrain_local_steps": full,
+            "fraction_of_full_retrain": result.local_steps / full if full else 0.0,
+            "seconds": result.seconds,
+        },
+    }
