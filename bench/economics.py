@@ -668,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=60, help="rounds of the two main scenarios")
     ap.add_argument("--participants", type=int, default=20)
     ap.add_argument("--aggregator", default="multi_krum", choices=sorted(AGGREGATORS))
+    ap.add_argument(
+        "--scenarios", action=argparse.BooleanOptionalAction, default=True, help="the 10%% and 30%% scenarios"
+    )
     ap.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True, help="collusion sweep")
     ap.add_argument("--sweep-rounds", type=int, default=20)
     ap.add_argument("--shares", default=",".join(map(str, SHARES)), help="coalition shares of the sweep")
@@ -682,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     n = args.participants
     cells = [scenario_cell(label, n, args.rounds, args.aggregator, args.seed) for label in SCENARIOS]
+    cells = cells if args.scenarios else []
     if args.sweep:
         shares = [float(x) for x in args.shares.split(",") if x]
         cells += [sweep_cell(s, n, args.sweep_rounds, args.aggregator, args.seed) for s in shares]

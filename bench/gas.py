@@ -1,7 +1,10 @@
 """Gas per call and per participant per round of the Consortium contract.
 
+    .venv/bin/python bench/gas.py --sizes 20 --seeds 20   # the default flow at 20: everyone seeds
     .venv/bin/python bench/gas.py            # embedded EVM (gas is identical on anvil)
     .venv/bin/python bench/gas.py --anvil    # the same on a local anvil node
+
+The printed tables are also written to bench/results/gas.md (`--out`).
 
 For 5, 20 and 100 registered participants it plays rounds in which every role does its part
 (seed commit-reveal by `--seeds` participants, all proposers commit, one candidate, all voters
@@ -14,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import statistics
 import sys
 from collections import defaultdict
-from contextlib import ExitStack
+from contextlib import ExitStack, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,19 +39,20 @@ from consortium.chain import (
 )
 
 ETH = 10**18
-# roles per round for each participant count (proposers, voters); at most 32 + 32
-ROLES = {5: (2, 3), 20: (5, 10), 100: (32, 32)}
+# roles per round for each participant count (proposers, voters): the default config's
+# (`ChainSection.roles`: voters half the participants, a tenth spare); at most 32 + 32
+ROLES = {5: (3, 2), 20: (8, 10), 100: (32, 32)}
 
 
 def h(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def params_for(n_proposers: int, n_voters: int) -> Params:
+def params_for(n_proposers: int, n_voters: int, seeds: int = 0) -> Params:
     span = n_proposers + n_voters + 4  # one transaction per block on a dev chain
     return Params(
         min_stake=ETH,
-        seed_blocks=12,
+        seed_blocks=max(12, seeds + 2),
         commit_blocks=span,
         candidate_blocks=4,
         vote_commit_blocks=span,
@@ -74,11 +80,12 @@ def play(c: ChainClient, gas: dict[str, list[int]], seeds: int, label: str) -> i
     rec("open_round", c.open_round(c.global_hash()).gas_used)
     rid = c.round_info().round_id
     people = c.participant_addresses()[:seeds]
-    for who in people:
-        rec("commit_seed", c.as_account(who).commit_seed(rid).gas_used)
+    for who in people:  # round 1 only: later commitments ride on the previous round's reveal
+        if c.as_account(who).precommitted_seed(rid) is None:
+            rec("commit_seed", c.as_account(who).commit_seed(rid).gas_used)
     c.advance_to_phase(Phase.SEED_REVEAL)
     for who in people:
-        rec("reveal_seed", c.as_account(who).reveal_seed(rid).gas_used)
+        rec("reveal_seed", c.as_account(who).reveal_seed(rid, next_seed=h(f"{label}{rid + 1}{who}")).gas_used)
     c.advance_to_phase(Phase.DRAW)
     rec("draw", c.draw().gas_used)
     props, voters = c.roles()
@@ -111,7 +118,7 @@ def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
     accounts = backend.accounts  # type: ignore[attr-defined]
     c = ChainClient.deploy(
         backend,
-        params_for(np, nv),
+        params_for(np, nv, seeds),
         h("genesis"),
         fund=100 * ETH,  # type: ignore[arg-type]
         account=accounts[0],
@@ -135,8 +142,9 @@ def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
     print(f"{'call':<16}{'first round':>14}{'later rounds':>14}   (median gas per call)")
     for name in per_round[0]:
         first = int(statistics.median(per_round[0][name]))
-        later = int(statistics.median(v for r in per_round[1:] for v in r[name])) if rounds > 1 else first
-        print(f"{name:<16}{first:>14,}{later:>14,}")
+        rest = [v for r in per_round[1:] for v in r[name]]
+        later = f"{int(statistics.median(rest)):,}" if rest else "-"
+        print(f"{name:<16}{first:>14,}{later:>14}")
     print(f"{'call':<16}{'min':>14}{'max':>14}")
     for name, vals in once.items():
         print(f"{name:<16}{min(vals):>14,}{max(vals):>14,}")
@@ -158,8 +166,12 @@ def main() -> None:
         default=0,
         help="participants contributing seed entropy each round (optional: 0 = block hash only)",
     )
+    ap.add_argument("--out", type=Path, default=Path("bench/results/gas.md"))
     args = ap.parse_args()
-    with ExitStack() as stack:
+    buf = io.StringIO()
+    with ExitStack() as stack, redirect_stdout(_Tee(sys.stdout, buf)):
+        print(f"# Gas: `python bench/gas.py {' '.join(sys.argv[1:])}`\n")
+        print("Embedded EVM (py-evm, cancun); gas does not depend on machine load. Stakes 2..8 ETH.")
         for n in args.sizes:
             if args.anvil:
                 binary = find_anvil()
@@ -170,6 +182,20 @@ def main() -> None:
             else:
                 backend = EmbeddedBackend(n + 1)
             bench(backend, n, args.rounds, args.seeds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(buf.getvalue())
+
+
+class _Tee(io.TextIOBase):
+    """Print to the terminal and keep a copy for the results file."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, s: str) -> int:
+        for st in self.streams:
+            st.write(s)
+        return len(s)
 
 
 if __name__ == "__main__":

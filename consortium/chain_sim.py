@@ -115,10 +115,11 @@ class ChainRoundRunner:
 
     # ---------------------------------------------------------------- set-up
 
-    def register_all(self, stake: float) -> None:
-        """Every participant registers with its stake (once, before the first round)."""
-        for addr in self.accounts.values():
-            self.operator.as_account(addr).register(wei(stake))
+    def register_all(self, stake: float, data_sizes: Mapping[str, int] | None = None) -> None:
+        """Every participant registers with its stake and its number of training examples (once, before
+        the first round)."""
+        for name, addr in self.accounts.items():
+            self.operator.as_account(addr).register(wei(stake), (data_sizes or {}).get(name, 0))
 
     def _client(self, name: str) -> ChainClient:
         return self.operator.as_account(self.accounts[name])
@@ -144,11 +145,14 @@ class ChainRoundRunner:
         sent(op.open_round(global_hash))
         info = op.round_info()
         rid = info.round_id
-        for name in self.accounts:  # optional entropy: everyone commits, then reveals a seed
-            sent(self._client(name).commit_seed(rid, _secret("seed", self.run_seed, rid, name)))
+        for name in self.accounts:  # optional entropy: everyone commits (in round 1; later rounds'
+            # commitments ride on the previous reveal), then reveals a seed
+            if self._client(name).precommitted_seed(rid) is None:
+                sent(self._client(name).commit_seed(rid, _secret("seed", self.run_seed, rid, name)))
         op.advance_to_phase(Phase.SEED_REVEAL, info)
         for name in self.accounts:
-            sent(self._client(name).reveal_seed(rid))
+            nxt = _secret("seed", self.run_seed, rid + 1, name)
+            sent(self._client(name).reveal_seed(rid, next_seed=nxt))
         op.advance_to_phase(Phase.DRAW, info)
         sent(op.draw())
         rec = op.history().round(rid)
@@ -347,6 +351,7 @@ def deploy_runner(
     genesis: str,
     strategies: Mapping[str, str],
     attackers: frozenset[str],
+    data_sizes: Mapping[str, int] | None = None,
 ) -> ChainRoundRunner:
     """Deploy the contract (embedded EVM unless `chain.rpc_url`); every participant (`strategies`' keys,
     in order) registers and stakes. Every transaction goes to `chain/txlog.jsonl`, from which `audit`
@@ -376,7 +381,7 @@ def deploy_runner(
         attackers=attackers,
         slash_excluded=cc.slash_excluded,
     )
-    runner.register_all(cc.stake)
+    runner.register_all(cc.stake, data_sizes)
     return runner
 
 

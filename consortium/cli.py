@@ -132,6 +132,7 @@ def audit(
     Exit 0 when everything verifies, 1 when something does not match, 2 when the audit cannot start."""
     # import time: torch and pydantic (web3 only with --rpc-url)
     from consortium.audit import AuditInputError, audit_live, audit_run
+    from consortium.node.build import genesis_digest  # the deployed genesis against the config's
     from consortium.removal.verify import audit_removal, is_removal
 
     console = Console()
@@ -139,13 +140,13 @@ def audit(
         if rpc_url is not None:
             if run_dir is not None or contract is None or store is None or config is None:
                 fail("--rpc-url needs --contract, --store and --config, and no RUN_DIR")
-            result = audit_live(rpc_url, str(contract), store, Path(str(config)))
+            result = audit_live(rpc_url, str(contract), store, Path(str(config)), genesis_digest)
         elif run_dir is None:
             fail("give a RUN_DIR, or --rpc-url with --contract, --store and --config")
         elif is_removal(run_dir):  # a directory written by `consortium remove`
             result = audit_removal(run_dir)
         else:
-            result = audit_run(run_dir)
+            result = audit_run(run_dir, genesis_digest)
     except AuditInputError as e:
         fail(str(e))
     checked = ", ".join(f"{n} {what}" for what, n in result.checked.items())
@@ -257,6 +258,7 @@ def chain_up(
     # web3 (the chain extra): only the chain commands need it
     from consortium.chain import AnvilNode, RpcBackend, find_anvil
     from consortium.deploy import deploy_for_nodes, node_params, write_deployment
+    from consortium.node.build import genesis_digest
 
     cfg = _run_config(config, preset, set_)
     binary = find_anvil()
@@ -285,7 +287,7 @@ def chain_up(
         keys_json.unlink()
         params = node_params(cfg, phase_blocks, commit_blocks, vote_blocks)
         backend = RpcBackend(node.url, dev=True)
-        client = deploy_for_nodes(backend, cfg, params)
+        client = deploy_for_nodes(backend, cfg, params, genesis_digest(cfg))
         where = store or str((dir_ / "store").resolve())
         write_deployment(dir_, node.url, client, cfg, where, keys[1 : cfg.participants + 1], dev_chain=True)
         print(f"anvil at {node.url} (a block every {block_time}s)", flush=True)
@@ -320,6 +322,7 @@ def chain_deploy(
     # web3 (the chain extra): see `chain up`
     from consortium.chain import ChainError, RpcBackend
     from consortium.deploy import deploy_for_nodes, node_params, write_deployment
+    from consortium.node.build import genesis_digest
     from consortium.node_config import NodeConfig, NodeConfigError, load_key
 
     cfg = _run_config(config, preset, set_)
@@ -338,9 +341,8 @@ def chain_deploy(
         fail(str(e))
     try:
         backend = RpcBackend(rpc_url)
-        client = deploy_for_nodes(
-            backend, cfg, node_params(cfg, phase_blocks, commit_blocks, vote_blocks), account
-        )
+        params = node_params(cfg, phase_blocks, commit_blocks, vote_blocks)
+        client = deploy_for_nodes(backend, cfg, params, genesis_digest(cfg), account)
     except ChainError as e:
         fail(f"deployment refused: {e}", 1)
     except Exception as e:  # connection refused, insufficient funds...

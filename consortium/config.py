@@ -245,8 +245,10 @@ DIGEST_NEUTRAL: dict[str, Any] = {
 
 
 def config_digest(cfg: RunConfig) -> str:
-    """Short sha256 of the resolved config: what every chain commitment names, so the audit can tell
-    a config edited after the run (even one whose change leaves the aggregates as they were)."""
+    """sha256 of the resolved config (all 256 bits: a 64-bit name could be matched by a search for
+    another config): what every chain commitment names, so the audit can tell a config edited after
+    the run (even one whose change leaves the aggregates as they were). Runs made before issue 22
+    named its first 16 hex digits; the audit still accepts those (`digest_matches`)."""
     data = to_toml_dict(cfg)
     for key in ("backend", "ray"):  # where the training ran is not what was computed (docs/scale.md)
         data.pop(key, None)
@@ -254,7 +256,16 @@ def config_digest(cfg: RunConfig) -> str:
         section, key = dotted.split(".")
         if section in data and data[section].get(key, neutral) == neutral:
             data[section].pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+LEGACY_DIGEST_CHARS = 16  # the config digest's length before issue 22
+
+
+def digest_matches(named: str, digest: str) -> bool:
+    """Does a digest named in a commitment name this config? The full digest, or (runs made before
+    issue 22) its first 16 hex digits."""
+    return named == digest or (len(named) == LEGACY_DIGEST_CHARS and digest.startswith(named))
 
 
 def _drop_none(value: Any) -> Any:

@@ -129,7 +129,9 @@ class ChainSection(Section):
     n_proposers: int | None = Field(
         None, ge=1, le=32, description="none = participants - n_voters - participants // 10 (spares)"
     )
-    n_voters: int | None = Field(None, ge=1, le=32, description="none = a third of the participants")
+    n_voters: int | None = Field(
+        None, ge=1, le=32, description="none = half the participants, and always more than a third"
+    )
     slash_rejected_bps: int = Field(1000, ge=0, le=10_000)
     slash_minority_bps: int = Field(500, ge=0, le=10_000)
     slash_no_show_bps: int = Field(500, ge=0, le=10_000)
@@ -161,8 +163,10 @@ class ChainSection(Section):
         """(proposers, voters) per round for `participants` registered organisations. By default one
         in ten sits each round out: the contract cancels a round with fewer eligible participants
         than roles, so without spares the first stake slashed below `min_stake` halts every later
-        round (measured in `bench/economics.py`)."""
-        voters = self.n_voters or max(1, round(participants / 3))
+        round (measured in `bench/economics.py`). A candidate wins only with more than a third of the
+        stake (docs/contract.md), so the voters must hold more than a third: half of the participants
+        by default, which leaves the honest voters room for a coalition's voters among them."""
+        voters = self.n_voters or min(32, max(1, participants // 2, participants // 3 + 1))
         proposers = self.n_proposers or min(32, participants - voters - participants // 10)
         return proposers, voters
 

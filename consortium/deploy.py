@@ -92,11 +92,14 @@ def node_params(
     )
 
 
-def deploy_for_nodes(backend: Any, cfg: RunConfig, params: Params, account: Any = None) -> ChainClient:
-    """Deploy with a zero genesis (the first `open_round` sets it to the run's initial adapter, which
-    every node derives from the config) and the config's reward pool."""
+def deploy_for_nodes(
+    backend: Any, cfg: RunConfig, params: Params, genesis: bytes | str, account: Any = None
+) -> ChainClient:
+    """Deploy with the run's initial adapter as genesis (`node.build.genesis_digest(cfg)`: every node
+    derives the same from the config and refuses a deployment whose genesis differs) and the config's
+    reward pool. The contract refuses an empty genesis: nobody can set it later."""
     return ChainClient.deploy(
-        backend, params, genesis_hash=None, fund=wei(cfg.chain.reward_pool), account=account
+        backend, params, genesis_hash=genesis, fund=wei(cfg.chain.reward_pool), account=account
     )
 
 

@@ -189,7 +189,10 @@ class Simulation:
 
             strategies = {p.name: p.strategy for p in self.participants}
             attackers = frozenset(p.name for p in self.participants if p.adversary is not None)
-            chain = deploy_runner(cfg, rd, store, self.layout, rule, global_hash, strategies, attackers)
+            sizes = {p.name: len(p.examples) for p in self.participants}  # declared with the stake
+            chain = deploy_runner(
+                cfg, rd, store, self.layout, rule, global_hash, strategies, attackers, data_sizes=sizes
+            )
         else:
             runner = RoundRunner(MemoryLedger(), store, self.layout, rule, root=self._root_update)
             runner.evidence = lambda pid: self._evidence.pop(pid, None)

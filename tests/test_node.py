@@ -160,16 +160,21 @@ def sim() -> Party:
     return Party.of(load_config(preset="smoke", overrides=SMOKE))
 
 
-def _nodes_on_embedded(tmp_path: Path, sim: Party) -> tuple[ChainClient, list[Path]]:
-    """Deploy on a fresh embedded EVM, fund four local keys, write their node.toml files."""
+def _nodes_on_embedded(
+    tmp_path: Path, sim: Party, genesis: str | None = None
+) -> tuple[ChainClient, list[Path]]:
+    """Deploy on a fresh embedded EVM (with the run's genesis unless told another), fund four local keys,
+    write their node.toml files."""
     import tomli_w
     from eth_account import Account
 
     from consortium.deploy import deploy_for_nodes, node_params
+    from consortium.node.build import genesis_digest
 
     cfg = sim.cfg
     backend = EmbeddedBackend(2)
-    op = deploy_for_nodes(backend, cfg, node_params(cfg, phase_blocks=4, commit_blocks=8, vote_blocks=6))
+    params = node_params(cfg, phase_blocks=4, commit_blocks=8, vote_blocks=6)
+    op = deploy_for_nodes(backend, cfg, params, genesis or genesis_digest(cfg))
     paths = []
     for i in range(cfg.participants):
         acct = Account.from_key(bytes([i + 1]) * 32)
@@ -194,6 +199,18 @@ def _restarted(op: ChainClient, path: Path, sim: Party) -> Node:
     """A node process started afresh: new object, only its state file carried over."""
     ncfg = load_node_config(path)
     return Node(ncfg, sim.cfg, sim.participant(ncfg.participant_index), client=op.as_account(load_key(ncfg)))
+
+
+def test_a_deployment_with_another_genesis_is_refused(tmp_path: Path, sim: Party) -> None:
+    """Issue 22 item 4: the genesis is fixed at deployment; a node refuses one that is not the initial
+    adapter its run config gives, before it registers or opens a round."""
+    from consortium.node import NodeError
+
+    op, paths = _nodes_on_embedded(tmp_path, sim, genesis="ab" * 32)
+    node = _restarted(op, paths[0], sim)
+    with pytest.raises(NodeError, match=r"genesis (ab){32} is not"):
+        node.run(rounds=1)
+    assert not op.participant(node.address).registered
 
 
 def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
@@ -233,7 +250,7 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
     nodes = [_restarted(op, p, sim) for p in paths]
     for n in nodes:
         n.ensure_registered()
-    saved = None
+    saved, killed = None, ""
     for _ in range(80):
         info = op.round_info()
         if info.round_id == 1 and info.state == RoundState.IDLE:
@@ -248,6 +265,7 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
                 vote = n._ballot(1, info.base_hash.hex())
                 assert vote.choice == 1
                 saved = {"choice": 0, "flags": vote.flags, "salt": vote.salt.hex()}
+                killed = n.address
                 n.state.update(1, vote=saved)
                 nodes[i] = _restarted(op, paths[i], sim)
                 continue
@@ -255,9 +273,8 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
         op.mine(1)
     assert saved is not None
     rec = op.history().round(1)
-    (voter,) = rec.voters
-    assert rec.votes[voter].choice == saved["choice"] == 0  # the saved ballot, revealed with its salt
-    assert rec.outcome == Outcome.REJECTED
+    assert rec.votes[killed].choice == saved["choice"] == 0  # the saved ballot, revealed with its salt
+    assert rec.outcome == Outcome.REJECTED  # 2 voters of 4 equal stakes: one accept is no third
     assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
 
 
@@ -930,6 +947,7 @@ def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, s
     from consortium.chain import AnvilNode
     from consortium.deploy import deploy_for_nodes, node_params
     from consortium.node import Node, NodeError
+    from consortium.node.build import genesis_digest
 
     binary = find_anvil()
     if binary is None:
@@ -937,7 +955,7 @@ def test_a_node_that_cannot_pay_for_gas_stops_with_its_balance(tmp_path: Path, s
     cfg = sim.cfg
     with AnvilNode(binary, n_accounts=2) as chain:
         backend = RpcBackend(chain.url, dev=True)
-        op = deploy_for_nodes(backend, cfg, node_params(cfg))
+        op = deploy_for_nodes(backend, cfg, node_params(cfg), genesis_digest(cfg))
         acct = Account.from_key(b"\x05" * 32)
         key = tmp_path / "org0.key"
         key.write_text(acct.key.hex())

@@ -18,7 +18,7 @@ import requests
 import torch
 import uvicorn
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
@@ -404,3 +404,20 @@ def test_dropped_upload_leaves_no_temp_file(server: tuple[str, Path]) -> None:
     while list(root.rglob(".tmp-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _files(root) == []
+
+
+def test_the_client_refuses_a_body_over_its_limit_without_reading_it_whole() -> None:
+    """Issue 22 item 10: an untrusted store cannot make a voter hold an endless answer in memory."""
+
+    async def flood(request) -> Response:
+        async def body():  # 4 MiB, no Content-Length
+            for _ in range(64):
+                yield b"\0" * 65536
+
+        return StreamingResponse(body())
+
+    with (
+        serving(Starlette(routes=[Route("/blobs/{d}", flood)])) as url,
+        pytest.raises(StoreError, match="over 100,000 bytes"),
+    ):
+        HttpBlobStore(url, max_bytes=100_000).get("0" * 64)

@@ -11,6 +11,7 @@ adapter. Each mismatch is one line naming the round, the participant, what was e
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ def _config(path: Path) -> RunConfig:
         raise AuditInputError(str(e)) from None
 
 
-def audit_run(run_dir: Path) -> AuditReport:
-    """Audit a run directory: replay its transaction log and check everything against the store."""
+def audit_run(run_dir: Path, genesis_of: Callable[[RunConfig], str] | None = None) -> AuditReport:
+    """Audit a run directory: replay its transaction log and check everything against the store.
+    `genesis_of(cfg)`: the run's initial adapter (the CLI passes `node.build.genesis_digest`, which
+    builds the model), checked against the deployed genesis; None skips that check."""
     from consortium.chain import replay  # web3 and the EVM: only a chain audit needs them
 
     if not run_dir.is_dir():
@@ -75,7 +78,8 @@ def audit_run(run_dir: Path) -> AuditReport:
             f"transaction log replays to block {found['block']} {found['hash']} (log truncated or edited)"
         )
     names = {a.lower(): n for n, a in report.get("chain", {}).get("accounts", {}).items()}
-    audit_chain(rep.client, BlobStore(run_dir / "store"), cfg, out, names)
+    genesis = genesis_of(cfg) if genesis_of is not None else None
+    audit_chain(rep.client, BlobStore(run_dir / "store"), cfg, out, names, genesis)
     final = rep.client.global_hash().hex()
     _check_adapter(run_dir, final, report, out)
     return out
@@ -117,7 +121,13 @@ def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: Audit
     out.count("adapter tensors checked", len(state))
 
 
-def audit_live(rpc_url: str, contract: str, store: str | Path, config: Path) -> AuditReport:
+def audit_live(
+    rpc_url: str,
+    contract: str,
+    store: str | Path,
+    config: Path,
+    genesis_of: Callable[[RunConfig], str] | None = None,
+) -> AuditReport:
     """Audit a live deployment over JSON-RPC against a blob store (a directory, an `http(s)://` blob
     server or any fsspec URL: `open_store`) and the run config."""
     from consortium.chain import ChainClient, RpcBackend  # web3: see audit_run
@@ -131,5 +141,5 @@ def audit_live(rpc_url: str, contract: str, store: str | Path, config: Path) -> 
     except Exception as e:  # connection refused, no contract at that address...
         raise AuditInputError(f"--rpc-url {rpc_url} --contract {contract}: {type(e).__name__}: {e}") from None
     out = AuditReport()
-    audit_chain(client, open_store(store), cfg, out)
+    audit_chain(client, open_store(store), cfg, out, genesis=genesis_of(cfg) if genesis_of else None)
     return out

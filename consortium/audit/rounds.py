@@ -9,7 +9,7 @@ from typing import Any
 
 from consortium.audit.report import AuditReport
 from consortium.audit.settlement import Ledger, Tally, fmt_votes
-from consortium.config import RunConfig, config_digest
+from consortium.config import RunConfig, config_digest, digest_matches
 from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -24,9 +24,16 @@ def layout_of(store: BlobStore, digest: str) -> Layout:
 
 
 def audit_chain(
-    client: Any, store: BlobStore, cfg: RunConfig, out: AuditReport, names: dict[str, str] | None = None
+    client: Any,
+    store: BlobStore,
+    cfg: RunConfig,
+    out: AuditReport,
+    names: dict[str, str] | None = None,
+    genesis: str | None = None,
 ) -> None:
-    """Every round of the deployment behind `client` (replayed or live) against the store and config."""
+    """Every round of the deployment behind `client` (replayed or live) against the store and config;
+    `genesis`: the run config's initial adapter (`node.build.genesis_digest`), checked against the one
+    the contract was deployed with."""
     from consortium.chain import draw_roles  # web3: see audit_run
 
     names = names or {}
@@ -36,12 +43,18 @@ def audit_chain(
 
     hist = client.history()
     params = client.params()
+    if genesis is not None:
+        out.count("genesis checked")
+        if hist.genesis.hex() != genesis:
+            out.problems.append(
+                f"genesis: the contract was deployed with {hist.genesis.hex()}, the run config's initial "
+                f"adapter is {genesis}"
+            )
     if not hist.rounds:
         out.problems.append("chain: no round was ever opened")
         return
-    genesis = hist.rounds[0].base_hash.hex()
     try:
-        layout = layout_of(store, genesis)
+        layout = layout_of(store, hist.genesis.hex())
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
@@ -125,7 +138,7 @@ def _report_commits(
     out.count("commitments checked", len(rec.commits))
     for addr in rec.commits:
         config = committed.configs.get(addr)
-        if config is not None and config != digest:
+        if config is not None and not digest_matches(config, digest):
             out.problems.append(
                 f"{r}: {who(addr)} committed under config {config}; the config given hashes to {digest} "
                 "(changed after the run?)"
@@ -156,8 +169,8 @@ def _check_outcome(
     outcome, winner = Outcome.REJECTED, 0
     if not tally.quorum:
         outcome = Outcome.NO_QUORUM
-    elif tally.majority:
-        outcome, winner = Outcome.ACCEPTED, tally.majority
+    elif tally.winner:
+        outcome, winner = Outcome.ACCEPTED, tally.winner
     out.count("tallies recomputed")
     if (outcome, winner) != (rec.outcome, rec.winner):
         out.problems.append(

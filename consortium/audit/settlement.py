@@ -18,18 +18,21 @@ class Tally:
 
     revealed: int  # weight of all revealed votes
     quorum: bool
-    majority: int | None  # the choice holding a strict majority of `revealed` (quorum only)
+    winner: int  # the accepted candidate (1-based), 0 if none: see `of`
 
     @classmethod
     def of(cls, rec: Any, quorum_bps: int) -> Tally:
+        """A candidate wins with quorum, a strict majority of the revealed weight, and more than a
+        third of the weight in the round's draw (`rec.weights`, the stake snapshot)."""
         weight = dict(zip(rec.owners, rec.weights, strict=True))
         revealed = sum(v.weight for v in rec.votes.values())
         quorum = revealed > 0 and revealed * BPS >= quorum_bps * sum(weight.get(v, 0) for v in rec.voters)
         tallies: dict[int, int] = {}
         for v in rec.votes.values():
             tallies[v.choice] = tallies.get(v.choice, 0) + v.weight
-        majority = next((k for k, t in tallies.items() if t * 2 > revealed), None) if quorum else None
-        return cls(revealed, quorum, majority)
+        total = sum(rec.weights)
+        won = [k for k, t in tallies.items() if k > 0 and t * 2 > revealed and t * 3 > total]
+        return cls(revealed, quorum, won[0] if quorum and won else 0)
 
 
 def fmt_votes(rec: Any, who: Callable[[str], str]) -> str:
@@ -115,26 +118,26 @@ class Ledger:
         if rec.outcome in (None, Outcome.CANCELLED):
             return
         tally = Tally.of(rec, params.quorum_bps)
-        revealed, quorum, majority = tally.revealed, tally.quorum, tally.majority
+        winner = tally.winner
         won = rec.candidates[rec.winner - 1] if rec.winner > 0 else None
         winner_flags, winner_excluded = (won.flagged, won.excluded) if won else (0, 0)
         slashes: list[tuple[str, int, SlashReason]] = []
         rewarded: list[str] = []
-        for i, p in enumerate(rec.proposers):
-            flag_weight = sum(v.weight for v in rec.votes.values() if (v.flags >> i) & 1)
+        for i, p in enumerate(rec.proposers):  # voters' own flags never slash: a private judgement
             if p not in rec.commits:
                 slashes.append((p, self._slash(p, params.slash_no_show_bps), SlashReason.NO_SHOW))
-            elif (winner_flags >> i) & 1 or (quorum and flag_weight * 2 > revealed):
+            elif (winner_flags >> i) & 1:
                 slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
             elif rec.outcome == Outcome.ACCEPTED and not (winner_excluded >> i) & 1:
                 rewarded.append(p)
+        withheld_bps = max(params.slash_no_show_bps, params.slash_minority_bps)  # withholding must not pay
         for v in rec.voters:
             if v not in rec.votes:
-                slashes.append((v, self._slash(v, params.slash_no_show_bps), SlashReason.NO_SHOW))
-            elif majority is not None:
-                if rec.votes[v].choice == majority:
+                slashes.append((v, self._slash(v, withheld_bps), SlashReason.NO_SHOW))
+            elif winner:
+                if rec.votes[v].choice == winner:
                     rewarded.append(v)
-                else:
+                elif rec.votes[v].choice != 0:  # another candidate than the recomputed winner
                     slashes.append((v, self._slash(v, params.slash_minority_bps), SlashReason.MINORITY))
         slashes = [s for s in slashes if s[1] > 0]
         self.pool += sum(s[1] for s in slashes)

@@ -14,6 +14,13 @@ MAX_CANDIDATES: constant(uint256) = 8
 MAX_URI: constant(uint256) = 256
 BPS: constant(uint256) = 10000
 TREE_DEPTH: constant(uint256) = 40  # Fenwick tree over at most 2**40 participant indices
+# Two versions of every weight (tree nodes, totals, a participant's weight), packed in one slot:
+# tag << 192 | before << 96 | latest. `latest` counts from round `tag` on, `before` for earlier rounds.
+# Every change is written for round_id + 1, so the draw of the open round reads the stakes as they
+# were when it opened (before any seed could be known) and a change counts from the next round on.
+MASK96: constant(uint256) = 2**96 - 1
+# a revealed seed commitment: the slot stays nonzero (a zero-to-nonzero store costs 20,000 gas a round)
+SEED_USED: constant(bytes32) = 0x0000000000000000000000000000000000000000000000000000000000000001
 
 # round states
 IDLE: constant(uint256) = 0  # no round opened yet
@@ -45,10 +52,11 @@ struct Participant:
     stake: uint256
     balance: uint256
     index: uint256  # 1-based position in the Fenwick tree; 0 = never registered
-    weight: uint256  # what the tree holds for this participant (stake if eligible, else 0)
+    weight: uint256  # what the tree holds for it (stake if eligible, else 0), two versions (MASK96)
     exit_block: uint256  # 0 = not exiting; else complete_exit is allowed from this block
     registered: bool
     role: uint256  # round << 32 | kind << 24 | slot << 16 | status << 8 | choice
+    data_size: uint256  # training examples declared at registration: bounds the sample count it claims
 
 
 struct Params:
@@ -94,6 +102,7 @@ event Registered:
     who: indexed(address)
     index: uint256
     stake: uint256
+    data_size: uint256
 
 event ToppedUp:
     who: indexed(address)
@@ -209,9 +218,9 @@ QUORUM_BPS: immutable(uint256)
 participants: public(HashMap[address, Participant])
 index_owner: public(HashMap[uint256, address])
 n_indices: public(uint256)
-tree: HashMap[uint256, uint256]  # Fenwick tree of weights by participant index
-total_weight: public(uint256)
-eligible: public(uint256)  # participants with a positive weight
+tree: HashMap[uint256, uint256]  # Fenwick tree of weights by participant index, two versions
+total_packed: uint256  # sum of the weights, two versions
+eligible_packed: uint256  # participants with a positive weight, two versions
 reward_pool: public(uint256)
 global_hash: public(bytes32)
 
@@ -226,15 +235,16 @@ proposers: address[MAX_PROPOSERS]
 voter_slots: uint256[MAX_VOTERS]  # weight at the draw << 160 | address: one slot per voter
 vote_commits: bytes32[MAX_VOTERS]
 voter_weight: uint256  # total weight of the drawn voters (the quorum's base)
+draw_total: uint256  # total weight in the round's draw: a winner needs more than a third of it
+posted_round: HashMap[address, uint256]  # the last round in which this account posted a candidate
 candidate_hashes: public(bytes32[MAX_CANDIDATES])
 candidate_flags: public(uint256[MAX_CANDIDATES])
 # proposer slots the candidate's aggregator left out without evidence: neither rewarded nor slashed
 candidate_excluded: public(uint256[MAX_CANDIDATES])
 n_cand_tagged: uint256  # round_id << 8 | number of candidates: no reset needed at the draw
 # tallies tagged with the round (round_id << 192 | weight) so the slots are reused, never reset:
-# [0] reject, [k] accept candidate k; flag_tallies[i]: weight of voters flagging proposer slot i
+# [0] reject, [k] accept candidate k
 tallies: uint256[MAX_CANDIDATES + 1]
-flag_tallies: uint256[MAX_PROPOSERS]
 
 # removed weights during one draw: gone at the end of the transaction
 tree_removed: transient(HashMap[uint256, uint256])
@@ -251,6 +261,7 @@ def __init__(p: Params, genesis_hash: bytes32):
     assert p.slash_rejected_bps <= BPS and p.slash_minority_bps <= BPS, "slash above 100%"
     assert p.slash_no_show_bps <= BPS, "slash above 100%"
     assert p.quorum_bps <= BPS, "quorum above 100%"
+    assert genesis_hash != empty(bytes32), "empty genesis"
     MIN_STAKE = p.min_stake
     SEED_BLOCKS = p.seed_blocks
     COMMIT_BLOCKS = p.commit_blocks
@@ -281,85 +292,110 @@ def _lowbit(i: uint256) -> uint256:
 
 
 @internal
+@pure
+def _at(packed: uint256, rid: uint256) -> uint256:
+    """The version of a packed value that the draw of round `rid` reads."""
+    if packed >> 192 <= rid:
+        return packed & MASK96
+    return (packed >> 96) & MASK96
+
+
+@internal
 @view
-def _prefix(i: uint256) -> uint256:
+def _set(packed: uint256, new: uint256) -> uint256:
+    """Write `new` as the latest version, counting from the next round (round_id + 1) on."""
+    e: uint256 = self.round_id + 1
+    if packed >> 192 == e:
+        return (packed & ~MASK96) | new
+    return (e << 192) | ((packed & MASK96) << 96) | new
+
+
+@internal
+@view
+def _prefix(i: uint256, rid: uint256) -> uint256:
+    """Sum of the weights of indices 1..i as the draw of round `rid` sees them."""
     s: uint256 = 0
     j: uint256 = i
     for _: uint256 in range(TREE_DEPTH):
         if j == 0:
             break
-        s += self.tree[j]
+        s += self._at(self.tree[j], rid)
         j -= self._lowbit(j)
     return s
 
 
 @internal
-def _tree_add(i: uint256, amount: uint256):
+def _tree_add(i: uint256, amount: uint256, up: bool):
     n: uint256 = self.n_indices
     j: uint256 = i
     for _: uint256 in range(TREE_DEPTH):
         if j > n:
             break
-        self.tree[j] += amount
-        j += self._lowbit(j)
-
-
-@internal
-def _tree_sub(i: uint256, amount: uint256):
-    n: uint256 = self.n_indices
-    j: uint256 = i
-    for _: uint256 in range(TREE_DEPTH):
-        if j > n:
-            break
-        self.tree[j] -= amount
+        t: uint256 = self.tree[j]
+        if up:
+            self.tree[j] = self._set(t, (t & MASK96) + amount)
+        else:
+            self.tree[j] = self._set(t, (t & MASK96) - amount)
         j += self._lowbit(j)
 
 
 @internal
 def _sync_weight(who: address, stake: uint256, active: bool):
-    """Keep the tree equal to the stake of every eligible participant (active: registered and
-    not exiting)."""
+    """Keep the tree's latest version equal to the stake of every eligible participant (active:
+    registered and not exiting); the open round's draw still reads the version before."""
     w: uint256 = 0
     if active and stake >= MIN_STAKE:
         w = stake
-    old: uint256 = self.participants[who].weight
+    assert w <= MASK96, "stake too large"
+    packed: uint256 = self.participants[who].weight
+    old: uint256 = packed & MASK96
     if w == old:
         return
     idx: uint256 = self.participants[who].index
+    tot: uint256 = self.total_packed
     if w > old:
-        self._tree_add(idx, w - old)
-        self.total_weight += w - old
+        self._tree_add(idx, w - old, True)
+        self.total_packed = self._set(tot, (tot & MASK96) + (w - old))
     else:
-        self._tree_sub(idx, old - w)
-        self.total_weight -= old - w
+        self._tree_add(idx, old - w, False)
+        self.total_packed = self._set(tot, (tot & MASK96) - (old - w))
+    el: uint256 = self.eligible_packed
     if old == 0:
-        self.eligible += 1
+        self.eligible_packed = self._set(el, (el & MASK96) + 1)
     elif w == 0:
-        self.eligible -= 1
-    self.participants[who].weight = w
+        self.eligible_packed = self._set(el, (el & MASK96) - 1)
+    self.participants[who].weight = self._set(packed, w)
 
 
 # ---------------------------------------------------------------- participants
 
 @external
 @payable
-def register():
-    """Join with msg.value as stake (re-joining after a completed exit keeps the old index)."""
+def register(data_size: uint256):
+    """Join with msg.value as stake (re-joining after a completed exit keeps the old index) and the
+    number of training examples it holds: a commit's claimed sample count (its FedAvg weight) counts
+    at most this, and at most CLAIM_CAP times the median of the registered sizes (docs/contract.md);
+    0 declares nothing (then only the median cap bounds it)."""
     assert not self.participants[msg.sender].registered, "already registered"
     assert msg.value >= MIN_STAKE, "stake below minimum"
     idx: uint256 = self.participants[msg.sender].index
     if idx == 0:
         idx = self.n_indices + 1
-        # a new Fenwick node covers (idx - lowbit(idx), idx]: the older part of its range
-        node: uint256 = self._prefix(idx - 1) - self._prefix(idx - self._lowbit(idx))
-        self.tree[idx] = node
+        # a new Fenwick node covers (idx - lowbit(idx), idx]: the older part of its range, in both
+        # versions (the open round's and the latest)
+        rid: uint256 = self.round_id
+        low: uint256 = idx - self._lowbit(idx)
+        before: uint256 = self._prefix(idx - 1, rid) - self._prefix(low, rid)
+        latest: uint256 = self._prefix(idx - 1, rid + 1) - self._prefix(low, rid + 1)
+        self.tree[idx] = ((rid + 1) << 192) | (before << 96) | latest
         self.n_indices = idx
         self.index_owner[idx] = msg.sender
         self.participants[msg.sender].index = idx
     self.participants[msg.sender].registered = True
     self.participants[msg.sender].stake = msg.value
+    self.participants[msg.sender].data_size = data_size
     self._sync_weight(msg.sender, msg.value, True)
-    log Registered(who=msg.sender, index=idx, stake=msg.value)
+    log Registered(who=msg.sender, index=idx, stake=msg.value, data_size=data_size)
 
 
 @external
@@ -402,6 +438,7 @@ def complete_exit():
     assert self.participants[msg.sender].registered, "not registered"
     assert eb != 0, "exit not announced"
     assert block.number >= eb, "cooldown not over"
+    assert not self._has_open_role(msg.sender), "open role in round"  # drawn from the snapshot
     amount: uint256 = self.participants[msg.sender].stake
     self.participants[msg.sender].stake = 0
     self.participants[msg.sender].balance += amount
@@ -435,13 +472,11 @@ def fund():
 
 @external
 def open_round(base_hash: bytes32):
-    """Open the next round on the current global model (the first call may set the genesis)."""
+    """Open the next round on the current global model (the genesis is fixed at deployment)."""
     assert self.participants[msg.sender].registered, "not registered"
     s: uint256 = self.state
     assert s == IDLE or s == DONE, "round in progress"
     assert base_hash != empty(bytes32), "empty hash"
-    if self.global_hash == empty(bytes32):
-        self.global_hash = base_hash
     assert base_hash == self.global_hash, "stale global hash"
     rid: uint256 = self.round_id + 1
     self.round_id = rid
@@ -453,7 +488,8 @@ def open_round(base_hash: bytes32):
 
 @external
 def commit_seed(round_id: uint256, commitment: bytes32):
-    """Optional entropy: keccak256(abi_encode(round_id, sender, seed)), before the seed block."""
+    """Optional entropy: keccak256(abi_encode(chain.id, self, round_id, sender, seed)), before the
+    seed block (chain and contract bound: a commitment cannot be replayed from another deployment)."""
     assert self.participants[msg.sender].registered, "not registered"
     assert round_id == self.round_id, "wrong round"
     assert self.state == SEEDING and block.number < self.open_block + SEED_BLOCKS, "not in seed commit phase"
@@ -462,23 +498,29 @@ def commit_seed(round_id: uint256, commitment: bytes32):
 
 
 @external
-def reveal_seed(round_id: uint256, seed: bytes32):
-    """Reveal after the seed block's hash is fixed, so no committer knew it in advance."""
+def reveal_seed(round_id: uint256, seed: bytes32, next_commitment: bytes32):
+    """Reveal after the seed block's hash is fixed, so no committer knew it in advance.
+    `next_commitment` (or empty): the caller's seed commitment for the next round, made here (before
+    that round's seed block) so that a steady contributor sends one seed transaction a round, not two."""
     assert round_id == self.round_id, "wrong round"
     sb: uint256 = self.open_block + SEED_BLOCKS
     assert self.state == SEEDING and block.number > sb, "not in seed reveal phase"
     assert block.number <= sb + SEED_BLOCKS, "not in seed reveal phase"
     c: bytes32 = self.seed_commits[msg.sender]
-    assert c != empty(bytes32), "no seed commitment"
-    assert keccak256(abi_encode(round_id, msg.sender, seed)) == c, "reveal does not match"
-    self.seed_commits[msg.sender] = empty(bytes32)
+    assert c != empty(bytes32) and c != SEED_USED, "no seed commitment"
+    assert keccak256(abi_encode(chain.id, self, round_id, msg.sender, seed)) == c, "reveal does not match"
     self.seed_acc = self.seed_acc ^ convert(seed, uint256)
     log SeedRevealed(round_id=round_id, who=msg.sender, seed=seed)
+    if next_commitment == empty(bytes32) or next_commitment == SEED_USED:
+        self.seed_commits[msg.sender] = SEED_USED
+    else:
+        self.seed_commits[msg.sender] = next_commitment
+        log SeedCommitted(round_id=round_id + 1, who=msg.sender, commitment=next_commitment)
 
 
 @internal
 @view
-def _find(r: uint256, n: uint256, top: uint256) -> uint256:
+def _find(r: uint256, n: uint256, top: uint256, rid: uint256) -> uint256:
     """Smallest index whose prefix weight (minus removed ones) exceeds r: O(log n)."""
     pos: uint256 = 0
     rem: uint256 = r
@@ -488,7 +530,7 @@ def _find(r: uint256, n: uint256, top: uint256) -> uint256:
             break
         nxt: uint256 = pos + step
         if nxt <= n:
-            w: uint256 = self.tree[nxt] - self.tree_removed[nxt]
+            w: uint256 = self._at(self.tree[nxt], rid) - self.tree_removed[nxt]
             if w <= rem:
                 pos = nxt
                 rem -= w
@@ -508,13 +550,14 @@ def _remove(i: uint256, amount: uint256, n: uint256):
 
 @external
 def draw():
-    """Draw proposers then voters, stake-weighted without replacement, from the round seed."""
+    """Draw proposers then voters, stake-weighted without replacement, from the round seed and the
+    stakes as they were when the round opened."""
     assert self.state == SEEDING, "no round to draw"
     sb: uint256 = self.open_block + SEED_BLOCKS
     assert block.number > sb + SEED_BLOCKS, "draw too early"
     rid: uint256 = self.round_id
     need: uint256 = N_PROPOSERS + N_VOTERS
-    if self.eligible < need:
+    if self._at(self.eligible_packed, rid) < need:
         self.state = DONE
         log RoundFinalized(
             round_id=rid, outcome=CANCELLED, winner=0, global_hash=self.global_hash,
@@ -533,7 +576,8 @@ def draw():
         if top * 2 > n:
             break
         top = top * 2
-    remaining: uint256 = self.total_weight
+    remaining: uint256 = self._at(self.total_packed, rid)
+    self.draw_total = remaining
     props: DynArray[address, MAX_PROPOSERS] = []
     vots: DynArray[address, MAX_VOTERS] = []
     vw_total: uint256 = 0
@@ -541,9 +585,9 @@ def draw():
         if k == need:
             break
         r: uint256 = convert(keccak256(concat(seed, convert(k, bytes32))), uint256) % remaining
-        idx: uint256 = self._find(r, n, top)
+        idx: uint256 = self._find(r, n, top, rid)
         who: address = self.index_owner[idx]
-        w: uint256 = self.participants[who].weight
+        w: uint256 = self._at(self.participants[who].weight, rid)
         self._remove(idx, w, n)
         remaining -= w
         if k < N_PROPOSERS:
@@ -594,13 +638,6 @@ def tally(k: uint256) -> uint256:
     return self._tagged(self.tallies[k], self.round_id)
 
 
-@external
-@view
-def flag_weight(slot: uint256) -> uint256:
-    """Weight of revealed votes flagging proposer `slot` in the current round."""
-    return self._tagged(self.flag_tallies[slot], self.round_id)
-
-
 @internal
 @view
 def _role_of(who: address, round_id: uint256, kind: uint256) -> uint256:
@@ -640,8 +677,11 @@ def commit(round_id: uint256, update_hash: bytes32, uri: String[MAX_URI]):
 def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256, excluded: uint256):
     """Post an aggregate with two bitmasks of proposer slots: `flagged` (evidence of misconduct:
     slashed if this candidate wins) and `excluded` (left out by the aggregator without evidence:
-    not rewarded). Voters judge the first candidate that matches their own recomputation."""
+    not rewarded). Voters judge the first candidate that matches their own recomputation. One
+    candidate per account and round, none from an exiting account: one account cannot fill the slots."""
     assert self.participants[msg.sender].registered, "not registered"
+    assert self.participants[msg.sender].exit_block == 0, "exit announced"
+    assert self.posted_round[msg.sender] != round_id, "one candidate per account"
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS, CANDIDATE_BLOCKS), "not in candidate phase"
     assert candidate_hash != empty(bytes32), "empty hash"
@@ -654,6 +694,7 @@ def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256,
             break
         assert self.candidate_hashes[k] != candidate_hash or self.candidate_flags[k] != flagged \
             or self.candidate_excluded[k] != excluded, "duplicate candidate"
+    self.posted_round[msg.sender] = round_id
     self.candidate_hashes[n] = candidate_hash
     self.candidate_flags[n] = flagged
     self.candidate_excluded[n] = excluded
@@ -666,8 +707,9 @@ def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256,
 
 @external
 def commit_vote(round_id: uint256, commitment: bytes32):
-    """keccak256(abi_encode(round_id, voter, choice, flags, salt)); choice 0 rejects, k accepts
-    candidate k (1-based); flags is a bitmask of proposer slots the voter flags."""
+    """keccak256(abi_encode(chain.id, self, round_id, voter, choice, flags, salt)); choice 0 rejects,
+    k accepts candidate k (1-based); flags is a bitmask of proposer slots the voter flags (recorded,
+    never slashed on: a voter's loss check is private)."""
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS, VOTE_COMMIT_BLOCKS), "not in vote commit phase"
     role: uint256 = self._role_of(msg.sender, round_id, VOTER)
@@ -688,20 +730,13 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes3
     assert status & COMMITTED != 0, "no vote commitment"
     assert status & REVEALED == 0, "already revealed"
     slot: uint256 = (role >> 16) & 255
-    c: bytes32 = keccak256(abi_encode(round_id, msg.sender, choice, flags, salt))
+    c: bytes32 = keccak256(abi_encode(chain.id, self, round_id, msg.sender, choice, flags, salt))
     assert c == self.vote_commits[slot], "reveal does not match"
     assert choice <= self._n_candidates(round_id), "no such candidate"
     assert flags >> N_PROPOSERS == 0, "flag outside proposer slots"
     w: uint256 = self.voter_slots[slot] >> 160
     self.participants[msg.sender].role = role | (REVEALED << 8) | choice
     self.tallies[choice] = (round_id << 192) | (self._tagged(self.tallies[choice], round_id) + w)
-    f: uint256 = flags
-    for i: uint256 in range(MAX_PROPOSERS):
-        if f == 0:
-            break
-        if f & 1 == 1:
-            self.flag_tallies[i] = (round_id << 192) | (self._tagged(self.flag_tallies[i], round_id) + w)
-        f = f >> 1
     log VoteRevealed(round_id=round_id, who=msg.sender, choice=choice, flags=flags, weight=w)
 
 
@@ -709,13 +744,14 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes3
 
 @internal
 def _slash(rid: uint256, who: address, bps: uint256, reason: uint256) -> uint256:
-    """Role holders are registered and not exiting (exit is refused while a role is open)."""
+    """Role holders are registered (complete_exit is refused while a role is open) but may have
+    announced their exit after the round opened: they stay out of the tree."""
     stake: uint256 = self.participants[who].stake
     amount: uint256 = stake * bps // BPS
     if amount == 0:
         return 0
     self.participants[who].stake = stake - amount
-    self._sync_weight(who, stake - amount, True)
+    self._sync_weight(who, stake - amount, self.participants[who].exit_block == 0)
     log Slashed(round_id=rid, who=who, amount=amount, reason=reason)
     return amount
 
@@ -735,6 +771,13 @@ def _revealed(rid: uint256, nc: uint256) -> uint256:
 @external
 def finalize():
     """Anyone, after the reveal deadline: tally, move the global hash, reward and slash.
+    A candidate wins with a strict majority of the revealed weight that is also more than a third of
+    the weight in the round's draw: honest voters vote only for the candidate they recompute, so a
+    coalition holding less than a third of the stake cannot carry another one alone.
+    Slashes rest only on what anyone can recompute: a proposer that committed nothing, one the winning
+    (recomputed) candidate flags, a voter that voted for another candidate than the winner, a voter
+    that did not reveal (at no less than the minority slash: withholding must not pay). A voter's own
+    flags and a rejection are private judgements: never slashed.
     Bounded by N_PROPOSERS + N_VOTERS <= MAX_ROLES and MAX_CANDIDATES."""
     assert self.state == DRAWN, "no round to finalize"
     assert block.number >= self.draw_block + COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS \
@@ -744,22 +787,19 @@ def finalize():
     revealed: uint256 = self._revealed(rid, nc)
     outcome: uint256 = REJECTED
     winner: uint256 = 0
-    majority: uint256 = 0  # choice of the strict-majority side (valid when has_majority)
-    has_majority: bool = False
     quorum: bool = revealed > 0 and revealed * BPS >= QUORUM_BPS * self.voter_weight
     if not quorum:
         outcome = NO_QUORUM
     else:
-        for k: uint256 in range(MAX_CANDIDATES + 1):
+        for k: uint256 in range(1, MAX_CANDIDATES + 1):
             if k > nc:
                 break
-            if self._tagged(self.tallies[k], rid) * 2 > revealed:
-                majority = k
-                has_majority = True
-        if has_majority and majority > 0:
+            t: uint256 = self._tagged(self.tallies[k], rid)
+            if t * 2 > revealed and t * 3 > self.draw_total:
+                winner = k
+        if winner > 0:
             outcome = ACCEPTED
-            winner = majority
-            self.global_hash = self.candidate_hashes[majority - 1]
+            self.global_hash = self.candidate_hashes[winner - 1]
     winner_flags: uint256 = 0
     winner_excluded: uint256 = 0
     if winner > 0:
@@ -775,21 +815,23 @@ def finalize():
         status: uint256 = (self.participants[who].role >> 8) & 255
         if status & COMMITTED == 0:
             slashed += self._slash(rid, who, SLASH_NO_SHOW_BPS, SLASH_NO_SHOW)
-        elif (winner_flags >> i) & 1 == 1 or (quorum and self._tagged(self.flag_tallies[i], rid) * 2 > revealed):
+        elif (winner_flags >> i) & 1 == 1:
             slashed += self._slash(rid, who, SLASH_REJECTED_BPS, SLASH_REJECTED)
-        elif outcome == ACCEPTED and (winner_excluded >> i) & 1 == 0:
+        elif winner > 0 and (winner_excluded >> i) & 1 == 0:
             rewarded.append(who)
+    withheld_bps: uint256 = max(SLASH_NO_SHOW_BPS, SLASH_MINORITY_BPS)
     for i: uint256 in range(MAX_VOTERS):
         if i == N_VOTERS:
             break
         who: address = convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address)
         role: uint256 = self.participants[who].role
         if (role >> 8) & REVEALED == 0:
-            slashed += self._slash(rid, who, SLASH_NO_SHOW_BPS, SLASH_NO_SHOW)
-        elif has_majority:
-            if role & 255 == majority:
+            slashed += self._slash(rid, who, withheld_bps, SLASH_NO_SHOW)
+        elif winner > 0:
+            choice: uint256 = role & 255
+            if choice == winner:
                 rewarded.append(who)
-            else:
+            elif choice != 0:
                 slashed += self._slash(rid, who, SLASH_MINORITY_BPS, SLASH_MINORITY)
 
     pool: uint256 = self.reward_pool + slashed
@@ -901,5 +943,26 @@ def participant_states(start: uint256, count: uint256) -> DynArray[Participant, 
 @external
 @view
 def weight_of_prefix(i: uint256) -> uint256:
-    """Sum of weights of indices 1..i (lets tests check the tree against the stakes)."""
-    return self._prefix(i)
+    """Sum of the latest weights of indices 1..i (lets tests check the tree against the stakes)."""
+    return self._prefix(i, self.round_id + 1)
+
+
+@external
+@view
+def total_weight() -> uint256:
+    """Sum of the latest weights: what the next round's draw reads."""
+    return self.total_packed & MASK96
+
+
+@external
+@view
+def eligible() -> uint256:
+    """Participants with a positive latest weight."""
+    return self.eligible_packed & MASK96
+
+
+@external
+@view
+def draw_weight() -> uint256:
+    """Total weight in the current round's draw (0 before the first draw)."""
+    return self.draw_total

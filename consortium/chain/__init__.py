@@ -4,7 +4,8 @@ Embedded EVM by default (`EmbeddedBackend`), any JSON-RPC node with `RpcBackend(
 """
 
 from .backends import AnvilNode, Backend, EmbeddedBackend, RpcBackend, connect, find_anvil
-from .client import ChainClient, seed_commitment, to_bytes32, vote_commitment
+from .client import ChainClient
+from .commitments import seed_commitment, to_bytes32, vote_commitment
 from .draw import draw_indices, draw_roles, round_seed, xor_seeds
 from .errors import ChainError
 from .history import Commit, Event, History, ParticipantRecord, PostedCandidate, RevealedVote, RoundRecord

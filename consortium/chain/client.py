@@ -13,42 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi import encode
-from eth_utils import keccak
 from web3 import Web3
 
 from .artifact import load_artifact
 from .backends import Backend
+from .commitments import seed_commitment, to_bytes32, vote_commitment
 from .errors import ChainError, reason_from
 from .history import History, HistoryReader
+from .reads import ChainReads
+from .sending import call_or_raise, replay_reason, transact_as
 from .txlog import TxLog
-from .types import BallotTx, Params, ParticipantInfo, Phase, RoundInfo, Tx, Vote
+from .types import BallotTx, Params, Phase, RoundInfo, Tx, Vote
 
 GAS_LIMIT = 8_000_000  # explicit gas skips estimation; finalize of 64 roles needs under 4M
-
-
-def to_bytes32(value: bytes | str) -> bytes:
-    """Accept 32 raw bytes or a 64-digit hex string (how the blob store names sha256 digests)."""
-    if isinstance(value, str):
-        value = bytes.fromhex(value.removeprefix("0x"))
-    if len(value) != 32:
-        raise ValueError(f"expected a 32-byte hash, got {len(value)} bytes")
-    return bytes(value)
-
-
-def vote_commitment(round_id: int, voter: str, vote: Vote) -> bytes:
-    """keccak256(abi.encode(round_id, voter, choice, flags, salt)) as the contract checks it."""
-    return keccak(
-        encode(
-            ["uint256", "address", "uint256", "uint256", "bytes32"],
-            [round_id, voter, vote.choice, vote.flags, vote.salt],
-        )
-    )
-
-
-def seed_commitment(round_id: int, who: str, seed: bytes) -> bytes:
-    """keccak256(abi.encode(round_id, who, seed)) as the contract checks it."""
-    return keccak(encode(["uint256", "address", "bytes32"], [round_id, who, seed]))
 
 
 @dataclass
@@ -66,7 +43,7 @@ class _Shared:
     txlog: TxLog | None = None  # every transaction and mine, for an exact replay
 
 
-class ChainClient:
+class ChainClient(ChainReads):
     """One account's view of a deployed Consortium contract."""
 
     def __init__(
@@ -102,7 +79,7 @@ class ChainClient:
         p = params or Params()
         g = to_bytes32(genesis_hash) if genesis_hash is not None else b"\x00" * 32
         ctor = factory.constructor(p.as_tuple(), g)
-        tx_hash, raw = _transact(w3, ctor, acct, {"from": sender, "value": fund, "gas": GAS_LIMIT})
+        tx_hash, raw = transact_as(w3, ctor, acct, {"from": sender, "value": fund, "gas": GAS_LIMIT})
         rcpt = w3.eth.wait_for_transaction_receipt(tx_hash)
         if txlog is not None:
             txlog.tx(w3.eth.get_transaction(tx_hash), rcpt, "deploy", raw)
@@ -154,6 +131,10 @@ class ChainClient:
         return str(self._s.contract.address)
 
     @property
+    def chain_id(self) -> int:
+        return self._tx_defaults()["chainId"]
+
+    @property
     def txlog(self) -> TxLog | None:
         return self._s.txlog
 
@@ -168,10 +149,10 @@ class ChainClient:
         name = str(fn.fn_name)
         tx: dict[str, Any] = {"from": self.address, "value": value, **self._tx_defaults()}
         if self.preflight:
-            _call_or_raise(fn, {"from": self.address, "value": value}, name, "pending")
+            call_or_raise(fn, {"from": self.address, "value": value}, name, "pending")
         tx["gas"] = self.gas if self.gas is not None else self._estimate(fn, tx, name)
         try:
-            tx_hash, raw = _transact(self.w3, fn, self._account, tx)
+            tx_hash, raw = transact_as(self.w3, fn, self._account, tx)
         except Exception as exc:
             reason = reason_from(exc)
             if reason is None:
@@ -181,7 +162,7 @@ class ChainClient:
         if self._s.txlog is not None:  # what the node got, fees included, reverted or not
             self._s.txlog.tx(self.w3.eth.get_transaction(tx_hash), rcpt, name, raw)
         if rcpt["status"] != 1:
-            reason = _replay_reason(fn, {"from": self.address, "value": value}, rcpt["blockNumber"])
+            reason = replay_reason(fn, {"from": self.address, "value": value}, rcpt["blockNumber"])
             raise ChainError(reason, function=name, tx_hash=Web3.to_hex(tx_hash))
         return Tx(Web3.to_hex(tx_hash), rcpt["blockNumber"], rcpt["gasUsed"], name)
 
@@ -230,8 +211,9 @@ class ChainClient:
 
     # ------------------------------------------------------------------ participants
 
-    def register(self, stake: int) -> Tx:
-        return self._send("register", value=stake)
+    def register(self, stake: int, data_size: int = 0) -> Tx:
+        """Stake and declare `data_size` training examples (0: none declared; see Consortium.register)."""
+        return self._send("register", data_size, value=stake)
 
     def top_up(self, amount: int) -> Tx:
         return self._send("top_up", value=amount)
@@ -256,13 +238,26 @@ class ChainClient:
     def commit_seed(self, round_id: int, seed: bytes | None = None) -> Tx:
         """Commit a random seed (kept here for reveal_seed); optional entropy for the draw."""
         seed = seed if seed is not None else os.urandom(32)
-        tx = self._send("commit_seed", round_id, seed_commitment(round_id, self.address, seed))
+        c = seed_commitment(self.chain_id, self.contract_address, round_id, self.address, seed)
+        tx = self._send("commit_seed", round_id, c)
         self._s.seeds[(round_id, self.address)] = seed
         return tx
 
-    def reveal_seed(self, round_id: int, seed: bytes | None = None) -> Tx:
+    def reveal_seed(self, round_id: int, seed: bytes | None = None, next_seed: bytes | None = None) -> Tx:
+        """Reveal this round's seed; with `next_seed`, commit it for the next round in the same
+        transaction (kept here for that round's reveal), which spares next round's commit_seed."""
         seed = seed if seed is not None else self._s.seeds.get((round_id, self.address), b"\x00" * 32)
-        return self._send("reveal_seed", round_id, seed)
+        nxt = b"\x00" * 32
+        if next_seed is not None:
+            nxt = seed_commitment(self.chain_id, self.contract_address, round_id + 1, self.address, next_seed)
+        tx = self._send("reveal_seed", round_id, seed, nxt)
+        if next_seed is not None:
+            self._s.seeds[(round_id + 1, self.address)] = next_seed
+        return tx
+
+    def precommitted_seed(self, round_id: int) -> bytes | None:
+        """The seed this client committed for `round_id` in the previous round's reveal, if any."""
+        return self._s.seeds.get((round_id, self.address))
 
     def draw(self) -> Tx:
         return self._send("draw")
@@ -292,7 +287,8 @@ class ChainClient:
         for the reveal, which this client also keeps."""
         if isinstance(vote, int):
             vote = Vote(vote, self.flag_mask(flags), os.urandom(32))
-        tx = self._send("commit_vote", round_id, vote_commitment(round_id, self.address, vote))
+        c = vote_commitment(self.chain_id, self.contract_address, round_id, self.address, vote)
+        tx = self._send("commit_vote", round_id, c)
         self._s.ballots[(round_id, self.address)] = vote
         return BallotTx(tx.tx_hash, tx.block, tx.gas_used, tx.function, vote)
 
@@ -317,87 +313,6 @@ class ChainClient:
                 raise ValueError(f"{a} is not a proposer of the current round")
             mask |= 1 << slots[a.lower()]
         return mask
-
-    # ------------------------------------------------------------------ reads
-
-    def _read(self, name: str, *args: Any, block: int | str = "latest") -> Any:
-        """A view call; an explicit funded `from` spares eth-tester's costly sender guess (and its
-        balance check, which fails for a contract or an empty account)."""
-        accounts = self.backend.accounts
-        sender = accounts[0] if accounts else self.address
-        return getattr(self.contract.functions, name)(*args).call({"from": sender}, block_identifier=block)
-
-    def params(self) -> Params:
-        if self._s.params is None:
-            self._s.params = Params(*self._read("params"))
-        return self._s.params
-
-    def round_info(self, block: int | str = "latest") -> RoundInfo:
-        t = self._read("round_info", block=block)
-        return RoundInfo(*t, seed_blocks=self.params().seed_blocks)
-
-    def participant(self, who: str | None = None, block: int | str = "latest") -> ParticipantInfo:
-        addr = Web3.to_checksum_address(who or self.address)
-        return _participant_info(addr, self._read("participants", addr, block=block))
-
-    def all_participants(self, block: int | str = "latest") -> list[ParticipantInfo]:
-        """Every participant ever registered, by index, in as few calls as possible."""
-        owners = self.participant_addresses()
-        out: list[ParticipantInfo] = []
-        while len(out) < len(owners):
-            page = self._read("participant_states", len(out) + 1, 128, block=block)
-            if not page:
-                break
-            out += [_participant_info(owners[len(out) + i], t) for i, t in enumerate(page)]
-        return out
-
-    def roles(self) -> tuple[list[str], list[str]]:
-        """(proposers, voters) of the current round in slot order (empty before the draw)."""
-        props, voters = self._read("roles")
-        return list(props), list(voters)
-
-    def proposers(self) -> list[str]:
-        return self.roles()[0]
-
-    def voters(self) -> list[str]:
-        return self.roles()[1]
-
-    def candidates(self) -> list[tuple[bytes, int, int]]:
-        """(hash, flagged bitmask, excluded bitmask) of this round's candidates, candidate k at k-1."""
-        n = self.round_info().n_candidates
-        return [
-            (
-                bytes(self._read("candidate_hashes", i)),
-                int(self._read("candidate_flags", i)),
-                int(self._read("candidate_excluded", i)),
-            )
-            for i in range(n)
-        ]
-
-    def global_hash(self, block: int | str = "latest") -> bytes:
-        return bytes(self._read("global_hash", block=block))
-
-    def reward_pool(self, block: int | str = "latest") -> int:
-        return int(self._read("reward_pool", block=block))
-
-    def contract_balance(self, block: int | str = "latest") -> int:
-        return int(self.w3.eth.get_balance(self.contract.address, block_identifier=block))
-
-    def block_number(self) -> int:
-        return int(self.w3.eth.block_number)
-
-    def n_participants(self) -> int:
-        """Participant indices handed out so far (exited ones keep theirs)."""
-        return int(self._read("n_indices"))
-
-    def participant_addresses(self) -> list[str]:
-        """Every address that ever registered, by participant index."""
-        out: list[str] = []
-        while True:
-            page = list(self._read("participant_list", len(out) + 1, 256))
-            out += page
-            if len(page) < 256:
-                return out
 
     # ------------------------------------------------------------------ blocks, snapshots, history
 
@@ -442,51 +357,3 @@ class ChainClient:
     def history(self) -> History:
         """Rounds, roles, commitments, votes, outcomes and balances rebuilt from events only."""
         return self._s.reader.history()
-
-
-def _participant_info(addr: str, t: Any) -> ParticipantInfo:
-    stake, balance, index, weight, exit_block, registered, role = t
-    return ParticipantInfo(
-        addr,
-        stake,
-        balance,
-        index,
-        weight,
-        exit_block,
-        registered,
-        role >> 32,
-        (role >> 24) & 255,
-        (role >> 16) & 255,
-        (role >> 8) & 255,
-        role & 255,
-    )
-
-
-def _transact(w3: Web3, fn: Any, account: Any, tx: dict[str, Any]) -> tuple[Any, bytes | None]:
-    """Send through the node's own key (address) or sign here (LocalAccount); the hash, and the
-    signed bytes when signed here."""
-    if isinstance(account, str):
-        return fn.transact(tx), None
-    full = fn.build_transaction({**tx, "nonce": w3.eth.get_transaction_count(account.address)})
-    signed = account.sign_transaction(full)
-    return w3.eth.send_raw_transaction(signed.raw_transaction), bytes(signed.raw_transaction)
-
-
-def _call_or_raise(fn: Any, tx: dict[str, Any], name: str, block: int | str = "latest") -> None:
-    try:
-        fn.call(tx, block_identifier=block)
-    except Exception as exc:
-        reason = reason_from(exc)
-        if reason is None:
-            raise
-        raise ChainError(reason, function=name) from None
-
-
-def _replay_reason(fn: Any, tx: dict[str, Any], block: int) -> str:
-    """Why a mined transaction failed: re-run it as a call in its own block (one transaction per
-    block on dev nodes, and a failed one leaves the contract as it was)."""
-    try:
-        _call_or_raise(fn, tx, "", block)
-    except ChainError as err:
-        return err.reason
-    return "reverted (out of gas?)"

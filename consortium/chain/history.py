@@ -31,6 +31,7 @@ class ParticipantRecord:
     balance: int = 0
     registered: bool = False
     exiting: bool = False
+    data_size: int = 0  # training examples declared at registration
 
     def weight(self, min_stake: int) -> int:
         """What the contract's draw tree holds for this participant."""
@@ -80,8 +81,12 @@ class RoundRecord:
     proposers: list[str] = field(default_factory=list)
     voters: list[str] = field(default_factory=list)
     deadlines: dict[str, int] = field(default_factory=dict)
-    owners: list[str] = field(default_factory=list)  # participant index i+1 -> address, at draw
-    weights: list[int] = field(default_factory=list)  # stake snapshot by index, at draw
+    owners: list[str] = field(default_factory=list)  # participant index i+1 -> address, at the opening
+    # the draw's stake snapshot by index: the weights when the round opened (a stake change made
+    # later counts from the next round on, as in the contract)
+    weights: list[int] = field(default_factory=list)
+    # data sizes declared by the participants eligible at the opening (bounds on claimed sample counts)
+    data_sizes: dict[str, int] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
     candidates: list[PostedCandidate] = field(default_factory=list)
     vote_commits: dict[str, bytes] = field(default_factory=dict)
@@ -103,6 +108,9 @@ class History:
     reward_pool: int
     global_hash: bytes
     min_stake: int
+    genesis: bytes = b"\x00" * 32  # the deployment's initial global model (fixed in the constructor)
+    # seed commitments made (in a reveal) for a round not opened yet: round id -> who -> commitment
+    early_seed_commits: dict[int, dict[str, bytes]] = field(default_factory=dict)
 
     def round(self, round_id: int) -> RoundRecord:
         return self.rounds[round_id - 1]
@@ -178,7 +186,7 @@ def _p(h: History, who: str) -> ParticipantRecord:
 
 
 def _deployed(h: History, a: dict[str, Any]) -> None:
-    h.global_hash = bytes(a["genesis_hash"])
+    h.global_hash = h.genesis = bytes(a["genesis_hash"])
     h.min_stake = a["min_stake"]
 
 
@@ -186,6 +194,7 @@ def _registered(h: History, a: dict[str, Any]) -> None:
     who = Web3.to_checksum_address(a["who"])
     rec = h.participants.setdefault(who, ParticipantRecord(who, a["index"]))
     rec.stake, rec.registered, rec.exiting = a["stake"], True, False
+    rec.data_size = a["data_size"]
 
 
 def _topped_up(h: History, a: dict[str, Any]) -> None:
@@ -211,14 +220,19 @@ def _funded(h: History, a: dict[str, Any]) -> None:
 
 
 def _round_opened(h: History, a: dict[str, Any]) -> None:
-    if h.global_hash == b"\x00" * 32:
-        h.global_hash = bytes(a["base_hash"])
-    h.rounds.append(
-        RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"], a["seed_block"])
-    )
+    r = RoundRecord(a["round_id"], bytes(a["base_hash"]), a["opener"], a["_block"], a["seed_block"])
+    by_index = sorted(h.participants.values(), key=lambda p: p.index)
+    r.owners = [p.address for p in by_index]
+    r.weights = [p.weight(h.min_stake) for p in by_index]
+    r.seed_commits = h.early_seed_commits.pop(r.round_id, {})
+    r.data_sizes = {p.address: p.data_size for p, w in zip(by_index, r.weights, strict=True) if w > 0}
+    h.rounds.append(r)
 
 
 def _seed_committed(h: History, a: dict[str, Any]) -> None:
+    if a["round_id"] > len(h.rounds):  # made with the previous round's reveal
+        h.early_seed_commits.setdefault(a["round_id"], {})[a["who"]] = bytes(a["commitment"])
+        return
     h.round(a["round_id"]).seed_commits[a["who"]] = bytes(a["commitment"])
 
 
@@ -231,9 +245,6 @@ def _round_drawn(h: History, a: dict[str, Any]) -> None:
     r.seed, r.draw_block = bytes(a["seed"]), a["_block"]
     r.proposers, r.voters = list(a["proposers"]), list(a["voters"])
     r.deadlines = {k: a[k] for k in ("commit_end", "candidate_end", "vote_commit_end", "vote_reveal_end")}
-    by_index = sorted(h.participants.values(), key=lambda p: p.index)
-    r.owners = [p.address for p in by_index]
-    r.weights = [p.weight(h.min_stake) for p in by_index]
 
 
 def _update_committed(h: History, a: dict[str, Any]) -> None:

@@ -129,6 +129,7 @@ class ParticipantInfo:
     role_slot: int
     role_status: int  # bit 1 committed, bit 2 revealed
     role_choice: int
+    data_size: int = 0  # training examples declared at registration
 
 
 @dataclass(frozen=True)

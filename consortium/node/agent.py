@@ -126,7 +126,8 @@ class Node:
                     f"account {self.address} holds {balance / 1e18:.4f} ETH; registering needs the stake "
                     f"{want / 1e18:.4f} ETH plus gas (chain.stake in {self.ncfg.run_config})"
                 )
-            self._send("register", lambda: self.client.register(want))
+            size = len(self.participant.examples)  # declared with the stake: bounds its claimed n
+            self._send("register", lambda: self.client.register(want, size))
             return
         if me.stake < params.min_stake:
             need = want - me.stake
@@ -142,9 +143,21 @@ class Node:
 
     # ------------------------------------------------------------------ the loop
 
+    def check_genesis(self) -> None:
+        """Refuse a deployment whose genesis is not this run's initial adapter (which every node derives
+        from the config), and put that adapter into the store for everyone who reads it."""
+        mine = put_vector(self.store, self.participant.model.initial, self.layout)
+        theirs = self.client.history().genesis.hex()
+        if theirs != mine:
+            raise NodeError(
+                f"contract {self.client.contract_address}: genesis {theirs} is not this run's initial "
+                f"adapter {mine} (another run config, or a deployment not made for it)"
+            )
+
     def run(self, rounds: int | None = None, max_seconds: float | None = None) -> list[int]:
         """Act round after round until the contract's round `rounds` is over (None: forever). Returns
         the round ids this node saw finalized."""
+        retry(self.check_genesis, "check the genesis")
         retry(self.ensure_registered, "register")
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         failures = errors = 0
@@ -214,9 +227,8 @@ class Node:
         if len(eligible) < params.n_proposers + params.n_voters:
             return
         base = self.client.global_hash()
-        if base == b"\x00" * 32:  # first round: the run's initial adapter, which every node derives
-            genesis = put_vector(self.store, self.participant.model.initial, self.layout)
-            base = bytes.fromhex(genesis)
+        if self.client.round_info().round_id == 0:
+            self.check_genesis()  # and the genesis blob into the store, for every voter to read
         self._send(
             f"round {self.client.round_info().round_id + 1}: open", lambda: self.client.open_round(base)
         )

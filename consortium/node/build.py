@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from consortium.config import ConfigError
+from consortium.config import ConfigError, RunConfig
 from consortium.data import DataError
 from consortium.local.data import participant_data
 from consortium.local.params import lora_spec, train_params
 from consortium.local.participant import LocalModel, LocalParticipant
 from consortium.node.agent import Node
 from consortium.node_config import NodeConfig, NodeConfigError, load_key
+from consortium.round.records import vector_hash
 from consortium.rundir import load_run_config
 from consortium.train import prepare_model
 
@@ -40,3 +41,10 @@ def make_node(ncfg: NodeConfig) -> Node:
     prepare_model(model.model, train_params(cfg, 1))  # threads, prefix cache: as the simulation does
     params = train_params(cfg, cfg.train.local_steps)
     return Node(ncfg, cfg, LocalParticipant(model, ncfg.participant_index, params, train, holdout))
+
+
+def genesis_digest(cfg: RunConfig) -> str:
+    """sha256 of the run's initial adapter blob: what the deployer puts into the contract and what every
+    node and the audit recompute from the config (the model is built for it: seconds for SmolLM2)."""
+    model = LocalModel(cfg, lora_spec(cfg))
+    return vector_hash(model.initial, model.layout)

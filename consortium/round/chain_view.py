@@ -7,6 +7,7 @@ A round record (`consortium.chain.RoundRecord`) is used by its fields only (`com
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,21 @@ from consortium.store import BlobNotFound, BlobStore, IntegrityError
 
 # what a round's inputs can fail with: a missing or corrupt blob, a malformed one, a bad probe artifact
 UNREADABLE = (ProtocolError, BlobNotFound, IntegrityError, ValueError)
+# a claimed sample count counts at most this many times the median data size registered on chain
+CLAIM_CAP = 4
+
+
+def claim_bound(rec: Any, proposer: str) -> int | None:
+    """The most examples `proposer`'s commit may claim (its FedAvg weight): its data size declared at
+    registration, and at most CLAIM_CAP times the median size declared by the participants eligible when
+    the round opened (both committed before the round). None when nobody declared a size."""
+    sizes = getattr(rec, "data_sizes", {}) or {}
+    declared = sorted(s for s in sizes.values() if s > 0)
+    if not declared:
+        return None
+    cap = CLAIM_CAP * statistics.median_low(declared)
+    own = sizes.get(proposer, 0)
+    return min(own, cap) if own > 0 else cap
 
 
 @dataclass
@@ -73,7 +89,9 @@ def read_commitments(rec: Any, store: BlobStore, layout: Layout) -> CommittedRou
         if ok is None:
             out.invalid[addr] = why
         else:
-            out.commitments.append(Commitment(addr, ok.blob, ok.n_examples))
+            bound = claim_bound(rec, addr)
+            n = ok.n_examples if bound is None else min(ok.n_examples, bound)
+            out.commitments.append(Commitment(addr, ok.blob, n))
     return out
 
 

@@ -3,7 +3,7 @@
 """A participant contract whose receive hook calls withdraw again (reentrancy test)."""
 
 interface Consortium:
-    def register(): payable
+    def register(data_size: uint256): payable
     def announce_exit(): nonpayable
     def complete_exit(): nonpayable
     def withdraw(amount: uint256): nonpayable
@@ -24,7 +24,7 @@ def __init__(target: address, swallow: bool):
 @external
 @payable
 def join():
-    extcall self.target.register(value=msg.value)
+    extcall self.target.register(0, value=msg.value)
 
 
 @external

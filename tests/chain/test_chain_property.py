@@ -1,4 +1,5 @@
-"""Random sequences of register / top-up / exit / withdraw / round steps against the invariants:
+"""Random sequences of register / top-up / exit / withdraw / fund / round steps (seed commits and reveals,
+with next-round commitments, candidates with flag and exclusion masks) against the invariants:
 contract ETH = stakes + balances + reward pool = deposits - withdrawals, nothing negative, the global
 hash moves only on an accepted round, a refused call changes nothing, history() = contract state,
 and the draw recomputed off chain = the contract's."""
@@ -19,7 +20,7 @@ from consortium.chain import ChainClient, ChainError, Outcome, Params, Phase, Ro
 
 PROP_PARAMS = Params(
     min_stake=ETH,
-    seed_blocks=1,
+    seed_blocks=3,  # two seed commits and three reveals fit (one transaction per block)
     commit_blocks=3,
     candidate_blocks=3,
     vote_commit_blocks=3,
@@ -43,6 +44,7 @@ ACTIONS = st.one_of(
     st.tuples(st.just("exit"), who),
     st.tuples(st.just("complete_exit"), who, st.booleans()),
     st.tuples(st.just("withdraw"), who, st.integers(0, 5)),
+    st.tuples(st.just("fund"), who, st.integers(0, 3)),
     st.tuples(st.just("step"), st.integers(0, 2**32 - 1), st.integers(1, 7)),
     st.tuples(st.just("step"), st.integers(0, 2**32 - 1), st.integers(1, 7)),
 )
@@ -106,6 +108,10 @@ class Driver:
             self.c.mine(PROP_PARAMS.exit_cooldown)
         self.attempt(self.people[i], lambda c: c.complete_exit())
 
+    def fund(self, i: int, mult: int) -> None:
+        amount = mult * ETH // 4
+        self.attempt(self.people[i], lambda c: c.fund(amount), amount)
+
     def withdraw(self, i: int, quarters: int) -> None:
         bal = self.c.participant(self.people[i]).balance
         amount = bal * quarters // 4 + (1 if quarters == 5 else 0)
@@ -127,8 +133,18 @@ class Driver:
         rid = info.round_id
         if phase == Phase.IDLE:
             return self.attempt(actor, lambda a: a.open_round(a.global_hash()))
-        if phase in (Phase.SEED_COMMIT, Phase.SEED_REVEAL, Phase.DRAW):
+        if phase == Phase.SEED_COMMIT:
+            for p in rnd.sample(self.people, 2):
+                self.attempt(p, lambda a: a.commit_seed(rid, rnd.randbytes(32)))
+            advance(Phase.SEED_REVEAL)
+            return True
+        if phase == Phase.SEED_REVEAL:  # some reveal, some also commit for the next round, some withhold
+            for p in rnd.sample(self.people, 3):
+                nxt = rnd.randbytes(32) if rnd.random() < 0.5 else None
+                self.attempt(p, lambda a, n=nxt: a.reveal_seed(rid, next_seed=n))
             advance(Phase.DRAW)
+            return True
+        if phase == Phase.DRAW:
             return self.attempt(actor, lambda a: a.draw())
         props, voters = c.roles()
         if phase == Phase.COMMIT:
@@ -138,9 +154,10 @@ class Driver:
             advance(Phase.CANDIDATE)
         elif phase == Phase.CANDIDATE:
             for k in range(rnd.randint(1, 2)):
-                flags = rnd.getrandbits(len(props))
+                flags, excluded = rnd.getrandbits(len(props)), rnd.getrandbits(len(props))
                 poster = rnd.choice(self.people)
-                self.attempt(poster, lambda a, k=k, f=flags: a.post_candidate(rid, h(f"c{k}"), f))
+                post = lambda a, k=k, f=flags, x=excluded: a.post_candidate(rid, h(f"c{k}"), f, x)  # noqa: E731
+                self.attempt(poster, post)
             advance(Phase.VOTE_COMMIT)
         elif phase == Phase.VOTE_COMMIT:
             n_cand = info.n_candidates

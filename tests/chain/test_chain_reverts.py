@@ -155,15 +155,16 @@ def test_candidate_guards(chain: ChainClient) -> None:
     refused(chain, lambda: chain.post_candidate(rid, h("agg"), 0), "not in candidate phase")
     chain.advance_to_phase(Phase.CANDIDATE)
     chain.post_candidate(rid, h("agg"), 0b01)
-    refused(chain, lambda: chain.post_candidate(rid, h("agg"), 0b01), "duplicate candidate")
+    other = chain.as_account(chain.participant_addresses()[1])  # one candidate per account
+    refused(chain, lambda: other.post_candidate(rid, h("agg"), 0b01), "duplicate candidate")
     refused(
         chain,
-        lambda: chain.post_candidate(rid, h("agg"), 1 << PARAMS.n_proposers),
+        lambda: other.post_candidate(rid, h("agg"), 1 << PARAMS.n_proposers),
         "flag outside proposer slots",
     )
     refused(
         chain,
-        lambda: chain.post_candidate(rid, h("agg"), 0, 1 << PARAMS.n_proposers),
+        lambda: other.post_candidate(rid, h("agg"), 0, 1 << PARAMS.n_proposers),
         "exclusion outside proposer slots",
     )
 

@@ -1,0 +1,176 @@
+"""The coalition game on the contract itself: can a coalition holding a share of the stake get its own
+candidate accepted? No model is trained: who wins a round depends only on the draw and the votes.
+
+Each cell deploys the contract with the default config's parameters for `--participants` equal stakes
+(`consortium.deploy.config_params`: roles, stakes, slashes, quorum) on the embedded EVM and plays
+`--rounds` rounds. Every round an honest participant opens it and contributes a seed; every proposer
+commits; an honest participant posts the honest (recomputed) candidate and, when the coalition has a
+member, a coalition member posts the coalition's; honest voters vote for the honest candidate (they
+never vote for one that differs from their own recomputation), coalition voters for the coalition's;
+everyone reveals. Per share: rounds won by each side, rejected rounds (the coalition blocks the honest
+candidate), how often the rule before issue 22 (a strict majority of the revealed weight) would have
+accepted the coalition's candidate on the same votes, and any honest participant slashed.
+
+    python bench/coalition.py                       # 10..50% coalitions, 60 rounds each
+    python bench/coalition.py --shares 0.3 --rounds 100
+
+Results: bench/results/coalition.md and coalition.json (`--tag T`: coalition_T.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+SHARES = (0.1, 0.2, 0.3, 0.35, 0.4, 0.5)
+
+
+def _h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def play(share: float, n: int, rounds: int) -> dict[str, Any]:
+    """One cell: `rounds` rounds with a coalition of round(share * n) of n equal stakes."""
+    from consortium.chain import ChainClient, EmbeddedBackend, Outcome, Phase, Vote, wei
+    from consortium.config import load_config
+    from consortium.deploy import config_params
+
+    cfg = load_config(preset="smoke", overrides=[f"participants={n}"])
+    params = config_params(cfg)
+    backend = EmbeddedBackend(n + 1)
+    op = ChainClient.deploy(backend, params, _h("genesis"), fund=wei(cfg.chain.reward_pool))
+    people = backend.accounts[1 : n + 1]
+    for a in people:
+        op.as_account(a).register(wei(cfg.chain.stake))
+    coalition = set(people[: round(share * n)])
+    honest = [a for a in people if a not in coalition]
+    c = op.as_account(honest[0])
+    tally = {"honest": 0, "coalition": 0, "rejected": 0, "no_quorum": 0, "cancelled": 0}
+    old_rule_coalition = 0
+    honest_slashed: list[tuple[int, str, int, str]] = []
+    coalition_voter_seats: list[int] = []
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        c.open_round(c.global_hash())
+        rid = c.round_info().round_id
+        c.commit_seed(rid)
+        c.advance_to_phase(Phase.SEED_REVEAL)
+        c.reveal_seed(rid)
+        c.advance_to_phase(Phase.DRAW)
+        c.draw()
+        props, voters = c.roles()
+        if not voters:
+            tally["cancelled"] += 1
+            continue
+        for i, p in enumerate(props):
+            c.as_account(p).commit(rid, _h(f"{rid}-{i}"), "cas:x")
+        c.advance_to_phase(Phase.CANDIDATE)
+        c.post_candidate(rid, _h(f"honest-{rid}"))
+        bad = 0
+        if coalition:
+            c.as_account(sorted(coalition)[0]).post_candidate(rid, _h(f"coalition-{rid}"))
+            bad = 2
+        c.advance_to_phase(Phase.VOTE_COMMIT)
+        for v in voters:
+            c.as_account(v).commit_vote(rid, Vote(bad if v in coalition else 1, 0, _h(f"s{rid}{v}")))
+        c.advance_to_phase(Phase.VOTE_REVEAL)
+        for v in voters:
+            c.as_account(v).reveal_vote(rid)
+        c.advance_to_phase(Phase.FINALIZE)
+        c.finalize()
+        rec = c.history().round(rid)
+        weight = {v.lower(): b.weight for v, b in rec.votes.items()}
+        bad_weight = sum(w for v, w in weight.items() if v in {a.lower() for a in coalition})
+        coalition_voter_seats.append(sum(1 for v in voters if v in coalition))
+        if coalition and bad_weight * 2 > sum(weight.values()):
+            old_rule_coalition += 1
+        if rec.outcome == Outcome.ACCEPTED:
+            tally["coalition" if rec.winner == 2 else "honest"] += 1
+        elif rec.outcome == Outcome.NO_QUORUM:
+            tally["no_quorum"] += 1
+        else:
+            tally["rejected"] += 1
+        honest_slashed += [(rid, w, amt, r.name) for w, amt, r in rec.slashes if w not in coalition]
+    stakes = {a: c.participant(a).stake + c.participant(a).balance for a in people}
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return {
+        "share": share,
+        "members": len(coalition),
+        "participants": n,
+        "proposers": params.n_proposers,
+        "voters": params.n_voters,
+        "rounds": rounds,
+        "outcomes": tally,
+        "old_rule_coalition_wins": old_rule_coalition,
+        "coalition_voter_seats_mean": mean(coalition_voter_seats),
+        "coalition_voter_seats_max": max(coalition_voter_seats, default=0),
+        "honest_slashed": honest_slashed,
+        "honest_end_eth_mean": mean([stakes[a] / 1e18 for a in honest]),
+        "coalition_end_eth_mean": mean([stakes[a] / 1e18 for a in coalition]),
+        "stake_eth": cfg.chain.stake,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def markdown(cells: list[dict[str, Any]], cmd: str, commit: str | None) -> str:
+    first = cells[0]
+    lines = [
+        "# The coalition game on the contract (issue 22, item 6)",
+        "",
+        f"`{cmd}` at commit {commit or '?'}: {first['participants']} equal stakes of "
+        f"{first['stake_eth']} ETH, {first['proposers']} proposers and {first['voters']} voters a round",
+        f"(the default config's roles), {first['rounds']} rounds per share, embedded EVM, draw seeds from",
+        "the chain (deterministic per run).",
+        "No model is trained: honest voters vote for the honest (recomputed) candidate, coalition voters",
+        "for the coalition's; everyone reveals. A winner needs a strict majority of the revealed weight",
+        "and more than a third of the draw's weight. 'old rule': the coalition's candidate would have won",
+        "under the rule before issue 22 (a strict majority of the revealed weight) on the same votes.",
+        "",
+        "| coalition | members | honest won | coalition won | rejected | no quorum | old rule: coalition won "
+        "| coalition voter seats mean / max | honest slashed | end ETH honest / coalition |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in cells:
+        o = c["outcomes"]
+        seats = f"{c['coalition_voter_seats_mean']:.1f} / {c['coalition_voter_seats_max']}"
+        eth = f"{c['honest_end_eth_mean']:.2f} / {c['coalition_end_eth_mean']:.2f}"
+        won = f"{o['honest']} | {o['coalition']} | {o['rejected']} | {o['no_quorum']}"
+        lines.append(
+            f"| {100 * c['share']:.0f}% | {c['members']} | {won} | {c['old_rule_coalition_wins']} | {seats} "
+            f"| {len(c['honest_slashed'])} | {eth} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--participants", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--shares", default=",".join(map(str, SHARES)))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+    shares = [float(s) for s in args.shares.split(",") if s]
+    with cf.ProcessPoolExecutor(args.jobs) as pool:
+        cells = list(pool.map(play, shares, [args.participants] * len(shares), [args.rounds] * len(shares)))
+    stem = "coalition" + (f"_{args.tag}" if args.tag else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    cmd = "python bench/coalition.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    (args.out / f"{stem}.json").write_text(json.dumps({"cells": cells, "commit": commit}, indent=1))
+    (args.out / f"{stem}.md").write_text(markdown(cells, cmd.strip(), commit))
+    print(markdown(cells, cmd.strip(), commit))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
