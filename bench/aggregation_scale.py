@@ -40,7 +40,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from consortium.defense import AGGREGATORS, DefenseParams, aggregate  # noqa: E402
-from consortium.defense.core import cosine_from_gram, gram  # noqa: E402
+from consortium.defense.kernels import cosine_from_gram, gram  # noqa: E402
 from consortium.defense.screen import screen  # noqa: E402
 
 RULES = list(AGGREGATORS)  # registration order: fedavg first, then the robust rules
@@ -150,14 +150,16 @@ def measure_cell(n: int, d: int, args, device: torch.device, meter: Meter, conso
 
     record("one pass", *best_of(meter, lambda: updates.sum(0), 3))
     if args.gram:
-        record("Gram product", *best_of(meter, lambda: updates @ updates.T, 1))
+        record("Gram product", *best_of(meter, lambda: updates @ updates.T, max(2, args.reps)))
     screen(updates[:, :1000], last[:1000], 0.05, 0.99)
-    record("screen", *meter(lambda: screen(updates, last, 0.05, 0.99)))
+    reps = args.reps
+    record("screen", *best_of(meter, lambda: screen(updates, last, 0.05, 0.99), reps))
     if "flame" in args.rules:
-        record("flame distance step", *meter(lambda: cosine_from_gram(gram(updates, params.chunk_elems))))
+        step = lambda: cosine_from_gram(gram(updates, params.chunk_elems))  # noqa: E731
+        record("flame distance step", *best_of(meter, step, reps))
     for rule in args.rules:
         run_rule(rule, *small, params)  # warm-up: kernels, sklearn import
-        record(rule, *meter(lambda rule=rule: run_rule(rule, updates, weights, root, params)))
+        record(rule, *best_of(meter, lambda rule=rule: run_rule(rule, updates, weights, root, params), reps))
     if device.type == "cuda":
         torch.cuda.empty_cache()
     one = rows["one pass"]["seconds"]
@@ -199,6 +201,7 @@ def main() -> None:
     ap.add_argument("--max-gb", type=float, default=None, help="skip cells whose input exceeds this (GiB)")
     ap.add_argument("--no-gram", dest="gram", action="store_false", help="skip the float32 Gram product")
     ap.add_argument("--chunk-elems", type=int, default=DefenseParams().chunk_elems)
+    ap.add_argument("--reps", type=int, default=1, help="time each rule this many times, keep the best")
     ap.add_argument("--out", type=Path, default=None, help="markdown file (a .json is written beside it)")
     args = ap.parse_args()
 
@@ -216,6 +219,82 @@ def main() -> None:
     meter = Meter(device)
     cells: dict[tuple[int, int], dict] = {}
     notes: list[str] = []
+
+    def write() -> str:
+        """The results so far, written after every cell (a long run stopped early keeps them)."""
+        cols = sorted(cells, key=lambda c: (c[1], c[0]))
+        head = "| | " + " | ".join(f"n={n} x d={human(d)}" for n, d in cols) + " |"
+        sep = "|---|" + "---:|" * len(cols)
+        names = ["one pass", "Gram product", "screen", "flame distance step", *args.rules]
+
+        def table(fmt: Callable[[dict], str]) -> list[str]:
+            return [head, sep] + [
+                f"| {name} | " + " | ".join(fmt(cells[c].get(name, {})) for c in cols) + " |"
+                for name in names
+                if any(name in cells[c] for c in cols)
+            ]
+
+        def cell_text(row: dict) -> str:
+            if not row:
+                return ""
+            text = f"{row['seconds']:.3g} s, {row['x_one_pass']:.1f}x"
+            return text + (f" ({row['x_gram']:.2f}x Gram)" if "x_gram" in row else "")
+
+        def mem_text(row: dict) -> str:
+            return "" if not row or row["peak_mib"] is None else f"{row['peak_mib']:,.0f}"
+
+        command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+        lines = [
+            "# Aggregation at scale",
+            "",
+            f"`{command}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {device_name(device)}; torch "
+            f"{torch.__version__}, chunk_elems {args.chunk_elems}. Random float32 updates, seed 0, a",
+            f"tenth of the clients large-norm outliers. Best of {args.reps} `aggregate()` call(s) per rule",
+            "(validation included) and of the screen; one pass best of 3, the Gram product best of 2.",
+            "**Ratios are within one run; the cores were shared with other jobs, so seconds vary from run",
+            "to run.**",
+            "",
+            "## Seconds and multiples of one pass (`x.sum(0)`, best of 3); distance rules also vs `x @ x.T`",
+            "",
+            *table(cell_text),
+            "",
+            "## Peak memory growth during the call (MiB over the resident set before it, input excluded)",
+            "",
+            "Measured as Linux VmHWM (reset via /proc/self/clear_refs) minus VmRSS before the call.",
+            "",
+            *table(mem_text),
+        ]
+        met = targets(cells)
+        if met:
+            lines += [
+                "",
+                "## Targets of issue 24",
+                "",
+                "| cell | what | target | got | |",
+                "|---|---|---|---:|---|",
+                *met,
+            ]
+        if notes:
+            lines += ["", *[f"- {note}" for note in notes]]
+        text = "\n".join(lines) + "\n"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        payload = {
+            "command": command,
+            "device": device_name(device),
+            "torch": torch.__version__,
+            "chunk_elems": args.chunk_elems,
+            "reps": args.reps,
+            "seed": 0,
+            "peak_memory": "VmHWM growth over VmRSS before the call, MiB"
+            if device.type == "cpu"
+            else "cuda max allocated",
+            "cells": [{"n": n, "d": d, "rows": rows} for (n, d), rows in sorted(cells.items())],
+            "notes": notes,
+        }
+        out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+        return text
+
     for n, d in sorted(grid, key=lambda c: (c[0] * c[1], c)):
         gb = n * d * 4 / 2**30
         if gb > max_gb:
@@ -225,76 +304,8 @@ def main() -> None:
             console.print(f"[yellow]skip[/] {notes[-1]}")
             continue
         cells[n, d] = measure_cell(n, d, args, device, meter, console)
-
-    cols = sorted(cells, key=lambda c: (c[1], c[0]))
-    head = "| | " + " | ".join(f"n={n} x d={human(d)}" for n, d in cols) + " |"
-    sep = "|---|" + "---:|" * len(cols)
-    names = ["one pass", "Gram product", "screen", "flame distance step", *args.rules]
-
-    def table(fmt: Callable[[dict], str]) -> list[str]:
-        return [head, sep] + [
-            f"| {name} | " + " | ".join(fmt(cells[c].get(name, {})) for c in cols) + " |"
-            for name in names
-            if any(name in cells[c] for c in cols)
-        ]
-
-    def cell_text(row: dict) -> str:
-        if not row:
-            return ""
-        text = f"{row['seconds']:.3g} s, {row['x_one_pass']:.1f}x"
-        return text + (f" ({row['x_gram']:.2f}x Gram)" if "x_gram" in row else "")
-
-    def mem_text(row: dict) -> str:
-        return "" if not row or row["peak_mib"] is None else f"{row['peak_mib']:,.0f}"
-
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    lines = [
-        "# Aggregation at scale",
-        "",
-        f"`{command}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {device_name(device)}; torch "
-        f"{torch.__version__}, chunk_elems {args.chunk_elems}. Random float32 updates, seed 0, a tenth of",
-        "the clients large-norm outliers. One `aggregate()` call per rule, validation included.",
-        "**Ratios are within one run; the cores were shared with other jobs, so seconds vary run to run.**",
-        "",
-        "## Seconds and multiples of one pass (`x.sum(0)`, best of 3); distance rules also vs `x @ x.T`",
-        "",
-        *table(cell_text),
-        "",
-        "## Peak memory growth during the call (MiB over the resident set before it, input excluded)",
-        "",
-        "Measured as Linux VmHWM (reset via /proc/self/clear_refs) minus VmRSS before the call.",
-        "",
-        *table(mem_text),
-    ]
-    met = targets(cells)
-    if met:
-        lines += [
-            "",
-            "## Targets of issue 24",
-            "",
-            "| cell | what | target | got | |",
-            "|---|---|---|---:|---|",
-            *met,
-        ]
-    if notes:
-        lines += ["", *[f"- {note}" for note in notes]]
-    text = "\n".join(lines) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    payload = {
-        "command": command,
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "chunk_elems": args.chunk_elems,
-        "seed": 0,
-        "peak_memory": "VmHWM growth over VmRSS before the call, MiB"
-        if device.type == "cpu"
-        else "cuda max allocated",
-        "cells": [{"n": n, "d": d, "rows": rows} for (n, d), rows in sorted(cells.items())],
-        "notes": notes,
-    }
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
-    print(text)
+        write()
+    print(write())
     console.print(f"written to {out} and {out.with_suffix('.json')}")
 
 

@@ -291,12 +291,12 @@ def test_numpy_sort_path_equals_the_stable_sort_path(
 ) -> None:
     """The coordinate-wise rules sort values with numpy and count the kept clients by thresholds; on
     tie-heavy input (where the counts fall back to a stable sort) both must give the stable sort's bits."""
-    from consortium.defense import core
+    from consortium.defense import order_stats
 
     u, w = _awkward(n, 1501, dtype, seed=n), torch.ones(n)
     p = DefenseParams(chunk_elems=97 * n, f=1 if name == "bulyan" else None, trim_ratio=0.2)
     fast = aggregate(name, u, w, params=p)
-    monkeypatch.setattr(core, "_fast_sort", lambda x: False)
+    monkeypatch.setattr(order_stats, "_fast_sort", lambda x: False)
     slow = aggregate(name, u, w, params=p)
     assert torch.equal(fast.aggregate, slow.aggregate)
     assert torch.equal(fast.aggregate.signbit(), slow.aggregate.signbit())
@@ -349,3 +349,35 @@ def test_screen_equals_the_direct_computation(n: int) -> None:
     bad = x.clone()
     bad[0, 7] = float("nan")
     assert screen(bad, last, 0.05, 0.99) == _screen_direct(bad, last, 0.05, 0.99)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_screen_bounds_hold_at_the_edges_of_float32(dtype: torch.dtype) -> None:
+    """The screen's first pass (float32 for float32 updates) only bounds the figures; the verdicts must be
+    the exact ones where that pass underflows (1e-30 entries: squares below float32's range), where norms
+    differ by less than its interval (a cluster around the median, equal norms), and at thresholds set to
+    an update's exact norm ratio and cosine."""
+    g = torch.Generator().manual_seed(11)
+    d = 30_011
+    last = torch.randn(d, generator=g)
+    x = torch.randn(12, d, generator=g)
+    x[0] *= 1e-30  # underflows in float32 products
+    x[1] = x[0] * 3.0
+    for i in range(2, 8):  # norms within ~1e-7 of each other around the median
+        x[i] = x[2] * (1 + i * 1e-7)
+    x[8] = last * 2.0 + 1e-4 * torch.randn(d, generator=g)  # a near-replay
+    x[9] = last * 1e-30  # a replay too small for float32 products
+    x = x.to(dtype)
+    xd = x.double()
+    norms = xd.norm(dim=1)
+    median = float(norms.median())
+    ratio = float(norms[3]) / median
+    cos8 = float(torch.dot(xd[8], last.double()) / (norms[8] * last.double().norm()))
+    for min_norm, stale in ((0.05, 0.99), (ratio, 0.99), (0.05, cos8), (0.05, 0.999999), (0.5, 0.5)):
+        assert screen_fn(x, last, min_norm, stale) == _screen_direct(x, last, min_norm, stale)
+
+
+def screen_fn(x: torch.Tensor, last: torch.Tensor, min_norm: float, stale: float) -> dict:
+    from consortium.defense.screen import screen
+
+    return screen(x, last, min_norm, stale)

@@ -3,8 +3,9 @@
 Rules are pure registered functions `fn(updates [n, d], weights [n], ctx) -> AggregateResult` (see
 `consortium.defense.rules`), selected by `aggregator` in the run config. They are deterministic (same
 inputs on the same device -> bit-identical outputs) so that anyone can recompute an aggregate from the
-public records. Input validation happens once here, and a bad update is refused with the client's name,
-never averaged.
+public records. Input validation happens here, and a bad update is refused with the client's name, never
+averaged; whether the updates are finite is settled by the rule's own pass where it makes one
+(`consortium.defense.finite`), so that it costs no pass of its own.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from consortium.defense.core import (
     RuleContext,
     RuleNeeds,
     UpdateError,
-    col_chunks,
     needs,
     register,
 )
+from consortium.defense.finite import FiniteCheck, finite_rows
 
 fedavg = _rules.fedavg
 
@@ -47,21 +48,6 @@ __all__ = [
     "register",
     "stack_updates",
 ]
-
-
-def _finite_rows(x: torch.Tensor, chunk_elems: int) -> torch.Tensor:
-    """Per row: all entries finite? On the CPU. Fast path: a row's sum is finite only if every entry is
-    (NaN and Inf propagate); rows whose sum is not finite (also when finite values overflow) are checked
-    entry by entry. Chunked over columns, no [n, d] temporary."""
-    n, d = x.shape
-    sums = torch.zeros(n, dtype=x.dtype, device=x.device)
-    for cols in col_chunks(n, d, chunk_elems):
-        sums += x[:, cols].sum(1)
-    suspect = torch.nonzero(~torch.isfinite(sums)).flatten().tolist()
-    ok = torch.ones(n, dtype=torch.bool)
-    for i in suspect:
-        ok[i] = bool(torch.isfinite(x[i]).all())
-    return ok
 
 
 def stack_updates(
@@ -107,17 +93,11 @@ def _names(clients: Sequence[str] | None, n: int) -> tuple[str, ...]:
     return names
 
 
-def check_inputs(
-    updates: torch.Tensor,
-    weights: torch.Tensor,
-    clients: Sequence[str] | None = None,
-    chunk_elems: int = DEFAULT_PARAMS.chunk_elems,
+def check_layout(
+    updates: torch.Tensor, weights: torch.Tensor, clients: Sequence[str] | None = None
 ) -> tuple[tuple[str, ...], torch.Tensor]:
-    """Shape, dtype and finiteness checks shared by every rule: bad input is refused, not averaged.
-
-    Returns the client names and the weights as a float64 CPU vector. Errors about one client's update or
-    weight are UpdateError (a ValueError) naming it.
-    """
+    """The checks that come before finiteness: updates a floating [n, d] tensor (n, d >= 1), weights of
+    shape [n], one name per update. Returns the names (default 'client 0'..) and the weights as given."""
     if not isinstance(updates, torch.Tensor) or updates.ndim != 2:
         shape = tuple(updates.shape) if isinstance(updates, torch.Tensor) else type(updates).__name__
         raise ValueError(f"updates must be a 2-D [n, d] tensor, got {shape}")
@@ -131,11 +111,11 @@ def check_inputs(
         raise ValueError(f"weights must have shape ({n},), got {tuple(weights.shape)}")
     if not updates.is_floating_point():
         raise ValueError(f"updates must be floating point, got {updates.dtype}")
-    names = _names(clients, n)
-    ok = _finite_rows(updates, chunk_elems)
-    if not bool(ok.all()):
-        bad = int(torch.nonzero(~ok)[0])
-        raise UpdateError(f"update from {names[bad]!r}: contains NaN or Inf")
+    return _names(clients, n), weights
+
+
+def check_weights(weights: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """Weights as a float64 CPU vector, each finite and >= 0, not all zero."""
     w = weights.detach().to("cpu", torch.float64)
     bad_w = ~torch.isfinite(w) | (w < 0)
     if bool(bad_w.any()):
@@ -143,7 +123,24 @@ def check_inputs(
         raise UpdateError(f"weight of {names[i]!r} must be finite and non-negative, got {float(w[i])}")
     if not bool((w > 0).any()):
         raise ValueError("weights are all zero; they must be non-negative and not all zero")
-    return names, w
+    return w
+
+
+def check_inputs(
+    updates: torch.Tensor,
+    weights: torch.Tensor,
+    clients: Sequence[str] | None = None,
+    chunk_elems: int = DEFAULT_PARAMS.chunk_elems,
+) -> tuple[tuple[str, ...], torch.Tensor]:
+    """Shape, dtype and finiteness checks shared by every rule: bad input is refused, not averaged.
+
+    Returns the client names and the weights as a float64 CPU vector. Errors about one client's update or
+    weight are UpdateError (a ValueError) naming it. (`aggregate` makes the same checks, in this order of
+    precedence, but settles finiteness inside the rule's own pass: `consortium.defense.finite`.)
+    """
+    names, weights = check_layout(updates, weights, clients)
+    FiniteCheck(updates, names, chunk_elems).refuse_bad_rows()
+    return names, check_weights(weights, names)
 
 
 def _check_root(root: torch.Tensor, d: int) -> None:
@@ -162,7 +159,7 @@ def _check_history(history: torch.Tensor, shape: torch.Size, names: tuple[str, .
         raise ValueError(f"history must have the updates' shape {tuple(shape)}, got {got}")
     if not history.is_floating_point():
         raise ValueError(f"history must be floating point, got {history.dtype}")
-    ok = _finite_rows(history, chunk)
+    ok = finite_rows(history, chunk)
     if not bool(ok.all()):
         raise UpdateError(f"history of {names[int(torch.nonzero(~ok)[0])]!r}: contains NaN or Inf")
 
@@ -191,11 +188,27 @@ def aggregate(
         raise ValueError(f"unknown aggregator {name!r}; known: {', '.join(sorted(AGGREGATORS))}") from None
     if not isinstance(params, DefenseParams):
         raise TypeError(f"params must be a DefenseParams, got {type(params).__name__}")
-    names, w = check_inputs(updates, weights, clients, params.chunk_elems)
-    if root_update is not None:
-        _check_root(root_update, updates.shape[1])
-    if history is not None:
-        _check_history(history, updates.shape, names, params.chunk_elems)
-    ctx = RuleContext(params=params, clients=names, seed=int(seed), root_update=root_update, history=history)
-    with torch.no_grad():
-        return fn(updates.detach(), w, ctx)
+    names, weights = check_layout(updates, weights, clients)
+    check = FiniteCheck(updates.detach(), names, params.chunk_elems)
+    try:
+        w = check_weights(weights, names)
+        if root_update is not None:
+            _check_root(root_update, updates.shape[1])
+        if history is not None:
+            _check_history(history, updates.shape, names, params.chunk_elems)
+        ctx = RuleContext(
+            params=params,
+            clients=names,
+            seed=int(seed),
+            root_update=root_update,
+            history=history,
+            finite=check,
+        )
+        with torch.no_grad():
+            result = fn(updates.detach(), w, ctx)
+        check.finish()
+    except Exception as err:  # a non-finite update is named first, as when it was checked before all else
+        if not isinstance(err, UpdateError) or not check.checked:
+            check.refuse_bad_rows()
+        raise
+    return result

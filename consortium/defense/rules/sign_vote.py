@@ -1,0 +1,39 @@
+"""RLR: a per-coordinate sign vote that reverses the learning rate where the clients disagree."""
+
+from __future__ import annotations
+
+import torch
+
+from consortium.defense.kernels import weighted_sum
+from consortium.defense.params import AggregateResult, RuleContext
+from consortium.defense.registry import register
+from consortium.defense.rules.common import _no_flags, _normalised, _result
+
+
+@register("rlr")
+def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> AggregateResult:
+    """Robust learning rate (Ozdayi et al., 2021, "Defending against backdoors in federated learning with
+    robust learning rate"): per coordinate, if |sum_i sign(u_i)| < threshold the coordinate's learning rate
+    is -1, else +1; aggregate = that vector times the sample-weighted mean. threshold = rlr_threshold or
+    max(1, n // 4). The threshold must exceed the number of corrupt clients (their aligned votes on the
+    backdoor coordinates, against the honest clients' near-random signs, then fall below it and those
+    coordinates are reversed) yet stay below the honest agreement on useful coordinates; n // 4 assumes
+    fewer than a quarter of the clients are corrupt. Every client votes, whatever its sample weight. No
+    client is flagged; `info["flipped_fraction"]` is the share of coordinates whose rate was flipped."""
+    n, d = updates.shape
+    thr = ctx.params.rlr_threshold if ctx.params.rlr_threshold is not None else max(1, n // 4)
+    if thr > n:
+        raise ValueError(f"defense.rlr_threshold = {thr} must be <= n = {n} (the number of clients)")
+    flipped: list[int] = []  # one count per chunk (list.append is thread-safe), no tensor kept
+
+    def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
+        signs = torch.sign(updates[:, cols])
+        if signs.dtype.itemsize < 4:
+            signs = signs.float()  # sums of +-1 are exact in float32 up to 2^24 clients
+        flip = signs.sum(0).abs() < thr
+        flipped.append(int(flip.sum()))
+        return torch.where(flip, -s, s)
+
+    w = _normalised(weights)
+    agg = weighted_sum(updates, w, ctx.params.chunk_elems, post=post, check=ctx.finite)
+    return _result(agg, w, _no_flags(n), threshold=thr, flipped_fraction=sum(flipped) / d)
