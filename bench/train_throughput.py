@@ -169,6 +169,7 @@ def cpu_suite(args, device: torch.device) -> None:
         ("+ bf16 autocast", "all", "ours", {"precision": "bf16"}),
         ("+ frozen base stored in bf16 (model.dtype)", "all@bf16", "ours", {"precision": "bf16"}),
         ("+ packing (no padding)", "all@bf16", "ours", {"precision": "bf16", "packing": True}),
+        ("+ eager attention (no packing)", "all@bf16", "ours", {"precision": "bf16", "attention": "eager"}),
         (f"adapters on the {t6} layers only, fp32 (forward still full depth)", top, "ours", {}),
         (f"{t6} + prefix cache, fp32", top + "+cache", "ours", {"prefix_cache": True}),
         (
@@ -195,6 +196,9 @@ def cpu_suite(args, device: torch.device) -> None:
         )
     if bf16 is None:  # no native bf16: those rows would measure emulation
         rows_def = [r for r in rows_def if r[3].get("precision") != "bf16"]
+    if args.only:  # 1-based row numbers; the plain row (the baseline of every ratio) is always kept
+        keep = {1} | {int(x) for x in args.only.split(",") if x}
+        rows_def = [r for k, r in enumerate(rows_def, start=1) if k in keep]
     models: dict[str, tuple] = {}
     for _, key, _, _ in rows_def:
         if key in models:
@@ -223,6 +227,7 @@ def cpu_suite(args, device: torch.device) -> None:
         for k, (name, key, runner, overrides) in enumerate(rows_def):
             model, spec, trainer, start, tok = models[key]
             p = dataclasses.replace(params, **overrides)
+            model.get_base_model().set_attn_implementation(p.attention or "sdpa")  # rows share models
             if rep == 0 and p.prefix_cache:
                 p = dataclasses.replace(p, steps=epoch)
             t0 = time.perf_counter()
@@ -351,6 +356,7 @@ def main() -> None:
             if k in failed:
                 continue
             p = dataclasses.replace(params, **overrides)
+            model.get_base_model().set_attn_implementation(p.attention or "sdpa")  # rows share models
             t0 = time.perf_counter()
             try:
                 with PeakMemory(device) as mem:

@@ -207,7 +207,7 @@ class ChainRoundRunner:
         if not out.commitments:
             return None
         out.pipeline = rc.candidate
-        unavailable = [self._name(a) for a in rc.committed.unavailable]
+        unavailable = [self._name(a) for a in rc.committed.invalid]
         if rc.candidate is None:  # every committed blob unavailable: nothing to post, voters reject
             names = sorted(self._name(a) for a in rc.flagged)
             out.defence = {"flagged": names, "excluded": [], "unavailable": unavailable}

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 # the options every command that reads a run config takes, in the same words
 ConfigArg = Annotated[Path | None, typer.Argument(help="TOML config (overrides the preset)")]
-PresetOpt = Annotated[str, typer.Option(help="built-in preset: smoke | demo")]
+PresetOpt = Annotated[str, typer.Option(help="built-in preset: smoke | demo | bench")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="dotted override, e.g. --set rounds=3")]
 
 

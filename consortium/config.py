@@ -149,7 +149,7 @@ class RunConfig(Section):
         return v
 
 
-PRESETS = ("smoke", "demo")
+PRESETS = ("smoke", "demo", "bench")
 
 
 def preset_dict(name: str) -> dict[str, Any]:

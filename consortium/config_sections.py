@@ -96,6 +96,11 @@ class TrainSection(Section):
     )
     prefix_cache_mb: int = Field(1024, ge=0, description="memory budget of that cache; beyond it, recompute")
     threads: int | None = Field(None, ge=1, description="torch threads; none = torch's default")
+    attention: Literal["sdpa", "eager"] | None = Field(
+        None,
+        description="attention implementation; none = the model's (sdpa). On CPU with short rows eager is "
+        "faster: SDPA's CPU backward is a quarter of a step (docs/speed.md)",
+    )
     loss_chunk: int = Field(0, ge=0, description="response positions per vocab-projection chunk; 0 = one")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward")
 

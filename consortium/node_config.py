@@ -45,6 +45,13 @@ class NodeConfig(BaseModel):
     key_env: str | None = Field(None, description="environment variable holding the hex private key")
     state_file: Path | None = Field(None, description="per-round state; default: beside node.toml")
     poll_seconds: float = Field(0.5, gt=0, le=60, description="how often the chain is polled")
+    store_budget_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="an HTTP store call, retries included, gives up after this many seconds, so a slow "
+        "store cannot keep the node retrying past a phase's window (it re-reads the chain instead)",
+    )
     dev_chain: bool = Field(False, description="a local dev node (anvil): fixed fees, fewer look-ups")
 
     @property
@@ -125,12 +132,16 @@ def load_key(cfg: NodeConfig) -> Any:
 class NodeState:
     """Per-round memory of one node, written atomically (temp file, fsync, rename) before each send.
 
-    Layout: {"contract", "address", "rounds": {"<rid>": {"seed": hex, "seed_sent": bool, "blob": hex,
-    "uri": str, "vote": {"choice", "flags", "salt"}, ...}}}."""
+    Layout: {"contract", "address", "deployment", "rounds": {"<rid>": {"seed": hex, "seed_sent": bool,
+    "blob": hex, "uri": str, "vote": {"choice", "flags", "salt"}, ...}}}. `deployment` names the chain
+    and the block the contract was deployed in (`chain id:block number:block hash`): a chain restarted
+    and redeployed reuses the contract address, and its rounds are not the ones this file remembers."""
 
-    def __init__(self, path: Path, contract: str, address: str) -> None:
+    def __init__(self, path: Path, contract: str, address: str, deployment: str | None = None) -> None:
         self.path = path
         self.data: dict[str, Any] = {"contract": contract.lower(), "address": address.lower(), "rounds": {}}
+        if deployment is not None:
+            self.data["deployment"] = deployment.lower()
         if path.is_file():
             try:
                 old = json.loads(path.read_text())
@@ -142,7 +153,14 @@ class NodeState:
                         f"state file {path} belongs to {k} {old.get(k)}, this node is {self.data[k]}; "
                         "give this node its own state_file"
                     )
-            self.data = old
+            was = old.get("deployment")
+            if deployment is not None and was is not None and str(was).lower() != self.data["deployment"]:
+                raise NodeConfigError(
+                    f"state file {path} belongs to deployment {was} (chain id:block:hash), the contract at "
+                    f"{contract} is deployment {deployment}: the chain was restarted and redeployed; "
+                    "move the state file away to start afresh"
+                )
+            self.data = old | ({"deployment": self.data["deployment"]} if deployment is not None else {})
 
     def round(self, rid: int) -> dict[str, Any]:
         return self.data["rounds"].setdefault(str(rid), {})

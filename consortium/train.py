@@ -50,6 +50,7 @@ class TrainParams:
     prefix_cache: bool = False  # cache the frozen layers below the lowest adapter (model/prefix.py)
     prefix_cache_mb: int = 1024  # that cache's memory budget; beyond it examples are recomputed
     threads: int | None = None  # torch.set_num_threads for the training; None = leave as is
+    attention: str | None = None  # "eager" or "sdpa"; None = the model's own (docs/speed.md: eager on CPU)
 
 
 @dataclass
@@ -99,6 +100,11 @@ def decoder_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor], decod
     return (decoder or causal_lm.get_decoder())(**inputs, use_cache=False).last_hidden_state
 
 
+def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def speed_settings(model: torch.nn.Module, params: TrainParams) -> dict:
     """What the run report records about how local training ran: precision, threads, compile, cache."""
     device = next(model.parameters()).device
@@ -107,15 +113,19 @@ def speed_settings(model: torch.nn.Module, params: TrainParams) -> dict:
         "precision": resolve_precision(params.precision, params.bf16, device),
         "precision_setting": params.precision,
         "threads": torch.get_num_threads(),
+        "attention": _causal_lm(model).config._attn_implementation,
         "compile": params.compile and (device.type == "cuda" or params.compile_backend is not None),
         "prefix_cache": runner.stats() if runner is not None else None,
     }
 
 
 def prepare_model(model: torch.nn.Module, params: TrainParams) -> None:
-    """Process-wide settings before any training or evaluation: torch threads and the prefix cache."""
+    """Process-wide settings before any training or evaluation: torch threads, the attention
+    implementation and the prefix cache."""
     if params.threads:
         torch.set_num_threads(params.threads)
+    if params.attention and _causal_lm(model).config._attn_implementation != params.attention:
+        _causal_lm(model).set_attn_implementation(params.attention)
     if params.prefix_cache:
         enable_prefix_cache(model, params.prefix_cache_mb)
 

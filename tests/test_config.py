@@ -98,11 +98,16 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     every run directory written before it (as `train.packing` & co. did). Add it to DIGEST_NEUTRAL."""
     from consortium.config import DIGEST_NEUTRAL, RunConfig, config_digest, to_toml_dict
 
-    demo = load_config(preset="demo")
-    assert config_digest(demo) == "db3f16c9e2f36a56"  # what `make demo` committed on 2026-11-23
+    # what `make demo` committed on 2026-11-23: the preset before issue 21's re-tune
+    retune = ["train.local_steps=3", "train.precision=fp32", "chain.accept_tolerance=0.02"]
+    retune.append("chain.flag_loss_margin=0.1")
+    demo = load_config(preset="demo", overrides=retune)
+    assert config_digest(demo) == "db3f16c9e2f36a56"
+    assert config_digest(load_config(preset="demo")) == "1f322f9a07d9d99e"  # the re-tuned preset
     older = to_toml_dict(demo)  # the config.toml of a run made before the neutral keys existed
     for dotted in DIGEST_NEUTRAL:
         section, key = dotted.split(".")
         older.get(section, {}).pop(key, None)
     assert config_digest(RunConfig.model_validate(older)) == config_digest(demo)
-    assert config_digest(load_config(preset="demo", overrides=["train.packing=true"])) != "db3f16c9e2f36a56"
+    packed = load_config(preset="demo", overrides=[*retune, "train.packing=true"])
+    assert config_digest(packed) != "db3f16c9e2f36a56"

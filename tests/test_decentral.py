@@ -247,9 +247,9 @@ def _commit(blob: str, n: int = 1) -> SimpleNamespace:
 
 
 def test_an_unavailable_or_malformed_blob_is_a_flagged_no_show(tmp_path: Path) -> None:
-    """A committed blob that is missing, corrupt, of the wrong shape or dtype, or not finite is left out
-    of the aggregate and flagged, by the chain simulator's runner exactly as by a node (both call
-    `round.chain_view`): no crash."""
+    """A committed blob that is missing, corrupt, of the wrong shape or dtype, not finite or not
+    safetensors, and a malformed commit URI, are left out of the aggregate (weight 0) and flagged, by the
+    chain simulator's runner exactly as by a node and the audit (all call `round.chain_view`): no crash."""
     from consortium.chain_sim import ChainRoundRunner
     from consortium.round.pipeline import AggregationRule
     from consortium.round.records import put_vector
@@ -264,9 +264,17 @@ def test_an_unavailable_or_malformed_blob_is_a_flagged_no_show(tmp_path: Path) -
     shape = store.put_tensors({"w": torch.ones(5)})
     dtype = store.put_tensors({"w": torch.ones(4, dtype=torch.float64)})
     nan = store.put_tensors({"w": torch.tensor([1.0, float("nan"), 0.0, 0.0])})
-    commits = {"0xA": ok, "0xB": "0" * 64, "0xC": bad, "0xD": shape, "0xE": dtype, "0xF": nan}
+    junk = store.put(b"\xff" * 64)  # correctly hashed, not safetensors
+    commits = {"0xA": ok, "0xB": "0" * 64, "0xC": bad, "0xD": shape, "0xE": dtype, "0xF": nan, "0xG": junk}
+    uris = {  # commit URIs `commit_uri` never writes: evidence against the proposer, not a voided round
+        "0xH": f"cas:{ok}?n=\u00b2&config=cfg",  # "²".isdigit(), but int("²") raises
+        "0xI": f"cas:{ok}?n=0&config=cfg",
+        "0xJ": "junk",
+        "0xK": commit_uri("ab" * 32, 1, "cfg"),  # names another blob than the commitment
+    }
     rec = SimpleNamespace(
-        commits={a: _commit(b) for a, b in commits.items()},
+        commits={a: _commit(b) for a, b in commits.items()}
+        | {a: SimpleNamespace(uri=u, update_hash=bytes.fromhex(ok)) for a, u in uris.items()},
         seed=b"\x00" * 32,
         base_hash=bytes.fromhex(genesis),
         outcome=None,
@@ -274,16 +282,17 @@ def test_an_unavailable_or_malformed_blob_is_a_flagged_no_show(tmp_path: Path) -
     )
     runner = ChainRoundRunner(
         None,  # type: ignore[arg-type]  # the candidate never touches the chain
-        {n: f"0x{n.upper()}" for n in "abcdef"},
-        dict.fromkeys("abcdef", "honest"),
+        {n: f"0x{n.upper()}" for n in "abcdefghijk"},
+        dict.fromkeys("abcdefghijk", "honest"),
         store,
         layout,
         AggregationRule(),
         VoteRule(),
     )
     rc = runner.candidate(rec)
-    assert sorted(rc.committed.unavailable) == ["0xB", "0xC", "0xD", "0xE", "0xF"]
-    assert rc.flagged == ["0xB", "0xC", "0xD", "0xE", "0xF"] and rc.error is None
+    invalid = ["0xB", "0xC", "0xD", "0xE", "0xF", "0xG", "0xH", "0xI", "0xJ", "0xK"]
+    assert sorted(rc.committed.invalid) == invalid
+    assert rc.flagged == invalid and rc.error is None
     assert rc.candidate is not None and rc.candidate.clients == ["0xA"]
     assert torch.equal(rc.candidate.vector, torch.ones(4))
 

@@ -34,6 +34,7 @@ from consortium.sim import lora_spec, train_params
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["participants=4", "data.n_train=16", "data.n_test=2", "train.local_steps=2"]
+SLOW = pytest.mark.slow
 DEV_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's public key #1
 
 
@@ -111,6 +112,25 @@ def test_a_state_file_of_another_contract_is_refused(tmp_path: Path) -> None:
     assert NodeState(tmp_path / "s.json", "0x" + "1" * 40, "0x" + "a" * 40).round(1) == {"seed": "00"}
     with pytest.raises(NodeConfigError, match="belongs to contract"):
         NodeState(tmp_path / "s.json", "0x" + "2" * 40, "0x" + "a" * 40)
+
+
+def test_a_state_file_of_an_earlier_deployment_at_the_same_address_is_refused(tmp_path: Path) -> None:
+    """A restarted dev chain redeploys the contract at the same address: the state file of the first
+    deployment (its seeds, its 'committed' marks) must not steer the node on the second."""
+    contract, me = "0x" + "1" * 40, "0x" + "a" * 40
+    first, second = "31337:1:" + "aa" * 32, "31337:1:" + "bb" * 32
+    NodeState(tmp_path / "s.json", contract, me, first).update(1, committed=True)
+    assert NodeState(tmp_path / "s.json", contract, me, first).round(1) == {"committed": True}
+    with pytest.raises(NodeConfigError, match=r"belongs to deployment 31337:1:aa.*redeployed"):
+        NodeState(tmp_path / "s.json", contract, me, second)
+
+
+def test_a_node_names_its_deployment_by_chain_id_and_deployment_block(tmp_path: Path, sim: Party) -> None:
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    node = _restarted(op, paths[0], sim)
+    deployed = next(e for e in op.history().events if e.name == "Deployed")
+    block_hash = bytes(op.w3.eth.get_block(deployed.block)["hash"]).hex()
+    assert node.state.data["deployment"] == f"{op.w3.eth.chain_id}:{deployed.block}:{block_hash}"
 
 
 # ------------------------------------------------------------------------------ restarts (embedded EVM)
@@ -241,15 +261,271 @@ def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_
     assert all(r != SlashReason.NO_SHOW for _, _, r in rec.slashes)
 
 
-def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, sim: Party) -> None:
-    """A proposer commits a blob that is not an update of the run's adapter (a tensor of the wrong
-    shape): the other nodes leave it out and flag it, the round is accepted without it, the proposer
-    is slashed, and the audit agrees (the chain simulator's runner does the same: test_decentral)."""
+# the events of the node transactions a reorg drops in the test below, each once
+DROPPED = (
+    "SeedCommitted",
+    "SeedRevealed",
+    "UpdateCommitted",
+    "CandidatePosted",
+    "VoteCommitted",
+    "VoteRevealed",
+)
+
+
+def test_transactions_a_reorg_drops_are_sent_again(tmp_path: Path, sim: Party) -> None:
+    """The first block holding each kind of node transaction (seed commit and reveal, update commit,
+    candidate, vote commit and reveal) is undone after the nodes saw it mined, as a reorg does. The
+    nodes read the chain, not their state file, to know what stands: each sends it again, the round is
+    accepted and nobody is slashed as a no-show."""
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    dropped: list[str] = []
+    for _ in range(160):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        snap, before = op.snapshot(), op.block_number()
+        for n in nodes:
+            n.step(rounds=1)
+        mined = {e.name for e in op.history().events if e.block > before}
+        undo = [name for name in DROPPED if name in mined and name not in dropped]
+        if undo:
+            op.revert(snap)
+            dropped += undo
+            continue
+        op.mine(1)
+    assert sorted(dropped) == sorted(DROPPED)
+    rec = op.history().round(1)
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    assert set(rec.commits) == set(rec.proposers) and set(rec.votes) == set(rec.voters)
+    assert set(rec.seed_reveals) == set(rec.seed_commits)  # (each transaction is a block here: the
+    assert len(rec.seed_commits) >= 3  # fourth seed commit of a 4-block phase may come too late)
+    assert not rec.slashes
+
+
+class Killed(BaseException):
+    """The node process dies here (not an Exception: nothing in the node may catch it)."""
+
+
+def _kill_at(node: Node, where: str) -> None:
+    """Make `node` die once at `where`: in training, halfway through writing its update to the store,
+    or after a transaction was mined but before the state file recorded it."""
+    if where == "training":
+
+        def train(*args: object) -> object:
+            raise Killed(where)
+
+        node.participant.train = train  # type: ignore[method-assign]
+    elif where == "upload":
+        store = node.store
+
+        def write(digest: str, data: bytes) -> None:
+            half = store.root / digest[:2] / f".tmp-{digest[:8]}"  # what a killed writer leaves
+            half.parent.mkdir(parents=True, exist_ok=True)
+            half.write_bytes(data[: len(data) // 2])
+            raise Killed(where)
+
+        store._write = write  # type: ignore[method-assign]
+    else:  # "mined:<state key>": the transaction is mined, the process dies before writing `key`
+        key = where.split(":", 1)[1]
+        update = node.state.update
+
+        def die(rid: int, **values: object) -> None:
+            if key in values:
+                raise Killed(where)
+            update(rid, **values)
+
+        node.state.update = die  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "mined:committed",
+        pytest.param("training", marks=SLOW),
+        pytest.param("upload", marks=SLOW),
+        pytest.param("mined:seed_sent", marks=SLOW),
+        pytest.param("mined:vote_sent", marks=SLOW),
+    ],
+)
+def test_a_node_killed_and_restarted_loses_nothing_and_the_round_finalises(
+    tmp_path: Path, sim: Party, where: str
+) -> None:
+    """Every node is set to die once at `where` (in training, mid-upload, or between a mined
+    transaction and its state write) and is restarted from its state file the next block. The round is
+    accepted with every proposer's update and every voter's vote, nobody is slashed, and every
+    committed blob is whole in the store."""
+    from consortium.store import BlobStore
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+        _kill_at(n, where)
+    deaths = 0
+    for _ in range(120):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        for i, n in enumerate(nodes):
+            try:
+                n.step(rounds=1)
+            except Killed:
+                deaths += 1
+                nodes[i] = _restarted(op, paths[i], sim)  # a fresh process: only the state file survives
+        op.mine(1)
+    assert deaths > 0
+    rec = op.history().round(1)
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    assert set(rec.commits) == set(rec.proposers) and set(rec.votes) == set(rec.voters)
+    assert not rec.slashes
+    store = BlobStore(tmp_path / "store")
+    for c in rec.commits.values():
+        assert get_vector(store, c.update_hash.hex(), sim.model.layout).numel() > 0
+
+
+@pytest.mark.slow  # about a minute on two busy cores: anvil started twice, one round over JSON-RPC
+def test_the_chain_node_restarted_mid_round_loses_nothing_and_the_round_finalises(
+    tmp_path: Path, sim: Party
+) -> None:
+    """Four in-process nodes on anvil, which keeps its chain in a state file. Anvil is stopped after a
+    proposer's update is committed; a node polling then meets a connection error (what its loop
+    retries); anvil is started again from its state file on the same port. The commit is still there,
+    a node started afresh accepts its state file (same deployment: chain id, block and hash), and the
+    round is accepted with every proposer's update and every voter's vote."""
+    import tomli_w
+    from eth_account import Account
+
+    from consortium.chain.backends import AnvilNode
+    from consortium.deploy import deploy_for_nodes, node_params
+    from consortium.node.net import TRANSIENT
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
+    state = tmp_path / "anvil-state.json"
+    flags = ("--state", str(state), "--preserve-historical-states")
+    anvil = AnvilNode(binary, extra_args=flags).start()
+    try:
+        op = deploy_for_nodes(
+            RpcBackend(anvil.url, dev=True),
+            sim.cfg,
+            node_params(sim.cfg, phase_blocks=4, commit_blocks=8, vote_blocks=6),
+        )
+        paths = []
+        for i in range(sim.cfg.participants):
+            acct = Account.from_key(bytes([i + 1]) * 32)
+            op.transfer(acct.address, 100 * 10**18)
+            key = tmp_path / f"org{i}.key"
+            key.write_text(acct.key.hex())
+            key.chmod(0o600)
+            node = {
+                "rpc_url": anvil.url,
+                "contract": op.contract_address,
+                "store": str(tmp_path / "store"),
+                "run_config": "unused.toml",
+                "participant_index": i,
+                "key_file": key.name,
+                "dev_chain": True,
+            }
+            paths.append(tmp_path / f"node{i}.toml")
+            paths[-1].write_text(tomli_w.dumps(node))
+
+        def start(i: int) -> Node:
+            ncfg = load_node_config(paths[i])
+            return Node(ncfg, sim.cfg, sim.participant(i))
+
+        nodes = [start(i) for i in range(len(paths))]
+        for n in nodes:
+            n.ensure_registered()
+        restarted = False
+        for _ in range(160):
+            info = op.round_info()
+            if info.round_id == 1 and info.state == RoundState.IDLE:
+                break
+            for n in nodes:
+                n.step(rounds=1)
+            rec = op.history().round(1) if info.round_id == 1 else None
+            if not restarted and rec is not None and rec.commits:
+                committed = dict(rec.commits)
+                anvil.stop()
+                with pytest.raises(TRANSIENT):
+                    nodes[0].step(rounds=1)
+                anvil = AnvilNode(binary, port=anvil.port, extra_args=flags).start()
+                restarted = True
+                assert op.history().round(1).commits == committed  # nothing lost
+                nodes[0] = start(0)  # a node process started afresh accepts its state file
+            op.mine(1)
+        assert restarted
+        rec = op.history().round(1)
+        assert rec.outcome == Outcome.ACCEPTED, rec
+        assert set(rec.commits) == set(rec.proposers) and set(rec.votes) == set(rec.voters)
+        assert not rec.slashes
+    finally:
+        anvil.stop()
+
+
+def hostile_commitment(kind: str, layout: list, store: object, config: str) -> tuple[str, str]:
+    """(blob, URI) of a malformed commitment of `kind`: a correctly hashed blob that is no update of
+    the run's adapter, or a commit URI that `commit_uri` never writes."""
     import torch
 
+    from consortium.round.records import commit_uri
+
+    zeros = {k: torch.zeros(shape) for k, shape in layout}
+    first = layout[0][0]
+    states = {
+        "nan": {**zeros, first: torch.full(layout[0][1], float("nan"))},
+        "shape": {**zeros, first: torch.zeros(3)},
+        "dtype": {k: t.double() for k, t in zeros.items()},
+        "missing_key": {k: t for k, t in zeros.items() if k != first},
+        "extra_key": {**zeros, "extra.weight": torch.zeros(2)},
+    }
+    good = store.put_tensors(zeros)  # type: ignore[attr-defined]
+    if kind in states:
+        blob = store.put_tensors(states[kind])  # type: ignore[attr-defined]
+        return blob, commit_uri(blob, 5, config)
+    if kind == "not_safetensors":
+        blob = store.put(b"\xff" * 64)  # type: ignore[attr-defined]
+        return blob, commit_uri(blob, 5, config)
+    uris = {
+        "n_superscript": f"cas:{good}?n=\u00b2&config={config}",  # "²".isdigit(), int("²") raises
+        "n_zero": commit_uri(good, 0, config),
+        "junk_uri": "hello, world",
+        "other_blob_uri": commit_uri("ab" * 32, 5, config),
+    }
+    return good, uris[kind]
+
+
+# the blob kinds issue 20 already made no-shows run in the slow suite (and through `read_commitments` in
+# test_decentral); the kinds that stalled the round until issue 22 run by default
+HOSTILE = [
+    pytest.param("nan", marks=SLOW),
+    pytest.param("shape", marks=SLOW),
+    pytest.param("dtype", marks=SLOW),
+    pytest.param("missing_key", marks=SLOW),
+    pytest.param("extra_key", marks=SLOW),
+    "not_safetensors",
+    "n_superscript",
+    "n_zero",
+    "junk_uri",
+    "other_blob_uri",
+]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_malformed_commitment_is_evidence_not_a_stalled_round(
+    tmp_path: Path, sim: Party, kind: str
+) -> None:
+    """A proposer commits something that is no update of the run (a correctly hashed blob holding NaN,
+    a wrong shape or dtype, missing or extra tensors, bytes that are not safetensors; or a commit URI
+    that `commit_uri` never writes). Four in-process nodes leave it out with weight 0 and flag it: the
+    round is accepted without it, its proposer is slashed, no honest voter is slashed, and the audit
+    counts it as evidence the round used (the chain simulator's runner: test_decentral)."""
     from consortium.audit import AuditReport, audit_chain
     from consortium.config import config_digest
-    from consortium.round.records import commit_uri
     from consortium.store import BlobStore
 
     op, paths = _nodes_on_embedded(tmp_path, sim)
@@ -257,7 +533,7 @@ def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, 
     for n in nodes:
         n.ensure_registered()
     store = BlobStore(tmp_path / "store")
-    bad = store.put_tensors({"not_the_adapter": torch.ones(3)})
+    blob, uri = hostile_commitment(kind, list(sim.model.layout), store, config_digest(sim.cfg))
     cheater = None
     for _ in range(120):
         info = op.round_info()
@@ -265,20 +541,106 @@ def test_a_wrong_shape_blob_is_flagged_by_the_nodes_not_a_crash(tmp_path: Path, 
             break
         for n in nodes:
             if cheater is None and info.round_id == 1 and n._role(1) == (1, 0):  # drawn, not committed
-                cheater = n.address  # its saved (not yet committed) update: the malformed blob
-                n.state.update(1, blob=bad, uri=commit_uri(bad, 5, config_digest(sim.cfg)))
+                cheater = n.address  # its saved (not yet committed) update: the hostile one
+                n.state.update(1, blob=blob, uri=uri)
             n.step(rounds=1)
         op.mine(1)
     rec = op.history().round(1)
-    assert cheater is not None and cheater in rec.commits
+    assert cheater is not None and rec.commits[cheater].uri == uri
     assert rec.outcome == Outcome.ACCEPTED, rec
     won = rec.candidates[rec.winner - 1]
     assert won.flagged == 1 << rec.proposers.index(cheater)
-    assert (cheater, SlashReason.REJECTED) in [(a, r) for a, _, r in rec.slashes]
+    assert [(a, r) for a, _, r in rec.slashes] == [(cheater, SlashReason.REJECTED)]
+    assert set(rec.votes) == set(rec.voters)
     out = AuditReport()
     audit_chain(op, store, sim.cfg, out)
     assert out.ok, out.problems
-    assert out.checked["unavailable updates flagged as no-shows"] == 1
+    assert out.checked["invalid updates flagged as evidence"] == 1
+
+
+def _run_rounds(op: ChainClient, nodes: list[Node], rounds: int, steps: int = 200) -> None:
+    """Step every node once per block until the contract's round `rounds` is over."""
+    for _ in range(steps):
+        info = op.round_info()
+        if info.round_id == rounds and info.state == RoundState.IDLE:
+            return
+        for n in nodes:
+            n.step(rounds=rounds)
+        op.mine(1)
+    raise AssertionError(f"round {rounds} did not finish in {steps} blocks")
+
+
+class _ForgedHistory:
+    """A chain whose history names another round seed (and the roles drawn from it) than its draw
+    computed: what a lying RPC node or a forged event log would show the audit."""
+
+    def __init__(self, client: ChainClient, hist: object) -> None:
+        self.client, self.hist = client, hist
+
+    def history(self) -> object:
+        return self.hist
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+
+def test_the_audit_follows_top_ups_late_joins_exits_and_withdrawals_and_rederives_the_seed(
+    tmp_path: Path, sim: Party
+) -> None:
+    """After round 1 one node tops up, a fifth participant registers, the pool is funded; after round 2
+    one node exits and withdraws, another withdraws part of its rewards. The audit's ledger follows
+    every one of them in chain order and passes. A history naming a forged round seed (with the roles
+    drawn from it, so the draw check alone cannot tell) fails: the audit re-derives the seed from the
+    revealed seeds and the seed block's hash."""
+    from eth_account import Account
+    from eth_utils import keccak
+
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.chain.draw import draw_roles
+    from consortium.store import BlobStore
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    store = BlobStore(tmp_path / "store")
+    _run_rounds(op, nodes, 1)
+    nodes[0].client.top_up(3 * 10**17 + 7)
+    fifth = Account.from_key(bytes([9]) * 32)
+    op.transfer(fifth.address, 100 * 10**18)
+    op.as_account(fifth).register(op.params().min_stake + 11)
+    op.fund(10**18)
+    _run_rounds(op, nodes, 2)
+    leaver = nodes[1].client
+    leaver.announce_exit()
+    op.mine(op.params().exit_cooldown)
+    leaver.complete_exit()
+    leaver.withdraw(leaver.participant().balance)
+    rich = max(nodes, key=lambda n: n.client.participant().balance).client
+    assert rich.participant().balance > 0  # someone was rewarded in two accepted rounds
+    rich.withdraw(rich.participant().balance // 3)
+    hist = op.history()
+    assert [r.outcome for r in hist.rounds if r.round_id <= 2] != [None, None]
+    out = AuditReport()
+    audit_chain(op, store, sim.cfg, out)
+    assert out.ok, out.problems
+    assert out.checked["round seeds re-derived"] == 2
+
+    rec, params = hist.rounds[1], op.params()
+    for i in range(500):  # a seed that draws the same roles: only the seed itself gives it away
+        forged = keccak(b"forged" + i.to_bytes(4, "big"))
+        if forged != rec.seed and draw_roles(
+            forged, rec.owners, rec.weights, params.n_proposers, params.n_voters
+        ) == (rec.proposers, rec.voters):
+            break
+    else:
+        raise AssertionError("no seed with the same roles among 500")
+    rec.seed = forged
+    out = AuditReport()
+    audit_chain(_ForgedHistory(op, hist), store, sim.cfg, out)
+    assert [p for p in out.problems if "round seed" in p] == [
+        p for p in out.problems if p.startswith("round 2: the chain's round seed is ")
+    ] != []
 
 
 def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(

@@ -19,7 +19,7 @@ from consortium.model.prefix import (
 )
 from consortium.model.tiny import build_tiny_llama, build_tiny_tokenizer
 from consortium.packing import collate_packed
-from consortium.train import LocalTrainer, TrainParams, collate, response_loss, speed_settings
+from consortium.train import LocalTrainer, TrainParams, collate, prepare_model, response_loss, speed_settings
 from consortium.train_fast import autocast, bf16_native, resolve_precision
 
 CPU = torch.device("cpu")
@@ -95,6 +95,33 @@ def test_bf16_step_loss_is_close_to_fp32_and_runs_in_bf16(tiny) -> None:
         torch.cat([g.flatten() for g in got_grads]), torch.cat([g.flatten() for g in ref_grads]), dim=0
     )
     assert cos > 0.95  # same descent direction
+
+
+def test_eager_attention_keeps_loss_and_gradients_and_is_recorded() -> None:
+    """`train.attention = "eager"` (faster on CPU for short rows: docs/speed.md) computes the same
+    softmax(QK^T)V in float32 as SDPA, padding mask included: the loss and the adapter gradients agree to
+    float32 rounding, and the report's speed settings say which implementation ran."""
+    base, tok = load_base("tiny", seed=1)
+    spec = LoraSpec(variant="lora", r=4, alpha=8.0, target_modules=ALL7)
+    model = attach(base, spec)
+    set_flat(
+        model, spec, torch.randn(get_flat(model, spec).shape, generator=torch.Generator().manual_seed(0))
+    )
+    encoded, _ = _examples(tok)
+    batch = collate(encoded[:8], tok.pad_token_id)
+    assert batch["attention_mask"].min() == 0  # rows of different lengths: the mask matters
+    assert speed_settings(model, TrainParams(1, 1, 1.0))["attention"] == "sdpa"
+    ref, ref_grads = _loss_and_grads(model, batch)
+    prepare_model(model, TrainParams(1, 1, 1.0, attention="eager"))
+    assert speed_settings(model, TrainParams(1, 1, 1.0))["attention"] == "eager"
+    got, got_grads = _loss_and_grads(model, batch)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    got_g, ref_g = torch.cat([g.flatten() for g in got_grads]), torch.cat([g.flatten() for g in ref_grads])
+    # the two sum the softmax in different orders: float32 rounding (~1e-7 per op, summed over the layers)
+    # moves single tiny elements by up to ~1e-3 relative, the gradient as a whole by far less than 1e-4
+    assert (got_g - ref_g).norm() <= 1e-4 * ref_g.norm()
+    with pytest.raises(ConfigError, match=r"train\.attention"):
+        load_config(preset="smoke", overrides=["train.attention=flash"])
 
 
 def test_bf16_training_learns_and_keeps_fp32_state(tiny) -> None:

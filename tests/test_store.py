@@ -29,6 +29,23 @@ def test_flipped_byte_is_refused(tmp_path: Path) -> None:
         s.get_tensors(digest)
 
 
+def test_a_corrupt_blob_is_repaired_by_putting_it_again(tmp_path: Path) -> None:
+    """A put of the right bytes replaces a corrupt stored copy (it used to be kept: 'already there'),
+    and leaves an intact one untouched."""
+    s = BlobStore(tmp_path)
+    digest = s.put(b"precious bytes")
+    path = tmp_path / digest[:2] / digest
+    path.write_bytes(b"precious bytez")
+    with pytest.raises(IntegrityError):
+        s.get(digest)
+    assert s.put(b"precious bytes") == digest
+    assert s.get(digest) == b"precious bytes"
+    before = path.stat().st_mtime_ns
+    s.put(b"precious bytes")
+    assert path.stat().st_mtime_ns == before  # intact: not rewritten
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
 def test_missing_and_malformed_ids(tmp_path: Path) -> None:
     s = BlobStore(tmp_path)
     with pytest.raises(BlobNotFound):

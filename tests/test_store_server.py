@@ -164,6 +164,47 @@ def test_corrupt_blob_on_disk_is_not_served(server: tuple[str, Path]) -> None:
         digest in s  # noqa: B015
 
 
+def test_a_corrupt_blob_on_the_server_is_repaired_by_a_re_upload(server: tuple[str, Path]) -> None:
+    url, root = server
+    s = HttpBlobStore(url, retries=0)
+    digest = s.put(b"precious bytes")
+    (root / digest[:2] / digest).write_bytes(b"precious bytez")
+    with pytest.raises(IntegrityError):
+        s.get(digest)
+    s.put(b"precious bytes")
+    assert s.get(digest) == b"precious bytes"
+    assert BlobStore(root).get(digest) == b"precious bytes"
+
+
+def test_the_client_reads_no_body_past_its_limit() -> None:
+    """A server answering with a body over the client's limit (declared or not) is refused as soon as
+    the limit is passed: the client never holds more than `max_bytes` of it."""
+    sent = {"bytes": 0}
+
+    async def flood(request) -> Response:
+        async def chunks():
+            for _ in range(64):
+                sent["bytes"] += 4096
+                yield b"x" * 4096
+
+        from starlette.responses import StreamingResponse
+
+        return StreamingResponse(chunks())  # chunked: no Content-Length to refuse it by
+
+    async def declared(request) -> Response:
+        return Response(b"y" * 5000)
+
+    routes = [Route("/blobs/{d}", flood), Route("/declared/blobs/{d}", declared)]
+    with serving(Starlette(routes=routes)) as url:
+        digest = hashlib.sha256(b"real").hexdigest()
+        with pytest.raises(StoreError, match=f"blob {digest}.*over 10,000 bytes"):
+            HttpBlobStore(url, max_bytes=10_000).get(digest)
+        with pytest.raises(StoreError, match="over 1,000 bytes"):
+            HttpBlobStore(f"{url}/declared", max_bytes=1000).get(digest)
+    with pytest.raises(ValueError, match="max_bytes"):
+        HttpBlobStore("http://127.0.0.1:1", max_bytes=0)
+
+
 def test_client_verifies_what_a_lying_server_sends() -> None:
     async def liar(request) -> Response:
         return Response(b"not what you asked for")
@@ -206,6 +247,27 @@ def test_5xx_is_retried_with_backoff_then_succeeds(tmp_path: Path) -> None:
         ):
             HttpBlobStore(url, retries=2, backoff=0.01).get("0" * 64)
         assert flaky.count == 3
+
+
+def test_a_call_gives_up_within_its_budget_however_many_retries_are_left(tmp_path: Path) -> None:
+    """A store that keeps failing cannot hold a caller with a deadline (a voter's window) for
+    `retries` attempts: with a budget the call stops retrying when the next wait would pass it."""
+    app = Counting(make_app(tmp_path), fail_first=10**9)
+    with serving(app) as url:
+        s = HttpBlobStore(url, retries=10**6, backoff=0.01, max_delay=0.02, budget=0.3)
+        with pytest.raises(StoreUnavailable, match=r"within its budget of 0.3s.*HTTP 503"):
+            s.get("0" * 64)
+    assert 1 <= app.count < 1000  # a wait of at least 0.01 s between attempts: at most 30 in 0.3 s
+
+
+def test_a_node_gives_its_http_store_a_budget(tmp_path: Path) -> None:
+    from consortium.node.net import store_options
+    from consortium.node_config import NodeConfig
+
+    base = {"rpc_url": "x", "contract": "0x" + "1" * 40, "run_config": "r.toml", "participant_index": 0}
+    http = NodeConfig(store="http://10.0.0.5:8700", store_budget_s=7.5, **base)
+    assert open_store(http.store, **store_options(http)).budget == 7.5  # type: ignore[attr-defined]
+    assert store_options(NodeConfig(store=str(tmp_path), **base)) == {}
 
 
 def test_4xx_is_not_retried(tmp_path: Path) -> None:
@@ -264,6 +326,30 @@ def test_fsspec_store_roundtrip_and_verification() -> None:
     s.fs.pipe_file(s._path(digest), b"tampered")
     with pytest.raises(IntegrityError, match=f"blob {digest} in memory://consortium-test-fsspec is corrupt"):
         s.get(digest)
+
+
+def test_the_url_the_server_prints_takes_connections_before_uvicorn_runs(tmp_path: Path) -> None:
+    """`serve` announces its URL before uvicorn starts: the socket already listens, so a client that
+    connects at once waits in the backlog instead of being refused (uvicorn cannot start while
+    `on_ready` still runs here)."""
+    from consortium.store.server import serve
+
+    announced: list[str] = []
+    outcome: list[str] = []
+
+    def on_ready(url: str) -> None:
+        announced.append(url)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            outcome.append("connected")
+        except OSError as e:
+            outcome.append(f"refused: {e}")
+        raise KeyboardInterrupt  # stop here: uvicorn never runs
+
+    with pytest.raises(KeyboardInterrupt):
+        serve(tmp_path / "blobs", port=0, on_ready=on_ready)
+    assert announced and outcome == ["connected"]
 
 
 def test_cli_help_and_bad_dir(tmp_path: Path) -> None:

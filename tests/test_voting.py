@@ -74,6 +74,12 @@ def test_commit_uri_round_trips_and_refuses_malformed() -> None:
         f"cas:{blob}?n=x&config=c",
         f"cas:{blob}?n=3",
         "cas:abc?n=1&config=c",
+        f"cas:{blob}?n=\u00b2&config=c",  # "²".isdigit() is True, int("²") raises
+        f"cas:{blob}?n=0&config=c",
+        f"cas:{blob}?n=-1&config=c",
+        f"cas:{blob}?n=1" + "0" * 18 + "&config=c",
+        f"cas:{blob}?n=1&config=c\n",
+        f"cas:{blob}?n=1&config=c&n=2",
     ):
         with pytest.raises(ProtocolError, match="commit URI"):
             parse_uri(bad)

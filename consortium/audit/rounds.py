@@ -52,7 +52,14 @@ def audit_chain(
         r = f"round {rec.round_id}"
         if not played(rec):
             continue
-        props, voters = draw_roles(rec.seed, rec.owners, rec.weights, params.n_proposers, params.n_voters)
+        seed = derived_seed(client, rec)
+        out.count("round seeds re-derived")
+        if seed != rec.seed:
+            out.problems.append(
+                f"{r}: the chain's round seed is {rec.seed.hex()}; the revealed seeds and the seed block's "
+                f"hash give {seed.hex()}"
+            )
+        props, voters = draw_roles(seed, rec.owners, rec.weights, params.n_proposers, params.n_voters)
         out.count("role draws")
         if (props, voters) != (rec.proposers, rec.voters):
             out.problems.append(
@@ -60,18 +67,18 @@ def audit_chain(
             )
         committed = read_commitments(rec, store, layout)
         _report_commits(rec, committed, r, who, out, digest)
-        rc = round_candidate(public, rec, committed, cfg.chain.slash_excluded)
+        rc = round_candidate(public, rec, committed, cfg.chain.slash_excluded, seed=seed)
         expected = None
-        if rc.error is not None and committed.complete:
+        if rc.error is not None:
             out.problems.append(f"{r}: the candidate cannot be recomputed: {rc.error}")
         elif rc.candidate is not None and rc.hash is not None:
             expected = (rc.hash, _mask(rec, rc.flagged), _mask(rec, rc.excluded))
             out.count("candidates recomputed")
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
-        if committed.unavailable and expected in posted:  # no-shows the round itself flagged: the rule
-            out.count("unavailable updates flagged as no-shows", len(committed.unavailable))
+        if committed.invalid and _flagged_by_round(rec, rc, expected, posted):  # evidence the round used
+            out.count("invalid updates flagged as evidence", len(committed.invalid))
         else:
-            out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.unavailable.items()]
+            out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.invalid.items()]
         _check_outcome(rec, expected, params, r, who, out)
         ledger.settle(rec, params, r, who, out)
         try:
@@ -79,6 +86,30 @@ def audit_chain(
         except (BlobNotFound, IntegrityError, ProtocolError) as e:
             out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)
+
+
+def derived_seed(client: Any, rec: Any) -> bytes:
+    """The round seed as the contract's `draw` must have computed it, from public records only: the
+    hash of the seed block (of the block before the draw when nobody drew within 256 blocks of it),
+    the XOR of the revealed participant seeds, and the round id. Not the seed the draw's event names."""
+    from consortium.chain.draw import round_seed, xor_seeds  # web3: see audit_run
+
+    late = rec.draw_block is not None and rec.draw_block - rec.seed_block > 256
+    block = rec.draw_block - 1 if late else rec.seed_block
+    block_hash = bytes(client.w3.eth.get_block(block)["hash"])
+    return round_seed(block_hash, xor_seeds(list(rec.seed_reveals.values())), rec.round_id)
+
+
+def _flagged_by_round(rec: Any, rc: Any, expected: Any, posted: set[Any]) -> bool:
+    """Whether the round itself acted on its invalid commitments: the pipeline's candidate (which flags
+    them) was posted, or, with no candidate possible, a voter majority flagged every one of them."""
+    if expected is not None:
+        return expected in posted
+    revealed = sum(v.weight for v in rec.votes.values())
+    slots = [rec.proposers.index(a) for a in rc.flagged if a in rec.proposers]
+    return revealed > 0 and all(
+        2 * sum(v.weight for v in rec.votes.values() if (v.flags >> i) & 1) > revealed for i in slots
+    )
 
 
 def _mask(rec: Any, addresses: Sequence[str]) -> int:
@@ -89,8 +120,8 @@ def _mask(rec: Any, addresses: Sequence[str]) -> int:
 def _report_commits(
     rec: Any, committed: Any, r: str, who: Callable[[str], str], out: AuditReport, digest: str
 ) -> None:
-    """A malformed commit URI, or one naming another config than the run's, is a problem; a missing
-    or unreadable blob is one only if the round's candidate did not flag it (see `audit_chain`)."""
+    """A commit URI naming another config than the run's is a problem; an invalid commitment (malformed
+    URI, missing or unreadable blob) is one only if the round did not flag it (see `audit_chain`)."""
     out.count("commitments checked", len(rec.commits))
     for addr in rec.commits:
         config = committed.configs.get(addr)
@@ -99,8 +130,6 @@ def _report_commits(
                 f"{r}: {who(addr)} committed under config {config}; the config given hashes to {digest} "
                 "(changed after the run?)"
             )
-        if addr in committed.malformed:
-            out.problems.append(f"{r}: {who(addr)}: {committed.malformed[addr]}")
 
 
 def _check_outcome(

@@ -4,7 +4,7 @@ who had quorum and majority, who is slashed and rewarded, and so every stake and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from consortium.audit.report import AuditReport
@@ -36,30 +36,74 @@ def fmt_votes(rec: Any, who: Callable[[str], str]) -> str:
     return "{" + ", ".join(f"{who(v)}: {b.choice}" for v, b in rec.votes.items()) + "}"
 
 
+# the contract's events that move stake, balance or pool outside a round's settlement
+DEPOSITS = ("Registered", "ToppedUp", "ExitCompleted", "Withdrawn", "Funded")
+
+
 @dataclass
 class Ledger:
-    """Stakes, balances and the reward pool re-derived from the contract's rules (not its events)."""
+    """Stakes, balances and the reward pool re-derived from the contract's rules (not its events).
+
+    Deposits and payouts (register, top-up, exit, withdraw, fund) are folded in chain order, each up
+    to the round settled next (`until`), so a participant who joins, tops up or leaves mid-run is
+    accounted at the moment it did."""
 
     stake: dict[str, int]
     balance: dict[str, int]
     pool: int
+    events: list[Any] = field(default_factory=list)
+    cursor: int = 0  # events[:cursor] are folded in
 
     @classmethod
     def from_history(cls, hist: Any) -> Ledger:
-        """Start from what was deposited: registrations, top-ups and funding are plain transfers."""
-        stake: dict[str, int] = {}
-        pool = 0
-        for e in hist.events:
-            if e.name in ("Registered", "ToppedUp"):
-                stake[e.args["who"]] = e.args["stake"]
-            elif e.name == "Funded":
-                pool += e.args["amount"]
-            elif e.name == "RoundOpened":
-                break  # only deposits before the first round (runs register once)
-        return cls(stake, dict.fromkeys(stake, 0), pool)
+        """An empty ledger over the deployment's events (folded in by `until` and `settle`)."""
+        return cls({}, {}, 0, list(hist.events))
+
+    def until(self, round_id: int | None, r: str, who: Callable[[str], str], out: AuditReport) -> None:
+        """Fold the deposits and payouts before round `round_id`'s finalization (None: all of them)."""
+        while self.cursor < len(self.events):
+            e = self.events[self.cursor]
+            if round_id is not None and e.name == "RoundFinalized" and e.args["round_id"] == round_id:
+                return
+            self.cursor += 1
+            if e.name in DEPOSITS:
+                self._deposit(e, r, who, out)
+
+    def _deposit(self, e: Any, r: str, who: Callable[[str], str], out: AuditReport) -> None:
+        a = e.args
+        if e.name == "Funded":
+            self.pool += a["amount"]
+            return
+        p = a["who"]
+        self.balance.setdefault(p, 0)
+        if e.name == "Registered":  # a first join, or a re-join after a completed exit (stake 0)
+            self.stake[p] = self.stake.get(p, 0) + a["stake"]
+            want = a["stake"]
+        elif e.name == "ToppedUp":
+            self.stake[p] = self.stake.get(p, 0) + a["amount"]
+            want = a["stake"]
+        elif e.name == "ExitCompleted":
+            want, got = self.stake.get(p, 0), a["amount"]
+            self.balance[p] += want
+            self.stake[p] = 0
+            if got != want:
+                out.problems.append(
+                    f"block {e.block}: {who(p)} left with {got} wei, the rules give its stake {want} wei"
+                )
+            return
+        else:  # Withdrawn
+            self.balance[p] -= a["amount"]
+            if self.balance[p] < 0:
+                out.problems.append(f"block {e.block}: {who(p)} withdrew {a['amount']} wei, more than it had")
+            return
+        if self.stake[p] != want:
+            out.problems.append(
+                f"block {e.block}: {who(p)}'s stake after {e.name} is {want} wei on chain, "
+                f"the rules give {self.stake[p]} wei"
+            )
 
     def _slash(self, who: str, bps: int) -> int:
-        amount = self.stake[who] * bps // BPS
+        amount = self.stake.get(who, 0) * bps // BPS
         self.stake[who] -= amount
         return amount
 
@@ -67,6 +111,7 @@ class Ledger:
         """The contract's finalize, recomputed: slashes in slot order, then equal reward shares."""
         from consortium.chain import Outcome, SlashReason  # web3: see audit_run
 
+        self.until(rec.round_id, r, who, out)
         if rec.outcome in (None, Outcome.CANCELLED):
             return
         tally = Tally.of(rec, params.quorum_bps)
@@ -98,7 +143,7 @@ class Ledger:
             share = min(params.reward_per_round, self.pool) // len(rewarded)
             if share > 0:
                 for p in rewarded:
-                    self.balance[p] += share
+                    self.balance[p] = self.balance.get(p, 0) + share
                     rewards[p] = share
                 self.pool -= share * len(rewarded)
         out.count("settlements recomputed")
@@ -115,6 +160,7 @@ class Ledger:
 
     def compare(self, client: Any, who: Callable[[str], str], out: AuditReport) -> None:
         """The re-derived stakes and balances against the contract's storage at the end."""
+        self.until(None, "end", who, out)
         for p in client.all_participants():
             out.count("stakes checked")
             want = (self.stake.get(p.address, 0), self.balance.get(p.address, 0))

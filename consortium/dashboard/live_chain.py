@@ -191,8 +191,9 @@ def _round(
         fields = dict(part.partition("=")[::2] for part in query.split("&"))
         blob = head.removeprefix("cas:") if head.startswith("cas:") else c.update_hash.hex()
         count = fields.get("n", "")
+        digits = count.isascii() and count.isdigit()  # "²".isdigit(), but int("²") raises
         commitments.append(
-            {"participant": n(who), "blob": blob, "n_examples": int(count) if count.isdigit() else None}
+            {"participant": n(who), "blob": blob, "n_examples": int(count) if digits else None}
         )
     slot = {i: n(p) for i, p in enumerate(rec.proposers)}
     return {

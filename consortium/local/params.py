@@ -38,6 +38,7 @@ def train_params(cfg: RunConfig, steps: int) -> TrainParams:
         prefix_cache=t.prefix_cache,
         prefix_cache_mb=t.prefix_cache_mb,
         threads=t.threads,
+        attention=t.attention,
     )
 
 

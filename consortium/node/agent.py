@@ -26,7 +26,7 @@ from web3.exceptions import Web3RPCError
 from consortium.chain import ChainClient, ChainError, Phase, RoundState, Vote, wei
 from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
-from consortium.node.net import TRANSIENT, NodeError, connect, retry
+from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry, store_options
 from consortium.node_config import NodeConfig, NodeState, load_key
 from consortium.probe import publish
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
@@ -68,7 +68,7 @@ class Node:
         self.account = load_key(ncfg)
         self.address: str = self.account.address
         self.client = client or retry(lambda: connect(ncfg, self.account), "connect to the chain")
-        self.store = open_store(ncfg.store)
+        self.store = open_store(ncfg.store, **store_options(ncfg))
         self.layout = participant.model.layout
         self.rule = rule_from_config(self.cfg)
         if self.rule.probe is not None:  # into the shared store, where every node and the audit read it
@@ -79,7 +79,7 @@ class Node:
         self.vote_rule = VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin)
         self.digest = config_digest(self.cfg)
         assert ncfg.state_file is not None
-        self.state = NodeState(ncfg.state_file, ncfg.contract, self.address)
+        self.state = NodeState(ncfg.state_file, ncfg.contract, self.address, deployment_of(self.client))
         self.views: dict[int, RoundCandidate] = {}
         self.base_loss: float | None = None
         self.finalized: list[int] = []
@@ -222,32 +222,25 @@ class Node:
         )
 
     def _seed_commit(self, rid: int) -> None:
-        st = self.state.round(rid)
-        if st.get("seed_sent"):
+        """Commit a fresh seed once; the chain, not the state file, says whether it is committed (a
+        commit a reorg dropped is sent again, with the same seed)."""
+        if self.address in self.client.history().round(rid).seed_commits:
             return
-        if "seed" not in st:  # kept before sending, to reveal after a restart
+        if "seed" not in self.state.round(rid):  # kept before sending, to reveal after a restart
             self.state.update(rid, seed=os.urandom(32).hex())
         seed = bytes.fromhex(self.state.round(rid)["seed"])
         if self._send(f"round {rid}: commit seed", lambda: self.client.commit_seed(rid, seed)):
             self.state.update(rid, seed_sent=True)
 
     def _seed_reveal(self, rid: int) -> None:
+        """Reveal the committed seed while the chain lacks the reveal (a dropped reveal is resent)."""
         st = self.state.round(rid)
-        if "seed" not in st or st.get("seed_revealed"):
-            return
-        if not st.get("seed_sent"):  # killed between saving the seed and sending it: maybe it went out
-            rec = self.client.history().round(rid)
-            if self.address not in rec.seed_commits:
-                self.state.update(rid, seed_revealed=True)  # nothing to reveal
-                return
+        rec = self.client.history().round(rid)
+        if "seed" not in st or self.address in rec.seed_reveals or self.address not in rec.seed_commits:
+            return  # nothing of ours to reveal, or revealed already
         seed = bytes.fromhex(st["seed"])
-        ok = self._send(f"round {rid}: reveal seed", lambda: self.client.reveal_seed(rid, seed))
-        if ok or self._reason_final(rid):
+        if self._send(f"round {rid}: reveal seed", lambda: self.client.reveal_seed(rid, seed)):
             self.state.update(rid, seed_revealed=True)
-
-    def _reason_final(self, rid: int) -> bool:
-        """After a refused reveal: stop retrying once the chain has moved past the seed phase."""
-        return self.client.round_info().state != RoundState.SEEDING
 
     def _role(self, rid: int) -> tuple[int, int]:
         """(kind, status) of this node in round `rid`: kind 1 proposer, 2 voter, 0 none; status bit 1
@@ -258,7 +251,7 @@ class Node:
     def _commit(self, rid: int, base: str) -> None:
         kind, status = self._role(rid)
         st = self.state.round(rid)
-        if kind != 1 or status & 1 or st.get("committed"):
+        if kind != 1 or status & 1:  # the chain says whether our commit stands (a reorg may drop it)
             return
         if "uri" not in st or st["blob"] not in self.store:  # (a restart after training reuses the blob)
             t0 = time.perf_counter()
@@ -308,18 +301,14 @@ class Node:
         return v
 
     def _post_candidate(self, rid: int) -> None:
-        st = self.state.round(rid)
-        if st.get("candidate_posted"):
-            return
+        """Post the pipeline's candidate unless the chain already holds it (whoever posted it)."""
         v = self.view(rid)
         if v.hash is None or v.candidate is None:  # nothing committed or nothing readable: voters reject
-            self.state.update(rid, candidate_posted=True)
             return
-        put_vector(self.store, v.candidate.vector, self.layout)  # the blob voters and finalize read
+        if v.hash not in self.store:  # the blob the next round starts from, whoever posted it
+            put_vector(self.store, v.candidate.vector, self.layout)
         mine = (bytes.fromhex(v.hash), self.client.flag_mask(v.flagged), self.client.flag_mask(v.excluded))
         if mine in self.client.candidates():
-            log.info("round %d: candidate %s already posted", rid, v.hash[:12])
-            self.state.update(rid, candidate_posted=True)
             return
         posted = self._send(
             f"round {rid}: post candidate {v.hash[:12]}",
@@ -331,7 +320,7 @@ class Node:
     def _vote_commit(self, rid: int, base: str) -> None:
         kind, status = self._role(rid)
         st = self.state.round(rid)
-        if kind != 2 or status & 1 or st.get("vote_sent"):
+        if kind != 2 or status & 1:  # the chain says whether our vote commitment stands
             return
         if "vote" not in st:
             vote = self._ballot(rid, base)

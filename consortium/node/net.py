@@ -30,6 +30,22 @@ def connect(ncfg: NodeConfig, account: Any) -> ChainClient:
     return client
 
 
+def store_options(ncfg: NodeConfig) -> dict[str, Any]:
+    """`open_store` options of the node's store: an HTTP store's time budget per call."""
+    return {"budget": ncfg.store_budget_s} if ncfg.store.startswith(("http://", "https://")) else {}
+
+
+def deployment_of(client: ChainClient) -> str:
+    """Which deployment the client talks to: `chain id:block:block hash` of the contract's `Deployed`
+    event. The contract address alone is not enough: a restarted dev chain redeploys at the same one."""
+    w3 = client.w3
+    deployed = next((e for e in client.history().events if e.name == "Deployed"), None)
+    if deployed is None:
+        raise NodeError(f"no Deployed event of the contract {client.contract_address} (wrong contract?)")
+    block_hash = bytes(w3.eth.get_block(deployed.block)["hash"]).hex()
+    return f"{w3.eth.chain_id}:{deployed.block}:{block_hash}"
+
+
 def retry(fn: Callable[[], Any], what: str, attempts: int = 8, base: float = 0.5) -> Any:
     """Call `fn`, retrying transient network errors with exponential backoff (`base` seconds, doubling
     to 15 s); NodeError naming `what` after the last attempt."""

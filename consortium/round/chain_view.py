@@ -32,43 +32,48 @@ class CommittedRound:
     """A round's commits in commit order, keyed by proposer address."""
 
     commitments: list[Commitment] = field(default_factory=list)  # readable updates
-    unavailable: dict[str, str] = field(default_factory=dict)  # address -> why (a no-show, flagged)
-    malformed: dict[str, str] = field(default_factory=dict)  # address -> a bad URI: no candidate at all
+    # address -> why its commitment is no usable update (a malformed URI, a URI naming another blob than
+    # the commitment, a blob missing, corrupt, not safetensors, of the wrong tensors, shape or dtype, or
+    # not finite): evidence against its proposer, left out with weight 0 and flagged
+    invalid: dict[str, str] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)  # address -> config digest its URI names
 
-    @property
-    def complete(self) -> bool:
-        """Every commit is well formed (else nobody can say what the round's candidate is)."""
-        return not self.malformed
+
+def check_commitment(c: Any, store: BlobStore, layout: Layout) -> tuple[Commitment | None, str, str | None]:
+    """One commit record (`uri`, `update_hash`) judged the one way every driver and the audit judge it:
+    (the usable commitment or None, why not, the config digest its URI names). Only a store outage
+    (StoreUnavailable) raises: it says nothing about the proposer."""
+    try:
+        blob, n, config = parse_uri(c.uri)
+    except ProtocolError as e:
+        return None, str(e), None
+    committed = bytes(c.update_hash).hex()
+    if blob != committed:
+        return None, f"URI names blob {blob}, the commitment is {committed}", config
+    try:
+        read_update(store, blob, layout)
+    except BlobNotFound:
+        return None, f"committed update {blob} is missing from the store", config
+    except IntegrityError as e:
+        return None, f"committed update {blob} does not match its commitment: {e}", config
+    except ProtocolError as e:
+        return None, f"committed update is not an update of this run's adapter: {e}", config
+    return Commitment("", blob, n), "", config
 
 
 def read_commitments(rec: Any, store: BlobStore, layout: Layout) -> CommittedRound:
-    """Parse each commit's URI and read its blob as an update (`read_update`). A blob that is missing,
-    corrupt, of the wrong shape or dtype, or not finite makes its proposer unavailable: left out of
-    the aggregate and flagged. A store outage (StoreUnavailable) propagates: it is not a no-show."""
+    """Every commit of the round through `check_commitment`: the usable ones become the candidate's
+    inputs, every other one is evidence against its proposer (flagged, weight 0), never an error that
+    voids the round. A store outage (StoreUnavailable) propagates: it is not a no-show."""
     out = CommittedRound()
     for addr, c in rec.commits.items():
-        try:
-            blob, n, config = parse_uri(c.uri)
-        except ProtocolError as e:
-            out.malformed[addr] = str(e)
-            continue
-        out.configs[addr] = config
-        if blob != c.update_hash.hex():
-            out.malformed[addr] = f"URI names blob {blob}, the commitment is {c.update_hash.hex()}"
-            continue
-        try:
-            read_update(store, blob, layout)
-        except BlobNotFound:
-            out.unavailable[addr] = f"committed update {blob} is missing from the store"
-            continue
-        except IntegrityError as e:
-            out.unavailable[addr] = f"committed update {blob} does not match its commitment: {e}"
-            continue
-        except ProtocolError as e:
-            out.unavailable[addr] = f"committed update is not an update of this run's adapter: {e}"
-            continue
-        out.commitments.append(Commitment(addr, blob, n))
+        ok, why, config = check_commitment(c, store, layout)
+        if config is not None:
+            out.configs[addr] = config
+        if ok is None:
+            out.invalid[addr] = why
+        else:
+            out.commitments.append(Commitment(addr, ok.blob, ok.n_examples))
     return out
 
 
@@ -81,27 +86,29 @@ class RoundCandidate:
     flagged: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     hash: str | None = None  # the candidate's blob name
-    error: str | None = None  # why it cannot be computed (a bad URI, an unreadable global model...)
+    error: str | None = None  # why it cannot be computed (an unreadable global model or probe...)
 
 
 def round_candidate(
-    public: PublicHistory, rec: Any, committed: CommittedRound, slash_excluded: bool = False
+    public: PublicHistory,
+    rec: Any,
+    committed: CommittedRound,
+    slash_excluded: bool = False,
+    seed: bytes | None = None,
 ) -> RoundCandidate:
-    """The round's candidate from the public history of the rounds before it (not grown here)."""
+    """The round's candidate from the public history of the rounds before it (not grown here). `seed`:
+    the round seed when the caller re-derived it (the audit), else the one the draw recorded."""
     out = RoundCandidate(committed)
-    if not committed.complete:
-        out.error = "; ".join(f"{a}: {why}" for a, why in committed.malformed.items())
-        return out
-    if not committed.commitments:  # every committed blob unavailable: no candidate, the no-shows flagged
-        out.flagged = sorted(committed.unavailable)
+    if not committed.commitments:  # every commitment invalid: no candidate, their proposers flagged
+        out.flagged = sorted(committed.invalid)
         return out
     try:
-        cand = public.compute(rec.base_hash.hex(), committed.commitments, seed_int(rec.seed or b""))
+        cand = public.compute(rec.base_hash.hex(), committed.commitments, seed_int(seed or rec.seed or b""))
     except UNREADABLE as e:
         out.error = str(e)
         return out
     out.candidate = cand
-    out.flagged, out.excluded = candidate_marks(cand, list(committed.unavailable), slash_excluded)
+    out.flagged, out.excluded = candidate_marks(cand, list(committed.invalid), slash_excluded)
     out.hash = vector_hash(cand.vector, public.layout)
     return out
 
@@ -114,7 +121,7 @@ def played(rec: Any) -> bool:
 def fold_round(public: PublicHistory, rec: Any, rc: RoundCandidate) -> None:
     """Fold a finished round into the public history: its readable updates and the probe's verdicts
     on them (whatever became of the round), then the global model's move if it was accepted."""
-    if rc.committed.complete and rc.committed.commitments:
+    if rc.committed.commitments:
         public.grow(rc.committed.commitments, rc.candidate)
     if getattr(rec.outcome, "name", None) == "ACCEPTED" and rec.global_hash is not None:
         public.moved(rec.base_hash.hex(), rec.global_hash.hex())

@@ -8,10 +8,12 @@ light node).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from safetensors.torch import load as st_load
 
 from consortium.store import BlobStore, sha256_hex, tensors_to_bytes
 from consortium.vector import flat_to_state, state_to_flat
@@ -38,8 +40,13 @@ def put_vector(store: BlobStore, vec: torch.Tensor, layout: Layout) -> str:
 
 
 def get_vector(store: BlobStore, digest: str, layout: Layout) -> torch.Tensor:
-    """Read a verified blob back into a vector, refusing wrong tensor names, shapes or dtype."""
-    state = store.get_tensors(digest)
+    """Read a verified blob back into a vector, refusing bytes that are not safetensors and wrong tensor
+    names, shapes or dtype (ProtocolError). BlobNotFound / IntegrityError / StoreUnavailable pass."""
+    data = store.get(digest)
+    try:
+        state = st_load(data)
+    except Exception as e:  # safetensors' own error type for any malformed header or body
+        raise ProtocolError(f"blob {digest}: not a safetensors file ({type(e).__name__}: {e})") from None
     for name, t in sorted(state.items()):
         if t.dtype != torch.float32:
             raise ProtocolError(f"blob {digest}: {name} is {t.dtype}, expected torch.float32")
@@ -77,15 +84,20 @@ def put_update(
     return blob, commit_uri(blob, n_examples, config)
 
 
+# ASCII only: str.isdigit() also accepts "²" and other digits int() refuses. A sample count is a
+# positive integer of at most 18 digits (it stays exact as a float64 weight's input, never overflows).
+_URI = re.compile(r"cas:([0-9a-f]{64})\?n=([1-9][0-9]{0,17})&config=([0-9A-Za-z]{1,64})", re.ASCII)
+
+
 def parse_uri(uri: str) -> tuple[str, int, str]:
-    """(blob, n_examples, config digest) from a commit URI; ProtocolError naming a malformed URI."""
-    head, _, query = uri.partition("?")
-    fields = dict(part.partition("=")[::2] for part in query.split("&"))
-    blob = head.removeprefix("cas:")
-    n, config = fields.get("n", ""), fields.get("config", "")
-    if not head.startswith("cas:") or len(blob) != 64 or not n.isdigit() or not config:
-        raise ProtocolError(f"commit URI {uri!r} is not 'cas:<sha256>?n=<examples>&config=<digest>'")
-    return blob, int(n), config
+    """(blob, n_examples, config digest) from a commit URI; ProtocolError naming a malformed URI (any
+    other form than the one `commit_uri` writes: the proposer's own fault, evidence against it)."""
+    m = _URI.fullmatch(uri) if isinstance(uri, str) else None
+    if m is None:
+        raise ProtocolError(
+            f"commit URI {uri!r} is not 'cas:<sha256>?n=<examples, 1 to 18 digits>&config=<digest>'"
+        )
+    return m.group(1), int(m.group(2)), m.group(3)
 
 
 def seed_int(seed: bytes) -> int:

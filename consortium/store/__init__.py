@@ -44,7 +44,8 @@ __all__ = [
 
 def open_store(uri: str | Path, **options: object) -> ContentStore:
     """Pick a backend by scheme: a plain path or `file://` → `BlobStore`; `http(s)://` → `HttpBlobStore`
-    (options: retries, backoff, timeout); any other `scheme://` → `FsspecBlobStore` (options go to fsspec)."""
+    (options: retries, backoff, timeout, max_bytes, budget); any other `scheme://` → `FsspecBlobStore`
+    (options go to fsspec)."""
     if isinstance(uri, Path):
         return BlobStore(uri)
     scheme, sep, _ = uri.partition("://")

@@ -61,6 +61,15 @@ def verify(digest: str, data: bytes, where: str) -> bytes:
     return data
 
 
+def file_digest(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Safetensors serialisation; deterministic for the same tensors and metadata (keys are sorted)."""
     return st_save({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}, metadata)
@@ -124,10 +133,15 @@ class BlobStore(ContentStore):
     def _path(self, digest: str) -> Path:
         return self.root / digest[:2] / check_digest(digest)
 
+    def _intact(self, path: Path, digest: str) -> bool:
+        """Whether a stored file holds what its name says: a corrupt one is replaced by the next put of
+        the right bytes (a re-upload repairs it), an intact one is kept."""
+        return path.is_file() and file_digest(path) == digest
+
     def _write(self, digest: str, data: bytes) -> None:
-        """Temp file + rename: never a half-written blob."""
+        """Temp file + rename: never a half-written blob; a corrupt stored copy is replaced."""
         path = self._path(digest)
-        if path.exists():
+        if self._intact(path, digest):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -143,9 +157,10 @@ class BlobStore(ContentStore):
 
     def install(self, tmp: Path, digest: str) -> bool:
         """Move a fully written temp file (in this store's root, content already hashed by the caller to
-        `digest`) into place; False when the blob was already there (the temp file is then removed)."""
+        `digest`) into place; False when an intact copy was already there (the temp file is then
+        removed). A corrupt stored copy is replaced."""
         path = self._path(digest)
-        if path.exists():
+        if self._intact(path, digest):
             tmp.unlink(missing_ok=True)
             return False
         path.parent.mkdir(parents=True, exist_ok=True)

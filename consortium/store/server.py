@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consortium.store.blob import BlobNotFound, BlobStore, IntegrityError, is_digest
-from consortium.store.remote import CORRUPT_HEADER
+from consortium.store.remote import CORRUPT_HEADER, MAX_BLOB_BYTES
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_BLOB_BYTES
 
 
 class _TooLarge(Exception):
@@ -120,8 +120,16 @@ def serve(
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog until uvicorn runs: the printed URL works at once
+    except OSError:
+        sock.close()
+        raise
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    on_ready(f"http://{shown}:{bound}")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    try:
+        on_ready(f"http://{shown}:{bound}")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,157 @@
+"""bench/robustness.py: per-cell files that resume, intervals over seeds, and the targets' verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+# bench/ is a folder of scripts, not an installed package: load the script by its path (registered in
+# sys.modules so that the worker processes it forks can find its functions)
+_SPEC = importlib.util.spec_from_file_location(
+    "bench_robustness", Path(__file__).parents[1] / "bench" / "robustness.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+rb = sys.modules.setdefault("bench_robustness", importlib.util.module_from_spec(_SPEC))
+_SPEC.loader.exec_module(rb)
+
+
+def test_interval_is_the_student_t_interval_of_the_mean() -> None:
+    mean, sd, half = rb.interval([0.0, 1.0])
+    assert (mean, sd) == (0.5, pytest.approx(math.sqrt(0.5)))
+    assert half == pytest.approx(12.7062047 * math.sqrt(0.5) / math.sqrt(2))
+    assert math.isnan(rb.interval([0.3])[2])  # one seed: no interval, not a zero-width one
+    assert rb.interval([0.2, 0.2, 0.2])[2] == pytest.approx(0.0, abs=1e-12)
+
+
+def _cell(asr: list[float], clean: list[float], compliance: list[float] | None = None) -> dict:
+    out = {"seeds": len(asr), "seeds_of": 5, "wall_s_values": [100.0] * len(asr), "cpu_s_values": [300.0]}
+    for name, vals in (("asr", asr), ("clean", clean), ("compliance", compliance or [])):
+        if vals:
+            out[name], _, out[f"{name}_ci"] = rb.interval(vals)
+            out[f"{name}_values"] = vals
+    return out
+
+
+def _status(lines: list[str], needle: str) -> str:
+    return next(line for line in lines if needle in line).rsplit("|", 2)[1].strip()
+
+
+def test_backdoor_target_is_decided_only_when_the_remaining_seeds_cannot_change_it() -> None:
+    fed = rb.cell_key("backdoor", 0.3, "fedavg")
+    four = rb.targets({fed: _cell([0.9, 0.85, 1.0, 0.95], [0.3] * 4)}, ["fedavg"])
+    assert _status(four, "learns the backdoor") == "**met**"  # 4 of 4: a fifth seed cannot undo it
+    two_low = rb.targets({fed: _cell([0.9, 0.1, 0.2], [0.3] * 3)}, ["fedavg"])
+    assert _status(two_low, "learns the backdoor") == "**missed**"  # 1 + 2 left < 4
+    open_ = rb.targets({fed: _cell([0.9, 0.1, 0.95], [0.3] * 3)}, ["fedavg"])
+    assert _status(open_, "learns the backdoor") == "pending (3/5 seeds)"
+
+
+def test_cell_time_is_judged_on_one_thread_cpu_time_not_on_shared_wall_time() -> None:
+    fed = rb.cell_key("backdoor", 0.3, "fedavg")
+    verdicts = []
+    for cpu in (300.0, 500.0, 800.0):
+        cell = _cell([1.0], [0.3]) | {"cpu_s_values": [cpu], "wall_s_values": [5000.0]}
+        verdicts.append(_status(rb.targets({fed: cell}, ["fedavg"]), "6 min"))
+    assert verdicts == ["**met**", "undecided", "**missed**"]
+
+
+def test_best_rule_is_judged_against_fedavg_and_the_no_attack_reference() -> None:
+    results = {
+        rb.cell_key("backdoor", 0.3, "fedavg"): _cell([1.0] * 5, [0.30] * 5),
+        rb.cell_key("backdoor", 0.3, "multi_krum"): _cell([0.0] * 5, [0.31] * 5),
+        rb.cell_key("backdoor", 0.3, "median"): _cell([0.1] * 5, [0.35] * 5),
+        rb.cell_key("none", 0.0, "fedavg"): _cell([0.0] * 5, [0.32] * 5),
+    }
+    lines = rb.targets(results, ["fedavg", "median", "multi_krum"])
+    assert rb.best_rule(results, ["fedavg", "median", "multi_krum"]) == "multi_krum"
+    assert _status(lines, "cuts ASR") == "**met**"
+    assert _status(lines, "within 2 points") == "**met**"  # 31 vs 32
+    results[rb.cell_key("none", 0.0, "fedavg")] = _cell([0.0] * 5, [0.40] * 5)
+    assert _status(rb.targets(results, ["fedavg", "multi_krum"]), "within 2 points") == "**missed**"
+
+
+def _run(tmp_path: Path, *extra: str) -> int:
+    return rb.main(
+        [
+            "--model",
+            "smoke",
+            "--attacks",
+            "backdoor",
+            "--fractions",
+            "0.3",
+            "--defenses",
+            "fedavg",
+            "--none-defenses",
+            "fedavg",
+            "--jobs",
+            "1",
+            "--out",
+            str(tmp_path),
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture
+def short_smoke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smoke grid cut to one round of one step: the bookkeeping is under test, not the outcome."""
+    short = rb._merge(rb.SETTINGS["smoke"], {"rounds": 1, "train": {"local_steps": 1}, "data": {"n_test": 2}})
+    monkeypatch.setitem(rb.SETTINGS, "smoke", short)
+
+
+def test_cells_are_kept_one_file_each_and_a_rerun_resumes_without_running_them(
+    tmp_path: Path, short_smoke: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _run(tmp_path) == 0
+    cells = sorted(p.name for p in (tmp_path / "robustness_smoke").iterdir())
+    assert cells == ["backdoor_0.3_fedavg_seed0.json", "none_0_fedavg_seed0.json"]
+    cell = json.loads((tmp_path / "robustness_smoke" / cells[0]).read_text())
+    assert len(cell["attackers"]) == 3 and len(cell["rounds"]) == 1
+    assert set(cell["rounds"][0]["weights"]) == {f"org{i}" for i in range(10)}
+    assert (tmp_path / "robustness_smoke.md").is_file()
+    assert (tmp_path / "robustness_smoke_asr_ci_width.png").is_file()
+
+    def no_training(*_: object) -> None:
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(rb, "run_cell", no_training)
+    assert _run(tmp_path) == 0  # everything is on disk: nothing runs
+
+
+def test_a_cell_run_under_other_settings_is_run_again(tmp_path: Path, short_smoke: None) -> None:
+    assert _run(tmp_path, "--render-only") == 2  # nothing finished yet: says so, exit 2
+    assert _run(tmp_path) == 0
+    path = tmp_path / "robustness_smoke" / "none_0_fedavg_seed0.json"
+    cell = json.loads(path.read_text())
+    cell["config_digest"] = "0" * 16
+    path.write_text(json.dumps(cell))
+    kept = (tmp_path / "robustness_smoke" / "backdoor_0.3_fedavg_seed0.json").read_text()
+    assert _run(tmp_path) == 0
+    assert json.loads(path.read_text())["config_digest"] != "0" * 16  # run again under today's settings
+    assert (tmp_path / "robustness_smoke" / "backdoor_0.3_fedavg_seed0.json").read_text() == kept
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path, "--defenses", "fedavg,nope") == 2
+    assert "unknown attack/defence: nope" in capsys.readouterr().err
+    assert _run(tmp_path, "--seeds", "0,x") == 2
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_bench_preset_is_the_ten_organisation_non_iid_test_bed_with_the_speed_settings() -> None:
+    from consortium.config import load_config
+
+    cfg = load_config(preset="bench")
+    assert (cfg.participants, cfg.protocol, cfg.data.partition) == (10, "central", "domain")
+    assert (cfg.lora.layers, cfg.train.prefix_cache, cfg.train.precision) == ("top:6", True, "auto")
+    # the grid's 30% is three whole attackers of ten
+    from consortium.attacks import attackers_for
+
+    cell = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0)
+    assert attackers_for(cell.attacks[0].fraction, cell.participants) == 3
+    assert load_config(preset="bench") != load_config(preset="demo")
