@@ -16,11 +16,10 @@ from typing import Annotated, Any
 import tomli_w
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from consortium import __version__
 from consortium.cli_probe import probe_app
-from consortium.cli_support import fail, quiet_libraries
+from consortium.cli_support import fail, quiet_libraries, summary
 from consortium.dashboard.cli import dashboard, start_beside
 
 app = typer.Typer(
@@ -385,24 +384,6 @@ def node(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     print(f"{ncfg.name}: done; rounds finalized while running: {done}", flush=True)
-
-
-def summary(report: dict, console: Console) -> None:
-    """The one-screen table at the end of a run."""
-    acc = report["accuracy"]
-    domains = list(acc["base"])
-    table = Table(title=f"{report['name']}: exact-match accuracy", show_lines=False)
-    table.add_column("model")
-    for d in domains:
-        table.add_column(d, justify="right")
-    for name, row in acc.items():
-        table.add_row(name, *(f"{row[d]:.3f}" for d in domains))
-    console.print(table)
-    t = report["timings"]
-    console.print(
-        f"total {t.get('total', 0):.0f}s; "
-        f"{report['bytes']['upload_per_participant_per_round']:,} bytes up per participant per round"
-    )
 
 
 app.add_typer(probe_app, name="probe")

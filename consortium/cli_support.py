@@ -1,4 +1,5 @@
-"""What every command line of the package shares: the one-line error exit and quiet libraries."""
+"""What every command line of the package shares: the one-line error exit, quiet libraries and the
+end-of-run table."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import warnings
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 err = Console(stderr=True)
 
@@ -23,3 +25,21 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def summary(report: dict, console: Console) -> None:
+    """The one-screen table at the end of a run."""
+    acc = report["accuracy"]
+    domains = list(acc["base"])
+    table = Table(title=f"{report['name']}: exact-match accuracy", show_lines=False)
+    table.add_column("model")
+    for d in domains:
+        table.add_column(d, justify="right")
+    for name, row in acc.items():
+        table.add_row(name, *(f"{row[d]:.3f}" for d in domains))
+    console.print(table)
+    t = report["timings"]
+    console.print(
+        f"total {t.get('total', 0):.0f}s; "
+        f"{report['bytes']['upload_per_participant_per_round']:,} bytes up per participant per round"
+    )
