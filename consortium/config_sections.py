@@ -155,8 +155,8 @@ class ChainSection(Section):
     slash_excluded: bool = Field(
         False,
         description="slash updates the aggregator leaves out (Multi-Krum, Bulyan, FLAME) as if flagged; "
-        "false = only evidence (screen, unavailable blob, voters' loss checks) is slashed, exclusions "
-        "are merely not rewarded",
+        "false = only evidence anyone can recompute (screen verdicts, invalid or unavailable blobs) is "
+        "slashed, exclusions are merely not rewarded",
     )
 
     def roles(self, participants: int) -> tuple[int, int]:

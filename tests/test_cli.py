@@ -98,13 +98,15 @@ def test_user_jsonl_becomes_a_domain(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_leaves_a_consistent_marked_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consortium.config import load_config
     from consortium.train import LocalTrainer
 
     real, calls = LocalTrainer.train, []
+    proposers, _ = load_config(preset="smoke").chain.roles(4)  # local trainings a round
 
     def interrupt_in_round_two(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 5:  # 4 participants: the 5th local training is round 2's first
+        if len(calls) == proposers + 1:  # round 2's first local training
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
@@ -127,6 +129,7 @@ def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) ->
         "--set", 'attacks=[{kind="backdoor", fraction=0.2}, {kind="noise", fraction=0.2, std=1.0}]',
         "--set", "aggregator=multi_krum",
         "--set", "defense.f=1",
+        "--set", "seed=1",  # a draw in which the noisy participant proposes (asserted below)
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     (run_dir,) = tmp_path.iterdir()
@@ -134,6 +137,7 @@ def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) ->
     assert sorted(report["attackers"].values()) == ["backdoor", "noise"]
     (noisy,) = [n for n, k in report["attackers"].items() if k == "noise"]
     (rnd,) = report["rounds_detail"]
+    assert noisy in rnd["weights"], "the seed no longer draws the noisy participant as a proposer"
     # std 1.0 noise is far from every trained update: Multi-Krum leaves it out (on the chain that is an
     # exclusion, not slashed; only evidence such as the screen's verdict is flagged)
     assert noisy in rnd["excluded"] and noisy not in rnd["flagged"]

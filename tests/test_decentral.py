@@ -38,6 +38,10 @@ E2E = [
     # would make every later draw machine-dependent. Evidence (the screen's flags) still decides slashes.
     "chain.accept_tolerance=0.5",
     "chain.flag_loss_margin=5.0",
+    # 5 proposers, so that Multi-Krum (f = (n - 3) // 2) leaves one out every round; 3 voters of 8 hold
+    # over a third of the stake, as a winner needs
+    "chain.n_proposers=5",
+    "chain.n_voters=3",
 ]
 
 
@@ -162,7 +166,9 @@ def test_audit_names_a_flipped_byte_in_a_stored_update(attacked: tuple[Path, dic
 def test_audit_names_two_swapped_updates(attacked: tuple[Path, dict], tmp_path: Path) -> None:
     path, report = attacked
     run = _copy(path, tmp_path)
-    a, b = report["rounds_detail"][0]["commitments"][:2]
+    commitments = report["rounds_detail"][0]["commitments"]
+    honest = [c for c in commitments if c["participant"] not in report["attackers"]]
+    a, b = honest[:2]  # two trained updates (a free rider's zero update is the genesis adapter's blob)
     pa, pb = _blob(run, a["blob"]), _blob(run, b["blob"])
     da, db = pa.read_bytes(), pb.read_bytes()
     pa.write_bytes(db)

@@ -88,7 +88,8 @@ def audit_chain(
             expected = (rc.hash, _mask(rec, rc.flagged), _mask(rec, rc.excluded))
             out.count("candidates recomputed")
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
-        if committed.invalid and _flagged_by_round(rec, rc, expected, posted):  # evidence the round used
+        # evidence the round used, or a problem naming each invalid commitment
+        if committed.invalid and _flagged_by_round(rec, list(committed.invalid), expected, posted):
             out.count("invalid updates flagged as evidence", len(committed.invalid))
         else:
             out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.invalid.items()]
@@ -113,14 +114,16 @@ def derived_seed(client: Any, rec: Any) -> bytes:
     return round_seed(block_hash, xor_seeds(list(rec.seed_reveals.values())), rec.round_id)
 
 
-def _flagged_by_round(rec: Any, rc: Any, expected: Any, posted: set[Any]) -> bool:
+def _flagged_by_round(rec: Any, invalid: list[str], expected: Any, posted: set[Any]) -> bool:
     """Whether the round itself acted on its invalid commitments: the pipeline's candidate (which flags
     them) was posted, or, with no candidate possible, a voter majority flagged every one of them."""
     if expected is not None:
         return expected in posted
+    if not all(a in rec.proposers for a in invalid):
+        return False
     revealed = sum(v.weight for v in rec.votes.values())
-    slots = [rec.proposers.index(a) for a in rc.flagged if a in rec.proposers]
-    return revealed > 0 and all(
+    slots = [rec.proposers.index(a) for a in invalid]
+    return revealed > 0 and bool(slots) and all(
         2 * sum(v.weight for v in rec.votes.values() if (v.flags >> i) & 1) > revealed for i in slots
     )
 

@@ -173,7 +173,9 @@ def _phases(events: list[Any], names: dict[str, str]) -> dict[int, dict[str, Any
         who = names.get(e.args.get("who") or e.args.get("opener") or "")
         if who and who not in p["from"]:
             p["from"].append(who)
-    return out
+    # in protocol order: round r + 1's seed commitment is made with round r's reveal, before r + 1 opens
+    order = {phase: i for i, phase in enumerate(dict.fromkeys(EVENT_PHASES.values()))}
+    return {rid: dict(sorted(ph.items(), key=lambda kv: order[kv[0]])) for rid, ph in out.items()}
 
 
 def _round(
