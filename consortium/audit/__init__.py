@@ -15,14 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
-
+from consortium.audit.adapter import check_exported_adapter
 from consortium.audit.report import AuditInputError, AuditReport
 from consortium.audit.rounds import audit_chain
 from consortium.config import ConfigError, RunConfig
 from consortium.rundir import HEAD, TXLOG, load_run_config
-from consortium.store import BlobNotFound, BlobStore, IntegrityError, open_store
+from consortium.store import BlobStore, open_store
 
 __all__ = ["AuditInputError", "AuditReport", "audit_chain", "audit_live", "audit_run"]
 
@@ -101,24 +99,7 @@ def _check_adapter(run_dir: Path, final: str, report: dict[str, Any], out: Audit
         out.problems.append(
             f"final adapter: the chain's global hash is {final}, the report names {report['global_adapter']}"
         )
-    store = BlobStore(run_dir / "store")
-    try:
-        state = store.get_tensors(final)
-    except (BlobNotFound, IntegrityError) as e:
-        out.problems.append(f"final adapter: {e}")
-        return
-    exported = run_dir / "adapter" / "adapter_model.safetensors"
-    if not exported.is_file():
-        out.problems.append(f"final adapter: {exported} is missing")
-        return
-    saved = load_file(str(exported))
-    for k, t in sorted(state.items()):
-        if k not in saved or not torch.equal(saved[k], t):
-            out.problems.append(
-                f"final adapter: tensor {k} of {exported} differs from the global model {final}"
-            )
-            return
-    out.count("adapter tensors checked", len(state))
+    check_exported_adapter(run_dir, BlobStore(run_dir / "store"), final, out)
 
 
 def audit_live(

@@ -19,9 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
-
+from consortium.audit.adapter import check_exported_adapter
 from consortium.audit.report import AuditInputError, AuditReport
 from consortium.audit.rounds import layout_of
 from consortium.config import ConfigError
@@ -84,7 +82,7 @@ def audit_removal(run_dir: Path) -> AuditReport:
         out.problems.append(
             f"removal: records global {rem['global_adapter']}, its last round ends at {final}"
         )
-    _check_adapter(run_dir, store, final, out)
+    check_exported_adapter(run_dir, store, final, out)
     _check_source(record, kept + originals, out)
     return out
 
@@ -185,26 +183,6 @@ def _check_subtract(
                 f"round {d['round']}: subtraction recomputes to {found}, the record says {d['global_out']}"
             )
         out.count("subtracted rounds recomputed")
-
-
-def _check_adapter(run_dir: Path, store: BlobStore, final: str, out: AuditReport) -> None:
-    exported = run_dir / "adapter" / "adapter_model.safetensors"
-    if not exported.is_file():
-        out.problems.append(f"final adapter: {exported} is missing")
-        return
-    try:
-        state = store.get_tensors(final)
-    except (BlobNotFound, IntegrityError) as e:
-        out.problems.append(f"final adapter: {e}")
-        return
-    saved = load_file(str(exported))
-    for k, t in sorted(state.items()):
-        if k not in saved or not torch.equal(saved[k], t):
-            out.problems.append(
-                f"final adapter: tensor {k} of {exported} differs from the global model {final}"
-            )
-            return
-    out.count("adapter tensors checked", len(state))
 
 
 def _check_source(record: dict[str, Any], copies: list[RoundRecord], out: AuditReport) -> None:
