@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from defense_bit_hashes import record_or_check  # noqa: E402  (a script: tests/ is sys.path[0])
+
 from consortium.defense import AGGREGATORS, DefenseParams, needs  # noqa: E402
 from consortium.privacy import DpRule  # noqa: E402
 from consortium.round.pipeline import AggregationRule, compute_candidate  # noqa: E402
@@ -117,18 +119,7 @@ def record() -> dict:
 
 
 def main() -> None:
-    mode, path = sys.argv[1], Path(sys.argv[2])
-    got = record()
-    if mode == "record":
-        path.write_text(json.dumps(got, indent=1, sort_keys=True))
-        print(f"recorded {len(got)} hashes to {path}")
-        return
-    want = json.loads(path.read_text())
-    bad = [k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
-    for k in bad:
-        print(f"DIFF {k}\n  before {want.get(k)}\n  after  {got.get(k)}")
-    print(f"{len(want)} recorded, {len(got)} now, {len(bad)} differ")
-    sys.exit(1 if bad else 0)
+    record_or_check(record)
 
 
 if __name__ == "__main__":

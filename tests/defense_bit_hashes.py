@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -160,6 +162,12 @@ def record() -> dict:
 
 
 def main() -> None:
+    record_or_check(record)
+
+
+def record_or_check(record: Callable[[], dict[str, Any]]) -> None:
+    """`record FILE` writes the hashes; `check FILE` prints each that differs and exits 1 if any does
+    (shared with tests/candidate_bit_hashes.py)."""
     mode, path = sys.argv[1], Path(sys.argv[2])
     got = record()
     if mode == "record":
