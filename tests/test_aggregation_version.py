@@ -1,26 +1,21 @@
 """Aggregation version 2 (the float32-product Gram matrix): what it keeps from version 1 and what it adds.
 
-New configs (the presets) are version 2; version 1 stays the meaning of a config without the key (old
-runs audit as before). Version 2's Gram
+Version 1 stays the meaning of a config without the key (old runs audit as before); version 2's Gram
 matrix is close to version 1's, picks the same clients on separated inputs, and its bits depend neither
 on the thread count nor on `chunk_elems`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import tomli_w
 import torch
 
 import consortium.defense.gram_v2 as gram_v2_module
-from consortium.config import ConfigError, config_digest, load_config, to_toml_dict
+from consortium.config import ConfigError, config_digest, load_config
 from consortium.defense import DefenseParams, UpdateError, aggregate
 from consortium.defense.gram_v2 import chunk_width
 from consortium.defense.kernels import gram
 from consortium.round.pipeline import rule_from_config
-from consortium.rundir import load_run_config
 
 GRAM_RULES = ("krum", "multi_krum", "bulyan", "flame", "foolsgold")
 
@@ -109,19 +104,12 @@ def test_an_unknown_version_is_refused() -> None:
         load_config(preset="smoke", overrides=["defense.aggregation_version=0"])
 
 
-def test_new_configs_are_version_2_and_a_config_without_the_key_is_version_1(tmp_path: Path) -> None:
-    """The presets (every new config) name version 2; a run's config.toml written before versions
-    existed has no key, reads back as version 1 with the digest it always had (so it audits as before);
-    the version reaches the rule the runner and the audit build."""
-    new = load_config(preset="smoke")
-    assert new.defense.aggregation_version == 2
-    assert rule_from_config(new).params.aggregation_version == 2
+def test_the_version_is_in_the_run_config_and_version_1_keeps_old_digests() -> None:
+    """A config without the key is version 1 with the digest it always had; version 2 is another
+    config (its commitments name another digest) and reaches the rule the runner and the audit build."""
+    old = load_config(preset="smoke")
     v1 = load_config(preset="smoke", overrides=["defense.aggregation_version=1"])
-    older = to_toml_dict(v1)
-    del older["defense"]["aggregation_version"]
-    path = tmp_path / "config.toml"
-    path.write_text(tomli_w.dumps(older))
-    old = load_run_config(path)
+    v2 = load_config(preset="smoke", overrides=["defense.aggregation_version=2"])
     assert old.defense.aggregation_version == 1
-    assert rule_from_config(old).params.aggregation_version == 1
-    assert config_digest(old) == config_digest(v1) != config_digest(new)
+    assert config_digest(old) == config_digest(v1) != config_digest(v2)
+    assert rule_from_config(v2).params.aggregation_version == 2

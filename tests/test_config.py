@@ -102,17 +102,15 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     # (then the first 64 bits of the digest: issue 22 made it 256)
     retune = ["train.local_steps=3", "train.precision=fp32", "chain.accept_tolerance=0.02"]
     retune.append("chain.flag_loss_margin=0.1")
-    v1 = "defense.aggregation_version=1"  # the presets' aggregation version before issue 24's version 2
-    demo = load_config(preset="demo", overrides=[*retune, v1])
+    demo = load_config(preset="demo", overrides=retune)
     assert config_digest(demo).startswith("db3f16c9e2f36a56") and len(config_digest(demo)) == 64
-    retuned = load_config(preset="demo", overrides=[v1])  # the re-tuned preset
-    assert config_digest(retuned).startswith("1f322f9a07d9d99e")
+    assert config_digest(load_config(preset="demo")).startswith("1f322f9a07d9d99e")  # the re-tuned preset
     older = to_toml_dict(demo)  # the config.toml of a run made before the neutral keys existed
     for dotted in DIGEST_NEUTRAL:
         section, key = dotted.split(".")
         older.get(section, {}).pop(key, None)
     assert config_digest(RunConfig.model_validate(older)) == config_digest(demo)
-    packed = config_digest(load_config(preset="demo", overrides=[*retune, v1, "train.packing=true"]))
+    packed = config_digest(load_config(preset="demo", overrides=[*retune, "train.packing=true"]))
     assert not packed.startswith("db3f16c9e2f36a56")
 
 
