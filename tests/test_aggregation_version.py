@@ -7,15 +7,19 @@ on the thread count nor on `chunk_elems`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import tomli_w
 import torch
 
 import consortium.defense.gram_v2 as gram_v2_module
-from consortium.config import ConfigError, config_digest, load_config
+from consortium.config import ConfigError, config_digest, load_config, to_toml_dict
 from consortium.defense import DefenseParams, UpdateError, aggregate
 from consortium.defense.gram_v2 import chunk_width
 from consortium.defense.kernels import gram
 from consortium.round.pipeline import rule_from_config
+from consortium.rundir import load_run_config
 
 GRAM_RULES = ("krum", "multi_krum", "bulyan", "flame", "foolsgold")
 
@@ -104,12 +108,21 @@ def test_an_unknown_version_is_refused() -> None:
         load_config(preset="smoke", overrides=["defense.aggregation_version=0"])
 
 
-def test_the_version_is_in_the_run_config_and_version_1_keeps_old_digests() -> None:
-    """A config without the key is version 1 with the digest it always had; version 2 is another
-    config (its commitments name another digest) and reaches the rule the runner and the audit build."""
+def test_the_version_is_in_the_run_config_and_version_1_keeps_old_digests(tmp_path: Path) -> None:
+    """A config without the key is version 1 with the digest it always had, also when a run directory's
+    config.toml is read back (what the nodes and the audit do); version 2 is another config (its
+    commitments name another digest) and reaches the rule the runner and the audit build."""
     old = load_config(preset="smoke")
     v1 = load_config(preset="smoke", overrides=["defense.aggregation_version=1"])
     v2 = load_config(preset="smoke", overrides=["defense.aggregation_version=2"])
     assert old.defense.aggregation_version == 1
     assert config_digest(old) == config_digest(v1) != config_digest(v2)
-    assert rule_from_config(v2).params.aggregation_version == 2
+    older = to_toml_dict(v1)
+    older["defense"].pop("aggregation_version", None)  # a run directory written before versions existed
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(older))
+    assert load_run_config(path).defense.aggregation_version == 1
+    path.write_text(tomli_w.dumps(to_toml_dict(v2)))
+    back = load_run_config(path)
+    assert config_digest(back) == config_digest(v2)
+    assert rule_from_config(back).params.aggregation_version == 2
