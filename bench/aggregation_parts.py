@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -126,7 +127,7 @@ def main() -> None:
             flush=True,
         )
     one = rows["one pass (x.sum(0))"]
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
         "# Aggregation parts, one thread, process CPU time",
         "",
@@ -134,7 +135,9 @@ def main() -> None:
         f"seed 0, best of {reps}. One torch thread, `time.process_time()`: steadier than wall-clock",
         "seconds on cores shared with other jobs (the machine was shared), though memory traffic still",
         "interferes.",
-        f"The screen computed {sum(exact_rows) // reps} row norms exactly per call (calls: {exact_rows}).",
+        f"The screen computed {sum(exact_rows) // reps} row norms exactly per call (calls: {exact_rows})."
+        if "screen, whole" in rows
+        else "The whole screen was not timed (--only).",
         "",
         "| part | CPU s | x one pass |",
         "|---|---:|---:|",
