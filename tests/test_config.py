@@ -6,8 +6,8 @@ import pytest
 
 from consortium.config import ConfigError, load_config
 
-# `make demo`'s config today (issue 21: bf16 base and eager attention added 2026-12-03)
-DEMO_DIGEST = "74bb6ce11346f2ae"
+# `make demo`'s config today (issue 21, 2026-12-03: bf16 base, eager attention, 8 rounds x 10 steps)
+DEMO_DIGEST = "73fd94b59be2ed3b"
 
 
 def test_presets_load_and_differ() -> None:
@@ -102,8 +102,9 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     from consortium.config import DIGEST_NEUTRAL, RunConfig, config_digest, to_toml_dict
 
     def demo_before_speed_settings(overrides: list[str]) -> RunConfig:
-        """The demo preset before 2026-12-03's bf16 base and eager attention, with `overrides`."""
-        data = to_toml_dict(load_config(preset="demo", overrides=["model.dtype=float32", *overrides]))
+        """The demo preset before 2026-12-03's bf16 base, eager attention and 8 x 10 steps, with `overrides`."""
+        before = ["model.dtype=float32", "rounds=5", "train.local_steps=6", *overrides]
+        data = to_toml_dict(load_config(preset="demo", overrides=before))
         data["train"].pop("attention")
         return RunConfig.model_validate(data)
 
