@@ -241,6 +241,7 @@ DIGEST_NEUTRAL: dict[str, Any] = {
     "train.prefix_cache_mb": 1024,
     "lora.layers": "all",
     "probe.shadow_steps": 0,
+    "defense.aggregation_version": 1,
 }
 
 

@@ -102,7 +102,8 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     from consortium.config import DIGEST_NEUTRAL, RunConfig, config_digest, to_toml_dict
 
     def demo_before_speed_settings(overrides: list[str]) -> RunConfig:
-        """The demo preset before 2026-12-03's bf16 base, eager attention and 8 x 10 steps, with `overrides`."""
+        """The demo preset before 2026-12-03's bf16 base, eager attention and 8 x 10 steps, with
+        `overrides`."""
         before = ["model.dtype=float32", "rounds=5", "train.local_steps=6", *overrides]
         data = to_toml_dict(load_config(preset="demo", overrides=before))
         data["train"].pop("attention")
