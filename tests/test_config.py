@@ -102,9 +102,11 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     # (then the first 64 bits of the digest: issue 22 made it 256)
     retune = ["train.local_steps=3", "train.precision=fp32", "chain.accept_tolerance=0.02"]
     retune.append("chain.flag_loss_margin=0.1")
+    retune.append("chain.proposal_bond_bps=0")  # no bond before issue 22 item 7
     demo = load_config(preset="demo", overrides=retune)
     assert config_digest(demo).startswith("db3f16c9e2f36a56") and len(config_digest(demo)) == 64
-    assert config_digest(load_config(preset="demo")).startswith("1f322f9a07d9d99e")  # the re-tuned preset
+    unbonded = load_config(preset="demo", overrides=["chain.proposal_bond_bps=0"])
+    assert config_digest(unbonded).startswith("1f322f9a07d9d99e")  # the re-tuned preset, before the bond
     older = to_toml_dict(demo)  # the config.toml of a run made before the neutral keys existed
     for dotted in DIGEST_NEUTRAL:
         section, key = dotted.split(".")
