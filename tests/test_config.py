@@ -93,6 +93,12 @@ def test_resolved_config_round_trips_through_toml(tmp_path: Path) -> None:
     assert load_config(path, preset="smoke") == cfg
 
 
+# keys whose default is not their neutral value: the proposal bond (issue 22 item 7) changed what a run
+# computes, and its contract's parameters changed with it, so runs made before it are not audited by
+# this version; a config naming `chain.proposal_bond_bps = 0` keeps its older digest
+NEW_DEFAULTS = ("chain.proposal_bond_bps",)
+
+
 def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_auditable() -> None:
     """Every chain commitment names the config digest; a new key that changes it breaks the audit of
     every run directory written before it (as `train.packing` & co. did). Add it to DIGEST_NEUTRAL."""
@@ -109,6 +115,8 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     assert config_digest(unbonded).startswith("1f322f9a07d9d99e")  # the re-tuned preset, before the bond
     older = to_toml_dict(demo)  # the config.toml of a run made before the neutral keys existed
     for dotted in DIGEST_NEUTRAL:
+        if dotted in NEW_DEFAULTS:  # deliberate protocol changes: an older config.toml names no value
+            continue
         section, key = dotted.split(".")
         older.get(section, {}).pop(key, None)
     assert config_digest(RunConfig.model_validate(older)) == config_digest(demo)
