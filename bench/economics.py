@@ -6,6 +6,8 @@ Every cell is a full simulated run through the contract (the same code as `conso
 - "10%": backdoor attackers 5% + colluding voters 5% of the stake, plus one free rider, one lazy voter
   and one no-show; everyone else honest.
 - "30%": backdoor 15% + colluding voters 15%, plus the same three.
+- "honest-vote" (issue 22 item 7): backdoor 10% who vote as honest voters do
+  (`chain.attackers_collude = false`), plus the same three; only their updates can cost them anything.
 
 For each: profit per strategy (stake + withdrawable balance after the last round, minus the stake put
 in), outcomes (accepted with the honest or with the coalition's candidate, rejected, no quorum,
@@ -22,6 +24,9 @@ economics_sweep.png (`--tag T`: economics_T.md, ...).
     python bench/economics.py                     # scenarios + sweep, about 20 minutes on 2 cores
     python bench/economics.py --rounds 80 --no-sweep --aggregator trimmed_mean
     python bench/economics.py --no-sweep --proposers 10 --tag slack   # 17 roles of 20: spare participants
+    # item 7: the default aggregator plus the client-level probe fitted to these clients (docs/protocol.md)
+    python bench/economics.py --no-sweep --aggregator fedavg --jobs 1 --tag bond_probe \
+        --probe bench/results/economics_probe/ad48b8be19df*.safetensors
 """
 
 from __future__ import annotations
