@@ -272,10 +272,15 @@ def test_random_sequences_keep_the_invariants_long(fresh: Callable[[], ChainClie
     """10,000 sequences of up to 6 actions (a `step` action plays up to 7 round phases), split into
     seeded shards so that several processes can share them (`-k 'long and <backend>-<shard>'`)."""
 
+    done = [0]
+
     @seed(shard)
     @settings(max_examples=10_000 // SHARDS, **{**_COMMON, "derandomize": False})
     @given(actions=st.lists(ACTIONS, min_size=1, max_size=6))
     def sequences(actions: list[Any]) -> None:
         run_sequence(fresh(), actions)
+        done[0] += 1
+        if done[0] % 250 == 0:  # progress of a long run (visible with -s)
+            print(f"shard {shard}: {done[0]} sequences", flush=True)
 
     sequences()
