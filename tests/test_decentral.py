@@ -219,10 +219,13 @@ def test_audit_names_a_truncated_transaction_log(attacked: tuple[Path, dict], tm
     run = _copy(path, tmp_path)
     log = run / TXLOG
     lines = log.read_text().splitlines()
-    log.write_text("\n".join(lines[: len(lines) * 2 // 3]) + "\n")
+    # cut right after the last draw: that round is played but never finalized, whatever the rounds'
+    # outcomes (a cut between rounds that left the global model unchanged would name only the head)
+    draws = [i for i, line in enumerate(lines) if json.loads(line).get("function") == "draw"]
+    log.write_text("\n".join(lines[: draws[-1] + 1]) + "\n")
     problems = audit_run(run).problems
     assert any(p.startswith("chain head:") for p in problems), problems
-    assert any("never finalized" in p or "final adapter" in p for p in problems), problems
+    assert any("never finalized" in p for p in problems), problems
 
 
 def test_audit_refuses_what_is_not_a_run(tmp_path: Path) -> None:
