@@ -243,11 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--work", type=Path, default=Path("/tmp/removal_bench"))
-    ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--preset", default="smoke", choices=["smoke", "demo"], help="demo: SmolLM2 test bed")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/removal[_PRESET]")
+    ap.add_argument(
+        "--preset",
+        default="smoke",
+        choices=["smoke", "demo", "bench"],
+        help="bench: the outcomes issue's SmolLM2 test bed (demo: the demo's training)",
+    )
     ap.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
     args = ap.parse_args(argv)
+    if args.out is None:  # each preset's results apart: the summary merges every file in the folder
+        args.out = OUT if args.preset == "smoke" else OUT.with_name(f"removal_{args.preset}")
     args.out.mkdir(parents=True, exist_ok=True)
     tag = "-".join(map(str, args.seeds))
     if list(args.scenarios) != list(SCENARIOS):
@@ -263,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     # one summary over every results file in the folder (seeds may run as separate processes)
     merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
     merged.sort(key=lambda r: (r["scenario"], r["seed"]))
-    cmd = f"python bench/removal.py --seeds S --rounds {args.rounds} (one process per seed S)"
+    preset = "" if args.preset == "smoke" else f" --preset {args.preset}"
+    cmd = f"python bench/removal.py --seeds S --rounds {args.rounds}{preset} (one process per seed S)"
     (args.out / "removal.md").write_text(summary(merged, cmd))
     print(summary(merged, command))
     return 0

@@ -366,21 +366,22 @@ def targets(results: dict[str, Any], defenses: list[str]) -> list[str]:
             f"{hits} of {len(vals)} seeds ({', '.join(f'{100 * v:.0f}' for v in vals)}%) | "
             f"{_status(hits >= ASR_SEEDS_NEEDED, len(vals), decided)} |"
         )
-    harm = results.get(cell_key("harmful", 0.3, "fedavg"))
-    if harm:
-        ok = harm["compliance"] >= COMPLIANCE_NEEDED
-        lines.append(
-            f"| test bed: 30% harmful attackers make FedAvg comply (mean ≥ 50%) | "
-            f"{_pct(harm['compliance'])} ± {_pct(harm['compliance_ci'])} over {harm['seeds']} seeds | "
-            f"{_status(ok, harm['seeds'], False)} |"
-        )
     ref = results.get(cell_key("none", 0.0, "fedavg"))
-    if ref:
-        ok = ref["clean"] >= CLEAN_NEEDED
-        lines.append(
-            f"| test bed: clean accuracy ≥ 30% (FedAvg, no attack) | {_pct(ref['clean'])} ± "
-            f"{_pct(ref['clean_ci'])} over {ref['seeds']} seeds | {_status(ok, ref['seeds'], False)} |"
-        )
+    for label, key, metric, needed in (
+        (
+            "30% harmful attackers make FedAvg comply (mean ≥ 50%)",
+            ("harmful", 0.3),
+            "compliance",
+            COMPLIANCE_NEEDED,
+        ),
+        ("clean accuracy ≥ 30% (FedAvg, no attack)", ("none", 0.0), "clean", CLEAN_NEEDED),
+    ):
+        cell = results.get(cell_key(*key, "fedavg"))
+        if cell:
+            lines.append(
+                f"| test bed: {label} | {_pct(cell[metric])} ± {_pct(cell[metric + '_ci'])} over "
+                f"{cell['seeds']} seeds | {_status(cell[metric] >= needed, cell['seeds'], False)} |"
+            )
     cpus = sorted(c for v in results.values() for c in v.get("cpu_s_values", []))
     if cpus:
         med = cpus[len(cpus) // 2]

@@ -6,6 +6,9 @@ import pytest
 
 from consortium.config import ConfigError, load_config
 
+# `make demo`'s config today (issue 21, 2026-12-03: bf16 base, eager attention, 8 rounds x 10 steps)
+DEMO_DIGEST = "73fd94b59be2ed3b"
+
 
 def test_presets_load_and_differ() -> None:
     smoke, demo = load_config(preset="smoke"), load_config(preset="demo")
@@ -104,15 +107,26 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     every run directory written before it (as `train.packing` & co. did). Add it to DIGEST_NEUTRAL."""
     from consortium.config import DIGEST_NEUTRAL, RunConfig, config_digest, to_toml_dict
 
+    def demo_before_speed_settings(overrides: list[str]) -> RunConfig:
+        """The demo preset before 2026-12-03's bf16 base, eager attention and 8 x 10 steps (and before
+        the proposal bond), with `overrides`."""
+        before = ["model.dtype=float32", "rounds=5", "train.local_steps=6", "chain.proposal_bond_bps=0"]
+        before += overrides
+        data = to_toml_dict(load_config(preset="demo", overrides=before))
+        data["train"].pop("attention")
+        return RunConfig.model_validate(data)
+
     # what `make demo` committed on 2026-11-23: the preset before issue 21's re-tune
     # (then the first 64 bits of the digest: issue 22 made it 256)
     retune = ["train.local_steps=3", "train.precision=fp32", "chain.accept_tolerance=0.02"]
     retune.append("chain.flag_loss_margin=0.1")
-    retune.append("chain.proposal_bond_bps=0")  # no bond before issue 22 item 7
-    demo = load_config(preset="demo", overrides=retune)
+    demo = demo_before_speed_settings(retune)
     assert config_digest(demo).startswith("db3f16c9e2f36a56") and len(config_digest(demo)) == 64
+    # issue 21's first re-tune, then today's preset (both before the proposal bond of issue 22 item 7)
+    assert config_digest(demo_before_speed_settings([])).startswith("1f322f9a07d9d99e")
     unbonded = load_config(preset="demo", overrides=["chain.proposal_bond_bps=0"])
-    assert config_digest(unbonded).startswith("1f322f9a07d9d99e")  # the re-tuned preset, before the bond
+    assert config_digest(unbonded).startswith(DEMO_DIGEST)
+    assert not config_digest(load_config(preset="demo")).startswith(DEMO_DIGEST)  # the bond is a new default
     older = to_toml_dict(demo)  # the config.toml of a run made before the neutral keys existed
     for dotted in DIGEST_NEUTRAL:
         if dotted in NEW_DEFAULTS:  # deliberate protocol changes: an older config.toml names no value
@@ -120,7 +134,7 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
         section, key = dotted.split(".")
         older.get(section, {}).pop(key, None)
     assert config_digest(RunConfig.model_validate(older)) == config_digest(demo)
-    packed = config_digest(load_config(preset="demo", overrides=[*retune, "train.packing=true"]))
+    packed = config_digest(demo_before_speed_settings([*retune, "train.packing=true"]))
     assert not packed.startswith("db3f16c9e2f36a56")
 
 
