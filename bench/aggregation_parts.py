@@ -4,11 +4,12 @@
 those ratios move by 2x between runs. CPU time of one thread is far steadier, so this script times the
 parts behind issue 24's targets that way: the float64 conversion at several chunk sizes, the weighted sum,
 the old separate validation pass, the Gram matrix (float64 with a fresh block per chunk as before, with
-the reused block now, and the float32 product it is compared to), the screen's bounding pass and the
-whole screen (with how many rows it computed exactly), and the rules fedavg, rlr, norm_bound.
+the reused block now, aggregation version 2's float32-product one, and the float32 product they are
+compared to), the screen's bounding pass and the whole screen (with how many rows it computed exactly),
+the rules fedavg, rlr, norm_bound, and the Gram rules at both aggregation versions.
 
     python bench/aggregation_parts.py                    # n = 100, d = 2M
-    python bench/aggregation_parts.py --n 100 --d 11000000
+    python bench/aggregation_parts.py --n 100 --d 11000000 --only "one pass" screen Gram
 
 Writes bench/results/aggregation_parts_cpu.md and .json.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -29,11 +31,11 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from consortium.defense import aggregate  # noqa: E402
+from consortium.defense import DefenseParams, aggregate  # noqa: E402
 from consortium.defense import screen as screen_mod  # noqa: E402
 from consortium.defense.chunks import col_chunks  # noqa: E402
 from consortium.defense.finite import finite_rows  # noqa: E402
-from consortium.defense.kernels import gram, weighted_sum  # noqa: E402
+from consortium.defense.kernels import cosine_from_gram, gram, weighted_sum  # noqa: E402
 
 F64 = torch.float64
 
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=2_000_000)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aggregation_parts_cpu.md")
+    ap.add_argument("--only", nargs="+", default=None, help="time only the parts whose name has one of these")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n, d, reps = args.n, args.d, args.reps
@@ -79,6 +82,7 @@ def main() -> None:
     weights = torch.randint(10, 1000, (n,), generator=gen).to(F64)
     coef = weights / weights.sum()
     chunk = 1 << 26
+    versions = {v: DefenseParams(aggregation_version=v) for v in (1, 2)}
     exact_rows: list[int] = []
     exact_norms_of = screen_mod.exact_norms_of
 
@@ -98,11 +102,20 @@ def main() -> None:
         ("float32 Gram product x @ x.T", lambda: x @ x.T),
         ("float64 Gram, fresh block per chunk (before)", lambda: gram_fresh_blocks(x, chunk)),
         ("float64 Gram, one reused block (now)", lambda: gram(x, chunk)),
+        ("Gram, aggregation version 2", lambda: gram(x, chunk, version=2)),
+        ("FLAME's distance step, version 2", lambda: cosine_from_gram(gram(x, chunk, version=2))),
         ("screen: float32 bounding pass", lambda: screen_mod.bounds_float32(x, last.double())),
         ("screen: float64 bounding pass (other dtypes)", lambda: screen_mod.bounds_float64(x, last.double())),
         ("screen, whole", lambda: screen_mod.screen(x, last, 0.05, 0.99)),
         *[(name, lambda name=name: aggregate(name, x, weights)) for name in ("fedavg", "rlr", "norm_bound")],
+        *[
+            (f"{name}, version {v}", lambda name=name, v=v: aggregate(name, x, weights, params=versions[v]))
+            for name in ("krum", "multi_krum", "foolsgold", "bulyan")
+            for v in (1, 2)
+        ],
     ]
+    if args.only:
+        parts = [(k, f) for k, f in parts if k.startswith("one pass") or any(o in k for o in args.only)]
     rows: dict[str, float] = {}
     for name, fn in parts:
         if name == "screen, whole":
@@ -114,7 +127,7 @@ def main() -> None:
             flush=True,
         )
     one = rows["one pass (x.sum(0))"]
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
         "# Aggregation parts, one thread, process CPU time",
         "",
@@ -122,7 +135,9 @@ def main() -> None:
         f"seed 0, best of {reps}. One torch thread, `time.process_time()`: steadier than wall-clock",
         "seconds on cores shared with other jobs (the machine was shared), though memory traffic still",
         "interferes.",
-        f"The screen computed {sum(exact_rows) // reps} row norms exactly per call (calls: {exact_rows}).",
+        f"The screen computed {sum(exact_rows) // reps} row norms exactly per call (calls: {exact_rows})."
+        if "screen, whole" in rows
+        else "The whole screen was not timed (--only).",
         "",
         "| part | CPU s | x one pass |",
         "|---|---:|---:|",

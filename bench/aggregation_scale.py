@@ -4,8 +4,10 @@ Random float32 updates (a tenth of the clients are large-norm outliers, seed 0) 
 a root update near the benign mean, FoolsGold uses the current updates as history. Per cell it times, in
 the same run: one pass over the updates (`x.sum(0)`, best of 3), the float32 Gram product (`x @ x.T`,
 the floor of the distance rules), the screen before aggregation (`consortium.defense.screen`, against an
-unrelated last step), FLAME's distance step (the float64 Gram matrix the rules use), then one full
-`aggregate()` per rule (validation included) after a warm-up on a small slice. Ratios are taken within
+unrelated last step), FLAME's distance step (the Gram matrix the rules use, turned into cosines), then one
+full `aggregate()` per rule (validation included) after a warm-up on a small slice. The Gram rules and the
+distance step run at each `--versions` (aggregation version 1: float64 Gram matrix; 2: float32 products
+summed in float64, rows named "... v2"); the other rules are the same at both. Ratios are taken within
 one run, so they hold when other jobs share the cores; seconds do not.
 
 Peak memory: the growth of the process's peak resident set (Linux VmHWM, reset through
@@ -45,6 +47,7 @@ from consortium.defense.screen import screen  # noqa: E402
 
 RULES = list(AGGREGATORS)  # registration order: fedavg first, then the robust rules
 GRAM_RULES = ("krum", "multi_krum", "bulyan", "flame", "foolsgold")  # one Gram matrix each
+STEP = "flame distance step"
 # the issue's targets (issue 24), at n = 100 and d = 2M, 11M
 PASS_TARGETS = {
     "fedavg": 3.0,
@@ -126,6 +129,11 @@ def make_inputs(n: int, d: int, device: torch.device, seed: int = 0):
     return updates, weights, root, last
 
 
+def row_name(name: str, version: int) -> str:
+    """A Gram rule's (or the distance step's) row at aggregation version 2 is named "<name> v2"."""
+    return f"{name} v2" if version == 2 else name
+
+
 def run_rule(name: str, updates, weights, root, params: DefenseParams):
     return aggregate(
         name, updates, weights, params=params, root_update=root if name == "fltrust" else None, seed=1
@@ -138,7 +146,6 @@ def best_of(meter: Meter, fn: Callable[[], object], reps: int) -> tuple[float, f
 
 
 def measure_cell(n: int, d: int, args, device: torch.device, meter: Meter, console: Console) -> dict:
-    params = DefenseParams(chunk_elems=args.chunk_elems)
     updates, weights, root, last = make_inputs(n, d, device)
     small = (updates[: min(n, 16), :10_000], weights[: min(n, 16)], root[:10_000])
     rows: dict[str, dict] = {}
@@ -154,19 +161,23 @@ def measure_cell(n: int, d: int, args, device: torch.device, meter: Meter, conso
     screen(updates[:, :1000], last[:1000], 0.05, 0.99)
     reps = args.reps
     record("screen", *best_of(meter, lambda: screen(updates, last, 0.05, 0.99), reps))
-    if "flame" in args.rules:
-        step = lambda: cosine_from_gram(gram(updates, params.chunk_elems))  # noqa: E731
-        record("flame distance step", *best_of(meter, step, reps))
+    for v in args.versions:
+        if "flame" in args.rules:
+            step = lambda v=v: cosine_from_gram(gram(updates, args.chunk_elems, version=v))  # noqa: E731
+            record(row_name(STEP, v), *best_of(meter, step, reps))
     for rule in args.rules:
-        run_rule(rule, *small, params)  # warm-up: kernels, sklearn import
-        record(rule, *best_of(meter, lambda rule=rule: run_rule(rule, updates, weights, root, params), reps))
+        for v in args.versions if rule in GRAM_RULES else args.versions[-1:]:
+            params = DefenseParams(chunk_elems=args.chunk_elems, aggregation_version=v)
+            run_rule(rule, *small, params)  # warm-up: kernels, sklearn import
+            call = lambda rule=rule, params=params: run_rule(rule, updates, weights, root, params)  # noqa: E731
+            record(row_name(rule, v) if rule in GRAM_RULES else rule, *best_of(meter, call, reps))
     if device.type == "cuda":
         torch.cuda.empty_cache()
     one = rows["one pass"]["seconds"]
     gram_s = rows.get("Gram product", {}).get("seconds")
     for name, row in rows.items():
         row["x_one_pass"] = row["seconds"] / one
-        if gram_s and (name in GRAM_RULES or name == "flame distance step" or name == "Gram product"):
+        if gram_s and (name.removesuffix(" v2") in (*GRAM_RULES, STEP) or name == "Gram product"):
             row["x_gram"] = row["seconds"] / gram_s
     return rows
 
@@ -177,9 +188,10 @@ def targets(cells: dict[tuple[int, int], dict]) -> list[str]:
         if n != 100 or d not in (2_000_000, 11_000_000):
             continue
         checks = [(r, "x_one_pass", t) for r, t in PASS_TARGETS.items()]
-        checks += [(r, "x_gram", t) for r, t in GRAM_TARGETS.items()] + [
-            ("screen", "x_one_pass", SCREEN_TARGET)
-        ]
+        checks += [(f"{r} v2", "x_one_pass", t) for r, t in PASS_TARGETS.items() if r in GRAM_RULES]
+        checks += [(r, "x_gram", t) for r, t in GRAM_TARGETS.items()]
+        checks += [(f"{r} v2", "x_gram", t) for r, t in GRAM_TARGETS.items()]
+        checks += [("screen", "x_one_pass", SCREEN_TARGET)]
         for name, key, limit in checks:
             if name in rows and key in rows[name]:
                 got = rows[name][key]
@@ -202,6 +214,14 @@ def main() -> None:
     ap.add_argument("--no-gram", dest="gram", action="store_false", help="skip the float32 Gram product")
     ap.add_argument("--chunk-elems", type=int, default=DefenseParams().chunk_elems)
     ap.add_argument("--reps", type=int, default=1, help="time each rule this many times, keep the best")
+    ap.add_argument(
+        "--versions",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        choices=[1, 2],
+        help="aggregation versions of the Gram rules (the others are the same at both)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="markdown file (a .json is written beside it)")
     args = ap.parse_args()
 
@@ -225,7 +245,14 @@ def main() -> None:
         cols = sorted(cells, key=lambda c: (c[1], c[0]))
         head = "| | " + " | ".join(f"n={n} x d={human(d)}" for n, d in cols) + " |"
         sep = "|---|" + "---:|" * len(cols)
-        names = ["one pass", "Gram product", "screen", "flame distance step", *args.rules]
+        gram_rows = [row_name(r, v) for r in (STEP, *GRAM_RULES) for v in args.versions]
+        names = [
+            "one pass",
+            "Gram product",
+            "screen",
+            *(r for r in args.rules if r not in GRAM_RULES),
+            *gram_rows,
+        ]
 
         def table(fmt: Callable[[dict], str]) -> list[str]:
             return [head, sep] + [
@@ -251,6 +278,8 @@ def main() -> None:
             f"{torch.__version__}, chunk_elems {args.chunk_elems}. Random float32 updates, seed 0, a",
             f"tenth of the clients large-norm outliers. Best of {args.reps} `aggregate()` call(s) per rule",
             "(validation included) and of the screen; one pass best of 3, the Gram product best of 2.",
+            f'Gram rules at aggregation version(s) {", ".join(map(str, args.versions))} ("v2": float32',
+            "products summed in float64; the others: the float64 Gram matrix).",
             "**Ratios are within one run; the cores were shared with other jobs, so seconds vary from run",
             "to run.**",
             "",
@@ -285,6 +314,7 @@ def main() -> None:
             "torch": torch.__version__,
             "chunk_elems": args.chunk_elems,
             "reps": args.reps,
+            "aggregation_versions": args.versions,
             "seed": 0,
             "peak_memory": "VmHWM growth over VmRSS before the call, MiB"
             if device.type == "cpu"

@@ -193,13 +193,21 @@ def _fmt(values: list[float], pct: bool = True) -> str:
     return f"{k * m:.1f} ± {k * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
 
 
-def summary(results: list[dict[str, Any]], command: str) -> str:
+def _shown(out: Path) -> str:
+    """The results folder as the docs name it: relative to the repository when inside it."""
+    try:
+        return str(out.resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return str(out)
+
+
+def summary(results: list[dict[str, Any]], command: str, out: Path = OUT) -> str:
     seeds = sorted({r["seed"] for r in results})
     models = ", ".join(sorted({r["config"].get("model", "tiny-warm") for r in results}))
     lines = [
         "# Contribution removal (bench/removal.py)",
         "",
-        f"Command: `{command}`; results: `bench/results/removal/removal-seeds*.json`; seeds {seeds}; "
+        f"Command: `{command}`; results: `{_shown(out)}/removal-seeds*.json`; seeds {seeds}; "
         f"model {models}; mean ± sd over seeds. Wall fractions are ratios within one process "
         "(other jobs shared the 2 cores). The reference (`retrain`) retrains every round from scratch "
         "without the removed participants over the same shards and seeds (`exact` with nothing reused).",
@@ -272,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     merged.sort(key=lambda r: (r["scenario"], r["seed"]))
     preset = "" if args.preset == "smoke" else f" --preset {args.preset}"
     cmd = f"python bench/removal.py --seeds S --rounds {args.rounds}{preset} (one process per seed S)"
-    (args.out / "removal.md").write_text(summary(merged, cmd))
-    print(summary(merged, command))
+    (args.out / "removal.md").write_text(summary(merged, cmd, args.out))
+    print(summary(merged, command, args.out))
     return 0
 
 

@@ -243,6 +243,7 @@ DIGEST_NEUTRAL: dict[str, Any] = {
     "probe.shadow_steps": 0,
     "chain.proposal_bond_bps": 0,
     "chain.attackers_collude": True,
+    "defense.aggregation_version": 1,
 }
 
 

@@ -7,9 +7,10 @@ change kept every result bit-identical there (the audit recomputes aggregates an
     python tests/defense_bit_hashes.py record /tmp/bits_before.json
     python tests/defense_bit_hashes.py check /tmp/bits_before.json
 
-Covers: aggregate / weights / flags / info of every registered rule, float32, float64 and bfloat16, odd and
-even n, ties, duplicate and zero rows, d not a multiple of the chunk (default and tiny chunk_elems), the
-refusals (NaN, Inf, bad weights) by their messages, the screen and DP clipping.
+Covers: aggregate / weights / flags / info of every registered rule (the Gram rules at aggregation
+versions 1 and 2), float32, float64 and bfloat16, odd and even n, ties, duplicate and zero rows, d not
+a multiple of the chunk (default and tiny chunk_elems), the refusals (NaN, Inf, bad weights) by their
+messages, the screen and DP clipping.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ CASES = [
 ]
 
 
+GRAM_RULES = ("krum", "multi_krum", "bulyan", "flame", "foolsgold")
+
+
 def run_rule(name: str, u, w, root, hist, p: DefenseParams, with_hist: bool) -> dict:
     try:
         r = aggregate(
@@ -140,6 +144,9 @@ def record() -> dict:
         for name in rules:
             out[f"{key}/{name}"] = run_rule(name, u, w, root, hist, p, False)
         out[f"{key}/foolsgold_hist"] = run_rule("foolsgold", u, w, root, hist, p, True)
+        p2 = DefenseParams(chunk_elems=p.chunk_elems, aggregation_version=2)
+        for name in [r for r in GRAM_RULES if r in rules]:  # aggregation version 2's Gram matrix
+            out[f"{key}/{name}_v2"] = run_rule(name, u, w, root, hist, p2, False)
         out[f"{key}/trimmed_mean_0.3"] = run_rule(
             "trimmed_mean", u, w, root, hist, DefenseParams(trim_ratio=0.3, chunk_elems=p.chunk_elems), False
         )
@@ -175,10 +182,12 @@ def record_or_check(record: Callable[[], dict[str, Any]]) -> None:
         print(f"recorded {len(got)} hashes to {path}")
         return
     want = json.loads(path.read_text())
-    bad = [k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+    bad = [k for k in sorted(want) if want[k] != got.get(k)]
     for k in bad:
-        print(f"DIFF {k}\n  before {want.get(k)}\n  after  {got.get(k)}")
-    print(f"{len(want)} recorded, {len(got)} now, {len(bad)} differ")
+        print(f"DIFF {k}\n  before {want[k]}\n  after  {got.get(k)}")
+    new = len(set(got) - set(want))  # cases added since the record: nothing to compare them with
+    extra = f", {new} not recorded" if new else ""
+    print(f"{len(want)} recorded, {len(got)} now, {len(bad)} differ{extra}")
     sys.exit(1 if bad else 0)
 
 

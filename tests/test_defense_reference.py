@@ -99,28 +99,33 @@ def test_median_and_trimmed_mean(n: int, d: int, seed: int) -> None:
 
 @pytest.mark.parametrize(("n", "d"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_krum_and_multi_krum(n: int, d: int, seed: int) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_krum_and_multi_krum(n: int, d: int, seed: int, version: int) -> None:
     x, w = _inputs(n, d, seed)
+    v = {"aggregation_version": version}
     for f in sorted({0, 1, (n - 3) // 2, n - 1}):
         if f < 0:
             continue
-        np.testing.assert_allclose(_agg("krum", x, w, f=f), ref_krum(x, f), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(_agg("krum", x, w, f=f, **v), ref_krum(x, f), rtol=0, atol=1e-9)
         for m in sorted({1, max(1, n - f), max(1, n // 2)}):
-            got = _agg("multi_krum", x, w, f=f, multi_krum_m=m)
+            got = _agg("multi_krum", x, w, f=f, multi_krum_m=m, **v)
             np.testing.assert_allclose(got, ref_multi_krum(x, w, f, m), rtol=0, atol=1e-9)
     # defaults: f = (n - 3) // 2, m = n - f
     f = max(0, (n - 3) // 2)
-    np.testing.assert_allclose(_agg("krum", x, w), ref_krum(x, f), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(_agg("multi_krum", x, w), ref_multi_krum(x, w, f, n - f), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(_agg("krum", x, w, **v), ref_krum(x, f), rtol=0, atol=1e-9)
+    got = _agg("multi_krum", x, w, **v)
+    np.testing.assert_allclose(got, ref_multi_krum(x, w, f, n - f), rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize(("n", "d"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_bulyan(n: int, d: int, seed: int) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_bulyan(n: int, d: int, seed: int, version: int) -> None:
     x, w = _inputs(n, d, seed)
+    v = {"aggregation_version": version}
     for f in range((n - 3) // 4 + 1):
-        np.testing.assert_allclose(_agg("bulyan", x, w, f=f), ref_bulyan(x, f), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(_agg("bulyan", x, w), ref_bulyan(x, (n - 3) // 4), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(_agg("bulyan", x, w, f=f, **v), ref_bulyan(x, f), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(_agg("bulyan", x, w, **v), ref_bulyan(x, (n - 3) // 4), rtol=0, atol=1e-9)
 
 
 def test_reference_is_not_vacuous() -> None:

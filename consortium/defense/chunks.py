@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -67,6 +68,19 @@ def map_chunks(x: torch.Tensor, tasks: Sequence[T], work: Callable[[int, T], Non
 
 
 _THREADS_LOCK = threading.RLock()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch (and its BLAS) on one thread meanwhile, restored after: for a product whose bits must not
+    depend on the thread count when `map_chunks` has too few tasks to run it on a thread of its own."""
+    with _THREADS_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def row_blocks(n: int, width: int) -> Iterator[slice]:

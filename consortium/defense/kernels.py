@@ -14,17 +14,28 @@ import torch
 
 from consortium.defense.chunks import col_chunks, map_chunks, row_blocks, work_chunks
 from consortium.defense.finite import FiniteCheck, all_finite
+from consortium.defense.gram_v2 import gram_v2
 
 
 def gram(
-    x: torch.Tensor, chunk_elems: int, *, on_device: bool = False, check: FiniteCheck | None = None
+    x: torch.Tensor,
+    chunk_elems: int,
+    *,
+    version: int = 1,
+    on_device: bool = False,
+    check: FiniteCheck | None = None,
 ) -> torch.Tensor:
     """X X^T in float64, accumulated over column chunks, symmetrised exactly; on the CPU unless
     `on_device` (then on x's device). Its diagonal (squared norms) covers every row for `check`.
+    `version` is the run's aggregation version: 2 is `gram_v2` (float32 products, `chunk_elems` unused).
 
     On the CPU each chunk is converted into one float64 buffer allocated once (a fresh [n, chunk] block
     per chunk, 512 MiB at the default size, faulted its pages in every time); the product runs on the
     same contiguous [n, chunk] values as before, so it gives the same bits."""
+    if version == 2:
+        return gram_v2(x, on_device=on_device, check=check)
+    if version != 1:
+        raise ValueError(f"aggregation version {version}: the Gram matrix is defined for versions 1 and 2")
     n, d = x.shape
     g = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     flat = None

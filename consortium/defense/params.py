@@ -17,6 +17,10 @@ class UpdateError(ValueError):
     """A client's update (or its weight) is unusable; the message names the client."""
 
 
+AGGREGATION_VERSIONS = (1, 2)
+"""The kernel definitions a run may name (`DefenseParams.aggregation_version`); none is ever changed."""
+
+
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -63,6 +67,13 @@ class DefenseParams:
     (above 1 = off)."""
     chunk_elems: int = 1 << 26
     """Column-chunk size of the [n, d] kernels, in elements of an [n, chunk] block (>= 1)."""
+    aggregation_version: int = 1
+    """Which definition of the kernels the rules use; the run's config records it, so the audit
+    recomputes each aggregate with the run's version. 1 (what a config without the key means: every
+    run made before versions existed): the float64 Gram matrix over `chunk_elems` chunks. 2: the Gram
+    matrix (Krum, Multi-Krum, Bulyan, FLAME, FoolsGold) from float32 products over fixed column chunks
+    added in float64 in chunk order, ~2-3x faster, bit-identical whatever the thread count
+    (`consortium.defense.gram_v2`, docs/aggregation_speed.md). The other rules are the same in both."""
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> ValueError:
@@ -92,6 +103,8 @@ class DefenseParams:
             raise bad("rlr_threshold", "an integer >= 1 or None")
         if not (_is_int(self.chunk_elems) and self.chunk_elems >= 1):
             raise bad("chunk_elems", "an integer >= 1")
+        if not (_is_int(self.aggregation_version) and self.aggregation_version in AGGREGATION_VERSIONS):
+            raise bad("aggregation_version", f"one of {', '.join(map(str, AGGREGATION_VERSIONS))}")
 
 
 DEFAULT_PARAMS = DefenseParams()

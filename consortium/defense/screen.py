@@ -9,8 +9,10 @@ to everyone. Two checks, both pure functions of the committed updates and the la
 The figures are float64 norms (`x.double().norm(dim=1)`) and dot products (`torch.dot`), as always, but
 without a float64 copy of the updates and mostly without computing them: one chunked pass gives every
 norm and dot product within a proven interval (`Bounds`), which settles most comparisons; the exact figure
-is computed only for an update the interval leaves open (the median, near a threshold) or that is
-screened out (its message prints it). So the verdicts and messages are the ones the exact figures give.
+is computed only for an update the interval leaves open (near a threshold) or that is screened out (its
+message prints it), and the exact median only when some update's interval comes near min_norm x the
+median (usually none does: then no exact norm is computed at all). So the verdicts and messages are the
+ones the exact figures give.
 For float32 updates on the CPU that pass stays in float32 (no conversion; intervals ~1e-4 wide), for other
 dtypes and devices it runs in float64 (intervals ~d * 2^-53 wide).
 """
@@ -148,7 +150,6 @@ def screen(
     use = last if last is not None and last_norm > 0 else None
     fast = x.device.type == "cpu" and x.dtype == torch.float32
     b = bounds_float32(x, use) if fast else bounds_float64(x, use)
-    median = kth_exact(x, b.lo, b.hi, (n_rows - 1) // 2) if b is not None else None
     exact: dict[int, float] = {}
 
     def norm(i: int) -> float:
@@ -156,14 +157,21 @@ def screen(
             exact.update(exact_norms_of(x, [i]))
         return exact[i]
 
-    if b is None or median is None:  # NaN / Inf / overflow: no bound holds, the exact way for every row
+    k = (n_rows - 1) // 2
+    median: float | None = None
+    if b is None:  # NaN / Inf / overflow: no bound holds, the exact way for every row
         exact.update(exact_norms_of(x, range(n_rows)))
         median = float(torch.tensor([exact[i] for i in range(n_rows)], dtype=F64).median())
-    threshold = min_norm * median
+    elif min_norm > 0 and not bool((b.lo > min_norm * float(torch.sort(b.hi).values[k])).all()):
+        median = kth_exact(x, b.lo, b.hi, k)
+    # else every row's norm is above min_norm x any median its interval allows (the k-th smallest exact
+    # norm is at most the k-th smallest upper bound, and fl(min_norm * m) grows with m): no row can be
+    # screened for its length, and the median, which only that message prints, is not needed
+    threshold = None if median is None else min_norm * median
     out: dict[int, str] = {}
     for i in range(n_rows):
         lo = float(b.lo[i]) if b is not None else float("nan")
-        if min_norm > 0 and not lo > threshold and norm(i) <= threshold:
+        if min_norm > 0 and threshold is not None and not lo > threshold and norm(i) <= threshold:
             n = norm(i)
             out[i] = f"update norm {n:.3g} is at most {min_norm:g} x the median {median:.3g}"
             continue

@@ -53,7 +53,7 @@ def flame(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Agg
     mcs = p.flame_min_cluster_size if p.flame_min_cluster_size is not None else n // 2 + 1
     if mcs > n and p.flame_min_cluster_size is not None:
         raise ValueError(f"defense.flame_min_cluster_size = {mcs} must be <= n = {n} (the number of clients)")
-    g = gram(updates, p.chunk_elems, check=ctx.finite)
+    g = gram(updates, p.chunk_elems, version=p.aggregation_version, check=ctx.finite)
     norms = torch.diagonal(g).clamp_min(0.0).sqrt()
     s_bound = median_of(norms)
     labels = [0] * n

@@ -9,7 +9,7 @@ import torch
 from consortium.defense.finite import FiniteCheck
 from consortium.defense.kernels import gram, sq_dists, weighted_sum
 from consortium.defense.order_stats import closest_to_median_mean
-from consortium.defense.params import AggregateResult, RuleContext
+from consortium.defense.params import AggregateResult, DefenseParams, RuleContext
 from consortium.defense.registry import register
 from consortium.defense.rules.common import F64, _floats, _normalised, _result
 
@@ -33,9 +33,10 @@ class KrumScorer:
     """
 
     def __init__(
-        self, updates: torch.Tensor, f: int, chunk_elems: int, check: FiniteCheck | None = None
+        self, updates: torch.Tensor, f: int, params: DefenseParams, check: FiniteCheck | None = None
     ) -> None:
-        d2 = sq_dists(gram(updates, chunk_elems, on_device=True, check=check))
+        g = gram(updates, params.chunk_elems, version=params.aggregation_version, on_device=True, check=check)
+        d2 = sq_dists(g)
         d2.fill_diagonal_(math.inf)
         self.vals, self.nbr = torch.sort(d2, dim=1, stable=True)
         self.vals = torch.where(torch.isinf(self.vals), 0.0, self.vals)  # the self entry, never taken
@@ -70,7 +71,7 @@ def krum(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggr
     one float64 Gram matrix. Sample weights are ignored; `weights` is one-hot, everyone else is flagged."""
     n = updates.shape[0]
     f = krum_f(n, ctx.params.f)
-    sel, s, k = KrumScorer(updates, f, ctx.params.chunk_elems, ctx.finite).best()
+    sel, s, k = KrumScorer(updates, f, ctx.params, ctx.finite).best()
     w = torch.zeros(n, dtype=F64)
     w[sel] = 1.0
     flags = torch.ones(n, dtype=torch.bool)
@@ -88,7 +89,7 @@ def multi_krum(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -
     m = ctx.params.multi_krum_m if ctx.params.multi_krum_m is not None else n - f
     if m > n:
         raise ValueError(f"defense.multi_krum_m = {m} must be <= n = {n} (the number of clients)")
-    s, k = KrumScorer(updates, f, ctx.params.chunk_elems, ctx.finite).scores()
+    s, k = KrumScorer(updates, f, ctx.params, ctx.finite).scores()
     keep = torch.sort(s, stable=True).indices[:m]
     mask = torch.zeros(n, dtype=torch.bool)
     mask[keep] = True
@@ -117,7 +118,7 @@ def bulyan(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Ag
     n = updates.shape[0]
     f = bulyan_f(n, ctx.params.f)
     theta, beta = n - 2 * f, n - 4 * f
-    scorer = KrumScorer(updates, f, ctx.params.chunk_elems, ctx.finite)
+    scorer = KrumScorer(updates, f, ctx.params, ctx.finite)
     order: list[int] = []
     for _ in range(theta):
         sel, _, _ = scorer.best()

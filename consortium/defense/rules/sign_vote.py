@@ -24,16 +24,23 @@ def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggre
     thr = ctx.params.rlr_threshold if ctx.params.rlr_threshold is not None else max(1, n // 4)
     if thr > n:
         raise ValueError(f"defense.rlr_threshold = {thr} must be <= n = {n} (the number of clients)")
-    flipped: list[int] = []  # one count per chunk (list.append is thread-safe), no tensor kept
+    # Per chunk, while its columns are in cache, only the vote sums are written (one slot each, no small
+    # tensor per chunk); the flips are applied to the whole [d] result at the end: negating commutes with
+    # the cast to the updates' dtype (round to nearest even is symmetric), so the bits are those of
+    # flipping each float64 chunk result before its cast, with ~6 small ops fewer per chunk.
+    vote_dtype = torch.float32 if updates.dtype.itemsize < 4 else updates.dtype
+    votes = torch.empty(d, dtype=vote_dtype, device=updates.device)
 
     def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
         signs = torch.sign(updates[:, cols])
-        if signs.dtype.itemsize < 4:
-            signs = signs.float()  # sums of +-1 are exact in float32 up to 2^24 clients
-        flip = signs.sum(0).abs() < thr
-        flipped.append(int(flip.sum()))
-        return torch.where(flip, -s, s)
+        if signs.dtype != vote_dtype:
+            signs = signs.to(vote_dtype)  # sums of +-1 are exact in float32 up to 2^24 clients
+        torch.sum(signs, 0, out=votes[cols])
+        return s
 
     w = _normalised(weights)
     agg = weighted_sum(updates, w, ctx.params.chunk_elems, post=post, check=ctx.finite)
-    return _result(agg, w, _no_flags(n), threshold=thr, flipped_fraction=sum(flipped) / d)
+    flip = votes.abs_() < thr
+    agg = torch.where(flip, -agg, agg)
+    flipped = int(flip.sum())
+    return _result(agg, w, _no_flags(n), threshold=thr, flipped_fraction=flipped / d)

@@ -42,8 +42,9 @@ def foolsgold(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) ->
     current updates with coefficients alpha_i * sample_weight_i, normalised (so with every alpha = 1 it is
     FedAvg). Clients with alpha = 0 are flagged; the aggregate is 0 if all are."""
     src = ctx.history if ctx.history is not None else updates
+    check = None if ctx.history is not None else ctx.finite
     cs = cosine_from_gram(
-        gram(src, ctx.params.chunk_elems, check=None if ctx.history is not None else ctx.finite)
+        gram(src, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=check)
     )
     alpha = foolsgold_scores(cs, ctx.params.foolsgold_confidence)
     w = _normalised(alpha * weights)
