@@ -6,6 +6,8 @@ Every cell is a full simulated run through the contract (the same code as `conso
 - "10%": backdoor attackers 5% + colluding voters 5% of the stake, plus one free rider, one lazy voter
   and one no-show; everyone else honest.
 - "30%": backdoor 15% + colluding voters 15%, plus the same three.
+- "honest-vote" (issue 22 item 7): backdoor 10% who vote as honest voters do
+  (`chain.attackers_collude = false`), plus the same three; only their updates can cost them anything.
 
 For each: profit per strategy (stake + withdrawable balance after the last round, minus the stake put
 in), outcomes (accepted with the honest or with the coalition's candidate, rejected, no quorum,
@@ -22,6 +24,9 @@ economics_sweep.png (`--tag T`: economics_T.md, ...).
     python bench/economics.py                     # scenarios + sweep, about 20 minutes on 2 cores
     python bench/economics.py --rounds 80 --no-sweep --aggregator trimmed_mean
     python bench/economics.py --no-sweep --proposers 10 --tag slack   # 17 roles of 20: spare participants
+    # item 7: the default aggregator plus the client-level probe fitted to these clients (docs/protocol.md)
+    python bench/economics.py --no-sweep --aggregator fedavg --jobs 1 --tag bond_probe \
+        --probe bench/results/economics_probe/ad48b8be19df*.safetensors
 """
 
 from __future__ import annotations
@@ -60,9 +65,10 @@ BASE = [
     "data.n_test=4",
     "eval.isolated_baseline=false",
 ]
-# scenario label -> (backdoor fraction, colluding-voter fraction); each also has one free rider, one lazy
-# voter and one no-show (fraction 0.05 = one of 20)
-SCENARIOS = {"10%": (0.05, 0.05), "30%": (0.15, 0.15)}
+# scenario label -> (backdoor fraction, colluding-voter fraction, attackers collude); each also has one free
+# rider, one lazy voter and one no-show (fraction 0.05 = one of 20). "honest-vote": issue 22 item 7's
+# poisoner, who votes as honest voters do, so only its updates can cost it anything.
+SCENARIOS = {"10%": (0.05, 0.05, True), "30%": (0.15, 0.15, True), "honest-vote": (0.1, 0.0, False)}
 SIDE = 0.05
 SHARES = (0.2, 0.35, 0.5, 0.6, 0.7)
 COLLUDERS = "colluding_voter"
@@ -86,8 +92,13 @@ class Cell:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def slug(label: str) -> str:
+    """A scenario label as it appears in file names ("10%" -> "10pct")."""
+    return label.replace("%", "pct")
+
+
 def scenario_cell(label: str, n: int, rounds: int, aggregator: str, seed: int) -> Cell:
-    backdoor, colluding = SCENARIOS[label]
+    backdoor, colluding, collude = SCENARIOS[label]
     attacks = _specs([("backdoor", backdoor), ("free_rider", SIDE)])
     strategies = _specs([(COLLUDERS, colluding), ("lazy_voter", SIDE), ("no_show", SIDE)])
     ov = [
@@ -96,12 +107,14 @@ def scenario_cell(label: str, n: int, rounds: int, aggregator: str, seed: int) -
         f"rounds={rounds}",
         f'aggregator="{aggregator}"',
         f"seed={seed}",
-        f'name="economics-{label.rstrip("%")}pct"',
+        f'name="economics-{slug(label)}"',
         f"attacks={attacks}",
         f"strategies={strategies}",
+        f"chain.attackers_collude={str(collude).lower()}",
     ]
     k = lambda f: max(1, int(f * n + 1e-9))  # noqa: E731  (consortium.attacks.attackers_for)
-    expect = {"backdoor": k(backdoor), "free_rider": k(SIDE), COLLUDERS: k(colluding)}
+    expect = {"backdoor": k(backdoor), "free_rider": k(SIDE)}
+    expect |= {COLLUDERS: k(colluding)} if colluding else {}
     expect |= {"lazy_voter": k(SIDE), "no_show": k(SIDE)}
     expect["honest"] = n - sum(expect.values())
     return Cell(label, "scenario", ov, rounds, expect)
@@ -172,7 +185,9 @@ def _rounds_done(workdir: Path) -> int:
 
 def coalition_of(report: dict[str, Any]) -> set[str]:
     """Who posts and votes for the unscreened candidate: every attacker plus the colluding voters
-    (`ChainRoundRunner.coalition`)."""
+    (`ChainRoundRunner.coalition`; no attacker under `chain.attackers_collude = false`)."""
+    if "coalition" in report["chain"]:
+        return set(report["chain"]["coalition"])
     strategies = report["chain"]["strategies"]
     return set(report["attackers"]) | {n for n, s in strategies.items() if s == COLLUDERS}
 
@@ -247,6 +262,8 @@ def analyse(report: dict[str, Any], samples: int = 400, seed: int = 0) -> dict[s
     expected_wins = 0.0
     committed: dict[str, int] = dict.fromkeys(strategies, 0)
     flagged: dict[str, int] = dict.fromkeys(strategies, 0)
+    excluded: dict[str, int] = dict.fromkeys(strategies, 0)  # in accepted rounds: the bond forfeited
+    honest_slashes: dict[str, dict[str, float]] = {}
     coalition = coalition_of(report)
     rounds = report["rounds_detail"]
     series = stake_series(report)
@@ -271,6 +288,8 @@ def analyse(report: dict[str, Any], samples: int = 400, seed: int = 0) -> dict[s
             committed[c["participant"]] += 1
         for who in r.get("flagged", []):
             flagged[who] += 1
+        for who in r.get("excluded", []) if r["outcome"] == "accepted" else []:
+            excluded[who] += 1
         total_gas = sum(r["gas"].values())
         gas.append(total_gas)
         for fn, g in r["gas"].items():
@@ -306,6 +325,10 @@ def analyse(report: dict[str, Any], samples: int = 400, seed: int = 0) -> dict[s
         hit_honest = False
         for s in r["slashes"]:
             slashed[s["who"]][s["reason"]] = slashed[s["who"]].get(s["reason"], 0.0) + s["eth"]
+            if strategies[s["who"]] == "honest":
+                hs = honest_slashes.setdefault(s["reason"], {"count": 0, "eth": 0.0})
+                hs["count"] += 1
+                hs["eth"] += s["eth"]
             if s["reason"] == "rejected" and s["who"] not in report["attackers"]:
                 honest_rejected["count"] += 1
                 honest_rejected["eth"] += s["eth"]
@@ -345,6 +368,9 @@ def analyse(report: dict[str, Any], samples: int = 400, seed: int = 0) -> dict[s
             "role_rounds_mean": {
                 role: sum(roles[n][role][0] for n in names) / len(names) for role in ("proposer", "voter")
             },
+            "committed": sum(committed[n] for n in names),
+            "excluded": sum(excluded[n] for n in names),
+            "flagged": sum(flagged[n] for n in names),
         }
     played = [g for g, r in zip(gas, rounds, strict=True) if r["outcome"] != "cancelled"]
     final_stake = {n: ys[-1] for n, ys in series.items()}
@@ -363,6 +389,7 @@ def analyse(report: dict[str, Any], samples: int = 400, seed: int = 0) -> dict[s
         "coalition_win_rate": outcomes["accepted_coalition"] / len(rounds),
         "first_cancelled": first_cancelled,
         "honest_slashed_as_rejected": honest_rejected,
+        "honest_slashes_by_reason": honest_slashes,  # strategy "honest" only; "excluded" is the bond
         "gas_per_round": sum(played) / len(played) if played else 0.0,
         "gas_per_round_all": sum(gas) / len(gas),
         "gas_by_function_per_round": {fn: g / len(rounds) for fn, g in sorted(per_fn.items())},
@@ -376,6 +403,7 @@ def analyse(report: dict[str, Any], samples: int = 400, seed: int = 0) -> dict[s
                 "domains": report["participant_domains"][n],
                 "committed": committed[n],
                 "flagged": flagged[n],
+                "excluded": excluded[n],
                 "profit": profit[n],
             }
             for n in strategies
@@ -443,7 +471,8 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         f"`{s['aggregator']}`, stake {s['stake']:g} ETH each, reward {s['reward_per_round']:g} ETH "
         f"per round, slashes {s['slash_rejected_bps'] / 100:g}% rejected / "
         f"{s['slash_minority_bps'] / 100:g}% minority / "
-        f"{s['slash_no_show_bps'] / 100:g}% no-show, min stake {s['min_stake']:g} ETH, seed {s['seed']}, "
+        f"{s['slash_no_show_bps'] / 100:g}% no-show, proposal bond {s.get('proposal_bond_bps', 0) / 100:g}%, "
+        f"probe {(s.get('probe') or 'none')[:12]}, min stake {s['min_stake']:g} ETH, seed {s['seed']}, "
         f"commit {s['commit']}. "
         f"Wall time {results['seconds'] / 60:.1f} min ({s['jobs']} job(s)).",
         "",
@@ -462,16 +491,18 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             f"{', '.join(a['coalition'])}: {100 * a['coalition_share_start']:.0f}% of the stake at the "
             f"start, {100 * a['coalition_share_end']:.1f}% at the end.",
             "",
-            "| strategy | n | profit (ETH) | rewards | slashed (by reason) | rounds as proposer / voter "
-            "| reward per proposer round / voter round |",
-            "|---|---|---|---|---|---|---|",
+            "| strategy | n | profit (ETH) | rewards | slashed (by reason; excluded = the bond) "
+            "| rounds as proposer / voter | reward per proposer round / voter round "
+            "| updates committed / excluded / flagged |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for kind, b in a["by_strategy"].items():
             rr, per = b["role_rounds_mean"], b["reward_per_role_round"]
             out.append(
                 f"| {kind} | {b['n']} | {_profit_cell(b['profit'], b['n'])} | {b['rewards_mean']:.2f} "
                 f"| {_slash_cell(b['slashed_mean'])} | {rr['proposer']:.1f} / {rr['voter']:.1f} "
-                f"| {per['proposer']:.4f} / {per['voter']:.4f} |"
+                f"| {per['proposer']:.4f} / {per['voter']:.4f} "
+                f"| {b['committed']} / {b['excluded']} / {b['flagged']} |"
             )
         fc = a["first_cancelled"]
         out += [
@@ -490,6 +521,15 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             + ", ".join(
                 f"{d} {100 * v['rate']:.0f}% ({v['flagged']}/{v['committed']})"
                 for d, v in a["flag_rate_by_domain"].items()
+            )
+            + ".",
+            "- Honest organisations (strategy `honest`), every slash and forfeited bond by reason: "
+            + (
+                ", ".join(
+                    f"{why} {v['count']} times ({v['eth']:.2f} ETH)"
+                    for why, v in sorted(a["honest_slashes_by_reason"].items())
+                )
+                or "none"
             )
             + ".",
             f"- Non-attackers slashed as `rejected` (flagged by the accepted candidate): "
@@ -511,7 +551,7 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             "cancelled included, "
             f"{a['gas_per_round_all']:,.0f}.",
             "",
-            f"![stakes {label}]({stem}_{label.rstrip('%')}pct_stakes.png)",
+            f"![stakes {label}]({stem}_{slug(label)}_stakes.png)",
             "",
         ]
     if results.get("sweep"):
@@ -680,17 +720,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voters", type=int, help="chain.n_voters (default: a third of the participants)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--tag", default="", help="suffix of the result files: economics_<tag>.md, ...")
+    ap.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, comma-separated")
+    ap.add_argument("--probe", type=Path, help="a client-level probe artifact (<sha256>.safetensors)")
     args = ap.parse_args(argv)
+    labels = [x for x in args.only.split(",") if x]
+    if unknown := [x for x in labels if x not in SCENARIOS]:
+        ap.error(f"--only: unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
+    if args.probe is not None and not (args.probe.is_file() and len(args.probe.stem) == 64):
+        ap.error(f"--probe: {args.probe} is not a <sha256>.safetensors probe artifact")
     stem = "economics" + (f"_{args.tag}" if args.tag else "")
     console = Console()
     n = args.participants
-    cells = [scenario_cell(label, n, args.rounds, args.aggregator, args.seed) for label in SCENARIOS]
+    cells = [scenario_cell(label, n, args.rounds, args.aggregator, args.seed) for label in labels]
     cells = cells if args.scenarios else []
     if args.sweep:
         shares = [float(x) for x in args.shares.split(",") if x]
         cells += [sweep_cell(s, n, args.sweep_rounds, args.aggregator, args.seed) for s in shares]
     extra = [f"chain.n_proposers={args.proposers}"] if args.proposers else []
     extra += [f"chain.n_voters={args.voters}"] if args.voters else []
+    if args.probe is not None:
+        extra += [f'probe.artifact="{args.probe.stem}"', f'probe.dir="{args.probe.parent.resolve()}"']
     for c in cells:
         c.overrides += extra
     configs = {c.key: cell_config(c) for c in cells}  # a bad setting fails before any run starts
@@ -734,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{c.key}: strategies {a['counts']} in the report, expected {c.expect}")
         if c.kind == "scenario":
             results["scenarios"][c.key] = a
-            plot_stakes(rep, args.out / f"{stem}_{c.key.rstrip('%')}pct_stakes.png")
+            plot_stakes(rep, args.out / f"{stem}_{slug(c.key)}_stakes.png")
         else:
             a |= {"share": c.share, **c.meta}
             a["expected_win_rate"] = p_majority(
@@ -761,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
         "slash_minority_bps": cc.slash_minority_bps,
         "slash_no_show_bps": cc.slash_no_show_bps,
         "quorum_bps": cc.quorum_bps,
+        "proposal_bond_bps": cc.proposal_bond_bps,
+        "probe": cfg0.probe.artifact,
         "overrides": {c.key: c.overrides for c in cells},
     }
     results["seconds"] = time.perf_counter() - t0
@@ -771,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.md").write_text(markdown(results, stem))
     print_tables(console, results)
     files = [f"{stem}.md", f"{stem}.json"]
-    files += [f"{stem}_{k.rstrip('%')}pct_stakes.png" for k in results["scenarios"]]
+    files += [f"{stem}_{slug(k)}_stakes.png" for k in results["scenarios"]]
     files += [f"{stem}_sweep.png"] if results["sweep"] else []
     console.print(
         f"wall time {results['seconds'] / 60:.1f} min; wrote " + ", ".join(str(args.out / f) for f in files)

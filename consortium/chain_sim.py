@@ -6,7 +6,8 @@ finalize moves the global hash and credits rewards and slashes.
 finished round into the public history are `consortium.round`'s, the very code a `consortium node`
 and `consortium audit` run. Behaviour per participant:
 - honest: trains, commits, posts the pipeline's candidate, votes by `round.voting.honest_ballot`;
-- attacker (any attack of `consortium.attacks`): crafts its update; when voting it colludes (below);
+- attacker (any attack of `consortium.attacks`): crafts its update; when voting it colludes (below),
+  or votes as an honest voter does under `chain.attackers_collude = false`;
 - `lazy_voter`: accepts the first candidate without evaluating; `no_show`: takes a role, never acts;
 - `colluding_voter` (and every attacker): posts the unscreened FedAvg of the round's updates as a
   second candidate and votes for it, flagging nobody.
@@ -47,10 +48,7 @@ from consortium.store import BlobStore
 
 __all__ = ["ChainRoundReport", "ChainRoundRunner", "deploy_runner", "strategy_names"]
 
-HONEST = "honest"
-COLLUDERS = "colluding_voter"
-NO_SHOW = "no_show"
-LAZY = "lazy_voter"
+HONEST, COLLUDERS, NO_SHOW, LAZY = "honest", "colluding_voter", "no_show", "lazy_voter"
 
 
 def _secret(kind: str, run_seed: int, round_id: int, name: str) -> bytes:
@@ -104,6 +102,7 @@ class ChainRoundRunner:
     config: str = ""  # digest of the run config, named in every commit
     check_updates: bool = True
     attackers: frozenset[str] = frozenset()
+    attackers_collude: bool = True  # False: attackers vote honestly, only their updates attack
     slash_excluded: bool = False  # the config's chain.slash_excluded (see `candidate_marks`)
     genesis: str | None = None  # the run's initial adapter (the first round's input), for `base_margin`
     base_losses: dict[str, float] = field(default_factory=dict)  # each voter's loss of the genesis
@@ -111,7 +110,8 @@ class ChainRoundRunner:
     def __post_init__(self) -> None:
         self.public = PublicHistory(self.store, self.layout, self.rule)  # FoolsGold sums, probe verdicts
         self.names = {a.lower(): n for n, a in self.accounts.items()}
-        self.coalition = frozenset(self.attackers) | {n for n, s in self.strategies.items() if s == COLLUDERS}
+        colluders = {n for n, s in self.strategies.items() if s == COLLUDERS}
+        self.coalition = frozenset(self.attackers if self.attackers_collude else ()) | colluders
 
     # ---------------------------------------------------------------- set-up
 
@@ -272,10 +272,9 @@ class ChainRoundRunner:
         if strategy == NO_SHOW:
             return None
         if name in self.coalition or strategy == LAZY:
+            choice = 1 if out.candidates else 0
             if name in self.coalition:
-                choice = numbers.get(coalition_hash or "", 1 if out.candidates else 0)
-            else:
-                choice = 1 if out.candidates else 0
+                choice = numbers.get(coalition_hash or "", choice)
             out.votes[name] = {"choice": choice, "flags": []}
             return Vote(choice, 0, salt)
         loss = loss_of(name)
@@ -321,6 +320,7 @@ class ChainRoundRunner:
             "params": op.params().__dict__,
             "accounts": dict(self.accounts),
             "strategies": dict(self.strategies),
+            "coalition": sorted(self.coalition),
             "head": chain_head,
         }
 
@@ -338,8 +338,7 @@ class ChainRoundRunner:
     def _finish(self, out: ChainRoundReport) -> None:
         for p in self.operator.all_participants():
             name = self._name(p.address)
-            out.stakes[name] = to_eth(p.stake)
-            out.balances[name] = to_eth(p.balance)
+            out.stakes[name], out.balances[name] = to_eth(p.stake), to_eth(p.balance)
 
 
 def deploy_runner(
@@ -379,6 +378,7 @@ def deploy_runner(
         run_seed=cfg.seed,
         config=config_digest(cfg),
         attackers=attackers,
+        attackers_collude=cc.attackers_collude,
         slash_excluded=cc.slash_excluded,
     )
     runner.register_all(cc.stake, data_sizes)

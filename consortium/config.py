@@ -241,6 +241,8 @@ DIGEST_NEUTRAL: dict[str, Any] = {
     "train.prefix_cache_mb": 1024,
     "lora.layers": "all",
     "probe.shadow_steps": 0,
+    "chain.proposal_bond_bps": 0,
+    "chain.attackers_collude": True,
     "defense.aggregation_version": 1,
 }
 

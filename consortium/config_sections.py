@@ -136,6 +136,13 @@ class ChainSection(Section):
     slash_minority_bps: int = Field(500, ge=0, le=10_000)
     slash_no_show_bps: int = Field(500, ge=0, le=10_000)
     quorum_bps: int = Field(5000, ge=1, le=10_000)
+    proposal_bond_bps: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="share of its stake a proposer forfeits when the accepted candidate excludes its update "
+        "(a robust rule's or a probe's verdict): proposing pays only with inclusion (docs/protocol.md)",
+    )
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of each participant's shard kept out of training to vote with"
     )
@@ -151,6 +158,11 @@ class ChainSection(Section):
         lt=1,
         description="a voter also accepts if held-out loss(candidate) <= loss(initial adapter) * (1 - this): "
         "for non-IID consortia, where learning the others' domains costs some of one's own; none = off",
+    )
+    attackers_collude: bool = Field(
+        True,
+        description="simulation only: attackers vote with the colluding voters for an unscreened candidate; "
+        "false = they vote as honest voters do and only their updates attack (docs/protocol.md, item 7)",
     )
     slash_excluded: bool = Field(
         False,

@@ -34,6 +34,7 @@ def chain_params(
     slash_minority_bps: int,
     slash_no_show_bps: int,
     quorum_bps: int,
+    proposal_bond_bps: int = 0,
 ) -> Params:
     """Deployment parameters whose windows fit one transaction per block (the embedded EVM's pace):
     every participant commits and reveals a seed, each proposer commits, two candidates, each voter
@@ -53,6 +54,7 @@ def chain_params(
         slash_minority_bps=slash_minority_bps,
         slash_no_show_bps=slash_no_show_bps,
         quorum_bps=quorum_bps,
+        proposal_bond_bps=proposal_bond_bps,
     )
 
 
@@ -70,6 +72,7 @@ def config_params(cfg: RunConfig) -> Params:
         slash_minority_bps=cc.slash_minority_bps,
         slash_no_show_bps=cc.slash_no_show_bps,
         quorum_bps=cc.quorum_bps,
+        proposal_bond_bps=cc.proposal_bond_bps,
     )
 
 

@@ -139,7 +139,8 @@ def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) ->
     (rnd,) = report["rounds_detail"]
     assert noisy in rnd["weights"], "the seed no longer draws the noisy participant as a proposer"
     # std 1.0 noise is far from every trained update: Multi-Krum leaves it out (on the chain that is an
-    # exclusion, not slashed; only evidence such as the screen's verdict is flagged)
+    # exclusion: no reward and the proposal bond, not the slash; only evidence such as the screen's
+    # verdict is flagged)
     assert noisy in rnd["excluded"] and noisy not in rnd["flagged"]
     assert rnd["weights"][noisy] == 0.0 and rnd["defense_seconds"] > 0
     (bd,) = rnd["backdoor"]

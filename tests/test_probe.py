@@ -36,7 +36,7 @@ from consortium.probe import (
     save,
 )
 from consortium.probe.trainer import metrics
-from consortium.round.pipeline import AggregationRule, compute_candidate
+from consortium.round.pipeline import AggregationRule, candidate_marks, compute_candidate
 from consortium.round.records import Commitment, put_vector
 from consortium.sim import Simulation
 from consortium.store import BlobStore
@@ -176,6 +176,8 @@ def test_client_level_weights_in_compute_candidate(tmp_path: Path) -> None:
     assert a.result.info == b.result.info and a.flagged == b.flagged
     bad = {n for n, label in zip(names, y, strict=True) if label}
     assert set(a.flagged) == bad
+    # a probe's verdict has false positives: on chain it excludes (the proposal bond), never slashes
+    assert candidate_marks(a, []) == ([], sorted(bad)) and a.result.info["probe_excluded"] == sorted(bad)
     w = a.result.weights.tolist()
     assert all(w[i] == 0 for i, n in enumerate(names) if n in bad)
     info = a.result.info["probe"]

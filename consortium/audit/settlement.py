@@ -130,6 +130,9 @@ class Ledger:
                 slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
             elif rec.outcome == Outcome.ACCEPTED and not (winner_excluded >> i) & 1:
                 rewarded.append(p)
+            elif rec.outcome == Outcome.ACCEPTED:  # the proposal bond: only inclusion returns it
+                bond = getattr(params, "proposal_bond_bps", 0)
+                slashes.append((p, self._slash(p, bond), SlashReason.EXCLUDED))
         withheld_bps = max(params.slash_no_show_bps, params.slash_minority_bps)  # withholding must not pay
         for v in rec.voters:
             if v not in rec.votes:

@@ -46,6 +46,7 @@ CANCELLED: constant(uint256) = 3
 SLASH_REJECTED: constant(uint256) = 1
 SLASH_MINORITY: constant(uint256) = 2
 SLASH_NO_SHOW: constant(uint256) = 3
+SLASH_EXCLUDED: constant(uint256) = 4  # the proposal bond of an update the winning candidate left out
 
 
 struct Participant:
@@ -74,6 +75,7 @@ struct Params:
     slash_minority_bps: uint256
     slash_no_show_bps: uint256
     quorum_bps: uint256
+    proposal_bond_bps: uint256
 
 
 struct RoundInfo:
@@ -213,6 +215,7 @@ SLASH_REJECTED_BPS: immutable(uint256)
 SLASH_MINORITY_BPS: immutable(uint256)
 SLASH_NO_SHOW_BPS: immutable(uint256)
 QUORUM_BPS: immutable(uint256)
+PROPOSAL_BOND_BPS: immutable(uint256)
 
 # --- participants ---
 participants: public(HashMap[address, Participant])
@@ -261,6 +264,7 @@ def __init__(p: Params, genesis_hash: bytes32):
     assert p.slash_rejected_bps <= BPS and p.slash_minority_bps <= BPS, "slash above 100%"
     assert p.slash_no_show_bps <= BPS, "slash above 100%"
     assert p.quorum_bps <= BPS, "quorum above 100%"
+    assert p.proposal_bond_bps <= BPS, "bond above 100%"
     assert genesis_hash != empty(bytes32), "empty genesis"
     MIN_STAKE = p.min_stake
     SEED_BLOCKS = p.seed_blocks
@@ -276,6 +280,7 @@ def __init__(p: Params, genesis_hash: bytes32):
     SLASH_MINORITY_BPS = p.slash_minority_bps
     SLASH_NO_SHOW_BPS = p.slash_no_show_bps
     QUORUM_BPS = p.quorum_bps
+    PROPOSAL_BOND_BPS = p.proposal_bond_bps
     self.global_hash = genesis_hash
     self.reward_pool = msg.value
     log Deployed(genesis_hash=genesis_hash, min_stake=p.min_stake)
@@ -775,7 +780,8 @@ def finalize():
     the weight in the round's draw: honest voters vote only for the candidate they recompute, so a
     coalition holding less than a third of the stake cannot carry another one alone.
     Slashes rest only on what anyone can recompute: a proposer that committed nothing, one the winning
-    (recomputed) candidate flags, a voter that voted for another candidate than the winner, a voter
+    (recomputed) candidate flags, the proposal bond of one it excludes (a robust rule's or a probe's
+    public verdict: the bond, not a slash, because such verdicts have false positives), a voter that voted for another candidate than the winner, a voter
     that did not reveal (at no less than the minority slash: withholding must not pay). A voter's own
     flags and a rejection are private judgements: never slashed.
     Bounded by N_PROPOSERS + N_VOTERS <= MAX_ROLES and MAX_CANDIDATES."""
@@ -817,8 +823,11 @@ def finalize():
             slashed += self._slash(rid, who, SLASH_NO_SHOW_BPS, SLASH_NO_SHOW)
         elif (winner_flags >> i) & 1 == 1:
             slashed += self._slash(rid, who, SLASH_REJECTED_BPS, SLASH_REJECTED)
-        elif winner > 0 and (winner_excluded >> i) & 1 == 0:
-            rewarded.append(who)
+        elif winner > 0:
+            if (winner_excluded >> i) & 1 == 0:
+                rewarded.append(who)
+            else:  # proposing costs a bond that only inclusion returns: an always-excluded update loses
+                slashed += self._slash(rid, who, PROPOSAL_BOND_BPS, SLASH_EXCLUDED)
     withheld_bps: uint256 = max(SLASH_NO_SHOW_BPS, SLASH_MINORITY_BPS)
     for i: uint256 in range(MAX_VOTERS):
         if i == N_VOTERS:
@@ -863,6 +872,7 @@ def params() -> Params:
         vote_reveal_blocks=VOTE_REVEAL_BLOCKS, exit_cooldown=EXIT_COOLDOWN, n_proposers=N_PROPOSERS,
         n_voters=N_VOTERS, reward_per_round=REWARD_PER_ROUND, slash_rejected_bps=SLASH_REJECTED_BPS,
         slash_minority_bps=SLASH_MINORITY_BPS, slash_no_show_bps=SLASH_NO_SHOW_BPS, quorum_bps=QUORUM_BPS,
+        proposal_bond_bps=PROPOSAL_BOND_BPS,
     )
 
 

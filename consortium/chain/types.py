@@ -33,6 +33,7 @@ class SlashReason(IntEnum):
     REJECTED = 1  # proposer flagged by the accepted candidate or by a majority of revealed votes
     MINORITY = 2  # voter on the losing side of a strict majority
     NO_SHOW = 3  # proposer that did not commit, voter that did not reveal
+    EXCLUDED = 4  # proposal bond of an update the accepted candidate left out (a rule's or probe's verdict)
 
 
 class Phase(IntEnum):
@@ -65,6 +66,7 @@ class Params:
     slash_minority_bps: int = 500
     slash_no_show_bps: int = 200
     quorum_bps: int = 5000
+    proposal_bond_bps: int = 50
 
     def as_tuple(self) -> tuple[int, ...]:
         return astuple(self)

@@ -74,8 +74,11 @@ class Candidate:
 
     @property
     def screened(self) -> list[str]:
-        """Proposers the screen dropped (empty or replayed updates): evidence, not a rule's judgement."""
-        return sorted(self.result.info.get("screened", {}))
+        """Proposers the screen dropped (empty or replayed updates): evidence, not a rule's judgement.
+        Those only the probe dropped are not among them: a probe's verdict is a statistic with a false
+        positive rate, so it excludes (the proposal bond) and never slashes (`candidate_marks`)."""
+        probe_only = set(self.result.info.get("probe_excluded", ()))
+        return sorted(set(self.result.info.get("screened", {})) - probe_only)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able record of the defence's decision for reports."""
@@ -145,7 +148,10 @@ def compute_candidate(
             )
             seen["decision"] = decision
             w = w * decision.weights
+            probe_only = sorted(clients[i] for i in decision.flagged if i not in screened)
             screened = {**decision.flagged, **screened}
+        else:
+            probe_only = []
         keep = [i for i in range(len(clients)) if i not in screened]
         if not keep:
             result = AggregateResult(
@@ -169,6 +175,8 @@ def compute_candidate(
             if keep:  # with nothing kept, the result above already covers all n
                 result = _widen(result, keep, len(clients))
             result.info["screened"] = {clients[i]: why for i, why in sorted(screened.items())}
+        if probe_only:  # dropped by the probe alone: excluded, not flagged (`Candidate.screened`)
+            result.info["probe_excluded"] = probe_only
         return Outcome(result, w[torch.tensor(keep, dtype=torch.long)])
 
     t0 = time.perf_counter()
@@ -208,8 +216,10 @@ def candidate_marks(
 ) -> tuple[list[str], list[str]]:
     """(flagged, excluded) proposers of a posted candidate. Flagged is evidence of misconduct and is
     slashed: an update the screen dropped (empty or replayed) or a blob that is missing or corrupt.
-    Excluded is what the aggregator left out by its own statistics (Multi-Krum drops a fixed count
-    every round, honest or not): not rewarded, not slashed, unless `slash_excluded`."""
+    Excluded is what a statistic with false positives left out: the aggregator (Multi-Krum drops a
+    fixed count every round, honest or not) or the probe. It is not rewarded and forfeits the proposal
+    bond (`chain.proposal_bond_bps`), so an always-excluded proposer loses; it is slashed as flagged
+    only under `slash_excluded`."""
     evidence = set(cand.screened) | set(unavailable)
     excluded = {a for a in cand.flagged if a not in evidence}
     if slash_excluded:

@@ -1,7 +1,8 @@
 """Random sequences of register / top-up / exit / withdraw / fund / round steps (seed commits and reveals,
 with next-round commitments, candidates with flag and exclusion masks) against the invariants:
 contract ETH = stakes + balances + reward pool = deposits - withdrawals, nothing negative, the global
-hash moves only on an accepted round, a refused call changes nothing, history() = contract state,
+hash moves only on an accepted round, a proposal bond is forfeited only by a proposer the accepted
+candidate excludes (and does not flag), a refused call changes nothing, history() = contract state,
 and the draw recomputed off chain = the contract's."""
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from typing import Any
 
 import pytest
 from chain_helpers import ETH, GENESIS, h
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from consortium.chain import ChainClient, ChainError, Outcome, Params, Phase, RoundState, Vote, draw_roles
+from consortium.chain import (
+    ChainClient,
+    ChainError,
+    Outcome,
+    Params,
+    Phase,
+    RoundState,
+    SlashReason,
+    Vote,
+    draw_roles,
+)
 
 PROP_PARAMS = Params(
     min_stake=ETH,
@@ -33,6 +44,7 @@ PROP_PARAMS = Params(
     slash_minority_bps=500,
     slash_no_show_bps=200,
     quorum_bps=5000,
+    proposal_bond_bps=300,
 )
 N_PEOPLE = 7  # accounts 1..7; 1..4 registered at the start
 FUND = 2 * ETH
@@ -197,6 +209,12 @@ class Driver:
             if r.outcome == Outcome.ACCEPTED:
                 g = r.candidates[r.winner - 1].candidate_hash
             assert r.global_hash == g, f"global hash moved in a {r.outcome.name} round"
+            won = r.candidates[r.winner - 1] if r.outcome == Outcome.ACCEPTED else None
+            for addr, amount, reason in r.slashes:
+                if reason != SlashReason.EXCLUDED:
+                    continue
+                assert won is not None and addr in r.commits and amount > 0
+                assert addr in won.excluded_addresses and addr not in won.flagged_addresses
             if r.seed is not None:
                 drawn = draw_roles(r.seed, r.owners, r.weights, PROP_PARAMS.n_proposers, PROP_PARAMS.n_voters)
                 assert drawn == (r.proposers, r.voters)
@@ -245,10 +263,24 @@ def test_random_sequences_keep_the_invariants(fresh: Callable[[], ChainClient], 
     run_sequence(fresh(), actions)
 
 
+SHARDS = 4  # 10,000 sequences in all, 2,500 per shard
+
+
 @pytest.mark.slow
-@settings(max_examples=10_000, **_COMMON)
-@given(actions=st.lists(ACTIONS, min_size=1, max_size=12))
-def test_random_sequences_keep_the_invariants_long(
-    fresh: Callable[[], ChainClient], actions: list[Any]
-) -> None:
-    run_sequence(fresh(), actions)
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_random_sequences_keep_the_invariants_long(fresh: Callable[[], ChainClient], shard: int) -> None:
+    """10,000 sequences of up to 6 actions (a `step` action plays up to 7 round phases), split into
+    seeded shards so that several processes can share them (`-k 'long and <backend>-<shard>'`)."""
+
+    done = [0]
+
+    @seed(shard)
+    @settings(max_examples=10_000 // SHARDS, **{**_COMMON, "derandomize": False})
+    @given(actions=st.lists(ACTIONS, min_size=1, max_size=6))
+    def sequences(actions: list[Any]) -> None:
+        run_sequence(fresh(), actions)
+        done[0] += 1
+        if done[0] % 250 == 0:  # progress of a long run (visible with -s)
+            print(f"shard {shard}: {done[0]} sequences", flush=True)
+
+    sequences()

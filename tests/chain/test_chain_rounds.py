@@ -88,7 +88,7 @@ def test_minority_voter_and_flagged_proposer_are_slashed(chain: ChainClient) -> 
     assert rec.candidates[0].flagged_addresses == (props[1],)
 
 
-def test_excluded_proposer_is_neither_rewarded_nor_slashed(chain: ChainClient) -> None:
+def test_excluded_proposer_is_not_rewarded_and_forfeits_only_the_bond(chain: ChainClient) -> None:
     rid = open_and_draw(chain)
     props, voters = chain.roles()
     stakes = {p: chain.participant(p).stake for p in props}
@@ -110,7 +110,9 @@ def test_excluded_proposer_is_neither_rewarded_nor_slashed(chain: ChainClient) -
     chain.finalize()
     rec = chain.history().round(rid)
     assert rec.outcome == Outcome.ACCEPTED and rec.winner == 1
-    assert not rec.slashes and {p: chain.participant(p).stake for p in props} == stakes
+    bond = stakes[props[0]] * PARAMS.proposal_bond_bps // 10_000  # proposing pays only with inclusion
+    assert rec.slashes == [(props[0], bond, SlashReason.EXCLUDED)]
+    assert {p: chain.participant(p).stake for p in props} == {**stakes, props[0]: stakes[props[0]] - bond}
     assert set(rec.rewards) == {*props[1:], *voters}
     assert rec.candidates[0].excluded_addresses == (props[0],) and rec.candidates[1].excluded == 0
 

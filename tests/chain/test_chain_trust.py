@@ -316,6 +316,7 @@ def test_complete_exit_without_announcing(chain: ChainClient) -> None:
         ("slash_rejected_bps", 10_001, "slash above 100%"),
         ("slash_no_show_bps", 10_001, "slash above 100%"),
         ("quorum_bps", 10_001, "quorum above 100%"),
+        ("proposal_bond_bps", 10_001, "bond above 100%"),
     ],
 )
 def test_constructor_guards(chain: ChainClient, field: str, value: int, reason: str) -> None:
