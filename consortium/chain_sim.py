@@ -18,18 +18,17 @@ sample counts), the round's seed from the draw, the run config, the earlier roun
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from consortium.attacks import attackers_for
 from consortium.chain import ChainClient, Outcome, Phase, TxLog, Vote, connect, head, to_eth, wei
 from consortium.config import RunConfig, config_digest
 from consortium.deploy import config_params
 from consortium.protocol import TrainFn, prefetch
+from consortium.round.availability import reserve
 from consortium.round.chain_view import RoundCandidate, fold_round, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import AggregationRule, compute_candidate
@@ -46,7 +45,7 @@ from consortium.round.voting import LossFn, VoteRule, honest_ballot
 from consortium.rundir import HEAD, TXLOG, RunDir
 from consortium.store import BlobStore
 
-__all__ = ["ChainRoundReport", "ChainRoundRunner", "deploy_runner", "strategy_names"]
+__all__ = ["ChainRoundReport", "ChainRoundRunner", "deploy_runner"]
 
 HONEST, COLLUDERS, NO_SHOW, LAZY = "honest", "colluding_voter", "no_show", "lazy_voter"
 
@@ -79,10 +78,12 @@ class ChainRoundReport:
     balances: dict[str, float] = field(default_factory=dict)
     defence: dict[str, Any] = field(default_factory=dict)  # the pipeline's flags and weights, by name
     pipeline: Any = None  # the pipeline's Candidate (not in the summary)
+    reserved: list[str] = field(default_factory=list)  # proposers who put a lost blob back in the window
 
     def summary(self) -> dict[str, Any]:
         """JSON-able record, the pipeline's flags/weights/time at the top level as in a fedavg round."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("pipeline", "commitments", "defence")}
+        skip = ("pipeline", "commitments", "defence") + (() if self.reserved else ("reserved",))
+        out = {k: v for k, v in self.__dict__.items() if k not in skip}
         out["commitments"] = [c.__dict__ for c in self.commitments]
         return out | self.defence
 
@@ -167,15 +168,18 @@ class ChainRoundRunner:
 
         start = get_vector(self.store, global_hash, self.layout)
         prefetch(train, [n for n in out.proposers if self.strategies.get(n) != NO_SHOW], start)
+        served: dict[str, bytes] = {}  # what each proposer keeps of its committed blob, to serve again
         for name in out.proposers:
             if self.strategies.get(name) == NO_SHOW:
                 continue
             delta, n = train(name, start)
             blob, uri = put_update(self.store, delta, n, self.layout, self.config)
+            served[name] = self.store.get(blob)
             sent(self._client(name).commit(rid, blob, uri))
             out.commitments.append(Commitment(name, blob, n))
 
         op.advance_to_phase(Phase.CANDIDATE)
+        self.retrieval_window(out, served)
         rc = self.candidate(op.history().round(rid))
         coalition_hash = self._post_candidates(rid, out, rc, sent)
 
@@ -195,6 +199,12 @@ class ChainRoundRunner:
         fold_round(self.public, op.history().round(rid), rc)
         self._finish(out)
         return out
+
+    def retrieval_window(self, out: ChainRoundReport, served: dict[str, bytes]) -> None:
+        """The window before anyone judges availability: each proposer puts its blob back if the store lost
+        or corrupted it (`round.availability.reserve`). The store is one for all here: what is missing after
+        it is missing to every voter, who each report it (`Ballot.missing_mask`)."""
+        out.reserved += [name for name, data in served.items() if reserve(self.store, data)]
 
     def candidate(self, rec: Any) -> RoundCandidate:
         """The round's candidate as every node and the audit compute it from the chain record and the
@@ -304,8 +314,11 @@ class ChainRoundRunner:
         }
         drawn = {a.lower() for a in proposers}
         flags = sorted(self._name(a) for a in verdict.flags if a.lower() in drawn)
+        missing = sorted(self._name(a) for a in rc.committed.unavailable if a.lower() in drawn)
         out.votes[name] = {"choice": ballot.choice, "flags": flags}
-        return Vote(ballot.choice, ballot.flag_mask, salt)
+        if missing:
+            out.votes[name]["missing"] = missing
+        return Vote(ballot.choice, ballot.flag_mask, salt, ballot.missing_mask)
 
     def summary(self, cfg: RunConfig, rd: RunDir) -> dict[str, Any]:
         """The chain section of the report: where it ran, who played what, and the head to audit
@@ -384,17 +397,3 @@ def deploy_runner(
     runner.register_all(cc.stake, data_sizes)
     return runner
 
-
-def strategy_names(
-    specs: Sequence[Any], names: Sequence[str], taken: Sequence[str], seed: int
-) -> dict[str, str]:
-    """Seeded, disjoint draw of who plays each non-attack strategy, among participants not attacking."""
-    rng = random.Random(f"strategies:{seed}")
-    free = sorted(set(names) - set(taken))
-    chosen: dict[str, str] = {}
-    for spec in specs:
-        k = min(attackers_for(spec.fraction, len(names)), len(free))
-        for name in sorted(rng.sample(free, k)):
-            chosen[name] = spec.kind
-            free.remove(name)
-    return chosen

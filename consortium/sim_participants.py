@@ -3,10 +3,12 @@ attackers with their poisoned data, and the strategy each plays in a chain run."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from consortium.attacks import Adversary, SybilGroup, assign
+from consortium.attacks import Adversary, SybilGroup, assign, attackers_for
 from consortium.config import RunConfig
 from consortium.data import EncodedExample, Example
 from consortium.local.data import chain_split
@@ -61,10 +63,23 @@ def assign_strategies(cfg: RunConfig, participants: list[Participant]) -> None:
         p.strategy = p.adversary.spec.kind if p.adversary is not None else "honest"
     if cfg.protocol != "chain":
         return
-    from consortium.chain_sim import strategy_names  # web3: only chain runs need it
-
     names = [p.name for p in participants]
     taken = [p.name for p in participants if p.adversary is not None]
     chosen = strategy_names(cfg.strategies, names, taken, cfg.seed)
     for p in participants:
         p.strategy = chosen.get(p.name, p.strategy)
+
+
+def strategy_names(
+    specs: Sequence[Any], names: Sequence[str], taken: Sequence[str], seed: int
+) -> dict[str, str]:
+    """Seeded, disjoint draw of who plays each non-attack strategy, among participants not attacking."""
+    rng = random.Random(f"strategies:{seed}")
+    free = sorted(set(names) - set(taken))
+    chosen: dict[str, str] = {}
+    for spec in specs:
+        k = min(attackers_for(spec.fraction, len(names)), len(free))
+        for name in sorted(rng.sample(free, k)):
+            chosen[name] = spec.kind
+            free.remove(name)
+    return chosen

@@ -267,9 +267,10 @@ def _commit(blob: str, n: int = 1) -> SimpleNamespace:
 
 
 def test_an_unavailable_or_malformed_blob_is_a_flagged_no_show(tmp_path: Path) -> None:
-    """A committed blob that is missing, corrupt, of the wrong shape or dtype, not finite or not
-    safetensors, and a malformed commit URI, are left out of the aggregate (weight 0) and flagged, by the
-    chain simulator's runner exactly as by a node and the audit (all call `round.chain_view`): no crash."""
+    """A committed blob that is of the wrong shape or dtype, not finite or not safetensors, and a
+    malformed commit URI, are left out of the aggregate (weight 0) and flagged; a blob missing or corrupt
+    in the store (one party's view of availability) is left out and only excluded (`round.availability`).
+    By the chain simulator's runner exactly as by a node and the audit (all call `round.chain_view`)."""
     from consortium.chain_sim import ChainRoundRunner
     from consortium.round.pipeline import AggregationRule
     from consortium.round.records import put_vector
@@ -312,7 +313,8 @@ def test_an_unavailable_or_malformed_blob_is_a_flagged_no_show(tmp_path: Path) -
     rc = runner.candidate(rec)
     invalid = ["0xB", "0xC", "0xD", "0xE", "0xF", "0xG", "0xH", "0xI", "0xJ", "0xK"]
     assert sorted(rc.committed.invalid) == invalid
-    assert rc.flagged == invalid and rc.error is None
+    assert rc.committed.unavailable == {"0xB", "0xC"} and rc.excluded == ["0xB", "0xC"]
+    assert rc.flagged == invalid[2:] and rc.error is None
     assert rc.candidate is not None and rc.candidate.clients == ["0xA"]
     assert torch.equal(rc.candidate.vector, torch.ones(4))
 

@@ -47,6 +47,10 @@ SLASH_REJECTED: constant(uint256) = 1
 SLASH_MINORITY: constant(uint256) = 2
 SLASH_NO_SHOW: constant(uint256) = 3
 SLASH_EXCLUDED: constant(uint256) = 4  # the proposal bond of an update the winning candidate left out
+# an update the winning candidate left out whose blob the revealed voters jointly report missing after the
+# retrieval window: at least MIN_MISSING_REPORTS of them, holding more than half of the revealed weight
+SLASH_UNAVAILABLE: constant(uint256) = 5
+MIN_MISSING_REPORTS: constant(uint256) = 2  # one party's claim (a voter, or its store) never slashes
 
 
 struct Participant:
@@ -178,6 +182,7 @@ event VoteRevealed:
     who: indexed(address)
     choice: uint256
     flags: uint256
+    missing: uint256
     weight: uint256
 
 event Rewarded:
@@ -248,6 +253,9 @@ n_cand_tagged: uint256  # round_id << 8 | number of candidates: no reset needed 
 # tallies tagged with the round (round_id << 192 | weight) so the slots are reused, never reset:
 # [0] reject, [k] accept candidate k
 tallies: uint256[MAX_CANDIDATES + 1]
+# per proposer slot, the revealed voters reporting its blob missing, tagged like the tallies:
+# round_id << 192 | reporters << 128 | their weight (written only when a voter reports one)
+missing_reports: uint256[MAX_PROPOSERS]
 
 # removed weights during one draw: gone at the end of the transaction
 tree_removed: transient(HashMap[uint256, uint256])
@@ -712,9 +720,10 @@ def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256,
 
 @external
 def commit_vote(round_id: uint256, commitment: bytes32):
-    """keccak256(abi_encode(chain.id, self, round_id, voter, choice, flags, salt)); choice 0 rejects,
-    k accepts candidate k (1-based); flags is a bitmask of proposer slots the voter flags (recorded,
-    never slashed on: a voter's loss check is private)."""
+    """keccak256(abi_encode(chain.id, self, round_id, voter, choice, flags, missing, salt)); choice 0
+    rejects, k accepts candidate k (1-based); flags is a bitmask of proposer slots the voter flags
+    (recorded, never slashed on: a voter's loss check is private); missing, of the proposer slots whose
+    committed blob the voter could not retrieve by the end of the retrieval window."""
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS, VOTE_COMMIT_BLOCKS), "not in vote commit phase"
     role: uint256 = self._role_of(msg.sender, round_id, VOTER)
@@ -725,8 +734,9 @@ def commit_vote(round_id: uint256, commitment: bytes32):
 
 
 @external
-def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes32):
-    """Open the vote; the tallies are kept as votes arrive so finalize stays bounded."""
+def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, missing: uint256, salt: bytes32):
+    """Open the vote; the tallies (and the missing-blob reports) are kept as votes arrive so finalize
+    stays bounded."""
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS, VOTE_REVEAL_BLOCKS), \
         "not in vote reveal phase"
@@ -735,14 +745,23 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, salt: bytes3
     assert status & COMMITTED != 0, "no vote commitment"
     assert status & REVEALED == 0, "already revealed"
     slot: uint256 = (role >> 16) & 255
-    c: bytes32 = keccak256(abi_encode(chain.id, self, round_id, msg.sender, choice, flags, salt))
+    c: bytes32 = keccak256(abi_encode(chain.id, self, round_id, msg.sender, choice, flags, missing, salt))
     assert c == self.vote_commits[slot], "reveal does not match"
     assert choice <= self._n_candidates(round_id), "no such candidate"
     assert flags >> N_PROPOSERS == 0, "flag outside proposer slots"
+    assert missing >> N_PROPOSERS == 0, "missing outside proposer slots"
     w: uint256 = self.voter_slots[slot] >> 160
     self.participants[msg.sender].role = role | (REVEALED << 8) | choice
     self.tallies[choice] = (round_id << 192) | (self._tagged(self.tallies[choice], round_id) + w)
-    log VoteRevealed(round_id=round_id, who=msg.sender, choice=choice, flags=flags, weight=w)
+    if missing != 0:
+        for i: uint256 in range(MAX_PROPOSERS):
+            if i == N_PROPOSERS:
+                break
+            if (missing >> i) & 1 == 1:
+                self.missing_reports[i] = (round_id << 192) | (
+                    self._tagged(self.missing_reports[i], round_id) + (1 << 128) + w
+                )
+    log VoteRevealed(round_id=round_id, who=msg.sender, choice=choice, flags=flags, missing=missing, weight=w)
 
 
 # ---------------------------------------------------------------- round: finalize
@@ -773,6 +792,15 @@ def _revealed(rid: uint256, nc: uint256) -> uint256:
     return total
 
 
+@internal
+@view
+def _jointly_missing(slot: uint256, rid: uint256, revealed: uint256) -> bool:
+    """Availability is decided by more than one party: at least MIN_MISSING_REPORTS revealed voters,
+    holding more than half of the revealed weight, report the slot's blob missing after the window."""
+    r: uint256 = self._tagged(self.missing_reports[slot], rid)
+    return r >> 128 >= MIN_MISSING_REPORTS and (r & convert(max_value(uint128), uint256)) * 2 > revealed
+
+
 @external
 def finalize():
     """Anyone, after the reveal deadline: tally, move the global hash, reward and slash.
@@ -782,8 +810,10 @@ def finalize():
     Slashes rest only on what anyone can recompute: a proposer that committed nothing, one the winning
     (recomputed) candidate flags, the proposal bond of one it excludes (a robust rule's or a probe's
     public verdict: the bond, not a slash, because such verdicts have false positives), a voter that voted for another candidate than the winner, a voter
-    that did not reveal (at no less than the minority slash: withholding must not pay). A voter's own
-    flags and a rejection are private judgements: never slashed.
+    that did not reveal (at no less than the minority slash: withholding must not pay), and (the 10%
+    slash) an update the winner left out whose blob the revealed voters jointly report missing
+    (`_jointly_missing`: one party's claim alone only leaves it out). A voter's own flags and a
+    rejection are private judgements: never slashed.
     Bounded by N_PROPOSERS + N_VOTERS <= MAX_ROLES and MAX_CANDIDATES."""
     assert self.state == DRAWN, "no round to finalize"
     assert block.number >= self.draw_block + COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS \
@@ -826,6 +856,8 @@ def finalize():
         elif winner > 0:
             if (winner_excluded >> i) & 1 == 0:
                 rewarded.append(who)
+            elif self._jointly_missing(i, rid, revealed):  # unavailable by the parties' joint reports
+                slashed += self._slash(rid, who, SLASH_REJECTED_BPS, SLASH_UNAVAILABLE)
             else:  # proposing costs a bond that only inclusion returns: an always-excluded update loses
                 slashed += self._slash(rid, who, PROPOSAL_BOND_BPS, SLASH_EXCLUDED)
     withheld_bps: uint256 = max(SLASH_NO_SHOW_BPS, SLASH_MINORITY_BPS)

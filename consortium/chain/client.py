@@ -282,11 +282,18 @@ class ChainClient(ChainReads):
             self.flag_mask(excluded),
         )
 
-    def commit_vote(self, round_id: int, vote: Vote | int, flags: Sequence[str] | int = ()) -> BallotTx:
-        """Commit a ballot (an int is the choice, with a fresh salt); the result carries the Vote
-        for the reveal, which this client also keeps."""
+    def commit_vote(
+        self,
+        round_id: int,
+        vote: Vote | int,
+        flags: Sequence[str] | int = (),
+        missing: Sequence[str] | int = (),
+    ) -> BallotTx:
+        """Commit a ballot (an int is the choice, with a fresh salt, `flags` and the proposers whose
+        blob this voter reports `missing`); the result carries the Vote for the reveal, which this
+        client also keeps."""
         if isinstance(vote, int):
-            vote = Vote(vote, self.flag_mask(flags), os.urandom(32))
+            vote = Vote(vote, self.flag_mask(flags), os.urandom(32), self.flag_mask(missing))
         c = vote_commitment(self.chain_id, self.contract_address, round_id, self.address, vote)
         tx = self._send("commit_vote", round_id, c)
         self._s.ballots[(round_id, self.address)] = vote
@@ -297,7 +304,7 @@ class ChainClient(ChainReads):
         v = vote or self._s.ballots.get((round_id, self.address))
         if v is None:
             raise ChainError("no ballot kept for this round; pass the Vote", function="reveal_vote")
-        return self._send("reveal_vote", round_id, v.choice, v.flags, v.salt)
+        return self._send("reveal_vote", round_id, v.choice, v.flags, v.missing, v.salt)
 
     def finalize(self) -> Tx:
         return self._send("finalize")

@@ -21,12 +21,12 @@ def to_bytes32(value: bytes | str) -> bytes:
 
 
 def vote_commitment(chain_id: int, contract: str, round_id: int, voter: str, vote: Vote) -> bytes:
-    """keccak256(abi.encode(chain_id, contract, round_id, voter, choice, flags, salt)), as the
+    """keccak256(abi.encode(chain_id, contract, round_id, voter, choice, flags, missing, salt)), as the
     contract checks it."""
     return keccak(
         encode(
-            ["uint256", "address", "uint256", "address", "uint256", "uint256", "bytes32"],
-            [chain_id, contract, round_id, voter, vote.choice, vote.flags, vote.salt],
+            ["uint256", "address", "uint256", "address", "uint256", "uint256", "uint256", "bytes32"],
+            [chain_id, contract, round_id, voter, vote.choice, vote.flags, vote.missing, vote.salt],
         )
     )
 

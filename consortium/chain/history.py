@@ -65,6 +65,7 @@ class RevealedVote:
     choice: int
     flags: int
     weight: int
+    missing: int = 0  # proposer slots whose blob this voter reports missing after the retrieval window
 
 
 @dataclass
@@ -277,7 +278,9 @@ def _vote_committed(h: History, a: dict[str, Any]) -> None:
 
 
 def _vote_revealed(h: History, a: dict[str, Any]) -> None:
-    h.round(a["round_id"]).votes[a["who"]] = RevealedVote(a["choice"], a["flags"], a["weight"])
+    h.round(a["round_id"]).votes[a["who"]] = RevealedVote(
+        a["choice"], a["flags"], a["weight"], a.get("missing", 0)
+    )
 
 
 def _rewarded(h: History, a: dict[str, Any]) -> None:

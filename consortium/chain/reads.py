@@ -2,13 +2,67 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
 from web3 import Web3
 
 from .types import Params, ParticipantInfo, RoundInfo
 
 MASK96 = 2**96 - 1  # the contract packs two versions of a weight; the latest is the low 96 bits
+
+
+@dataclass(frozen=True)
+class _View:
+    selector: bytes
+    inputs: list[str]
+    outputs: list[dict[str, Any]]
+    output_types: list[str]
+
+
+def _view_abi(contract: Any, name: str) -> _View:
+    """The view `name` of a web3 contract object, worked out once per contract object."""
+    cache: dict[str, _View] = contract.__dict__.setdefault("_consortium_views", {})
+    if name not in cache:
+        fn = next(e for e in contract.abi if e.get("type") == "function" and e["name"] == name)
+        inputs = [_abi_type(i) for i in fn["inputs"]]
+        selector = keccak(text=f"{name}({','.join(inputs)})")[:4]
+        cache[name] = _View(selector, inputs, fn["outputs"], [_abi_type(o) for o in fn["outputs"]])
+    return cache[name]
+
+
+def _abi_type(entry: dict[str, Any]) -> str:
+    """The canonical type of an ABI entry (tuples spelled out from their components)."""
+    t = entry["type"]
+    if t.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in entry["components"]) + ")" + t[len("tuple") :]
+    return t
+
+
+def _normalise(entry: dict[str, Any], value: Any) -> Any:
+    """What web3 returns for a decoded value: addresses checksummed, containers as eth_abi gives them."""
+    t = entry["type"]
+    if t.endswith("]"):
+        inner = {**entry, "type": t[: t.rindex("[")]}
+        return type(value)(_normalise(inner, v) for v in value)
+    if t == "tuple":
+        return tuple(_normalise(c, v) for c, v in zip(entry["components"], value, strict=True))
+    if t == "address":
+        return Web3.to_checksum_address(value)
+    return value
+
+
+def direct_call(tester: Any, contract: Any, name: str, args: tuple[Any, ...], sender: str, block: Any) -> Any:
+    """A view call straight to eth-tester, returning what web3's `.call()` returns."""
+    view = _view_abi(contract, name)
+    data = view.selector + abi_encode(view.inputs, list(args))
+    raw = tester.call({"from": sender, "to": contract.address, "data": "0x" + data.hex()}, block)
+    values = abi_decode(view.output_types, bytes.fromhex(raw[2:]))
+    normalised = [_normalise(o, v) for o, v in zip(view.outputs, values, strict=True)]
+    return normalised[0] if len(normalised) == 1 else tuple(normalised)
 
 
 class ChainReads:
@@ -21,9 +75,17 @@ class ChainReads:
 
     def _read(self, name: str, *args: Any, block: int | str = "latest") -> Any:
         """A view call; an explicit funded `from` spares eth-tester's costly sender guess (and its
-        balance check, which fails for a contract or an empty account)."""
+        balance check, which fails for a contract or an empty account). On the embedded EVM the call
+        goes to eth-tester directly (`direct_call`): web3's request formatting cost a third of a read."""
         accounts = self.backend.accounts
         sender = accounts[0] if accounts else self.address
+        if self.backend.kind == "embedded":
+            from eth_tester.exceptions import TransactionFailed  # the embedded EVM's own package
+
+            try:
+                return direct_call(self.backend.tester, self.contract, name, args, sender, block)
+            except TransactionFailed:  # a revert: web3's path raises it as every caller expects
+                pass
         return getattr(self.contract.functions, name)(*args).call({"from": sender}, block_identifier=block)
 
     def params(self) -> Params:

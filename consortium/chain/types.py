@@ -34,6 +34,7 @@ class SlashReason(IntEnum):
     MINORITY = 2  # voter on the losing side of a strict majority
     NO_SHOW = 3  # proposer that did not commit, voter that did not reveal
     EXCLUDED = 4  # proposal bond of an update the accepted candidate left out (a rule's or probe's verdict)
+    UNAVAILABLE = 5  # an update left out whose blob the revealed voters jointly report missing
 
 
 class Phase(IntEnum):
@@ -147,11 +148,14 @@ class Tx:
 @dataclass(frozen=True)
 class Vote:
     """A voter's ballot: choice 0 rejects, k accepts candidate k (1-based); flags is a bitmask of
-    proposer slots the voter flags as bad; salt hides the ballot until the reveal."""
+    proposer slots the voter flags as bad; salt hides the ballot until the reveal; missing is a bitmask
+    of the proposer slots whose committed blob the voter could not retrieve by the end of the retrieval
+    window (counted at finalize: `round.availability`)."""
 
     choice: int
     flags: int = 0
     salt: bytes = field(default=b"\x00" * 32)
+    missing: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ A round record (`consortium.chain.RoundRecord`) is used by its fields only (`com
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consortium.round.availability import RetrievalWindow
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import Candidate, candidate_marks
 from consortium.round.records import (
@@ -28,6 +30,8 @@ from consortium.store import BlobNotFound, BlobStore, IntegrityError
 UNREADABLE = (ProtocolError, BlobNotFound, IntegrityError, ValueError)
 # a claimed sample count counts at most this many times the median data size registered on chain
 CLAIM_CAP = 4
+# how `check_commitment` starts the reason of a blob it could not retrieve (one party's view)
+UNAVAILABLE = "unavailable"
 
 
 def claim_bound(rec: Any, proposer: str) -> int | None:
@@ -50,15 +54,26 @@ class CommittedRound:
     commitments: list[Commitment] = field(default_factory=list)  # readable updates
     # address -> why its commitment is no usable update (a malformed URI, a URI naming another blob than
     # the commitment, a blob missing, corrupt, not safetensors, of the wrong tensors, shape or dtype, or
-    # not finite): evidence against its proposer, left out with weight 0 and flagged
+    # not finite): left out with weight 0
     invalid: dict[str, str] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)  # address -> config digest its URI names
+    # the part of `invalid` that is one party's view of availability (the blob missing, or bytes not
+    # matching its name, after the retrieval window): excluded, never flagged (`round.availability`).
+    # The rest anyone can recompute from the commitment and the bytes: evidence, flagged.
+    unavailable: set[str] = field(default_factory=set)
+
+    def evidence(self) -> list[str]:
+        """Proposers whose commitment is provably no update (flagged)."""
+        return sorted(a for a in self.invalid if a not in self.unavailable)
 
 
-def check_commitment(c: Any, store: BlobStore, layout: Layout) -> tuple[Commitment | None, str, str | None]:
+def check_commitment(
+    c: Any, store: BlobStore, layout: Layout, window: RetrievalWindow | None = None
+) -> tuple[Commitment | None, str, str | None]:
     """One commit record (`uri`, `update_hash`) judged the one way every driver and the audit judge it:
-    (the usable commitment or None, why not, the config digest its URI names). Only a store outage
-    (StoreUnavailable) raises: it says nothing about the proposer."""
+    (the usable commitment or None, why not, the config digest its URI names). A blob missing or not
+    matching its name is fetched again while `window` allows (`round.availability`); "why" then starts
+    with UNAVAILABLE. Only a store outage (StoreUnavailable) raises: it says nothing about the proposer."""
     try:
         blob, n, config = parse_uri(c.uri)
     except ProtocolError as e:
@@ -66,28 +81,47 @@ def check_commitment(c: Any, store: BlobStore, layout: Layout) -> tuple[Commitme
     committed = bytes(c.update_hash).hex()
     if blob != committed:
         return None, f"URI names blob {blob}, the commitment is {committed}", config
-    try:
-        read_update(store, blob, layout)
-    except BlobNotFound:
-        return None, f"committed update {blob} is missing from the store", config
-    except IntegrityError as e:
-        return None, f"committed update {blob} does not match its commitment: {e}", config
-    except ProtocolError as e:
-        return None, f"committed update is not an update of this run's adapter: {e}", config
+    while True:
+        try:
+            read_update(store, blob, layout)
+            break
+        except BlobNotFound:
+            if window is None or not window.retry():
+                return None, f"{UNAVAILABLE}: committed update {blob} is missing from the store", config
+        except IntegrityError as e:
+            if window is None or not window.retry():
+                why = f"{UNAVAILABLE}: committed update {blob} does not match its commitment: {e}"
+                return None, why, config
+        except ProtocolError as e:
+            return None, f"committed update is not an update of this run's adapter: {e}", config
     return Commitment("", blob, n), "", config
 
 
-def read_commitments(rec: Any, store: BlobStore, layout: Layout) -> CommittedRound:
+def read_commitments(
+    rec: Any,
+    store: BlobStore,
+    layout: Layout,
+    window: RetrievalWindow | None = None,
+    reported_missing: Iterable[str] = (),
+) -> CommittedRound:
     """Every commit of the round through `check_commitment`: the usable ones become the candidate's
-    inputs, every other one is evidence against its proposer (flagged, weight 0), never an error that
-    voids the round. A store outage (StoreUnavailable) propagates: it is not a no-show."""
+    inputs, every other one is left out (weight 0), never an error that voids the round: flagged when
+    provably no update, excluded when unavailable after the window. `reported_missing`: proposers the
+    round's voters jointly reported missing (the audit, after the fact: the records decide, not whether
+    the blob came back later). A store outage (StoreUnavailable) propagates: it is not a no-show."""
     out = CommittedRound()
+    reported = set(reported_missing)
     for addr, c in rec.commits.items():
-        ok, why, config = check_commitment(c, store, layout)
+        ok, why, config = check_commitment(c, store, layout, window)
+        if ok is not None and addr in reported:
+            why = f"{UNAVAILABLE}: the round's voters jointly reported committed update {ok.blob} missing"
+            ok = None
         if config is not None:
             out.configs[addr] = config
         if ok is None:
             out.invalid[addr] = why
+            if why.startswith(UNAVAILABLE):
+                out.unavailable.add(addr)
         else:
             bound = claim_bound(rec, addr)
             n = ok.n_examples if bound is None else min(ok.n_examples, bound)
@@ -117,8 +151,8 @@ def round_candidate(
     """The round's candidate from the public history of the rounds before it (not grown here). `seed`:
     the round seed when the caller re-derived it (the audit), else the one the draw recorded."""
     out = RoundCandidate(committed)
-    if not committed.commitments:  # every commitment invalid: no candidate, their proposers flagged
-        out.flagged = sorted(committed.invalid)
+    if not committed.commitments:  # every commitment invalid: no candidate; marked as a candidate would
+        out.flagged, out.excluded = committed.evidence(), sorted(committed.unavailable)
         return out
     try:
         cand = public.compute(rec.base_hash.hex(), committed.commitments, seed_int(seed or rec.seed or b""))
@@ -126,7 +160,9 @@ def round_candidate(
         out.error = str(e)
         return out
     out.candidate = cand
-    out.flagged, out.excluded = candidate_marks(cand, list(committed.invalid), slash_excluded)
+    out.flagged, out.excluded = candidate_marks(
+        cand, committed.evidence(), slash_excluded, sorted(committed.unavailable)
+    )
     out.hash = vector_hash(cand.vector, public.layout)
     return out
 

@@ -212,16 +212,18 @@ def _widen(result: AggregateResult, keep: Sequence[int], n: int) -> AggregateRes
 
 
 def candidate_marks(
-    cand: Candidate, unavailable: Sequence[str], slash_excluded: bool = False
+    cand: Candidate, invalid: Sequence[str], slash_excluded: bool = False, unavailable: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
     """(flagged, excluded) proposers of a posted candidate. Flagged is evidence of misconduct and is
-    slashed: an update the screen dropped (empty or replayed) or a blob that is missing or corrupt.
-    Excluded is what a statistic with false positives left out: the aggregator (Multi-Krum drops a
-    fixed count every round, honest or not) or the probe. It is not rewarded and forfeits the proposal
-    bond (`chain.proposal_bond_bps`), so an always-excluded proposer loses; it is slashed as flagged
-    only under `slash_excluded`."""
-    evidence = set(cand.screened) | set(unavailable)
-    excluded = {a for a in cand.flagged if a not in evidence}
+    slashed: an update the screen dropped (empty or replayed) or a commitment that is provably no update
+    (`invalid`: a malformed URI or blob). Excluded is what a statistic with false positives left out: the
+    aggregator (Multi-Krum drops a fixed count every round, honest or not) or the probe. It is not
+    rewarded and forfeits the proposal bond (`chain.proposal_bond_bps`), so an always-excluded proposer
+    loses; it is slashed as flagged only under `slash_excluded`. An `unavailable` blob (one party's view
+    of the store) is always excluded: the contract slashes it only on the voters' joint missing reports
+    (`round.availability`)."""
+    evidence = set(cand.screened) | set(invalid)
+    excluded = {a for a in cand.flagged if a not in evidence and a not in unavailable}
     if slash_excluded:
-        return sorted(evidence | excluded), []
-    return sorted(evidence), sorted(excluded)
+        return sorted(evidence | excluded), sorted(unavailable)
+    return sorted(evidence), sorted(excluded | set(unavailable))

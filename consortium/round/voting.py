@@ -96,12 +96,14 @@ def judge(
 
 @dataclass
 class Ballot:
-    """What an honest voter sends: the judgement behind it, the candidate it names (1-based; 0 rejects)
-    and the contract's bitmask of the proposers it flags."""
+    """What an honest voter sends: the judgement behind it, the candidate it names (1-based; 0 rejects),
+    the contract's bitmask of the proposers it flags and of those whose blob it could not retrieve by the
+    end of the retrieval window (`round.availability`)."""
 
     judgement: Judgement
     choice: int
     flag_mask: int
+    missing_mask: int = 0
 
 
 def ballot_choice(
@@ -146,4 +148,5 @@ def honest_ballot(
         mine = (bytes.fromhex(rc.hash), flag_mask(rc.flagged), flag_mask(rc.excluded))
     drawn = {p.lower() for p in proposers}
     mask = flag_mask([p for p in verdict.flags if p.lower() in drawn])
-    return Ballot(verdict, ballot_choice(verdict.accept, mine, posted), mask)
+    missing = flag_mask(sorted(a for a in rc.committed.unavailable if a.lower() in drawn))
+    return Ballot(verdict, ballot_choice(verdict.accept, mine, posted), mask, missing)

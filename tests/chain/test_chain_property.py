@@ -1,9 +1,11 @@
 """Random sequences of register / top-up / exit / withdraw / fund / round steps (seed commits and reveals,
-with next-round commitments, candidates with flag and exclusion masks) against the invariants:
-contract ETH = stakes + balances + reward pool = deposits - withdrawals, nothing negative, the global
-hash moves only on an accepted round, a proposal bond is forfeited only by a proposer the accepted
-candidate excludes (and does not flag), a refused call changes nothing, history() = contract state,
-and the draw recomputed off chain = the contract's."""
+with next-round commitments, candidates with flag and exclusion masks, votes with flags and missing-blob
+reports) against the invariants: contract ETH = stakes + balances + reward pool = deposits -
+withdrawals, nothing negative, the global hash moves only on an accepted round, a proposal bond is
+forfeited only by a proposer the accepted candidate excludes (and does not flag), an unavailable slash
+only by one it excludes whose blob at least two revealed voters holding over half the revealed weight
+report missing, a refused call leaves the contract's storage and balance as they were, history() =
+contract state, and the draw recomputed off chain = the contract's."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from consortium.chain import (
     Vote,
     draw_roles,
 )
+from consortium.round.availability import jointly_missing
 
 PROP_PARAMS = Params(
     min_stake=ETH,
@@ -69,7 +72,19 @@ def prop_world(backend: Any) -> ChainClient:
     for i, a in enumerate(acc[1:5]):
         c.as_account(a).register((2 + i) * ETH)
     c.preflight = False  # refusals are mined and replayed: fewer calls; preflight is tested elsewhere
+    c.mine(1)  # the snapshot is an empty block: a revert re-imports it without re-running transactions
     return c
+
+
+def storage_root(c: ChainClient, block: int | str) -> bytes | None:
+    """The contract's storage root at `block` on the embedded EVM (None on a JSON-RPC node): one trie
+    read, where comparing views would run the contract."""
+    if c.backend.kind != "embedded":
+        return None
+    chain = c.backend.tester.backend.chain
+    num = c.block_number() if block == "latest" else int(block)
+    state = chain.get_vm(chain.get_canonical_block_header_by_number(num)).state
+    return bytes(state._account_db._get_storage_root(bytes.fromhex(c.contract_address[2:])))
 
 
 @dataclass
@@ -82,8 +97,12 @@ class Driver:
     log: list[str] = field(default_factory=list)
 
     def light_state(self, actor: str, block: int | str = "latest") -> tuple[object, ...]:
-        """What a refused call could most plausibly have touched (the full check of every
-        refusal path is in test_chain_reverts.py)."""
+        """What a refused call could have touched: on the embedded EVM the contract's whole storage (its
+        root) and balance; on a node its balance and the actor's record (the full check of every refusal
+        path is in test_chain_reverts.py)."""
+        root = storage_root(self.c, block)
+        if root is not None:
+            return self.c.contract_balance(block), root
         return self.c.contract_balance(block), self.c.participant(actor, block)
 
     def attempt(self, actor: str, fn: Callable[[ChainClient], object], value: int = 0) -> bool:
@@ -175,7 +194,9 @@ class Driver:
             n_cand = info.n_candidates
             for v in voters:
                 if rnd.random() < 0.85:
-                    ballot = Vote(rnd.randint(0, n_cand), rnd.getrandbits(len(props)), rnd.randbytes(32))
+                    choice, flags = rnd.randint(0, n_cand), rnd.getrandbits(len(props))
+                    missing = rnd.getrandbits(len(props)) if rnd.random() < 0.5 else 0
+                    ballot = Vote(choice, flags, rnd.randbytes(32), missing)
                     self.attempt(v, lambda a, b=ballot: a.commit_vote(rid, b))
             advance(Phase.VOTE_REVEAL)
         elif phase == Phase.VOTE_REVEAL:
@@ -211,10 +232,12 @@ class Driver:
             assert r.global_hash == g, f"global hash moved in a {r.outcome.name} round"
             won = r.candidates[r.winner - 1] if r.outcome == Outcome.ACCEPTED else None
             for addr, amount, reason in r.slashes:
-                if reason != SlashReason.EXCLUDED:
+                if reason not in (SlashReason.EXCLUDED, SlashReason.UNAVAILABLE):
                     continue
                 assert won is not None and addr in r.commits and amount > 0
                 assert addr in won.excluded_addresses and addr not in won.flagged_addresses
+                unavailable = jointly_missing(r.votes.values(), r.proposers.index(addr))
+                assert (reason == SlashReason.UNAVAILABLE) == unavailable
             if r.seed is not None:
                 drawn = draw_roles(r.seed, r.owners, r.weights, PROP_PARAMS.n_proposers, PROP_PARAMS.n_voters)
                 assert drawn == (r.proposers, r.voters)

@@ -208,6 +208,62 @@ def test_a_withheld_reveal_costs_at_least_the_minority_slash(chain: ChainClient)
     assert (voters[0], stake * 900 // 10_000, SlashReason.NO_SHOW) in rec.slashes
 
 
+def _missing_round(c: ChainClient, reporters: int, excluded: bool = True) -> tuple[int, list[str]]:
+    """A round whose candidate leaves proposer 0 out (its poster could not fetch the blob) unless not
+    `excluded`; every voter accepts it and the first `reporters` voters report proposer 0's blob missing."""
+    rid = open_and_draw(c)
+    props, voters = c.roles()
+    for i, p in enumerate(props):
+        c.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
+    c.advance_to_phase(Phase.CANDIDATE)
+    c.post_candidate(rid, h("agg"), 0, 0b01 if excluded else 0)
+    c.advance_to_phase(Phase.VOTE_COMMIT)
+    for i, v in enumerate(voters):
+        c.as_account(v).commit_vote(rid, Vote(1, 0, h(f"s{v}"), 0b01 if i < reporters else 0))
+    c.advance_to_phase(Phase.VOTE_REVEAL)
+    for v in voters:
+        c.as_account(v).reveal_vote(rid)
+    c.advance_to_phase(Phase.FINALIZE)
+    c.finalize()
+    return rid, props
+
+
+@pytest.mark.parametrize("reporters", [0, 1])
+def test_one_partys_missing_claim_never_slashes(chain: ChainClient, reporters: int) -> None:
+    """The poster's store (or one voter) says proposer 0's blob is missing: the update is left out and
+    forfeits the bond like any exclusion, but one party's claim is no evidence: no unavailable slash."""
+    rid, props = _missing_round(chain, reporters)
+    rec = chain.history().round(rid)
+    assert rec.outcome == Outcome.ACCEPTED
+    assert [(w, r) for w, _, r in rec.slashes] == [(props[0], SlashReason.EXCLUDED)]
+
+
+def test_a_blob_jointly_reported_missing_is_slashed_as_unavailable(chain: ChainClient) -> None:
+    """Every voter reports it (five parties, all the revealed weight): the 10% slash, reason unavailable."""
+    rid, props = _missing_round(chain, PARAMS.n_voters)
+    rec = chain.history().round(rid)
+    stake = rec.weights[rec.owners.index(props[0])]  # unslashed before: its stake at the draw
+    assert rec.slashes == [(props[0], stake * PARAMS.slash_rejected_bps // 10_000, SlashReason.UNAVAILABLE)]
+    assert rec.votes[rec.voters[0]].missing == 0b01
+
+
+def test_missing_reports_on_an_included_update_slash_nobody(chain: ChainClient) -> None:
+    """The winning candidate holds proposer 0's update: someone could fetch it, so it was available."""
+    rid, props = _missing_round(chain, PARAMS.n_voters, excluded=False)
+    rec = chain.history().round(rid)
+    assert rec.outcome == Outcome.ACCEPTED and rec.slashes == [] and props[0] in rec.rewards
+
+
+def test_a_missing_report_outside_the_proposer_slots_is_refused(chain: ChainClient) -> None:
+    rid = open_and_draw(chain)
+    chain.advance_to_phase(Phase.VOTE_COMMIT)
+    v = chain.as_account(chain.voters()[0])
+    ballot = Vote(0, 0, h("salt"), 1 << PARAMS.n_proposers)
+    v.commit_vote(rid, ballot)
+    chain.advance_to_phase(Phase.VOTE_REVEAL)
+    refused(chain, lambda: v.reveal_vote(rid, ballot), "missing outside proposer slots", (v.address,))
+
+
 # ---------------------------------------------------------------- item 6: a third of the stake
 
 
