@@ -37,7 +37,15 @@ def _h(label: str) -> bytes:
 
 def play(share: float, n: int, rounds: int) -> dict[str, Any]:
     """One cell: `rounds` rounds with a coalition of round(share * n) of n equal stakes."""
-    from consortium.chain import ChainClient, EmbeddedBackend, Outcome, Phase, Vote, wei
+    from consortium.chain import ChainClient, EmbeddedBackend, Outcome, wei
+    from consortium.chain.driver import (
+        Posting,
+        ballots,
+        commit_updates,
+        open_to_draw,
+        post_candidates,
+        vote_and_finalize,
+    )
     from consortium.config import load_config
     from consortium.deploy import config_params
 
@@ -57,33 +65,18 @@ def play(share: float, n: int, rounds: int) -> dict[str, Any]:
     coalition_voter_seats: list[int] = []
     t0 = time.perf_counter()
     for _ in range(rounds):
-        c.open_round(c.global_hash())
-        rid = c.round_info().round_id
-        c.commit_seed(rid)
-        c.advance_to_phase(Phase.SEED_REVEAL)
-        c.reveal_seed(rid)
-        c.advance_to_phase(Phase.DRAW)
+        rid = open_to_draw(c, [c.address])
         c.draw()
         props, voters = c.roles()
         if not voters:
             tally["cancelled"] += 1
             continue
-        for i, p in enumerate(props):
-            c.as_account(p).commit(rid, _h(f"{rid}-{i}"), "cas:x")
-        c.advance_to_phase(Phase.CANDIDATE)
-        c.post_candidate(rid, _h(f"honest-{rid}"))
-        bad = 0
+        commit_updates(c, rid, props, f"{rid}-", "cas:x")
+        postings = [Posting(c.address, _h(f"honest-{rid}"))]
         if coalition:
-            c.as_account(sorted(coalition)[0]).post_candidate(rid, _h(f"coalition-{rid}"))
-            bad = 2
-        c.advance_to_phase(Phase.VOTE_COMMIT)
-        for v in voters:
-            c.as_account(v).commit_vote(rid, Vote(bad if v in coalition else 1, 0, _h(f"s{rid}{v}")))
-        c.advance_to_phase(Phase.VOTE_REVEAL)
-        for v in voters:
-            c.as_account(v).reveal_vote(rid)
-        c.advance_to_phase(Phase.FINALIZE)
-        c.finalize()
+            postings.append(Posting(sorted(coalition)[0], _h(f"coalition-{rid}")))
+        post_candidates(c, rid, postings)
+        vote_and_finalize(c, rid, ballots(voters, {v: 2 for v in voters if v in coalition}))
         rec = c.history().round(rid)
         weight = {v.lower(): b.weight for v, b in rec.votes.items()}
         bad_weight = sum(w for v, w in weight.items() if v in {a.lower() for a in coalition})

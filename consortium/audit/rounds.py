@@ -10,6 +10,7 @@ from typing import Any
 from consortium.audit.report import AuditReport
 from consortium.audit.settlement import Ledger, Tally, fmt_votes
 from consortium.config import RunConfig, config_digest, digest_matches
+from consortium.round.availability import reported_missing
 from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -78,7 +79,8 @@ def audit_chain(
             out.problems.append(
                 f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
             )
-        committed = read_commitments(rec, store, layout)
+        # what the round's voters jointly reported missing was unavailable then, even if it is back now
+        committed = read_commitments(rec, store, layout, reported_missing=reported_missing(rec))
         _report_commits(rec, committed, r, who, out, digest)
         rc = round_candidate(public, rec, committed, cfg.chain.slash_excluded, seed=seed)
         expected = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consortium.audit.report import AuditReport
+from consortium.round.availability import jointly_missing
 
 BPS = 10_000
 
@@ -130,6 +131,8 @@ class Ledger:
                 slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.REJECTED))
             elif rec.outcome == Outcome.ACCEPTED and not (winner_excluded >> i) & 1:
                 rewarded.append(p)
+            elif rec.outcome == Outcome.ACCEPTED and jointly_missing(rec.votes.values(), i):
+                slashes.append((p, self._slash(p, params.slash_rejected_bps), SlashReason.UNAVAILABLE))
             elif rec.outcome == Outcome.ACCEPTED:  # the proposal bond: only inclusion returns it
                 bond = getattr(params, "proposal_bond_bps", 0)
                 slashes.append((p, self._slash(p, bond), SlashReason.EXCLUDED))

@@ -21,14 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from web3.exceptions import Web3RPCError
-
-from consortium.chain import ChainClient, ChainError, Phase, RoundState, Vote, wei
+from consortium.chain import ChainClient, Phase, RoundState, Vote, wei
 from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
-from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry, store_options
+from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry, send, store_options
 from consortium.node_config import NodeConfig, NodeState, load_key
 from consortium.probe import publish
+from consortium.round.availability import reserve, window_open
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -37,16 +36,6 @@ from consortium.round.voting import VoteRule, honest_ballot
 from consortium.store import open_store
 
 log = logging.getLogger("consortium.node")
-# reverts that mean "someone (maybe we, before a restart) already did it": success, not failure
-ALREADY = (
-    "round in progress",
-    "no round to draw",
-    "no round to finalize",
-    "already committed",
-    "already revealed",
-    "duplicate candidate",
-    "already registered",
-)
 MAX_ERRORS = 10  # unexpected failures in a row before the node gives up
 
 
@@ -81,36 +70,15 @@ class Node:
         assert ncfg.state_file is not None
         self.state = NodeState(ncfg.state_file, ncfg.contract, self.address, deployment_of(self.client))
         self.views: dict[int, RoundCandidate] = {}
+        self.served: dict[str, bytes] = {}  # our committed blob, to put back in the retrieval window
         self.base_loss: float | None = None
         self.finalized: list[int] = []
 
     # ------------------------------------------------------------------ sending
 
     def _send(self, what: str, call: Callable[[], Any]) -> bool:
-        """Send one transaction. True: it was mined, or the chain says it is already done. False: the
-        window has passed or the contract refused for a reason logged here. Gas/funds: NodeError."""
-        try:
-            tx = call()
-        except ChainError as e:
-            if any(a in e.reason for a in ALREADY):
-                log.info("%s: already done (%s)", what, e.reason)
-                return True
-            if e.reason in ("not registered", "stake below minimum"):
-                raise NodeError(
-                    f"{what}: the contract refused: {e.reason} (account {self.address})"
-                ) from None
-            log.warning("%s: refused by the contract: %s", what, e.reason)
-            return False
-        except (ValueError, Web3RPCError) as e:  # node-side refusals: funds, gas, nonce
-            text = str(e)
-            if any(w in text.lower() for w in ("insufficient funds", "gas required exceeds", "out of gas")):
-                bal = self.client.w3.eth.get_balance(self.address) / 10**18
-                raise NodeError(
-                    f"{what}: account {self.address} cannot pay for gas ({bal:.6f} ETH); fund it: {text}"
-                ) from None
-            raise
-        log.info("%s: mined in block %d (gas %d)", what, tx.block, tx.gas_used)
-        return True
+        """Send one transaction (`node.net.send`): True when mined or already done."""
+        return send(what, call, self.client, self.address)
 
     # ------------------------------------------------------------------ set-up
 
@@ -207,7 +175,8 @@ class Node:
         elif phase == Phase.COMMIT:
             self._commit(rid, info.base_hash.hex())
         elif phase == Phase.CANDIDATE:
-            self._post_candidate(rid)
+            self._reserve(rid, info, block)
+            self._post_candidate(rid, info, block)
         elif phase == Phase.VOTE_COMMIT:
             self._vote_commit(rid, info.base_hash.hex())
         elif phase == Phase.VOTE_REVEAL:
@@ -270,6 +239,7 @@ class Node:
             start = get_vector(self.store, base, self.layout)
             delta, n = self.participant.train(rid - 1, start)
             blob, uri = put_update(self.store, delta, n, self.layout, self.digest)
+            self.served = {blob: self.store.get(blob)}  # to serve again in the retrieval window
             self.state.update(rid, blob=blob, uri=uri)
             log.info(
                 "round %d: trained on %d examples in %.1fs, update %s",
@@ -281,6 +251,17 @@ class Node:
         st = self.state.round(rid)
         if self._send(f"round {rid}: commit update", lambda: self.client.commit(rid, st["blob"], st["uri"])):
             self.state.update(rid, committed=True)
+
+    def _reserve(self, rid: int, info: Any, block: int) -> None:
+        """Our half of the retrieval window: put our committed blob back if the store lost or corrupted
+        it (`round.availability`; kept from the commit, else read back from the store while it had it)."""
+        st = self.state.round(rid)
+        if "blob" not in st or not st.get("committed") or not window_open(info.candidate_end, block):
+            return
+        if st["blob"] not in self.served and st["blob"] in self.store:
+            self.served[st["blob"]] = self.store.get(st["blob"])
+        if st["blob"] in self.served and reserve(self.store, self.served[st["blob"]]):
+            log.warning("round %d: the store had lost our update %s; put it back", rid, st["blob"][:12])
 
     def _history_before(self, rid: int) -> PublicHistory:
         """The public history as every participant grew it over the rounds before `rid`, folded in
@@ -300,8 +281,9 @@ class Node:
         rc = read_commitments(rec, self.store, self.layout)
         return round_candidate(self.public, rec, rc, self.cfg.chain.slash_excluded)
 
-    def view(self, rid: int) -> RoundCandidate:
-        """The round's candidate as the pure pipeline computes it from chain + store (cached per round)."""
+    def view(self, rid: int, final: bool = True) -> RoundCandidate:
+        """The round's candidate as the pure pipeline computes it from chain + store (cached per round
+        once `final`: a blob missing inside the retrieval window is read again at the next block)."""
         if rid in self.views:
             return self.views[rid]
         rec = self.client.history().round(rid)
@@ -309,12 +291,18 @@ class Node:
         v = self._candidate(rec)
         if v.error is not None:
             log.warning("round %d: no candidate: %s", rid, v.error)
-        self.views = {rid: v}  # only the current round is needed again
+        if final or not v.committed.unavailable:
+            self.views = {rid: v}  # only the current round is needed again
         return v
 
-    def _post_candidate(self, rid: int) -> None:
-        """Post the pipeline's candidate unless the chain already holds it (whoever posted it)."""
-        v = self.view(rid)
+    def _post_candidate(self, rid: int, info: Any, block: int) -> None:
+        """Post the pipeline's candidate unless the chain already holds it (whoever posted it); with a
+        committed blob still missing, only once the retrieval window has closed."""
+        v = self.view(rid, final=not window_open(info.candidate_end, block))
+        if v.committed.unavailable and rid not in self.views:
+            missing = len(v.committed.unavailable)
+            log.info("round %d: %d committed blob(s) missing; reading again next block", rid, missing)
+            return
         if v.hash is None or v.candidate is None:  # nothing committed or nothing readable: voters reject
             return
         if v.hash not in self.store:  # the blob the next round starts from, whoever posted it
@@ -336,9 +324,10 @@ class Node:
             return
         if "vote" not in st:
             vote = self._ballot(rid, base)
-            self.state.update(rid, vote={"choice": vote.choice, "flags": vote.flags, "salt": vote.salt.hex()})
+            saved = {"choice": vote.choice, "flags": vote.flags, "salt": vote.salt.hex()}
+            self.state.update(rid, vote=saved | {"missing": vote.missing})
         b = self.state.round(rid)["vote"]
-        vote = Vote(b["choice"], b["flags"], bytes.fromhex(b["salt"]))
+        vote = Vote(b["choice"], b["flags"], bytes.fromhex(b["salt"]), b.get("missing", 0))
         if self._send(f"round {rid}: commit vote", lambda: self.client.commit_vote(rid, vote)):
             self.state.update(rid, vote_sent=True)
 
@@ -372,7 +361,7 @@ class Node:
             f"candidate {ballot.choice}" if ballot.choice else "reject",
             bin(ballot.flag_mask),
         )
-        return Vote(ballot.choice, ballot.flag_mask, os.urandom(32))
+        return Vote(ballot.choice, ballot.flag_mask, os.urandom(32), ballot.missing_mask)
 
     def _vote_reveal(self, rid: int) -> None:
         kind, status = self._role(rid)
@@ -380,7 +369,7 @@ class Node:
         if kind != 2 or not status & 1 or status & 2 or "vote" not in st:
             return
         b = st["vote"]
-        vote = Vote(b["choice"], b["flags"], bytes.fromhex(b["salt"]))
+        vote = Vote(b["choice"], b["flags"], bytes.fromhex(b["salt"]), b.get("missing", 0))
         self._send(f"round {rid}: reveal vote", lambda: self.client.reveal_vote(rid, vote))
 
     def _finished(self, rid: int) -> None:

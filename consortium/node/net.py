@@ -8,13 +8,26 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+from web3.exceptions import Web3RPCError
 
-from consortium.chain import ChainClient, RpcBackend
+from consortium.chain import ChainClient, ChainError, RpcBackend
 from consortium.node_config import NodeConfig
 from consortium.store import StoreUnavailable
 
 log = logging.getLogger("consortium.node")
 TRANSIENT = (requests.ConnectionError, requests.Timeout, StoreUnavailable, ConnectionError, TimeoutError)
+
+
+# reverts that mean "someone (maybe we, before a restart) already did it": success, not failure
+ALREADY = (
+    "round in progress",
+    "no round to draw",
+    "no round to finalize",
+    "already committed",
+    "already revealed",
+    "duplicate candidate",
+    "already registered",
+)
 
 
 class NodeError(RuntimeError):
@@ -61,3 +74,28 @@ def retry(fn: Callable[[], Any], what: str, attempts: int = 8, base: float = 0.5
     raise AssertionError("unreachable")
 
 
+def send(what: str, call: Callable[[], Any], client: ChainClient, address: str) -> bool:
+    """Send one transaction. True: it was mined, or the chain says it is already done. False: the
+    window has passed or the contract refused for a reason logged here. Gas/funds: NodeError."""
+    try:
+        tx = call()
+    except ChainError as e:
+        if any(a in e.reason for a in ALREADY):
+            log.info("%s: already done (%s)", what, e.reason)
+            return True
+        if e.reason in ("not registered", "stake below minimum"):
+            raise NodeError(
+                f"{what}: the contract refused: {e.reason} (account {address})"
+            ) from None
+        log.warning("%s: refused by the contract: %s", what, e.reason)
+        return False
+    except (ValueError, Web3RPCError) as e:  # node-side refusals: funds, gas, nonce
+        text = str(e)
+        if any(w in text.lower() for w in ("insufficient funds", "gas required exceeds", "out of gas")):
+            bal = client.w3.eth.get_balance(address) / 10**18
+            raise NodeError(
+                f"{what}: account {address} cannot pay for gas ({bal:.6f} ETH); fund it: {text}"
+            ) from None
+        raise
+    log.info("%s: mined in block %d (gas %d)", what, tx.block, tx.gas_used)
+    return True

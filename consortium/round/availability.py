@@ -2,10 +2,10 @@
 
 A store that answers 404, or a voter who says it did, is one party's claim. So:
 
-- **the window.** A party judges a blob missing only if it stays unretrievable until the window ends
-  (`RetrievalWindow`: the node retries until a block; the simulation asks once more after every
-  proposer has had its turn to re-serve). Meanwhile the proposer re-uploads its blob if the store has
-  lost it (`reserve`): the store is content-addressed, so a re-upload repairs it.
+- **the window.** A party judges a blob missing only if it stays unretrievable until the window closes
+  (`window_open`: a node reads again at every block of it; the simulation reads once every proposer has
+  had its turn to re-serve). Meanwhile the proposer re-uploads its blob if the store has lost it
+  (`reserve`): the store is content-addressed, so a re-upload repairs it.
 - **the parties.** A candidate leaves an unretrievable blob out (*excluded*, weight 0), never flags it:
   the poster's store may be the one that lies. Each voter reports in its reveal the proposer slots whose
   blob it could not retrieve (`Vote.missing`); the contract slashes an excluded proposer of the accepted
@@ -16,9 +16,7 @@ A store that answers 404, or a voter who says it did, is one party's claim. So:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex
@@ -62,22 +60,12 @@ def reserve(store: BlobStore, data: bytes) -> bool:
     return True
 
 
-@dataclass
-class RetrievalWindow:
-    """A reader's half of the window: `retry()` says whether to fetch a missing blob again (after
-    `wait()`), until the window closes. `closed` is the clock: a block number reached, or a deadline.
-
-    With `closed` None the window is already over (one attempt: what a party has once every proposer
-    has had its turn to re-serve, as in the simulation)."""
-
-    closed: Callable[[], bool] | None = None
-    pause_s: float = 0.5
-
-    def retry(self) -> bool:
-        if self.closed is None or self.closed():
-            return False
-        time.sleep(self.pause_s)
-        return True
+def window_open(candidate_end: int, block: int) -> bool:
+    """The retrieval window of a round: from its commits until the last block a candidate can still be
+    posted in (a transaction sent after `block` lands in `block + 1`, before `candidate_end`). A node
+    re-serves its own blob and re-reads a missing one at every block of it; the candidate and every
+    voter's missing report rest on what is still missing once it has closed."""
+    return block + 2 < candidate_end
 
 
 def missing_mask(unavailable: Iterable[str], slots: Mapping[str, int]) -> int:

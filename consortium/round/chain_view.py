@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consortium.round.availability import RetrievalWindow
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import Candidate, candidate_marks
 from consortium.round.records import (
@@ -67,13 +66,12 @@ class CommittedRound:
         return sorted(a for a in self.invalid if a not in self.unavailable)
 
 
-def check_commitment(
-    c: Any, store: BlobStore, layout: Layout, window: RetrievalWindow | None = None
-) -> tuple[Commitment | None, str, str | None]:
+def check_commitment(c: Any, store: BlobStore, layout: Layout) -> tuple[Commitment | None, str, str | None]:
     """One commit record (`uri`, `update_hash`) judged the one way every driver and the audit judge it:
     (the usable commitment or None, why not, the config digest its URI names). A blob missing or not
-    matching its name is fetched again while `window` allows (`round.availability`); "why" then starts
-    with UNAVAILABLE. Only a store outage (StoreUnavailable) raises: it says nothing about the proposer."""
+    matching its name is one party's view of availability: "why" then starts with UNAVAILABLE
+    (`round.availability`). Only a store outage (StoreUnavailable) raises: it says nothing about the
+    proposer."""
     try:
         blob, n, config = parse_uri(c.uri)
     except ProtocolError as e:
@@ -81,28 +79,19 @@ def check_commitment(
     committed = bytes(c.update_hash).hex()
     if blob != committed:
         return None, f"URI names blob {blob}, the commitment is {committed}", config
-    while True:
-        try:
-            read_update(store, blob, layout)
-            break
-        except BlobNotFound:
-            if window is None or not window.retry():
-                return None, f"{UNAVAILABLE}: committed update {blob} is missing from the store", config
-        except IntegrityError as e:
-            if window is None or not window.retry():
-                why = f"{UNAVAILABLE}: committed update {blob} does not match its commitment: {e}"
-                return None, why, config
-        except ProtocolError as e:
-            return None, f"committed update is not an update of this run's adapter: {e}", config
+    try:
+        read_update(store, blob, layout)
+    except BlobNotFound:
+        return None, f"{UNAVAILABLE}: committed update {blob} is missing from the store", config
+    except IntegrityError as e:
+        return None, f"{UNAVAILABLE}: committed update {blob} does not match its commitment: {e}", config
+    except ProtocolError as e:
+        return None, f"committed update is not an update of this run's adapter: {e}", config
     return Commitment("", blob, n), "", config
 
 
 def read_commitments(
-    rec: Any,
-    store: BlobStore,
-    layout: Layout,
-    window: RetrievalWindow | None = None,
-    reported_missing: Iterable[str] = (),
+    rec: Any, store: BlobStore, layout: Layout, reported_missing: Iterable[str] = ()
 ) -> CommittedRound:
     """Every commit of the round through `check_commitment`: the usable ones become the candidate's
     inputs, every other one is left out (weight 0), never an error that voids the round: flagged when
@@ -112,7 +101,7 @@ def read_commitments(
     out = CommittedRound()
     reported = set(reported_missing)
     for addr, c in rec.commits.items():
-        ok, why, config = check_commitment(c, store, layout, window)
+        ok, why, config = check_commitment(c, store, layout)
         if ok is not None and addr in reported:
             why = f"{UNAVAILABLE}: the round's voters jointly reported committed update {ok.blob} missing"
             ok = None

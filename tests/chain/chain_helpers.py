@@ -5,7 +5,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from consortium.chain import ChainClient, Params, Phase, Tx, Vote
+from consortium.chain import ChainClient, Params, Phase, Tx, driver
+from consortium.chain.driver import (
+    Posting,
+    ballots,
+    commit_updates,
+    commit_votes,
+    digest,
+    post_candidates,
+    vote_and_finalize,
+)
 
 ETH = 10**18
 PARAMS = Params(
@@ -28,9 +37,7 @@ N_PARTICIPANTS = 8
 GENESIS = hashlib.sha256(b"genesis adapter").digest()
 
 
-def h(label: str) -> bytes:
-    """A sha256 digest standing in for an update or aggregate blob."""
-    return hashlib.sha256(label.encode()).digest()
+h = digest  # a sha256 digest standing in for an update or aggregate blob
 
 
 @dataclass
@@ -43,18 +50,9 @@ class RoundResult:
 
 
 def open_and_draw(c: ChainClient, seeds: int = 0) -> int:
-    """Open a round on the current global hash, optionally with seed contributions, and draw."""
-    c.open_round(c.global_hash())
-    rid = c.round_info().round_id
-    people = c.participant_addresses()[:seeds]
-    for who in people:
-        c.as_account(who).commit_seed(rid)
-    c.advance_to_phase(Phase.SEED_REVEAL)
-    for who in people:
-        c.as_account(who).reveal_seed(rid)
-    c.advance_to_phase(Phase.DRAW)
-    c.draw()
-    return rid
+    """Open a round on the current global hash, optionally with the first `seeds` participants'
+    seed contributions, and draw."""
+    return driver.open_and_draw(c, c.participant_addresses()[:seeds])
 
 
 def play_round(
@@ -71,20 +69,12 @@ def play_round(
     voters reveal, then finalize."""
     rid = open_and_draw(c, seeds)
     props, voters = c.proposers(), c.voters()
-    for i, p in enumerate(props[: len(props) if commit is None else commit]):
-        c.as_account(p).commit(rid, h(f"{label}-{rid}-update-{i}"), f"file:///store/{label}{rid}{i}")
-    c.advance_to_phase(Phase.CANDIDATE)
+    committing = props[: len(props) if commit is None else commit]
+    commit_updates(c, rid, committing, f"{label}-{rid}-update-", f"file:///store/{label}{rid}")
     cand = h(f"{label}-{rid}-aggregate")
-    mask = sum(1 << i for i in flagged)
-    c.post_candidate(rid, cand, mask)
-    c.advance_to_phase(Phase.VOTE_COMMIT)
-    for v in voters:
-        c.as_account(v).commit_vote(rid, Vote(1 if accept else 0, 0, h(f"salt-{v}")))
-    c.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters[: len(voters) if reveal is None else reveal]:
-        c.as_account(v).reveal_vote(rid)
-    c.advance_to_phase(Phase.FINALIZE)
-    tx = c.finalize()
+    post_candidates(c, rid, [Posting(c.address, cand, sum(1 << i for i in flagged))])
+    revealing = voters[: len(voters) if reveal is None else reveal]
+    tx = vote_and_finalize(c, rid, ballots(voters, 1 if accept else 0), revealing)
     return RoundResult(rid, props, voters, tx, cand)
 
 
@@ -103,12 +93,8 @@ def fingerprint(c: ChainClient, extra: tuple[str, ...] = ()) -> tuple[object, ..
 def to_vote_reveal(c: ChainClient, choice: int = 1) -> int:
     """Open, draw, all proposers commit, one candidate, all voters commit `choice`."""
     rid = open_and_draw(c)
-    for i, p in enumerate(c.proposers()):
-        c.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
-    c.advance_to_phase(Phase.CANDIDATE)
-    c.post_candidate(rid, h("agg"), 0)
-    c.advance_to_phase(Phase.VOTE_COMMIT)
-    for v in c.voters():
-        c.as_account(v).commit_vote(rid, Vote(choice, 0, h(f"salt-{v}")))
+    commit_updates(c, rid)
+    post_candidates(c, rid, [Posting(c.address, h("agg"))])
+    commit_votes(c, rid, ballots(c.voters(), choice))
     c.advance_to_phase(Phase.VOTE_REVEAL)
     return rid

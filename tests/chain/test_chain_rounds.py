@@ -11,11 +11,11 @@ from consortium.chain import (
     Phase,
     RoundState,
     SlashReason,
-    Vote,
     draw_roles,
     round_seed,
     xor_seeds,
 )
+from consortium.chain.driver import Posting, ballots, commit_updates, post_candidates, vote_and_finalize
 
 
 def bps(stake: int, b: int) -> int:
@@ -62,24 +62,15 @@ def test_no_shows_and_no_quorum(chain: ChainClient, participants: list[str]) -> 
 def test_minority_voter_and_flagged_proposer_are_slashed(chain: ChainClient) -> None:
     rid = open_and_draw(chain)
     props, voters = chain.roles()
-    for i, p in enumerate(props):
-        chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
-    chain.advance_to_phase(Phase.CANDIDATE)
-    chain.post_candidate(rid, h("agg"), [props[1]])  # the aggregator screened proposer 1 out
-    chain.as_account(next(v for v in voters if v != chain.address)).post_candidate(rid, h("other"), 0)
-    chain.advance_to_phase(Phase.VOTE_COMMIT)
+    commit_updates(chain, rid)
+    other = next(v for v in voters if v != chain.address)
+    # the aggregator screened proposer 1 out
+    post_candidates(chain, rid, [Posting(chain.address, h("agg"), [props[1]]), Posting(other, h("other"))])
     weights = {v: chain.participant(v).weight for v in voters}
     # all but the lightest voter accept; the lightest votes for the other candidate (a rejection
     # would be a private judgement, never slashed: test_chain_trust)
     order = sorted(voters, key=lambda v: weights[v])
-    ballots = {v: Vote(2 if v == order[0] else 1, 0, h(v)) for v in voters}
-    for v in voters:
-        chain.as_account(v).commit_vote(rid, ballots[v])
-    chain.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters:
-        chain.as_account(v).reveal_vote(rid)
-    chain.advance_to_phase(Phase.FINALIZE)
-    chain.finalize()
+    vote_and_finalize(chain, rid, ballots(voters, {order[0]: 2}))
     rec = chain.history().round(rid)
     assert rec.outcome == Outcome.ACCEPTED and chain.global_hash() == h("agg")
     reasons = {who: why for who, _, why in rec.slashes}
@@ -92,22 +83,12 @@ def test_excluded_proposer_is_not_rewarded_and_forfeits_only_the_bond(chain: Cha
     rid = open_and_draw(chain)
     props, voters = chain.roles()
     stakes = {p: chain.participant(p).stake for p in props}
-    for i, p in enumerate(props):
-        chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
-    chain.advance_to_phase(Phase.CANDIDATE)
-    chain.post_candidate(rid, h("agg"), 0, [props[0]])  # Multi-Krum left proposer 0 out, no evidence
-    chain.as_account(next(v for v in voters if v != chain.address)).post_candidate(
-        rid, h("agg"), 0, 0
-    )  # same hash, other marks: another one
+    commit_updates(chain, rid)
+    other = next(v for v in voters if v != chain.address)
+    # Multi-Krum left proposer 0 out, no evidence; the same hash with other marks is another candidate
+    post_candidates(chain, rid, [Posting(chain.address, h("agg"), 0, [props[0]]), Posting(other, h("agg"))])
     assert chain.candidates() == [(h("agg"), 0, 0b01), (h("agg"), 0, 0)]
-    chain.advance_to_phase(Phase.VOTE_COMMIT)
-    for v in voters:
-        chain.as_account(v).commit_vote(rid, Vote(1, 0, h(v)))
-    chain.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters:
-        chain.as_account(v).reveal_vote(rid)
-    chain.advance_to_phase(Phase.FINALIZE)
-    chain.finalize()
+    vote_and_finalize(chain, rid, ballots(voters))
     rec = chain.history().round(rid)
     assert rec.outcome == Outcome.ACCEPTED and rec.winner == 1
     bond = stakes[props[0]] * PARAMS.proposal_bond_bps // 10_000  # proposing pays only with inclusion
@@ -119,23 +100,13 @@ def test_excluded_proposer_is_not_rewarded_and_forfeits_only_the_bond(chain: Cha
 
 def test_voter_flags_are_recorded_never_slashed_and_second_candidate_wins(chain: ChainClient) -> None:
     rid = open_and_draw(chain)
-    props, voters = chain.roles()
-    for i, p in enumerate(props):
-        chain.as_account(p).commit(rid, h(f"u{i}"), f"file:///u{i}")
-    chain.advance_to_phase(Phase.CANDIDATE)
-    chain.as_account(next(v for v in voters if v != chain.address)).post_candidate(
-        rid, h("wrong"), 0
-    )  # not what voters recompute
-    chain.post_candidate(rid, h("right"), 0)
+    voters = chain.voters()
+    commit_updates(chain, rid)
+    other = next(v for v in voters if v != chain.address)
+    # the first is not what voters recompute
+    post_candidates(chain, rid, [Posting(other, h("wrong")), Posting(chain.address, h("right"))])
     assert [c[0] for c in chain.candidates()] == [h("wrong"), h("right")]
-    chain.advance_to_phase(Phase.VOTE_COMMIT)
-    for v in voters:  # accept candidate 2 and flag proposer 0
-        chain.as_account(v).commit_vote(rid, Vote(2, 0b01, h(v)))
-    chain.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters:
-        chain.as_account(v).reveal_vote(rid)
-    chain.advance_to_phase(Phase.FINALIZE)
-    chain.finalize()
+    vote_and_finalize(chain, rid, ballots(voters, 2, flags=0b01))  # accept candidate 2, flag proposer 0
     rec = chain.history().round(rid)
     assert rec.outcome == Outcome.ACCEPTED and rec.winner == 2 and chain.global_hash() == h("right")
     assert not rec.slashes  # a voter's flag is a private loss check: it can exclude, never slash

@@ -13,22 +13,22 @@ from eth_utils import keccak
 from test_chain_reverts import refused
 
 from consortium.chain import ChainClient, ChainError, Outcome, Phase, SlashReason, Vote, draw_roles
+from consortium.chain.driver import (
+    Posting,
+    ballots,
+    commit_updates,
+    open_to_draw,
+    post_candidates,
+    vote_and_finalize,
+)
 
 # ---------------------------------------------------------------- item 1: the draw's stake snapshot
 
 
 def _to_draw(c: ChainClient) -> int:
     """Open a round with two seed contributions and stop where draw() is allowed: the seed is public."""
-    c.open_round(c.global_hash())
-    rid = c.round_info().round_id
     people = c.participant_addresses()[:2]
-    for who in people:
-        c.as_account(who).commit_seed(rid, h(f"seed-{who}"))
-    c.advance_to_phase(Phase.SEED_REVEAL)
-    for who in people:
-        c.as_account(who).reveal_seed(rid)
-    c.advance_to_phase(Phase.DRAW)
-    return rid
+    return open_to_draw(c, people, {who: h(f"seed-{who}") for who in people})
 
 
 def _roles_after(c: ChainClient, change: Callable[[list[str], list[str]], object]) -> tuple[list[str], ...]:
@@ -90,18 +90,17 @@ def _everyone(c: ChainClient) -> list[str]:
 
 def _finish(c: ChainClient, rid: int) -> None:
     """Let a drawn round run out with every proposer committing and every voter accepting."""
-    for i, p in enumerate(c.proposers()):
-        c.as_account(p).commit(rid, h(f"fin{rid}-{i}"), "file:///u")
-    c.advance_to_phase(Phase.CANDIDATE)
-    c.post_candidate(rid, h(f"fin{rid}"), 0)
-    c.advance_to_phase(Phase.VOTE_COMMIT)
-    for v in c.voters():
-        c.as_account(v).commit_vote(rid, 1)
-    c.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in c.voters():
-        c.as_account(v).reveal_vote(rid)
-    c.advance_to_phase(Phase.FINALIZE)
-    c.finalize()
+    _play(c, rid, [Posting(c.address, h(f"fin{rid}"))], ballots(c.voters()), label=f"fin{rid}-")
+
+
+def _play(
+    c: ChainClient, rid: int, postings: list[Posting], votes: dict[str, Vote], label: str = "u"
+) -> None:
+    """The rest of a drawn round: every proposer commits, `postings` are posted, `votes` are cast and
+    all revealed, finalize."""
+    commit_updates(c, rid, label=label)
+    post_candidates(c, rid, postings)
+    vote_and_finalize(c, rid, votes)
 
 
 def test_an_exiting_role_holder_cannot_leave_before_its_round_settles(chain: ChainClient) -> None:
@@ -142,19 +141,7 @@ def test_voters_flags_alone_never_slash(chain: ChainClient) -> None:
     """Every voter flags proposer 0 from its private loss check, yet accepts a candidate that does not:
     the flag is a judgement nobody else can recompute, so proposer 0 keeps its stake."""
     rid = open_and_draw(chain)
-    props, voters = chain.roles()
-    for i, p in enumerate(props):
-        chain.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
-    chain.advance_to_phase(Phase.CANDIDATE)
-    chain.post_candidate(rid, h("agg"), 0)
-    chain.advance_to_phase(Phase.VOTE_COMMIT)
-    for v in voters:
-        chain.as_account(v).commit_vote(rid, Vote(1, 1, h(f"s{v}")))
-    chain.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters:
-        chain.as_account(v).reveal_vote(rid)
-    chain.advance_to_phase(Phase.FINALIZE)
-    chain.finalize()
+    _play(chain, rid, [Posting(chain.address, h("agg"))], ballots(chain.voters(), 1, flags=1))
     rec = chain.history().round(rid)
     assert rec.outcome == Outcome.ACCEPTED
     assert rec.slashes == []
@@ -166,23 +153,13 @@ def test_a_voter_who_rejects_an_accepted_candidate_is_not_slashed(chain: ChainCl
     four accepting voters hold 4/7 of the stake, more than a third."""
     c = _equal_world(chain, n=7)
     rid = open_and_draw(c)
-    props, voters = c.roles()
-    for i, p in enumerate(props):
-        c.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
-    c.advance_to_phase(Phase.CANDIDATE)
-    c.post_candidate(rid, h("agg"), 0)
-    c.as_account(next(v for v in voters if v != c.address)).post_candidate(rid, h("bad"), 0)
+    voters = c.voters()
+    commit_updates(c, rid)
+    other = next(v for v in voters if v != c.address)
+    post_candidates(c, rid, [Posting(c.address, h("agg")), Posting(other, h("bad"))])
     for wrong in (0, 2):  # reject, then vote for the other candidate
         snap = c.snapshot()  # anvil spends a snapshot on revert: one each time
-        choice = {v: 1 for v in voters} | {voters[0]: wrong}
-        c.advance_to_phase(Phase.VOTE_COMMIT)
-        for v in voters:
-            c.as_account(v).commit_vote(rid, Vote(choice[v], 0, h(f"s{v}")))
-        c.advance_to_phase(Phase.VOTE_REVEAL)
-        for v in voters:
-            c.as_account(v).reveal_vote(rid)
-        c.advance_to_phase(Phase.FINALIZE)
-        c.finalize()
+        vote_and_finalize(c, rid, ballots(voters, {voters[0]: wrong}))
         rec = c.history().round(rid)
         assert rec.outcome == Outcome.ACCEPTED
         assert {w for w, _, _ in rec.slashes} == (set() if wrong == 0 else {voters[0]})
@@ -213,18 +190,8 @@ def _missing_round(c: ChainClient, reporters: int, excluded: bool = True) -> tup
     `excluded`; every voter accepts it and the first `reporters` voters report proposer 0's blob missing."""
     rid = open_and_draw(c)
     props, voters = c.roles()
-    for i, p in enumerate(props):
-        c.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
-    c.advance_to_phase(Phase.CANDIDATE)
-    c.post_candidate(rid, h("agg"), 0, 0b01 if excluded else 0)
-    c.advance_to_phase(Phase.VOTE_COMMIT)
-    for i, v in enumerate(voters):
-        c.as_account(v).commit_vote(rid, Vote(1, 0, h(f"s{v}"), 0b01 if i < reporters else 0))
-    c.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters:
-        c.as_account(v).reveal_vote(rid)
-    c.advance_to_phase(Phase.FINALIZE)
-    c.finalize()
+    votes = ballots(voters[:reporters], missing=0b01) | ballots(voters[reporters:])
+    _play(c, rid, [Posting(c.address, h("agg"), 0, 0b01 if excluded else 0)], votes)
     return rid, props
 
 
@@ -272,21 +239,10 @@ def test_a_coalition_under_a_third_of_the_stake_never_gets_its_candidate_accepte
     (a third is not more than a third)."""
     c = _equal_world(chain)
     rid = open_and_draw(c)
-    props, voters = c.roles()
-    for i, p in enumerate(props):
-        c.as_account(p).commit(rid, h(f"u{i}"), "file:///u")
-    c.advance_to_phase(Phase.CANDIDATE)
-    c.post_candidate(rid, h("honest"), 0)
-    c.as_account(next(v for v in voters if v != c.address)).post_candidate(rid, h("coalition"), 0)
-    c.advance_to_phase(Phase.VOTE_COMMIT)
-    ballots = {v: 2 if i < 3 else 1 for i, v in enumerate(voters)}
-    for v, k in ballots.items():
-        c.as_account(v).commit_vote(rid, Vote(k, 0, h(f"s{v}")))
-    c.advance_to_phase(Phase.VOTE_REVEAL)
-    for v in voters:
-        c.as_account(v).reveal_vote(rid)
-    c.advance_to_phase(Phase.FINALIZE)
-    c.finalize()
+    voters = c.voters()
+    colluder = next(v for v in voters if v != c.address)
+    postings = [Posting(c.address, h("honest")), Posting(colluder, h("coalition"))]
+    _play(c, rid, postings, ballots(voters, {v: 2 if i < 3 else 1 for i, v in enumerate(voters)}))
     rec = c.history().round(rid)
     assert rec.outcome == Outcome.REJECTED
     assert c.global_hash() == GENESIS
