@@ -36,18 +36,21 @@ class LosingStoreRunner(ChainRoundRunner):
 
     fault: str = "deleted"
     withhold: bool = False
+    every_blob: bool = False  # the store loses every proposer's blob, not only the first one's
     lost: str = ""
 
     def retrieval_window(self, out: ChainRoundReport, served: dict[str, bytes]) -> None:
         self.lost = out.proposers[0]
-        blob = next(c.blob for c in out.commitments if c.participant == self.lost)
-        path = self.store.root / blob[:2] / blob
-        if self.fault == "deleted":
-            path.unlink()
-        else:
-            path.write_bytes(path.read_bytes()[:-1] + b"\x00")
-        if self.withhold:
-            served = {n: b for n, b in served.items() if n != self.lost}
+        for c in out.commitments:
+            if c.participant != self.lost and not self.every_blob:
+                continue
+            path = self.store.root / c.blob[:2] / c.blob
+            if self.fault == "deleted":
+                path.unlink()
+            else:
+                path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+            if self.withhold:
+                served = {n: b for n, b in served.items() if n != c.participant}
         super().retrieval_window(out, served)
 
 
@@ -123,3 +126,16 @@ def test_a_blob_gone_for_the_whole_window_is_slashed_on_the_voters_joint_reports
     audit_chain(runner.operator, runner.store, cfg, again)
     assert again.ok, again.problems
 
+
+
+def test_a_round_whose_every_blob_is_gone_is_rejected_and_audits_clean(tmp_path: Path) -> None:
+    """No candidate can be computed: every voter rejects and reports every blob missing; nothing is
+    accepted, so nobody is slashed, and the audit finds the round acted on what it could not read."""
+    runner, genesis, cfg = _runner(tmp_path, withhold=True, every_blob=True)
+    _, rec = _round(runner, genesis)
+    assert rec.outcome == Outcome.REJECTED and rec.candidates == [] and rec.slashes == []
+    everyone = (1 << len(rec.proposers)) - 1
+    assert all(v.missing == everyone and v.choice == 0 for v in rec.votes.values())
+    report = AuditReport()
+    audit_chain(runner.operator, runner.store, cfg, report)
+    assert report.ok, report.problems

@@ -10,7 +10,7 @@ from typing import Any
 from consortium.audit.report import AuditReport
 from consortium.audit.settlement import Ledger, Tally, fmt_votes
 from consortium.config import RunConfig, config_digest, digest_matches
-from consortium.round.availability import reported_missing
+from consortium.round.availability import jointly_missing, reported_missing
 from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -91,7 +91,7 @@ def audit_chain(
             out.count("candidates recomputed")
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
         # evidence the round used, or a problem naming each invalid commitment
-        if committed.invalid and _flagged_by_round(rec, list(committed.invalid), expected, posted):
+        if committed.invalid and _flagged_by_round(rec, committed, expected, posted):
             out.count("invalid updates flagged as evidence", len(committed.invalid))
         else:
             out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.invalid.items()]
@@ -116,18 +116,25 @@ def derived_seed(client: Any, rec: Any) -> bytes:
     return round_seed(block_hash, xor_seeds(list(rec.seed_reveals.values())), rec.round_id)
 
 
-def _flagged_by_round(rec: Any, invalid: list[str], expected: Any, posted: set[Any]) -> bool:
+def _flagged_by_round(rec: Any, committed: Any, expected: Any, posted: set[Any]) -> bool:
     """Whether the round itself acted on its invalid commitments: the pipeline's candidate (which flags
-    them) was posted, or, with no candidate possible, a voter majority flagged every one of them."""
+    or excludes them) was posted, or, with no candidate possible, a voter majority flagged every one of
+    them (a blob not served: the voters jointly reported it missing, `round.availability`)."""
     if expected is not None:
         return expected in posted
+    invalid = list(committed.invalid)
     if not all(a in rec.proposers for a in invalid):
         return False
-    revealed = sum(v.weight for v in rec.votes.values())
-    slots = [rec.proposers.index(a) for a in invalid]
-    return revealed > 0 and bool(slots) and all(
-        2 * sum(v.weight for v in rec.votes.values() if (v.flags >> i) & 1) > revealed for i in slots
-    )
+    votes = list(rec.votes.values())
+    revealed = sum(v.weight for v in votes)
+
+    def acted_on(a: str) -> bool:
+        i = rec.proposers.index(a)
+        if a in committed.unavailable:
+            return jointly_missing(votes, i)
+        return 2 * sum(v.weight for v in votes if (v.flags >> i) & 1) > revealed
+
+    return revealed > 0 and bool(invalid) and all(acted_on(a) for a in invalid)
 
 
 def _mask(rec: Any, addresses: Sequence[str]) -> int:
