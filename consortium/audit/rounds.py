@@ -79,8 +79,11 @@ def audit_chain(
             out.problems.append(
                 f"{r}: roles on chain {rec.proposers}/{rec.voters}, the draw gives {props}/{voters}"
             )
-        # what the round's voters jointly reported missing was unavailable then, even if it is back now
-        committed = read_commitments(rec, store, layout, reported_missing=reported_missing(rec))
+        # what the round's voters jointly reported missing was unavailable then, even if it is back now;
+        # a blob the audit cannot read that they did not report was there then: the store lost it since
+        reported = reported_missing(rec)
+        committed = read_commitments(rec, store, layout, reported_missing=reported)
+        lost_since = committed.unavailable - reported
         _report_commits(rec, committed, r, who, out, digest)
         rc = round_candidate(public, rec, committed, cfg.chain.slash_excluded, seed=seed)
         expected = None
@@ -91,7 +94,7 @@ def audit_chain(
             out.count("candidates recomputed")
         posted = {(c.candidate_hash.hex(), c.flagged, c.excluded) for c in rec.candidates}
         # evidence the round used, or a problem naming each invalid commitment
-        if committed.invalid and _flagged_by_round(rec, committed, expected, posted):
+        if committed.invalid and not lost_since and _flagged_by_round(rec, committed, expected, posted):
             out.count("invalid updates flagged as evidence", len(committed.invalid))
         else:
             out.problems += [f"{r}: {who(a)}: {why}" for a, why in committed.invalid.items()]
