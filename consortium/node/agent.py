@@ -27,7 +27,7 @@ from consortium.local.participant import LocalParticipant
 from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry, send, store_options
 from consortium.node_config import NodeConfig, NodeState, load_key
 from consortium.probe import publish
-from consortium.round.availability import reserve, window_open
+from consortium.round.availability import reported_missing, reserve, window_open
 from consortium.round.chain_view import RoundCandidate, fold_round, played, read_commitments, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
@@ -278,7 +278,7 @@ class Node:
         return self.public
 
     def _candidate(self, rec: Any) -> RoundCandidate:
-        rc = read_commitments(rec, self.store, self.layout)
+        rc = read_commitments(rec, self.store, self.layout, reported_missing(rec))  # as the audit reads it
         return round_candidate(self.public, rec, rc, self.cfg.chain.slash_excluded)
 
     def view(self, rid: int, final: bool = True) -> RoundCandidate:
