@@ -103,7 +103,7 @@ def test_v2_selects_the_clients_v1_selects(small_chunks: None, rule: str, n: int
 
 def test_an_unknown_version_is_refused() -> None:
     with pytest.raises(ValueError, match="aggregation_version"):
-        DefenseParams(aggregation_version=3)
+        DefenseParams(aggregation_version=4)
     with pytest.raises(ConfigError, match="aggregation_version"):
         load_config(preset="smoke", overrides=["defense.aggregation_version=0"])
 
