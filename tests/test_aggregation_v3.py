@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import consortium.defense.gram_v2 as gram_v2_module
+from consortium.config import PRESETS, config_digest, load_config, to_toml_dict
 from consortium.defense import DefenseParams, UpdateError, aggregate
 from consortium.defense.kernels import row_norms, weighted_sum
 
@@ -85,3 +86,13 @@ def test_v3_refuses_a_non_finite_update_by_name(small_chunks: None, rule: str, b
     x[4, 217] = bad
     with pytest.raises(UpdateError, match="client 4"):
         aggregate(rule, x, w, params=V3, root_update=root)
+
+
+def test_every_preset_makes_new_runs_at_version_3_and_a_config_without_the_key_stays_1() -> None:
+    for preset in PRESETS:
+        assert load_config(preset=preset).defense.aggregation_version == 3
+    v1 = load_config(preset="smoke", overrides=["defense.aggregation_version=1"])
+    older = to_toml_dict(v1)
+    older["defense"].pop("aggregation_version")  # a run directory written before versions existed
+    assert DefenseParams(**older["defense"]).aggregation_version == 1
+    assert config_digest(v1) != config_digest(load_config(preset="smoke"))
