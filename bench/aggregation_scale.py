@@ -6,9 +6,11 @@ the same run: one pass over the updates (`x.sum(0)`, best of 3), the float32 Gra
 the floor of the distance rules), the screen before aggregation (`consortium.defense.screen`, against an
 unrelated last step), FLAME's distance step (the Gram matrix the rules use, turned into cosines), then one
 full `aggregate()` per rule (validation included) after a warm-up on a small slice. The Gram rules and the
-distance step run at each `--versions` (aggregation version 1: float64 Gram matrix; 2: float32 products
-summed in float64, rows named "... v2"); the other rules are the same at both. Ratios are taken within
-one run, so they hold when other jobs share the cores; seconds do not.
+distance step run at each `--versions` (aggregation version 1: float64 Gram matrix and float64 weighted
+sums; 2: the Gram matrix from float32 products summed in float64; 3: that Gram matrix and float32 weighted
+sums and norms), a row "<rule> vN" for each version that changes the rule (`definition`). Ratios are
+taken within one run, so they hold when other jobs share the cores; seconds do not. The load average
+before and after each cell is written with it.
 
 Peak memory: the growth of the process's peak resident set (Linux VmHWM, reset through
 /proc/self/clear_refs before each timed call) over the resident set before it, so the input itself is not
@@ -129,9 +131,42 @@ def make_inputs(n: int, d: int, device: torch.device, seed: int = 0):
     return updates, weights, root, last
 
 
+SAME_AT_ALL = ("median", "trimmed_mean")
+SUMS_ONLY = ("fedavg", "norm_bound", "rlr", "fltrust")  # version 3 changes them, 2 does not
+GRAM_ONLY = ("krum", "bulyan", STEP)  # version 2 changes them, 3 adds nothing
+
+
+def definition(name: str, version: int) -> int:
+    """The lowest aggregation version that computes `name` as `version` does."""
+    if name in SAME_AT_ALL:
+        return 1
+    if name in SUMS_ONLY:
+        return 3 if version >= 3 else 1
+    if name in GRAM_ONLY:
+        return min(version, 2)
+    return version
+
+
+def versions_of(name: str, versions: list[int]) -> list[int]:
+    """The listed versions that compute `name` differently from each other (the first of each)."""
+    seen: dict[int, int] = {}
+    for v in versions:
+        seen.setdefault(definition(name, v), v)
+    return list(seen.values())
+
+
 def row_name(name: str, version: int) -> str:
-    """A Gram rule's (or the distance step's) row at aggregation version 2 is named "<name> v2"."""
-    return f"{name} v2" if version == 2 else name
+    """A rule's (or the distance step's) row at aggregation version >= 2 is named "<name> vN"."""
+    return f"{name} v{version}" if version >= 2 else name
+
+
+def base_name(name: str) -> str:
+    head, _, tail = name.rpartition(" v")
+    return head if head and tail.isdigit() else name
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def run_rule(name: str, updates, weights, root, params: DefenseParams):
@@ -161,23 +196,23 @@ def measure_cell(n: int, d: int, args, device: torch.device, meter: Meter, conso
     screen(updates[:, :1000], last[:1000], 0.05, 0.99)
     reps = args.reps
     record("screen", *best_of(meter, lambda: screen(updates, last, 0.05, 0.99), reps))
-    for v in args.versions:
+    for v in versions_of(STEP, args.versions):
         if "flame" in args.rules:
             step = lambda v=v: cosine_from_gram(gram(updates, args.chunk_elems, version=v))  # noqa: E731
             record(row_name(STEP, v), *best_of(meter, step, reps))
     for rule in args.rules:
-        for v in args.versions if rule in GRAM_RULES else args.versions[-1:]:
+        for v in versions_of(rule, args.versions):
             params = DefenseParams(chunk_elems=args.chunk_elems, aggregation_version=v)
             run_rule(rule, *small, params)  # warm-up: kernels, sklearn import
             call = lambda rule=rule, params=params: run_rule(rule, updates, weights, root, params)  # noqa: E731
-            record(row_name(rule, v) if rule in GRAM_RULES else rule, *best_of(meter, call, reps))
+            record(row_name(rule, v), *best_of(meter, call, reps))
     if device.type == "cuda":
         torch.cuda.empty_cache()
     one = rows["one pass"]["seconds"]
     gram_s = rows.get("Gram product", {}).get("seconds")
     for name, row in rows.items():
         row["x_one_pass"] = row["seconds"] / one
-        if gram_s and (name.removesuffix(" v2") in (*GRAM_RULES, STEP) or name == "Gram product"):
+        if gram_s and (base_name(name) in (*GRAM_RULES, STEP) or name == "Gram product"):
             row["x_gram"] = row["seconds"] / gram_s
     return rows
 
@@ -187,10 +222,12 @@ def targets(cells: dict[tuple[int, int], dict]) -> list[str]:
     for (n, d), rows in sorted(cells.items()):
         if n != 100 or d not in (2_000_000, 11_000_000):
             continue
-        checks = [(r, "x_one_pass", t) for r, t in PASS_TARGETS.items()]
-        checks += [(f"{r} v2", "x_one_pass", t) for r, t in PASS_TARGETS.items() if r in GRAM_RULES]
-        checks += [(r, "x_gram", t) for r, t in GRAM_TARGETS.items()]
-        checks += [(f"{r} v2", "x_gram", t) for r, t in GRAM_TARGETS.items()]
+        checks = [
+            (name, "x_one_pass", t) for name in rows for r, t in PASS_TARGETS.items() if base_name(name) == r
+        ]
+        checks += [
+            (name, "x_gram", t) for name in rows for r, t in GRAM_TARGETS.items() if base_name(name) == r
+        ]
         checks += [("screen", "x_one_pass", SCREEN_TARGET)]
         for name, key, limit in checks:
             if name in rows and key in rows[name]:
@@ -218,9 +255,9 @@ def main() -> None:
         "--versions",
         type=int,
         nargs="+",
-        default=[1, 2],
-        choices=[1, 2],
-        help="aggregation versions of the Gram rules (the others are the same at both)",
+        default=[1, 2, 3],
+        choices=[1, 2, 3],
+        help="aggregation versions (a rule runs at each that changes it)",
     )
     ap.add_argument("--out", type=Path, default=None, help="markdown file (a .json is written beside it)")
     args = ap.parse_args()
@@ -245,12 +282,17 @@ def main() -> None:
         cols = sorted(cells, key=lambda c: (c[1], c[0]))
         head = "| | " + " | ".join(f"n={n} x d={human(d)}" for n, d in cols) + " |"
         sep = "|---|" + "---:|" * len(cols)
-        gram_rows = [row_name(r, v) for r in (STEP, *GRAM_RULES) for v in args.versions]
+        gram_rows = [row_name(r, v) for r in (STEP, *GRAM_RULES) for v in versions_of(r, args.versions)]
         names = [
             "one pass",
             "Gram product",
             "screen",
-            *(r for r in args.rules if r not in GRAM_RULES),
+            *(
+                row_name(r, v)
+                for r in args.rules
+                if r not in GRAM_RULES
+                for v in versions_of(r, args.versions)
+            ),
             *gram_rows,
         ]
 
@@ -278,8 +320,9 @@ def main() -> None:
             f"{torch.__version__}, chunk_elems {args.chunk_elems}. Random float32 updates, seed 0, a",
             f"tenth of the clients large-norm outliers. Best of {args.reps} `aggregate()` call(s) per rule",
             "(validation included) and of the screen; one pass best of 3, the Gram product best of 2.",
-            f'Gram rules at aggregation version(s) {", ".join(map(str, args.versions))} ("v2": float32',
-            "products summed in float64; the others: the float64 Gram matrix).",
+            f'Aggregation version(s) {", ".join(map(str, args.versions))}: "vN" rows at version N (2: the',
+            "Gram matrix from float32 products summed in float64; 3: that and float32 weighted sums and",
+            "norms); unmarked rows at version 1 (float64), or the same at every version.",
             "**Ratios are within one run; the cores were shared with other jobs, so seconds vary from run",
             "to run.**",
             "",
@@ -333,7 +376,9 @@ def main() -> None:
             )
             console.print(f"[yellow]skip[/] {notes[-1]}")
             continue
+        before = load()
         cells[n, d] = measure_cell(n, d, args, device, meter, console)
+        notes.append(f"n={n}, d={human(d)}: {before} before, {load()} after ({datetime.now(UTC):%H:%M} UTC)")
         write()
     print(write())
     console.print(f"written to {out} and {out.with_suffix('.json')}")

@@ -8,9 +8,9 @@ change kept every result bit-identical there (the audit recomputes aggregates an
     python tests/defense_bit_hashes.py check /tmp/bits_before.json
 
 Covers: aggregate / weights / flags / info of every registered rule (the Gram rules at aggregation
-versions 1 and 2), float32, float64 and bfloat16, odd and even n, ties, duplicate and zero rows, d not
-a multiple of the chunk (default and tiny chunk_elems), the refusals (NaN, Inf, bad weights) by their
-messages, the screen and DP clipping.
+versions 1 and 2, every rule but the coordinate-wise ones at version 3), float32, float64 and bfloat16,
+odd and even n, ties, duplicate and zero rows, d not a multiple of the chunk (default and tiny
+chunk_elems), the refusals (NaN, Inf, bad weights) by their messages, the screen and DP clipping.
 """
 
 from __future__ import annotations
@@ -147,6 +147,10 @@ def record() -> dict:
         p2 = DefenseParams(chunk_elems=p.chunk_elems, aggregation_version=2)
         for name in [r for r in GRAM_RULES if r in rules]:  # aggregation version 2's Gram matrix
             out[f"{key}/{name}_v2"] = run_rule(name, u, w, root, hist, p2, False)
+        p3 = DefenseParams(chunk_elems=p.chunk_elems, aggregation_version=3)
+        for name in [r for r in rules if r not in ("median", "trimmed_mean")]:  # version 3's sums and norms
+            out[f"{key}/{name}_v3"] = run_rule(name, u, w, root, hist, p3, False)
+        out[f"{key}/foolsgold_hist_v3"] = run_rule("foolsgold", u, w, root, hist, p3, True)
         out[f"{key}/trimmed_mean_0.3"] = run_rule(
             "trimmed_mean", u, w, root, hist, DefenseParams(trim_ratio=0.3, chunk_elems=p.chunk_elems), False
         )

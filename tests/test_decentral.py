@@ -24,6 +24,9 @@ from consortium.rundir import TXLOG
 from consortium.sim import Simulation
 
 E2E = [
+    # the run's draws follow its config digest: seed 1 (since the presets' aggregation version 3) has the
+    # free rider propose in accepted rounds, which test_evidence_is_slashed_and_honest_work_is_not needs
+    "seed=1",
     "participants=8",
     "rounds=5",
     "aggregator=multi_krum",

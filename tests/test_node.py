@@ -644,14 +644,16 @@ def test_the_audit_follows_top_ups_late_joins_exits_and_withdrawals_and_rederive
     assert out.checked["round seeds re-derived"] == 2
 
     rec, params = hist.rounds[1], op.params()
-    for i in range(500):  # a seed that draws the same roles: only the seed itself gives it away
+    # a seed that draws the same roles: only the seed itself gives it away (how many tries that takes
+    # depends on the draw: the config digest is in every commitment, so it changes with the presets)
+    for i in range(20_000):
         forged = keccak(b"forged" + i.to_bytes(4, "big"))
         if forged != rec.seed and draw_roles(
             forged, rec.owners, rec.weights, params.n_proposers, params.n_voters
         ) == (rec.proposers, rec.voters):
             break
     else:
-        raise AssertionError("no seed with the same roles among 500")
+        raise AssertionError("no seed with the same roles among 20,000")
     rec.seed = forged
     out = AuditReport()
     audit_chain(_ForgedHistory(op, hist), store, sim.cfg, out)

@@ -15,6 +15,7 @@ import torch
 from consortium.defense.chunks import col_chunks, map_chunks, row_blocks, work_chunks
 from consortium.defense.finite import FiniteCheck, all_finite
 from consortium.defense.gram_v2 import gram_v2
+from consortium.defense.sums_v3 import row_norms_v3, weighted_sum_v3
 
 
 def gram(
@@ -27,15 +28,16 @@ def gram(
 ) -> torch.Tensor:
     """X X^T in float64, accumulated over column chunks, symmetrised exactly; on the CPU unless
     `on_device` (then on x's device). Its diagonal (squared norms) covers every row for `check`.
-    `version` is the run's aggregation version: 2 is `gram_v2` (float32 products, `chunk_elems` unused).
+    `version` is the run's aggregation version: 2 and 3 are `gram_v2` (float32 products, `chunk_elems`
+    unused).
 
     On the CPU each chunk is converted into one float64 buffer allocated once (a fresh [n, chunk] block
     per chunk, 512 MiB at the default size, faulted its pages in every time); the product runs on the
     same contiguous [n, chunk] values as before, so it gives the same bits."""
-    if version == 2:
+    if version in (2, 3):
         return gram_v2(x, on_device=on_device, check=check)
     if version != 1:
-        raise ValueError(f"aggregation version {version}: the Gram matrix is defined for versions 1 and 2")
+        raise ValueError(f"aggregation version {version}: the Gram matrix is defined for versions 1 to 3")
     n, d = x.shape
     g = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     flat = None
@@ -70,9 +72,13 @@ def cosine_from_gram(g: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, g / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1.0, 1.0)
 
 
-def row_norms(x: torch.Tensor, chunk_elems: int, *, check: FiniteCheck | None = None) -> torch.Tensor:
+def row_norms(
+    x: torch.Tensor, chunk_elems: int, *, version: int = 1, check: FiniteCheck | None = None
+) -> torch.Tensor:
     """L2 norm of each row, accumulated in float64 over column chunks; on the CPU. Covers every row for
-    `check`."""
+    `check`. Aggregation version 3 is `row_norms_v3` (float32 squares per fixed chunk); 1 and 2 are this."""
+    if version >= 3:
+        return row_norms_v3(x, check=check)
     n, d = x.shape
     if x.device.type != "cpu":  # as it always ran there: a GPU reduction's bits depend on its shape
         acc = torch.zeros(n, dtype=torch.float64, device=x.device)
@@ -164,10 +170,12 @@ def weighted_sum(
     coef: torch.Tensor,
     chunk_elems: int,
     *,
+    version: int = 1,
     post: Callable[[slice, torch.Tensor], torch.Tensor] | None = None,
     check: FiniteCheck | None = None,
 ) -> torch.Tensor:
-    """sum_i coef_i * x_i in float64 per chunk (one matrix-vector product), cast to x's dtype.
+    """sum_i coef_i * x_i in float64 per chunk (one matrix-vector product), cast to x's dtype; at
+    aggregation version 3, `weighted_sum_v3` (float32 products per fixed chunk; 1 and 2 are this).
 
     `coef` is a float64 CPU [n] vector; rows with coef 0 are skipped, the others covered for `check`:
     the result is finite only if they are (`post` must keep NaN and Inf; a finite sum that overflows the
@@ -175,6 +183,8 @@ def weighted_sum(
     transform each float64 chunk result. Each column is reduced on its own, so the chunk size does not
     change it (observed bit-identical with MKL/OpenBLAS; tested): on the CPU it runs in cache-sized
     chunks, on several threads (`map_chunks`). `post` must therefore work per column and be thread-safe."""
+    if version >= 3:
+        return weighted_sum_v3(x, coef, post=post, check=check)
     d = x.shape[1]
     out = torch.zeros(d, dtype=x.dtype, device=x.device)
     keep = torch.nonzero(coef != 0).flatten()

@@ -17,7 +17,7 @@ class UpdateError(ValueError):
     """A client's update (or its weight) is unusable; the message names the client."""
 
 
-AGGREGATION_VERSIONS = (1, 2)
+AGGREGATION_VERSIONS = (1, 2, 3)
 """The kernel definitions a run may name (`DefenseParams.aggregation_version`); none is ever changed."""
 
 
@@ -73,7 +73,11 @@ class DefenseParams:
     run made before versions existed): the float64 Gram matrix over `chunk_elems` chunks. 2: the Gram
     matrix (Krum, Multi-Krum, Bulyan, FLAME, FoolsGold) from float32 products over fixed column chunks
     added in float64 in chunk order, ~2-3x faster, bit-identical whatever the thread count
-    (`consortium.defense.gram_v2`, docs/aggregation_speed.md). The other rules are the same in both."""
+    (`consortium.defense.gram_v2`, docs/aggregation_speed.md); the other rules as in 1. 3: version 2's
+    Gram matrix, and every rule's weighted sum and norm bounding's norms from float32 products over fixed
+    column chunks (`consortium.defense.sums_v3`), also bit-identical whatever the thread count: what the
+    presets (new runs) use. The coordinate-wise rules (median, trimmed mean, Bulyan's second stage), the
+    screen and FLTrust's norms are the same in all three."""
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> ValueError:

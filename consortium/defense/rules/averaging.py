@@ -15,5 +15,7 @@ def fedavg(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Ag
     """FedAvg (McMahan et al., 2017): the sample-weighted mean of the updates, accumulated in float64 so
     the result does not depend on the clients' order. No robustness; no client is flagged."""
     w = _normalised(weights)
-    agg = weighted_sum(updates, w, ctx.params.chunk_elems, check=ctx.finite)
+    agg = weighted_sum(
+        updates, w, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=ctx.finite
+    )
     return _result(agg, w, _no_flags(len(w)))

@@ -23,11 +23,15 @@ def norm_bound(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -
     down to L2 norm at most M (defense.norm_bound, or the median of the clients' norms) and take the
     sample-weighted mean. Clipping bounds a client's influence but excludes nobody: no client is flagged;
     `weights` are the normalised sample weights, the clip factors are in `info`."""
-    norms = row_norms(updates, ctx.params.chunk_elems, check=ctx.finite)
+    norms = row_norms(
+        updates, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=ctx.finite
+    )
     bound = ctx.params.norm_bound if ctx.params.norm_bound is not None else median_of(norms)
     factors = _clip_factors(norms, bound)
     w = _normalised(weights)
-    agg = weighted_sum(updates, w * factors, ctx.params.chunk_elems, check=ctx.finite)
+    agg = weighted_sum(
+        updates, w * factors, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=ctx.finite
+    )
     return _result(agg, w, _no_flags(len(w)), bound=float(bound), clip_factors=_floats(factors))
 
 
@@ -87,7 +91,9 @@ def flame(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Agg
         def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
             return s + noise[cols].to(s.device)
 
-    agg = weighted_sum(updates, w * factors, p.chunk_elems, post=post, check=ctx.finite)
+    agg = weighted_sum(
+        updates, w * factors, p.chunk_elems, version=p.aggregation_version, post=post, check=ctx.finite
+    )
     return _result(
         agg,
         w,

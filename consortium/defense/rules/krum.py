@@ -95,7 +95,9 @@ def multi_krum(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -
     mask[keep] = True
     w = torch.where(mask, weights, 0.0)
     w = _normalised(w) if w.sum() > 0 else mask.to(F64) / m
-    agg = weighted_sum(updates, w, ctx.params.chunk_elems, check=ctx.finite)
+    agg = weighted_sum(
+        updates, w, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=ctx.finite
+    )
     return _result(agg, w, ~mask, f=f, m=m, neighbours=k, scores=_floats(s), selected=sorted(keep.tolist()))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from consortium.defense.chunks import CACHE_ELEMS
 from consortium.defense.kernels import weighted_sum
 from consortium.defense.params import AggregateResult, RuleContext
 from consortium.defense.registry import register
@@ -31,15 +32,26 @@ def rlr(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> Aggre
     vote_dtype = torch.float32 if updates.dtype.itemsize < 4 else updates.dtype
     votes = torch.empty(d, dtype=vote_dtype, device=updates.device)
 
+    step = max(1, CACHE_ELEMS // n)  # version 3's chunks are wider than the cache: vote in cache-sized parts
+
     def post(cols: slice, s: torch.Tensor) -> torch.Tensor:
-        signs = torch.sign(updates[:, cols])
-        if signs.dtype != vote_dtype:
-            signs = signs.to(vote_dtype)  # sums of +-1 are exact in float32 up to 2^24 clients
-        torch.sum(signs, 0, out=votes[cols])
+        for start in range(cols.start, cols.stop, step):
+            part = slice(start, min(cols.stop, start + step))
+            signs = torch.sign(updates[:, part])
+            if signs.dtype != vote_dtype:
+                signs = signs.to(vote_dtype)  # sums of +-1 are exact in float32 up to 2^24 clients
+            torch.sum(signs, 0, out=votes[part])
         return s
 
     w = _normalised(weights)
-    agg = weighted_sum(updates, w, ctx.params.chunk_elems, post=post, check=ctx.finite)
+    agg = weighted_sum(
+        updates,
+        w,
+        ctx.params.chunk_elems,
+        version=ctx.params.aggregation_version,
+        post=post,
+        check=ctx.finite,
+    )
     flip = votes.abs_() < thr
     agg = torch.where(flip, -agg, agg)
     flipped = int(flip.sum())

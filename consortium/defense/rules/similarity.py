@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from consortium.defense.chunks import col_chunks
@@ -10,6 +12,7 @@ from consortium.defense.kernels import cosine_from_gram, gram, weighted_sum
 from consortium.defense.params import AggregateResult, RuleContext
 from consortium.defense.registry import register
 from consortium.defense.rules.common import F64, _floats, _normalised, _result
+from consortium.defense.sums_v3 import row_stats_v3
 
 
 def foolsgold_scores(cs: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -48,7 +51,9 @@ def foolsgold(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) ->
     )
     alpha = foolsgold_scores(cs, ctx.params.foolsgold_confidence)
     w = _normalised(alpha * weights)
-    agg = weighted_sum(updates, w, ctx.params.chunk_elems, check=ctx.finite)
+    agg = weighted_sum(
+        updates, w, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=ctx.finite
+    )
     return _result(agg, w, alpha == 0, alpha=_floats(alpha), used_history=ctx.history is not None)
 
 
@@ -62,20 +67,27 @@ def fltrust(updates: torch.Tensor, weights: torch.Tensor, ctx: RuleContext) -> A
         raise ValueError("fltrust needs root_update (the update trained on the public root data set)")
     n, d = updates.shape
     root = ctx.root_update.to(updates.device)
-    dots = torch.zeros(n, dtype=F64, device=updates.device)
-    sq = torch.zeros(n, dtype=F64, device=updates.device)
-    for cols in col_chunks(n, d, ctx.params.chunk_elems):
-        c = updates[:, cols].to(F64)
-        dots += c @ root[cols].to(F64)
-        sq += (c * c).sum(1)
-    if ctx.finite is not None:
-        ctx.finite.cover(None, all_finite(sq))
-    dots, norms = dots.cpu(), sq.sqrt().cpu()
-    r = root.to(F64)
-    r_norm = float((r * r).sum().sqrt())
+    if ctx.params.aggregation_version >= 3:  # float32 products per fixed chunk, on one thread each
+        sq, dots_v3 = row_stats_v3(updates, root, check=ctx.finite)
+        dots, norms = cast(torch.Tensor, dots_v3).cpu(), sq.sqrt().cpu()
+        r_norm = float(row_stats_v3(root[None, :], None)[0][0].sqrt())
+    else:
+        dots = torch.zeros(n, dtype=F64, device=updates.device)
+        sq = torch.zeros(n, dtype=F64, device=updates.device)
+        for cols in col_chunks(n, d, ctx.params.chunk_elems):
+            c = updates[:, cols].to(F64)
+            dots += c @ root[cols].to(F64)
+            sq += (c * c).sum(1)
+        if ctx.finite is not None:
+            ctx.finite.cover(None, all_finite(sq))
+        dots, norms = dots.cpu(), sq.sqrt().cpu()
+        r = root.to(F64)
+        r_norm = float((r * r).sum().sqrt())
     denom = norms * r_norm
     ts = torch.where(denom > 0, dots / torch.where(denom > 0, denom, 1.0), 0.0).clamp(0.0, 1.0)
     w = _normalised(ts)
     coef = torch.where(ts > 0, w * r_norm / torch.where(norms > 0, norms, 1.0), 0.0)
-    agg = weighted_sum(updates, coef, ctx.params.chunk_elems, check=ctx.finite)
+    agg = weighted_sum(
+        updates, coef, ctx.params.chunk_elems, version=ctx.params.aggregation_version, check=ctx.finite
+    )
     return _result(agg, w, ts == 0, trust_scores=_floats(ts), root_norm=r_norm)
