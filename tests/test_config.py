@@ -113,7 +113,7 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
         """The demo preset before 2026-12-03's bf16 base, eager attention and 8 x 10 steps (and before
         the proposal bond), with `overrides`."""
         before = ["model.dtype=float32", "rounds=5", "train.local_steps=6", "chain.proposal_bond_bps=0"]
-        before.append("defense.aggregation_version=1")
+        before += ["defense.aggregation_version=1", "lora.layers=all", "train.prefix_cache=false"]
         before += overrides
         data = to_toml_dict(load_config(preset="demo", overrides=before))
         data["train"].pop("attention")
@@ -127,8 +127,10 @@ def test_the_demo_digest_is_pinned_and_keys_added_later_leave_older_configs_audi
     assert config_digest(demo).startswith("db3f16c9e2f36a56") and len(config_digest(demo)) == 64
     # issue 21's first re-tune, then today's preset (both before the proposal bond of issue 22 item 7)
     assert config_digest(demo_before_speed_settings([])).startswith("1f322f9a07d9d99e")
+    # the preset of 8 rounds x 10 steps on all layers (before issue 21's top-15 re-tune)
+    all_layers = ["rounds=8", "train.local_steps=10", "lora.layers=all", "train.prefix_cache=false"]
     unbonded = load_config(
-        preset="demo", overrides=["chain.proposal_bond_bps=0", "defense.aggregation_version=1"]
+        preset="demo", overrides=[*all_layers, "chain.proposal_bond_bps=0", "defense.aggregation_version=1"]
     )
     assert config_digest(unbonded).startswith(DEMO_DIGEST)
     assert not config_digest(load_config(preset="demo")).startswith(DEMO_DIGEST)  # the bond is a new default

@@ -10,23 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..store.listen import bind as bind_listening
 from .app import make_app
 
 
 def bind(host: str, port: int) -> tuple[socket.socket, str]:
-    """A listening socket and the URL it serves (OSError when the address is taken or invalid)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)  # connections wait in the backlog until uvicorn runs: the printed URL works at once
-    except OSError:
-        sock.close()
-        raise
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    return sock, f"http://{shown}:{bound}/"
+    """A listening socket and the dashboard's URL (OSError when the address is taken or invalid)."""
+    sock, url = bind_listening(host, port)
+    return sock, url + "/"
 
 
 def serve(app: Any, host: str, port: int, on_ready: Callable[[str], None] = print) -> None:

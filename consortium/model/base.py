@@ -66,11 +66,8 @@ def smollm2_gguf_path() -> Path:
 
 def _gguf_key(path: Path) -> str:
     """Cache key of the GGUF file: its sha256 (a changed or replaced file invalidates the cache)."""
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _cache_dir_for(gguf: Path) -> tuple[Path, Path]:

@@ -62,12 +62,9 @@ def verify(digest: str, data: bytes, where: str) -> bytes:
 
 
 def file_digest(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
+    """The sha256 of a file, streamed (hashlib reads it in pieces, without holding it in memory)."""
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consortium.store.blob import BlobNotFound, BlobStore, IntegrityError, is_digest
+from consortium.store.listen import bind
 from consortium.store.remote import CORRUPT_HEADER, MAX_BLOB_BYTES
 
 DEFAULT_MAX_BYTES = MAX_BLOB_BYTES
@@ -117,19 +117,9 @@ def serve(
     import uvicorn  # optional (the net extra): only `store serve` needs it
 
     app = make_app(root, max_bytes)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock, url = bind(host, port)
     try:
-        sock.bind((host, port))
-        sock.listen(128)  # connections wait in the backlog until uvicorn runs: the printed URL works at once
-    except OSError:
-        sock.close()
-        raise
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    try:
-        on_ready(f"http://{shown}:{bound}")
+        on_ready(url)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         sock.close()
