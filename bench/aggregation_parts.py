@@ -6,7 +6,8 @@ parts behind issue 24's targets that way: the float64 conversion at several chun
 the old separate validation pass, the Gram matrix (float64 with a fresh block per chunk as before, with
 the reused block now, aggregation version 2's float32-product one, and the float32 product they are
 compared to), the screen's bounding pass and the whole screen (with how many rows it computed exactly),
-the rules fedavg, rlr, norm_bound, and the Gram rules at both aggregation versions.
+the rules fedavg, rlr, norm_bound at aggregation versions 1 and 3, and the Gram rules at each version
+that changes them.
 
     python bench/aggregation_parts.py                    # n = 100, d = 2M
     python bench/aggregation_parts.py --n 100 --d 11000000 --only "one pass" screen Gram
@@ -82,7 +83,7 @@ def main() -> None:
     weights = torch.randint(10, 1000, (n,), generator=gen).to(F64)
     coef = weights / weights.sum()
     chunk = 1 << 26
-    versions = {v: DefenseParams(aggregation_version=v) for v in (1, 2)}
+    versions = {v: DefenseParams(aggregation_version=v) for v in (1, 2, 3)}
     exact_rows: list[int] = []
     exact_norms_of = screen_mod.exact_norms_of
 
@@ -107,11 +108,15 @@ def main() -> None:
         ("screen: float32 bounding pass", lambda: screen_mod.bounds_float32(x, last.double())),
         ("screen: float64 bounding pass (other dtypes)", lambda: screen_mod.bounds_float64(x, last.double())),
         ("screen, whole", lambda: screen_mod.screen(x, last, 0.05, 0.99)),
-        *[(name, lambda name=name: aggregate(name, x, weights)) for name in ("fedavg", "rlr", "norm_bound")],
+        *[
+            (f"{name}, version {v}", lambda name=name, v=v: aggregate(name, x, weights, params=versions[v]))
+            for name in ("fedavg", "rlr", "norm_bound")
+            for v in (1, 3)  # version 2 computes them as 1
+        ],
         *[
             (f"{name}, version {v}", lambda name=name, v=v: aggregate(name, x, weights, params=versions[v]))
             for name in ("krum", "multi_krum", "foolsgold", "bulyan")
-            for v in (1, 2)
+            for v in ((1, 2) if name in ("krum", "bulyan") else (1, 2, 3))  # 3 computes Krum, Bulyan as 2
         ],
     ]
     if args.only:

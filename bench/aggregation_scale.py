@@ -156,8 +156,9 @@ def versions_of(name: str, versions: list[int]) -> list[int]:
 
 
 def row_name(name: str, version: int) -> str:
-    """A rule's (or the distance step's) row at aggregation version >= 2 is named "<name> vN"."""
-    return f"{name} v{version}" if version >= 2 else name
+    """A rule's (or the distance step's) row at an aggregation version >= 2 that changes it is named
+    "<name> vN"; a rule every version computes alike keeps its name."""
+    return f"{name} v{version}" if definition(name, version) >= 2 else name
 
 
 def base_name(name: str) -> str:
