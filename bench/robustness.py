@@ -450,7 +450,14 @@ def _worker_init() -> None:
 
 def _cell_job(args: tuple[str, str | None, float, str, int, str, str]) -> dict[str, Any]:
     model, attack, frac, defense, seed, protocol, tmp = args
-    return run_cell(cell_config(model, attack, frac, defense, seed, protocol), Path(tmp))
+    return run_cell(cell_config(model, attack, frac, defense, seed, protocol), cell_workdir(Path(tmp), args))
+
+
+def cell_workdir(tmp: Path, args: tuple[Any, ...]) -> Path:
+    """A directory of its own per cell: run directories are named by config name and the second they
+    start, so two seeds of one cell started together collided in a shared one (FileExistsError)."""
+    model, attack, frac, defense, seed, protocol, _ = args
+    return tmp / f"{model}-{protocol}-{attack or 'none'}-{frac:g}-{defense}-seed{seed}"
 
 
 def _order(names: list[str], known: list[str]) -> list[str]:

@@ -155,3 +155,11 @@ def test_the_bench_preset_is_the_ten_organisation_non_iid_test_bed_with_the_spee
     cell = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0)
     assert attackers_for(cell.attacks[0].fraction, cell.participants) == 3
     assert load_config(preset="bench") != load_config(preset="demo")
+
+
+def test_two_seeds_of_one_cell_get_their_own_work_directories(tmp_path: Path) -> None:
+    """Run directories are named by config name and second: seeds started together once collided."""
+    a = rb.cell_workdir(tmp_path, ("bench", "backdoor", 0.3, "fedavg", 0, "central", str(tmp_path)))
+    b = rb.cell_workdir(tmp_path, ("bench", "backdoor", 0.3, "fedavg", 1, "central", str(tmp_path)))
+    c = rb.cell_workdir(tmp_path, ("bench", None, 0.0, "fedavg", 0, "central", str(tmp_path)))
+    assert len({a, b, c}) == 3 and all(p.parent == tmp_path for p in (a, b, c))
