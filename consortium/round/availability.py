@@ -16,7 +16,7 @@ A store that answers 404, or a voter who says it did, is one party's claim. So:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from consortium.store import BlobNotFound, BlobStore, IntegrityError, sha256_hex
@@ -67,7 +67,3 @@ def window_open(candidate_end: int, block: int) -> bool:
     voter's missing report rest on what is still missing once it has closed."""
     return block + 2 < candidate_end
 
-
-def missing_mask(unavailable: Iterable[str], slots: Mapping[str, int]) -> int:
-    """The contract's bitmask of the proposer slots (address -> slot, lower-case keys) in `unavailable`."""
-    return sum(1 << slots[a.lower()] for a in unavailable if a.lower() in slots)
