@@ -94,3 +94,15 @@ def row_blocks(n: int, width: int) -> Iterator[slice]:
         starts.pop()
     for i, start in enumerate(starts):
         yield slice(start, starts[i + 1] if i + 1 < len(starts) else n)
+
+
+def map_chunks_single_threaded(x: torch.Tensor, tasks: Sequence[T], work: Callable[[int, T], None]) -> None:
+    """work(i, tasks[i]) with every task's torch ops on one thread: spread over `map_chunks`'s threads on
+    a multi-core CPU, run here under `one_thread` otherwise. The bits depend on neither (versions 2 and 3
+    of aggregation rest on that)."""
+    if x.device.type == "cpu" and len(tasks) >= 2 and torch.get_num_threads() > 1:
+        map_chunks(x, tasks, work)
+    else:
+        with one_thread():
+            for i, task in enumerate(tasks):
+                work(i, task)

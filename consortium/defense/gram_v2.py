@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from consortium.defense.chunks import map_chunks, one_thread
+from consortium.defense.chunks import map_chunks_single_threaded
 from consortium.defense.finite import FiniteCheck, all_finite
 
 WIDTH_ELEMS = 1 << 21
@@ -41,12 +41,17 @@ def chunk_width(n: int) -> int:
     return max(MIN_WIDTH, WIDTH_ELEMS // max(1, n))
 
 
+def chunk_slices(n: int, d: int) -> list[slice]:
+    """The column chunks of an [n, d] input at `chunk_width(n)` columns each."""
+    width = chunk_width(n)
+    return [slice(s, min(d, s + width)) for s in range(0, d, width)]
+
+
 def gram_v2(x: torch.Tensor, *, on_device: bool = False, check: FiniteCheck | None = None) -> torch.Tensor:
     """X X^T (float64, symmetrised exactly as version 1's) by version 2's definition above; on the CPU
     unless `on_device`. Its diagonal covers every row for `check`."""
     n, d = x.shape
-    width = chunk_width(n)
-    chunks = [slice(s, min(d, s + width)) for s in range(0, d, width)]
+    chunks = chunk_slices(n, d)
     wide = x.dtype == torch.float64
     part_dtype = torch.float64 if wide else torch.float32
     g = torch.zeros(n, n, dtype=torch.float64, device=x.device)
@@ -65,12 +70,7 @@ def gram_v2(x: torch.Tensor, *, on_device: bool = False, check: FiniteCheck | No
     for start in range(0, len(chunks), WINDOW):
         window = chunks[start : start + WINDOW]
         exact.clear()
-        if x.device.type == "cpu" and len(window) >= 2:
-            map_chunks(x, window, work)  # its threads run torch on one thread each
-        else:
-            with one_thread():
-                for i, cols in enumerate(window):
-                    work(i, cols)
+        map_chunks_single_threaded(x, window, work)
         for i in range(len(window)):  # in chunk order: the float64 sums do not depend on the threads
             g += exact[i] if i in exact else parts[i]
     if check is not None:

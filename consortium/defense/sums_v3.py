@@ -29,26 +29,11 @@ from collections.abc import Callable
 
 import torch
 
-from consortium.defense.chunks import map_chunks, one_thread
+from consortium.defense.chunks import map_chunks_single_threaded
 from consortium.defense.finite import FiniteCheck, all_finite
-from consortium.defense.gram_v2 import chunk_width
+from consortium.defense.gram_v2 import chunk_slices
 
 F64 = torch.float64
-
-
-def _chunks(rows: int, d: int) -> list[slice]:
-    width = chunk_width(rows)
-    return [slice(s, min(d, s + width)) for s in range(0, d, width)]
-
-
-def _run(x: torch.Tensor, chunks: list[slice], work: Callable[[int, slice], None]) -> None:
-    """Each chunk on one thread: on the pool's threads, or here under `one_thread`."""
-    if x.device.type == "cpu" and len(chunks) >= 2 and torch.get_num_threads() > 1:
-        map_chunks(x, chunks, work)
-    else:
-        with one_thread():
-            for i, cols in enumerate(chunks):
-                work(i, cols)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -76,7 +61,7 @@ def weighted_sum_v3(
     c = coef[keep].to(dt).to(x.device)
     c64 = coef[keep].to(F64).to(x.device)
     keep_dev = keep.to(x.device)
-    chunks = _chunks(max(1, k), d)
+    chunks = chunk_slices(max(1, k), d)
     local = threading.local()
 
     def kept_rows(cols: slice) -> torch.Tensor:
@@ -101,7 +86,7 @@ def weighted_sum_v3(
             s = post(cols, s.to(F64))
         out[cols] = s.to(x.dtype)
 
-    _run(x, chunks, work)
+    map_chunks_single_threaded(x, chunks, work)
     if check is not None:  # NaN / Inf in a kept row survive the sum, `post` and the cast
         check.cover(keep, all_finite(out))
     return out
@@ -122,7 +107,7 @@ def row_stats_v3(
     one matrix-vector product with v's chunk) on one thread, the chunks added in float64 in chunk order.
     Covers every row for `check`."""
     n, d = x.shape
-    chunks = _chunks(n, d)
+    chunks = chunk_slices(n, d)
     dt = _compute_dtype(x)
     parts = torch.empty(len(chunks), 2 if v is not None else 1, n, dtype=F64, device=x.device)
 
@@ -141,7 +126,7 @@ def row_stats_v3(
         for j, g in enumerate(got):
             parts[i, j] = g
 
-    _run(x, chunks, work)
+    map_chunks_single_threaded(x, chunks, work)
     acc = torch.zeros(parts.shape[1], n, dtype=F64, device=x.device)
     for i in range(len(chunks)):  # in chunk order: the float64 sums do not depend on the threads
         acc += parts[i]
