@@ -6,6 +6,7 @@ thread per core (`map_chunks`)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,11 +61,35 @@ def map_chunks(x: torch.Tensor, tasks: Sequence[T], work: Callable[[int, T], Non
             return
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                for _ in pool.map(work, range(len(tasks)), tasks):
-                    pass
+            _pull_tasks(threads, tasks, work)
         finally:
             torch.set_num_threads(threads)
+
+
+def _pull_tasks(threads: int, tasks: Sequence[T], work: Callable[[int, T], None]) -> None:
+    """`threads` workers, each taking the next task index from one shared counter until none is left.
+
+    One executor item per task cost ~50 us of Python (a future, its locks, a wake-up) per task: with
+    cache-sized chunks that was as long as the work itself (measured: the screen's pass over 100 x 2M in
+    1,527 tasks, 2.3x one pass against 1.1x pulled). `next()` on a shared `itertools.count` is atomic
+    under the GIL. A failing task stops the others at their next pull and its exception is raised."""
+    counter = itertools.count()
+    failed = threading.Event()
+
+    def worker() -> None:
+        torch.set_num_threads(1)
+        for i in iter(counter.__next__, None):
+            if i >= len(tasks) or failed.is_set():
+                return
+            try:
+                work(i, tasks[i])
+            except BaseException:
+                failed.set()
+                raise
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(worker) for _ in range(threads)]:
+            future.result()
 
 
 _THREADS_LOCK = threading.RLock()
