@@ -58,3 +58,28 @@ def test_a_failing_task_raises_and_the_thread_count_comes_back(two_threads: None
         map_chunks(x, list(range(2_000)), work)
     assert len(ran) < 1_000  # the other worker stopped at a pull soon after, instead of finishing the list
     assert torch.get_num_threads() == 2
+
+
+def _child_sums(queue) -> None:  # type: ignore[no-untyped-def]
+    torch.set_num_threads(2)
+    out = [0] * 50
+    map_chunks(torch.zeros(2, 2), list(range(50)), lambda i, t: out.__setitem__(i, t * 2))
+    queue.put(sum(out))
+
+
+def test_a_forked_child_runs_its_own_pool(two_threads: None) -> None:
+    """The pool is kept for the process; a child forked after it was made inherits the executor object
+    but not its threads, and must not wait on them forever."""
+    import multiprocessing
+
+    map_chunks(torch.zeros(2, 2), list(range(10)), lambda i, t: None)  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_sums, args=(queue,))
+    child.start()
+    child.join(timeout=30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung on its parent's pool"
+    assert queue.get(timeout=5) == 2 * sum(range(50))

@@ -7,6 +7,7 @@ thread per core (`map_chunks`)."""
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -87,9 +88,22 @@ def _pull_tasks(threads: int, tasks: Sequence[T], work: Callable[[int, T], None]
                 failed.set()
                 raise
 
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(worker) for _ in range(threads)]:
-            future.result()
+    pool = _pool(threads)
+    for future in [pool.submit(worker) for _ in range(threads)]:
+        future.result()
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One executor per thread count, kept for the process: starting its threads anew for every call
+    cost ~1.7 ms a thread on a loaded machine (the Gram matrix makes a call per window of chunks). Keyed
+    by process id too, so a forked child, which inherits the object but not its threads, makes its own."""
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="consortium-chunks")
+    return _POOLS[key]
 
 
 _THREADS_LOCK = threading.RLock()
