@@ -149,6 +149,7 @@ def test_the_bench_preset_is_the_ten_organisation_non_iid_test_bed_with_the_spee
     cfg = load_config(preset="bench")
     assert (cfg.participants, cfg.protocol, cfg.data.partition) == (10, "central", "domain")
     assert (cfg.lora.layers, cfg.train.prefix_cache, cfg.train.precision) == ("top:15", True, "auto")
+    assert (cfg.model.dtype, cfg.train.attention) == ("bfloat16", "eager")
     # the grid's 30% is three whole attackers of ten
     from consortium.attacks import attackers_for
 
