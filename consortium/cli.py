@@ -166,7 +166,12 @@ def remove(
     participant: Annotated[list[str], typer.Option(help="participant to remove (repeatable)")],
     method: Annotated[str, typer.Option(help="exact | recover | subtract")],
     from_round: Annotated[int | None, typer.Option(help="first round without it (default: its 1st)")] = None,
-    calibration: Annotated[float, typer.Option(help="recover: calibration steps / local steps")] = 0.25,
+    exact_rounds: Annotated[
+        int | None, typer.Option(help="recover: exact last rounds (default max(1, 0.3 x replayed))")
+    ] = None,
+    correct_every: Annotated[
+        int | None, typer.Option(help="recover: also every T-th middle round exact (default off)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="parent directory of the new run directory")] = Path("runs"),
 ) -> None:
     """Write a new run directory whose global adapter excludes PARTICIPANT (docs/removal.md)."""
@@ -176,7 +181,7 @@ def remove(
 
     quiet_libraries()
     try:
-        path = remove_from(run_dir, participant, method, out, from_round, calibration)
+        path = remove_from(run_dir, participant, method, out, from_round, exact_rounds, correct_every)
     except RemovalInputError as e:
         fail(str(e))
     print(f"removal written: {path}")

@@ -5,7 +5,8 @@ hidden temporary directory beside the destination and renamed into place at the 
 a crash leaves nothing behind. The new directory is self-contained for `consortium audit`: the run's
 config.toml (byte for byte), `removal.json` (who, from which round, which method, the resulting
 global hash, the kept, original and new round records, the cost), a `store/` with every blob those
-records name, the exported `adapter/` and `run.log`.
+records name and the probe artifact the config names (the pipeline reads it from the store by
+hash), the exported `adapter/` and `run.log`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from consortium.config import config_digest
 from consortium.data import DataError
 from consortium.model import ModelLoadError, export_peft, set_flat
 from consortium.probe import ProbeError
-from consortium.removal.replay import ReplayResult, SourceMismatch, calibration_steps, replay
+from consortium.removal.replay import ReplayResult, SourceMismatch, replay
+from consortium.removal.schedule import default_exact_rounds, schedule_problem
 from consortium.removal.source import RemovalInputError, SourceRun, read_source
 from consortium.removal.subtract import check_linear, subtract_rounds
 from consortium.round.records import Layout, get_vector, put_vector
@@ -35,7 +37,7 @@ from consortium.sim import Simulation
 from consortium.store import BlobStore
 
 RECORD = "removal.json"
-FORMAT = 1
+FORMAT = 2  # 2: recover on FedRecover's schedule, each replayed round's kind recorded
 
 
 def _copy_blobs(src: BlobStore, dst: BlobStore, digests: Sequence[str]) -> None:
@@ -84,17 +86,27 @@ def remove(
     method: str,
     out_root: Path,
     from_round: int | None = None,
-    calibration: float = 0.25,
+    exact_rounds: int | None = None,
+    correct_every: int | None = None,
     console: Any = None,
     sim: Any = None,
     reuse: bool = True,
 ) -> Path:
     """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory.
     `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it;
-    `reuse=False`: retrain the first replayed round too (`replay`)."""
-    if not 0.0 < calibration <= 1.0:
-        raise RemovalInputError(f"--calibration {calibration}: expected a fraction in (0, 1]")
+    recover: `exact_rounds` (None: max(1, floor(0.3 x replayed rounds))) and `correct_every` (None or
+    0: off) set its schedule (`consortium.removal.schedule`); exact: `reuse=False` retrains the first
+    replayed round too (`replay`)."""
+    if method != "recover" and (exact_rounds is not None or correct_every is not None):
+        raise RemovalInputError(f"--exact-rounds and --correct-every: for --method recover, not {method}")
     src = read_source(run_dir, participants, from_round, method)
+    schedule_args: tuple[int, int] = (0, 0)
+    if method == "recover":
+        k = default_exact_rounds(len(src.replaced)) if exact_rounds is None else exact_rounds
+        schedule_args = (k, correct_every or 0)
+        problem = schedule_problem(len(src.replaced), *schedule_args)
+        if problem is not None:
+            raise RemovalInputError(problem)
     if method == "subtract":
         check_linear(src.cfg.lora.variant)
     console = console or Console()
@@ -105,18 +117,19 @@ def remove(
         store = BlobStore(tmp / "store")
         kept = [b for r in src.kept for b in r.blobs()] + [src.start]
         originals = [b for r in src.replaced for b in r.blobs()] if method != "exact" else []
-        _copy_blobs(src.store, store, kept + originals)
+        probe = [src.cfg.probe.artifact] if src.cfg.probe.artifact else []  # the pipeline reads it by hash
+        _copy_blobs(src.store, store, kept + originals + probe)
         if method == "subtract":
             result = _subtract(src, store, sim.layout)
         else:
             try:
-                result = replay(sim, src, store, method, calibration, reuse=reuse)
+                result = replay(sim, src, store, method, *schedule_args, reuse=reuse)
             except SourceMismatch as e:
                 raise RemovalInputError(f"{src.path}: {e}") from None
         set_flat(sim.model, sim.spec, get_vector(store, result.final, sim.layout))
         export_peft(sim.model, tmp / "adapter")
         atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
-        record = _record(src, method, result, calibration)
+        record = _record(src, method, result, schedule_args)
         atomic_write(tmp / RECORD, json.dumps(record, indent=2) + "\n")
         line = (
             f"removed {', '.join(src.removed)} from round {src.from_round} by {method}: global {result.final}"
@@ -130,7 +143,7 @@ def remove(
     return dest
 
 
-def _record(src: SourceRun, method: str, result: ReplayResult, calibration: float) -> dict[str, Any]:
+def _record(src: SourceRun, method: str, result: ReplayResult, sched: tuple[int, int]) -> dict[str, Any]:
     """What `removal.json` holds: the removal, its source, the rounds it rests on and what it cost."""
     cfg = src.cfg
     full = len(src.others) * cfg.train.local_steps * len(src.rounds)  # retraining from scratch without them
@@ -141,7 +154,7 @@ def _record(src: SourceRun, method: str, result: ReplayResult, calibration: floa
         "global_adapter": result.final,
     }
     if method == "recover":
-        removal["calibration_steps"] = calibration_steps(cfg.train.local_steps, calibration)
+        removal["exact_rounds"], removal["correct_every"] = sched
     return {
         "format": FORMAT,
         "removal": removal,

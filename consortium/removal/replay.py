@@ -1,24 +1,34 @@
 """`exact` and `recover`: replay the rounds from the first removed one without the removed participants.
 
 Both run the run's own round (`consortium.protocol.RoundRunner` over a `MemoryLedger`, the same
-screen + rule + DP pipeline, the round seed derived from the new global model) with every other
-participant training from the *new* global model on its own shard with its recorded seed
-(`local_seed(run seed, round, index)`). They differ in the local step:
+screen + rule + DP pipeline, the round seed derived from the new global model) with the updates of
+every other participant. Each replayed round is of one kind (`consortium.removal.schedule`):
 
-- exact: the run's full local training (`train.local_steps`), so the result is what a run without
-  the removed participants would have computed from that round on; from their first round, a
-  retraining from scratch over the same shards.
-- recover: FedEraser's calibration (Liu et al. 2021): a short training of `calibration_steps` steps
-  gives the update's direction, the participant's *recorded* update of that round its length
-  (`|U_old| * U_cal / |U_cal|`). Chosen over FedRecover's L-BFGS estimation because our runs are a
-  few rounds long: FedRecover's exact warm-up, periodic-correction and final-tuning rounds would be
-  most of them, while the calibration's cost is a fixed fraction of every round's training and its
-  result is still a pure function of committed updates, so the audit recomputes every candidate.
+- reused: the first replayed round starts from the recorded start model, so each participant's
+  recorded update of that round *is* what its deterministic local training with its recorded seed
+  gives (checked bit for bit in tests/test_removal.py): it is reused, with its probe evidence.
+- exact: every other participant trains from the *new* global model on its own shard with its
+  recorded seed (`local_seed(run seed, round, index)`) for the full `train.local_steps`.
+- estimated (recover only): each participant's update is estimated from the history, not trained.
+
+`exact` makes every round after the first exact (and reuses any round whose start model is the
+recorded one): from the participant's first round, a retraining from scratch over the same shards.
+
+`recover` follows FedRecover's schedule (Cao et al. 2023): the first round reused, the middle rounds
+estimated, the last K rounds exact (default max(1, floor(0.3 x replayed rounds))), and optionally
+every T-th middle round exact (FedRecover's periodic correction). FedRecover estimates a client's
+update as its recorded update plus an L-BFGS Hessian-vector correction `H (w_new - w_old)`. We drop
+the correction and use the recorded update itself: the L-BFGS buffer needs pairs (model difference,
+update difference) per client from exact rounds, and at our few rounds (5-10) it would be built from
+one or two pairs, so its correction is unreliable (FedRecover itself needs exact warm-up rounds
+before estimating); with exact final rounds doing the correction, the estimate costs nothing. The
+estimated updates still go through the round pipeline from the *new* global model, so the candidates
+differ from the original's, and each one is the committed original blob: the audit checks it byte
+for byte and recomputes every candidate.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +37,7 @@ from typing import Any
 import torch
 
 from consortium.protocol import LedgerRound, MemoryLedger, RoundRunner, TrainFn
+from consortium.removal.schedule import default_exact_rounds, schedule
 from consortium.removal.source import RoundRecord, SourceRun
 from consortium.round.pipeline import rule_from_config
 from consortium.round.records import get_vector, vector_hash
@@ -50,41 +61,12 @@ class ReplayResult:
         return self.rounds[-1]["global_out"]
 
 
-def calibration_steps(local_steps: int, fraction: float) -> int:
-    """FedEraser's shorter calibration training: a fraction of the run's local steps, at least one."""
-    return max(1, round(local_steps * fraction))
-
-
-def _with_steps(sim: Any, steps: int) -> Any:
-    """The simulation with `train.local_steps = steps` (same model, data, seeds; a shallow copy)."""
-    short = copy.copy(sim)
-    cfg = sim.cfg
-    short.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"local_steps": steps})})
-    return short
-
-
-def _rescaled(train: TrainFn, recorded: dict[str, str], source: BlobStore, layout: Any) -> TrainFn:
-    """FedEraser's calibrated update: the calibration's direction at the recorded update's length."""
-
-    def calibrated(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
-        delta, n = train(pid, start)
-        if pid not in recorded:
-            return delta, n
-        old = get_vector(source, recorded[pid], layout).double().norm()
-        now = delta.double().norm()
-        if float(now) == 0.0:
-            return delta, n
-        return (delta.double() * (old / now)).float(), n
-
-    return calibrated
-
-
 def _recorded(
     train: TrainFn, old: RoundRecord, source: BlobStore, layout: Any, evidence: dict | None
 ) -> TrainFn:
-    """The replay's first round starts from the recorded start model, so each participant's recorded
-    update of that round *is* what its deterministic local training with its recorded seed gives
-    (checked bit for bit in tests/test_removal.py): reuse it, with its probe evidence, untrained."""
+    """Each participant's recorded update of round `old`, with its probe evidence, untrained: a reused
+    round (the recorded start model: what its training gives) or an estimated one (FedRecover's
+    estimate without the L-BFGS term). One with no recorded update trains."""
     mine = {c.participant: c for c in old.commitments}
 
     def reused(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -142,13 +124,16 @@ def replay(
     src: SourceRun,
     store: BlobStore,
     method: str,
-    calibration_fraction: float = 0.25,
+    exact_rounds: int | None = None,
+    correct_every: int = 0,
     on_round: Callable[[int], None] = lambda r: None,
     reuse: bool = True,
 ) -> ReplayResult:
     """Rounds `src.from_round..` without `src.removed`, new blobs into `store` (which already holds the
-    kept rounds' blobs). `sim` is a `consortium.sim.Simulation` of the run's config. `reuse=False`
-    retrains the first round too (the from-scratch reference of bench/removal.py)."""
+    kept rounds' blobs). `sim` is a `consortium.sim.Simulation` of the run's config. recover: the last
+    `exact_rounds` rounds (None: the default) and every `correct_every`-th middle one exact, the others
+    after the first estimated. exact: `reuse=False` retrains the first round too (the from-scratch
+    reference of bench/removal.py)."""
     cfg = sim.cfg
     layout = sim.layout
     ledger = MemoryLedger()
@@ -159,22 +144,23 @@ def replay(
         runner.evidence = lambda pid: evidence.pop(pid, None)
     last_step = _grow_kept(runner, ledger, src.kept)
     steps = cfg.train.local_steps
-    trainer_sim = sim
+    n = len(src.replaced)
     if method == "recover":
-        steps = calibration_steps(steps, calibration_fraction)
-        trainer_sim = _with_steps(sim, steps)
+        k = default_exact_rounds(n) if exact_rounds is None else exact_rounds
+        kinds = schedule(n, k, correct_every)
+    else:
+        kinds = ["exact"] * n
     others = [p.name for p in sim.participants if p.name not in src.removed]
     out = ReplayResult()
     global_hash = src.start
-    for old in src.replaced:
+    for old, kind in zip(src.replaced, kinds, strict=True):
         t0 = time.perf_counter()
         start = get_vector(store, global_hash, layout)
+        if method == "exact" and reuse and global_hash == old.global_in:
+            kind = "reused"  # the recorded start model: the recorded updates are what training gives
         trained: list[str] = []
-        train = _counted(trainer_sim.train_fn(old.round, last_step), trained)
-        if method == "recover":
-            recorded = {c.participant: c.blob for c in old.commitments}
-            train = _rescaled(train, recorded, src.store, layout)
-        if reuse and global_hash == old.global_in:
+        train = _counted(sim.train_fn(old.round, last_step), trained)
+        if kind != "exact":
             train = _recorded(train, old, src.store, layout, evidence)
         rec, cand = runner.run_round(global_hash, others, train)
         global_out = rec.global_out or global_hash
@@ -185,6 +171,7 @@ def replay(
         out.rounds.append(
             {
                 "round": rec.round,
+                "kind": kind,
                 "seed": rec.seed,
                 "global_in": rec.global_in,
                 "global_out": global_out,
@@ -194,7 +181,7 @@ def replay(
                 "flagged": cand.flagged,
                 "weights": dict(zip(cand.clients, cand.result.weights.tolist(), strict=True)),
                 "local_steps": steps,
-                "trained": trained,  # the others reused their recorded updates (`_recorded`)
+                "trained": trained,  # who trained; the others' recorded updates were used (`_recorded`)
             }
         )
         global_hash = global_out

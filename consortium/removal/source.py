@@ -185,6 +185,8 @@ def _check_blobs(src: SourceRun) -> None:
     """Every blob a method reads must be in the store (its hash is checked when it is read)."""
     store = src.store
     needed = [src.start] + [b for r in src.replaced for b in r.blobs()]
+    if src.cfg.probe.artifact:  # the pipeline screens by the probe the run published into its store
+        needed.append(src.cfg.probe.artifact)
     for r in src.kept:
         needed += r.blobs()
     for digest in dict.fromkeys(needed):

@@ -5,8 +5,11 @@ candidates recompute to their recorded global models; then, per method,
 - exact / recover: every replayed round chains from the previous one, has the seed the ledger derives
   from its input model, has no update of a removed participant and one of every other, and its
   candidate recomputed by the run's pipeline (`PublicHistory`, as every participant computes it) is
-  the recorded global model with the recorded flags; for recover, each calibrated update has the
-  length of that participant's original update of the round (FedEraser's rule);
+  the recorded global model with the recorded flags; each round's recorded kind is the one its
+  method allows (recover: exactly FedRecover's schedule for the recorded exact rounds K and
+  correction period T, `consortium.removal.schedule`; exact: exact, or reused where the round starts
+  from the recorded model), and every update of a reused or estimated round is the participant's
+  original update of that round (same blob, example count and probe evidence);
 - subtract: every new global model is the recorded round's step minus the removed share.
 Finally the removal's global hash is the last round's output and the exported adapter holds it.
 What cannot be checked from records: that the participants really trained (as in the original run).
@@ -24,16 +27,17 @@ from consortium.audit.report import AuditInputError, AuditReport
 from consortium.audit.rounds import layout_of
 from consortium.config import ConfigError
 from consortium.protocol import round_seed
+from consortium.removal.schedule import KINDS, schedule, schedule_problem
 from consortium.removal.source import RoundRecord
 from consortium.removal.subtract import subtract_rounds
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
-from consortium.round.records import Layout, ProtocolError, get_vector, vector_hash
+from consortium.round.records import Layout, ProtocolError, vector_hash
 from consortium.rundir import load_run_config
 from consortium.store import BlobNotFound, BlobStore, IntegrityError
 
 RECORD = "removal.json"
-NORM_RTOL = 1e-5  # float32 rounding of a rescaled vector's length
+FORMATS = (1, 2)  # 1: recover was FedEraser's calibration (no longer audited); 2: FedRecover's schedule
 
 
 def is_removal(run_dir: Path) -> bool:
@@ -53,6 +57,18 @@ def _load(run_dir: Path) -> tuple[Any, dict[str, Any]]:
         raise AuditInputError(f"{run_dir / RECORD}: malformed removal record: {e!r}") from None
     if not record["rounds"]:
         raise AuditInputError(f"{run_dir / RECORD}: no replayed rounds")
+    fmt = record.get("format")
+    if fmt not in FORMATS:
+        raise AuditInputError(f"{run_dir / RECORD}: format {fmt!r}, this version reads {FORMATS}")
+    if fmt == 1 and rem["method"] == "recover":
+        raise AuditInputError(
+            f"{run_dir / RECORD}: format 1 recover (FedEraser's calibration) is no longer audited; "
+            "redo the removal with this version (FedRecover's schedule)"
+        )
+    if fmt == 2 and rem["method"] == "recover":
+        k, t = rem.get("exact_rounds"), rem.get("correct_every")
+        if not isinstance(k, int) or not isinstance(t, int) or isinstance(k, bool) or isinstance(t, bool):
+            raise AuditInputError(f"{run_dir / RECORD}: recover without integer exact_rounds, correct_every")
     return cfg, record
 
 
@@ -73,7 +89,8 @@ def audit_removal(run_dir: Path) -> AuditReport:
         else:
             public = PublicHistory(store, layout, rule_from_config(cfg))
             _check_kept(public, kept, out)
-            _check_replayed(public, originals, rounds, removed, rem["method"] == "recover", out)
+            kinds = _expected_kinds(record, originals, out)
+            _check_replayed(public, originals, rounds, removed, kinds, out)
     except (BlobNotFound, IntegrityError, ProtocolError) as e:
         out.problems.append(f"store: {e}")
         return out
@@ -105,13 +122,14 @@ def _check_replayed(
     originals: list[RoundRecord],
     rounds: list[dict[str, Any]],
     removed: set[str],
-    recover: bool,
+    kinds: list[set[str]] | None,
     out: AuditReport,
 ) -> None:
-    """Every replayed round's candidate recomputed from its commitments, as the pipeline computes it."""
+    """Every replayed round's candidate recomputed from its commitments, as the pipeline computes it;
+    its kind one of `kinds` (None: a format-1 exact record, which has none)."""
     previous = originals[0].global_in if originals else rounds[0]["global_in"]
     by_round = {o.round: o for o in originals}
-    for d in rounds:
+    for i, d in enumerate(rounds):
         rec = RoundRecord.of(d)
         r = rec.round
         if rec.global_in != previous:
@@ -129,8 +147,8 @@ def _check_replayed(
             expected = sorted(set(orig.proposers) - removed)
             if sorted(rec.proposers) != expected:
                 out.problems.append(f"round {r}: proposers {sorted(rec.proposers)}, expected {expected}")
-            if recover:
-                _check_lengths(public, orig, rec, out)
+        if kinds is not None:
+            _check_kind(d.get("kind"), kinds[i] if i < len(kinds) else set(), rec, orig, out)
         cand = public.candidate(
             rec.global_in, list(rec.commitments), rec.seed, root=rec.root, evidence=rec.evidence
         )
@@ -148,19 +166,55 @@ def _check_replayed(
         out.count("replayed candidates recomputed")
 
 
-def _check_lengths(public: PublicHistory, orig: RoundRecord, rec: RoundRecord, out: AuditReport) -> None:
-    """FedEraser: a calibrated update keeps the length of the participant's original update."""
-    old = {c.participant: c.blob for c in orig.commitments}
+def _expected_kinds(
+    record: dict[str, Any], originals: list[RoundRecord], out: AuditReport
+) -> list[set[str]] | None:
+    """The kinds each replayed round may have: recover, its schedule; exact, exact or reused (checked
+    against the start model in `_check_kind`); a format-1 exact record has no kinds."""
+    rem, rounds = record["removal"], record["rounds"]
+    if record["format"] == 1:
+        return None
+    if len(rounds) != len(originals):
+        out.problems.append(f"removal: {len(rounds)} replayed rounds for {len(originals)} original ones")
+    if rem["method"] == "exact":
+        return [{"exact", "reused"}] * len(rounds)
+    k, t = rem["exact_rounds"], rem["correct_every"]
+    problem = schedule_problem(len(rounds), k, t)
+    if problem is not None:
+        out.problems.append(f"removal: schedule exact_rounds={k}, correct_every={t}: {problem}")
+        return [set(KINDS)] * len(rounds)
+    return [{kind} for kind in schedule(len(rounds), k, t)]
+
+
+def _check_kind(
+    kind: Any, allowed: set[str], rec: RoundRecord, orig: RoundRecord | None, out: AuditReport
+) -> None:
+    """The round's recorded kind is one the method's schedule allows; a reused round starts from the
+    recorded model; a reused or estimated round's updates are the participants' original ones."""
+    r = rec.round
+    if kind not in allowed:
+        out.problems.append(f"round {r}: kind {kind!r}, the schedule says {' or '.join(sorted(allowed))}")
+    out.count("round kinds checked")
+    if kind not in ("reused", "estimated"):
+        return
+    if orig is None:
+        out.problems.append(f"round {r}: {kind} but no original round {r} to take updates from")
+        return
+    if kind == "reused" and rec.global_in != orig.global_in:
+        out.problems.append(f"round {r}: reused, but it starts from {rec.global_in}, not the recorded model")
+    mine = {c.participant: c for c in orig.commitments}
     for c in rec.commitments:
-        if c.participant not in old:
-            continue
-        want = float(get_vector(public.store, old[c.participant], public.layout).double().norm())
-        got = float(get_vector(public.store, c.blob, public.layout).double().norm())
-        if abs(got - want) > NORM_RTOL * max(want, 1e-30) and got != 0.0:
+        o = mine.get(c.participant)
+        if o is None:
+            out.problems.append(f"round {r}: {kind}, but {c.participant} has no original update")
+        elif (c.blob, c.n_examples) != (o.blob, o.n_examples):
             out.problems.append(
-                f"round {rec.round}: {c.participant}'s update has length {got}, its original {want}"
+                f"round {r}: {c.participant}'s {kind} update {c.blob} ({c.n_examples} examples) is not its "
+                f"original {o.blob} ({o.n_examples} examples)"
             )
-        out.count("calibrated lengths checked")
+        elif rec.evidence.get(c.participant) != orig.evidence.get(c.participant):
+            out.problems.append(f"round {r}: {c.participant}'s {kind} update has other probe evidence")
+        out.count(f"{kind} updates matched to their originals")
 
 
 def _check_subtract(
