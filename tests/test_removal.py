@@ -70,6 +70,7 @@ def test_exact_is_reproducible_audited_and_leaves_the_source_alone(
         assert sorted(c["participant"] for c in rnd["commitments"]) == ["org0", "org2", "org3"]
     # round 0 starts from the recorded start model: the others' recorded updates are reused untrained
     assert [r["trained"] for r in rec["rounds"]] == [[], ["org0", "org2", "org3"]]
+    assert [r["kind"] for r in rec["rounds"]] == ["reused", "exact"] and rec["format"] == 2
     assert rec["cost"]["fraction_of_full_retrain"] == 0.5
     again, rec2 = _removed(source, tmp_path, "--participant", "org1", "--method", "exact")
     assert rec2["removal"]["global_adapter"] == rec["removal"]["global_adapter"]
@@ -92,6 +93,7 @@ def test_retraining_every_round_gives_the_reused_result_bit_for_bit(
     path = remove(source, ["org1"], "exact", tmp_path, console=quiet, reuse=False)
     rec = json.loads((path / "removal.json").read_text())
     assert [len(r["trained"]) for r in rec["rounds"]] == [3, 3]
+    assert [r["kind"] for r in rec["rounds"]] == ["exact", "exact"] and audit_removal(path).ok
     assert rec["removal"]["global_adapter"] == exact[1]["removal"]["global_adapter"]
 
 
@@ -119,14 +121,162 @@ def test_subtract_is_the_others_fedavg_of_the_recorded_updates(source: Path, tmp
     assert audit_removal(path).ok
 
 
-def test_recover_keeps_recorded_lengths_at_a_fraction_of_the_cost(source: Path, tmp_path: Path) -> None:
-    path, rec = _removed(source, tmp_path, "--participant", "org0", "--method", "recover")
-    assert rec["removal"]["calibration_steps"] == 1  # smoke: 3 local steps x 0.25, at least one
-    # round 0 reused, round 1: 3 participants x 1 calibration step, of 3 x 3 steps x 2 rounds
-    assert rec["cost"]["local_steps"] == 3 and rec["cost"]["full_retrain_local_steps"] == 18
+@pytest.mark.parametrize(
+    ("replayed", "k", "t", "kinds"),
+    [
+        (1, 1, 0, "R"),
+        (2, 0, 0, "RE"),
+        (2, 1, 0, "RX"),
+        (6, 1, 0, "REEEEX"),
+        (6, 2, 0, "REEEXX"),
+        (6, 6, 0, "RXXXXX"),
+        (6, 0, 2, "REXEXE"),
+        (6, 1, 2, "REXEXX"),
+        (7, 2, 3, "REEXEXX"),
+        (10, 3, 4, "REEEXEEXXX"),
+    ],
+)
+def test_the_schedule_reuses_the_first_round_estimates_the_middle_and_ends_exact(
+    replayed: int, k: int, t: int, kinds: str
+) -> None:
+    from consortium.removal.schedule import schedule
+
+    names = {"R": "reused", "E": "estimated", "X": "exact"}
+    assert schedule(replayed, k, t) == [names[c] for c in kinds]
+
+
+def test_the_default_exact_rounds_are_30_percent_at_least_one() -> None:
+    from consortium.removal.schedule import default_exact_rounds, schedule_problem
+
+    assert [default_exact_rounds(n) for n in (1, 2, 3, 4, 6, 7, 10, 13)] == [1, 1, 1, 1, 1, 2, 3, 3]
+    assert schedule_problem(3, 4, 0) and schedule_problem(3, -1, 0) and schedule_problem(3, 1, -1)
+    assert schedule_problem(3, 3, 0) is None and schedule_problem(3, 0, 5) is None
+
+
+@pytest.fixture(scope="module")
+def long_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke run of 6 rounds: recover's schedule has middle rounds to estimate."""
+    out = tmp_path_factory.mktemp("long")
+    res = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(out), *RUN, "--set", "rounds=6"])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def recovered(long_source: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("recover")
+    return _removed(long_source, out, "--participant", "org0", "--method", "recover")
+
+
+def test_recover_estimates_the_middle_rounds_from_the_recorded_updates(
+    long_source: Path, recovered: tuple[Path, dict]
+) -> None:
+    path, rec = recovered
+    assert rec["format"] == 2
+    assert rec["removal"]["exact_rounds"] == 1 and rec["removal"]["correct_every"] == 0  # max(1, 0.3 x 6)
+    kinds = [r["kind"] for r in rec["rounds"]]
+    assert kinds == ["reused", "estimated", "estimated", "estimated", "estimated", "exact"]
+    others = ["org1", "org2", "org3"]
+    assert [r["trained"] for r in rec["rounds"]] == [[]] * 5 + [others]
+    original = {r["round"]: r for r in _report(long_source)["rounds_detail"]}
+    store = BlobStore(path / "store")
+    for r in rec["rounds"][:5]:  # reused and estimated: each participant's recorded update, byte for byte
+        old = {c["participant"]: c for c in original[r["round"]]["commitments"]}
+        assert r["commitments"] == [old[c["participant"]] for c in r["commitments"]]
+        assert all(c["blob"] in store for c in r["commitments"])
+    for r in rec["rounds"][1:]:  # from the new global model: the candidates are not the original's
+        assert r["global_in"] != original[r["round"]]["global_in"]
+        assert r["global_out"] != original[r["round"]]["global_out"]
+    exact_blobs = {c["blob"] for c in rec["rounds"][5]["commitments"]}
+    assert not exact_blobs & {c["blob"] for c in original[5]["commitments"]}  # retrained
+    # only the exact round trained: 3 participants x 3 steps, of 3 x 3 steps x 6 rounds
+    assert rec["cost"]["local_steps"] == 9 and rec["cost"]["full_retrain_local_steps"] == 54
     report = audit_removal(path)
     assert report.ok, report.problems
-    assert report.checked["calibrated lengths checked"] == 6  # 3 participants x 2 rounds
+    assert report.checked["estimated updates matched to their originals"] == 4 * 3
+    assert report.checked["round kinds checked"] == 6
+
+
+def test_recover_with_periodic_correction(long_source: Path, tmp_path: Path) -> None:
+    path, rec = _removed(
+        long_source, tmp_path, "--participant", "org0", "--method", "recover",
+        "--exact-rounds", "2", "--correct-every", "2",
+    )  # fmt: skip
+    assert (rec["removal"]["exact_rounds"], rec["removal"]["correct_every"]) == (2, 2)
+    kinds = [r["kind"] for r in rec["rounds"]]
+    assert kinds == ["reused", "estimated", "exact", "estimated", "exact", "exact"]
+    assert [len(r["trained"]) for r in rec["rounds"]] == [0, 0, 3, 0, 3, 3]
+    assert rec["cost"]["local_steps"] == 3 * 3 * 3
+    assert audit_removal(path).ok
+
+
+def test_recover_with_every_round_exact_is_exact_bit_for_bit(
+    long_source: Path, recovered: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, rec = _removed(
+        long_source, tmp_path / "r", "--participant", "org0", "--method", "recover", "--exact-rounds", "6"
+    )
+    _, ex = _removed(long_source, tmp_path / "x", "--participant", "org0", "--method", "exact")
+    assert [r["kind"] for r in rec["rounds"]] == [r["kind"] for r in ex["rounds"]]
+    assert rec["removal"]["global_adapter"] == ex["removal"]["global_adapter"]
+    assert rec["removal"]["global_adapter"] != recovered[1]["removal"]["global_adapter"]  # estimates differ
+    assert rec["cost"]["local_steps"] == ex["cost"]["local_steps"]
+    assert audit_removal(path).ok
+
+
+def _edited(recovered: tuple[Path, dict], tmp_path: Path, edit) -> Path:
+    path = tmp_path / "edited"
+    shutil.copytree(recovered[0], path)
+    rec = json.loads((path / "removal.json").read_text())
+    edit(rec)
+    (path / "removal.json").write_text(json.dumps(rec))
+    return path
+
+
+def test_audit_catches_an_estimated_update_swapped_for_another_participants(
+    recovered: tuple[Path, dict], tmp_path: Path
+) -> None:
+    def swap(rec: dict) -> None:
+        a, b = rec["rounds"][2]["commitments"][:2]
+        assert rec["rounds"][2]["kind"] == "estimated" and a["participant"] != b["participant"]
+        a["blob"], b["blob"] = b["blob"], a["blob"]
+
+    res = runner.invoke(app, ["audit", str(_edited(recovered, tmp_path, swap))])
+    assert res.exit_code == 1
+    assert "round 2: org1's estimated update" in res.output and "is not its original" in res.output
+
+
+@pytest.mark.parametrize(("index", "kind"), [(2, "exact"), (5, "estimated"), (0, "estimated")])
+def test_audit_catches_an_edited_round_kind(
+    recovered: tuple[Path, dict], tmp_path: Path, index: int, kind: str
+) -> None:
+    def relabel(rec: dict) -> None:
+        assert rec["rounds"][index]["kind"] != kind
+        rec["rounds"][index]["kind"] = kind
+
+    res = runner.invoke(app, ["audit", str(_edited(recovered, tmp_path, relabel))])
+    assert res.exit_code == 1
+    assert f"round {index}: kind '{kind}', the schedule says" in res.output
+
+
+def test_audit_catches_an_edited_schedule(recovered: tuple[Path, dict], tmp_path: Path) -> None:
+    def more_exact(rec: dict) -> None:
+        rec["removal"]["exact_rounds"] = 2
+
+    found = audit_removal(_edited(recovered, tmp_path, more_exact))
+    assert not found.ok and found.problems == ["round 4: kind 'estimated', the schedule says exact"]
+
+
+def test_audit_refuses_a_format_1_calibration_recover(recovered: tuple[Path, dict], tmp_path: Path) -> None:
+    def old(rec: dict) -> None:
+        rec["format"] = 1
+        rec["removal"]["calibration_steps"] = 1
+        del rec["removal"]["exact_rounds"], rec["removal"]["correct_every"]
+
+    res = runner.invoke(app, ["audit", str(_edited(recovered, tmp_path, old))])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "format 1 recover (FedEraser's calibration) is no longer audited" in res.output
 
 
 def test_audit_catches_an_edited_removal(exact: tuple[Path, dict], tmp_path: Path) -> None:
@@ -165,6 +315,16 @@ def _copy(source: Path, tmp_path: Path) -> Path:
         (["--participant", "org9", "--method", "exact"], "--participant 'org9': not a participant"),
         (["--participant", "org1", "--method", "exact", "--from-round", "5"], "--from-round 5: no record"),
         (["--participant", "org1", "--method", "forget"], "--method 'forget': expected one of"),
+        (
+            ["--participant", "org1", "--method", "recover", "--exact-rounds", "-1"],
+            "--exact-rounds -1: expected",
+        ),
+        (
+            ["--participant", "org1", "--method", "recover", "--exact-rounds", "3"],
+            "--exact-rounds 3: more than the 2 replayed round(s)",
+        ),
+        (["--participant", "org1", "--method", "recover", "--correct-every", "-2"], "--correct-every -2"),
+        (["--participant", "org1", "--method", "exact", "--exact-rounds", "1"], "for --method recover, not"),
     ],
 )
 def test_bad_arguments_exit_2_and_write_nothing(
@@ -210,3 +370,46 @@ def test_a_chain_run_allows_subtract_and_refuses_a_replay(tmp_path: Path) -> Non
     path, rec = _removed(chain_run, tmp_path / "out", "--participant", who, "--method", "subtract")
     assert audit_removal(path).ok
     assert rec["removal"]["global_adapter"] != _report(chain_run)["global_adapter"]
+
+
+@pytest.mark.parametrize("level", ["client", "step"])
+def test_a_removal_on_a_run_with_a_probe_carries_the_probe_and_audits(tmp_path: Path, level: str) -> None:
+    """The pipeline reads the run's probe from the store by hash: the removal's store must hold it."""
+    import numpy as np
+
+    from consortium.audit.rounds import layout_of
+    from consortium.probe import FeatureSpec, build, feature_dim, save
+
+    bare = _run(tmp_path / "bare", [])
+    store = BlobStore(bare / "store")
+    lay = layout_of(store, _report(bare)["rounds_detail"][0]["global_in"])
+    x = np.random.default_rng(0).normal(size=(20, feature_dim(lay, FeatureSpec())))
+    digest, _ = save(build(x, np.array([i % 2 for i in range(20)]), FeatureSpec(), lay), tmp_path / "probes")
+    probe = [
+        "--set", f'probe.artifact="{digest}"',
+        "--set", f'probe.dir="{tmp_path / "probes"}"',
+        "--set", f'probe.level="{level}"',
+        "--set", "probe.flag_below=0.0",  # a random probe: judge the wiring, not its verdicts
+    ]  # fmt: skip
+    run = _run(tmp_path / "probed", probe)
+    assert (run / "store" / digest[:2] / digest).is_file()
+    if level == "step":
+        assert _report(run)["rounds_detail"][1]["evidence"]
+    path, rec = _removed(run, tmp_path / "out", "--participant", "org0", "--method", "recover")
+    assert [r["kind"] for r in rec["rounds"]] == ["reused", "estimated", "exact"]
+    assert digest in BlobStore(path / "store")
+    if level == "step":  # the estimated round commits the original evidence, the exact one new evidence
+        old = _report(run)["rounds_detail"]
+        assert rec["rounds"][1]["evidence"] == {p: e for p, e in old[1]["evidence"].items() if p != "org0"}
+        assert set(rec["rounds"][2]["evidence"]) == {"org1", "org2", "org3"}
+    res = runner.invoke(app, ["audit", str(path)])
+    assert res.exit_code == 0, res.output
+
+
+def _run(out: Path, extra: list[str]) -> Path:
+    res = runner.invoke(
+        app, ["run", "--preset", "smoke", "--out", str(out), *RUN, "--set", "rounds=3", *extra]
+    )
+    assert res.exit_code == 0, res.output
+    (run_dir,) = out.iterdir()
+    return run_dir
