@@ -6,13 +6,17 @@ Two scenarios per seed, each a full simulated central run (the code of `consorti
 Each run is then removed from by `exact`, `recover` and `subtract` (`consortium.removal.remove`, the
 code of `consortium remove`) and every result audited. The reference (`retrain`) is the model trained
 from scratch without the removed participants over the same shards and seeds: `exact` with nothing
-reused (every replayed round retrained); `exact` must equal it bit for bit. Per method: clean accuracy,
+reused (every replayed round retrained); `exact` must equal it bit for bit. `recover` runs FedRecover's
+schedule (first round reused, middle rounds estimated from the recorded updates, the last K exact:
+`--exact-rounds K`, default max(1, floor(0.3 x rounds)); `--correct-every T` for periodic exact rounds);
+the summary prints its schedule. Per method: clean accuracy,
 backdoor ASR, relative distance to the reference adapter
 (|v - v_ref| / |v_ref - v_0|), cost in local training steps and wall time as fractions of the
 reference's, and a membership-style check for the leaver: mean loss on its training examples vs
 held-out examples of its domain (test set), before and after.
 
     python bench/removal.py --seeds 0 1 2     # tiny-warm
+    python bench/removal.py --seeds 0 --rounds 6 --exact-rounds 2 --correct-every 2
 
 Wall times are measured within one process; other jobs share the cores, so only ratios are reported.
 """
@@ -126,8 +130,16 @@ def _evaluate(sim: Simulation, vec: torch.Tensor, leaver: str | None, progress: 
 
 
 def run_case(
-    scenario: str, seed: int, rounds: int, work: Path, preset: str = "smoke", sets: list[str] | None = None
+    scenario: str,
+    seed: int,
+    rounds: int,
+    work: Path,
+    preset: str = "smoke",
+    sets: list[str] | None = None,
+    exact_rounds: int | None = None,
+    correct_every: int | None = None,
 ) -> dict[str, Any]:
+    """One scenario at one seed; `exact_rounds` / `correct_every`: recover's schedule (None: default)."""
     cfg = config(scenario, seed, rounds, preset, sets)
     quiet = Console(file=io.StringIO())
     sim = Simulation(cfg, console=quiet)
@@ -145,8 +157,16 @@ def run_case(
         for method in ("retrain", *METHODS):
             t1 = time.perf_counter()
             how = "exact" if method == "retrain" else method
+            schedule = {"exact_rounds": exact_rounds, "correct_every": correct_every}
             path = remove(
-                run_dir, removed, how, work / method, console=quiet, sim=sim, reuse=method != "retrain"
+                run_dir,
+                removed,
+                how,
+                work / method,
+                console=quiet,
+                sim=sim,
+                reuse=method != "retrain",
+                **(schedule if method == "recover" else {}),
             )
             wall = time.perf_counter() - t1
             rec = json.loads((path / "removal.json").read_text())
@@ -157,7 +177,11 @@ def run_case(
                 "local_steps": rec["cost"]["local_steps"],
                 "wall_seconds": wall,
                 "audit_ok": audit.ok,
+                "kinds": [r.get("kind", "subtracted") for r in rec["rounds"]],
             }
+            if method == "recover":
+                rows[method]["exact_rounds"] = rec["removal"]["exact_rounds"]
+                rows[method]["correct_every"] = rec["removal"]["correct_every"]
     ref, v0 = vecs["retrain"], sim.initial
     scale = float((ref - v0).double().norm())
     for method in ("original", "retrain", *METHODS):
@@ -201,6 +225,21 @@ def _shown(out: Path) -> str:
         return str(out)
 
 
+def _schedules(rs: list[dict[str, Any]]) -> list[str]:
+    """recover's schedule per distinct (K, T, kinds) among the seeds: which rounds it estimated."""
+    seen: dict[str, list[int]] = {}
+    for r in rs:
+        row = r["rows"]["recover"]
+        if "kinds" not in row:  # a results file from before the schedule (FedEraser's calibration)
+            seen.setdefault("calibration (removal format 1)", []).append(r["seed"])
+            continue
+        every = row["correct_every"] or "off"
+        kinds = ", ".join(row["kinds"])
+        key = f"K = {row['exact_rounds']} exact, correction every {every}; replayed rounds {kinds}"
+        seen.setdefault(key, []).append(r["seed"])
+    return [f"recover schedule (seeds {seeds}): {key}" for key, seeds in seen.items()]
+
+
 def summary(results: list[dict[str, Any]], command: str, out: Path = OUT) -> str:
     seeds = sorted({r["seed"] for r in results})
     models = ", ".join(sorted({r["config"].get("model", "tiny-warm") for r in results}))
@@ -241,7 +280,7 @@ def summary(results: list[dict[str, Any]], command: str, out: Path = OUT) -> str
                 f"{_fmt(gap, False) if gap else '–'} | {col('distance_to_reference', False)} | "
                 f"{col('steps_fraction', False)} | {col('wall_fraction', False)} | {audit} |"
             )
-        lines.append("")
+        lines += ["", *_schedules(rs), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         help="bench: the outcomes issue's SmolLM2 test bed (demo: the demo's training)",
     )
     ap.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
+    ap.add_argument(
+        "--exact-rounds", type=int, default=None, help="recover: K (default max(1, 0.3 x rounds))"
+    )
+    ap.add_argument("--correct-every", type=int, default=None, help="recover: every T-th middle round exact")
     ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
     args = ap.parse_args(argv)
     if args.out is None:  # each preset's results apart: the summary merges every file in the folder
@@ -273,7 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in args.scenarios:
             print(f"{scenario} seed {seed} ...", flush=True)
             work = args.work / f"{scenario}-{seed}"
-            results.append(run_case(scenario, seed, args.rounds, work, args.preset, args.set))
+            results.append(
+                run_case(
+                    scenario,
+                    seed,
+                    args.rounds,
+                    work,
+                    args.preset,
+                    args.set,
+                    args.exact_rounds,
+                    args.correct_every,
+                )
+            )
             (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
     # one summary over every results file in the folder (seeds may run as separate processes)
     merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
