@@ -413,3 +413,21 @@ def _run(out: Path, extra: list[str]) -> Path:
     assert res.exit_code == 0, res.output
     (run_dir,) = out.iterdir()
     return run_dir
+
+
+def test_a_format_1_exact_record_still_audits_and_an_unknown_format_is_refused(
+    exact: tuple[Path, dict], tmp_path: Path
+) -> None:
+    def old(rec: dict) -> None:
+        rec["format"] = 1
+        for r in rec["rounds"]:
+            del r["kind"]
+
+    found = audit_removal(_edited(exact, tmp_path / "v1", old))
+    assert found.ok and "round kinds checked" not in found.checked
+
+    def future(rec: dict) -> None:
+        rec["format"] = 3
+
+    res = runner.invoke(app, ["audit", str(_edited(exact, tmp_path / "v3", future))])
+    assert res.exit_code == 2 and "format 3, this version reads (1, 2)" in res.output
