@@ -12,6 +12,12 @@ cell in that folder, so several narrower invocations add up to one grid.
     python bench/robustness.py --model bench --attacks backdoor --fractions 0.3 \
         --defenses fedavg,multi_krum --none-defenses fedavg --seeds 0,1,2,3,4 --jobs 2
     python bench/robustness.py --model bench --render-only --seeds 0,1,2,3,4
+    python bench/robustness.py --model bench --probe DIR/<sha256>.safetensors \
+        --defenses fedavg+probe,multi_krum+probe --attacks backdoor,harmful --fractions 0.3 --seeds 0,1,2
+
+A defence `RULE+probe` is RULE behind the client-level probe named by --probe (its artifact hash and
+folder go into every such cell's config, so a cell of another probe is stale and runs again);
+`fedavg+probe` is the probe alone.
 """
 
 from __future__ import annotations
@@ -88,18 +94,43 @@ def settings(model: str) -> dict[str, Any]:
     return _merge(preset_dict(model), SETTINGS[model])
 
 
+PROBED = "+probe"
+
+
+def split_defense(defense: str) -> tuple[str, bool]:
+    """`multi_krum+probe` -> ("multi_krum", True): the aggregation rule, and whether the client-level
+    probe screens the updates before it."""
+    rule = defense.removesuffix(PROBED)
+    return rule, rule != defense
+
+
 def cell_config(
-    model: str, attack: str | None, fraction: float, defense: str, seed: int, protocol: str = "central"
+    model: str,
+    attack: str | None,
+    fraction: float,
+    defense: str,
+    seed: int,
+    protocol: str = "central",
+    probe: Path | None = None,
 ) -> RunConfig:
+    rule, probed = split_defense(defense)
     data = _merge(
         settings(model),
         {
-            "name": f"bench-{attack or 'none'}-{defense}",
-            "aggregator": defense,
+            "name": f"bench-{attack or 'none'}-{defense.replace('+', '-')}",
+            "aggregator": rule,
             "seed": seed,
             "protocol": protocol,
         },
     )
+    if probed:
+        if probe is None:
+            raise ValueError(f"defence {defense!r} needs --probe DIR/<sha256>.safetensors")
+        data["probe"] = {
+            "artifact": probe.name.removesuffix(".safetensors"),
+            "dir": str(probe.parent),
+            "level": "client",
+        }
     # the no-attack cell still measures the backdoor (fraction 0): its ASR is the false positive floor
     data["attacks"] = [{"kind": attack or "backdoor", "fraction": fraction if attack else 0.0}]
     return RunConfig.model_validate(data)
@@ -207,7 +238,7 @@ def write_cell(path: Path, cell: dict[str, Any]) -> None:
 
 
 def load_cells(
-    cell_dir: Path, model: str, protocol: str, seeds: list[int]
+    cell_dir: Path, model: str, protocol: str, seeds: list[int], probe: Path | None = None
 ) -> tuple[dict[int, dict[str, Any]], list[Path]]:
     """The finished cells of `seeds` whose config digest is the one this code gives them now, and the
     files left aside because their settings differ (they are run again when asked for)."""
@@ -219,8 +250,10 @@ def load_cells(
         seed = cell["seed"]
         if seed not in per_seed:
             continue
+        if split_defense(defense)[1] and probe is None:
+            continue  # a probe cell, and no probe named: neither checked nor shown
         cfg = cell_config(
-            model, None if attack == "none" else attack, float(fraction), defense, seed, protocol
+            model, None if attack == "none" else attack, float(fraction), defense, seed, protocol, probe
         )
         if cell.get("config_digest") != config_digest(cfg):
             stale.append(path)
@@ -448,15 +481,16 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _cell_job(args: tuple[str, str | None, float, str, int, str, str]) -> dict[str, Any]:
-    model, attack, frac, defense, seed, protocol, tmp = args
-    return run_cell(cell_config(model, attack, frac, defense, seed, protocol), cell_workdir(Path(tmp), args))
+def _cell_job(args: tuple[str, str | None, float, str, int, str, str, Path | None]) -> dict[str, Any]:
+    model, attack, frac, defense, seed, protocol, tmp, probe = args
+    cfg = cell_config(model, attack, frac, defense, seed, protocol, probe)
+    return run_cell(cfg, cell_workdir(Path(tmp), args))
 
 
 def cell_workdir(tmp: Path, args: tuple[Any, ...]) -> Path:
     """A directory of its own per cell: run directories are named by config name and the second they
     start, so two seeds of one cell started together collided in a shared one (FileExistsError)."""
-    model, attack, frac, defense, seed, protocol, _ = args
+    model, attack, frac, defense, seed, protocol = args[:6]
     return tmp / f"{model}-{protocol}-{attack or 'none'}-{frac:g}-{defense}-seed{seed}"
 
 
@@ -518,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--render-only", action="store_true", help="no runs: tables from the finished cells")
+    ap.add_argument(
+        "--probe", type=Path, default=None, help="client-level probe (<sha256>.safetensors) for RULE+probe"
+    )
     args = ap.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a]
     defenses = [d for d in args.defenses.split(",") if d]
@@ -529,10 +566,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--fractions/--seeds: expected comma-separated numbers ({e})", file=sys.stderr)
         return 2
     unknown = [a for a in attacks if a not in ATTACK_KINDS] + [
-        d for d in defenses + none_defenses if d not in AGGREGATORS
+        d for d in defenses + none_defenses if split_defense(d)[0] not in AGGREGATORS
     ]
     if unknown:
         print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    if args.probe is not None and not args.probe.is_file():
+        print(f"--probe {args.probe}: no such probe file", file=sys.stderr)
         return 2
     stem = args.out / (
         f"robustness_{args.model}" + ("" if args.protocol == "central" else f"_{args.protocol}")
@@ -541,10 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     # validate every cell's config up front: a bad grid fails before hours of work, not during
     cells = {cell_key("none", 0.0, d): ("none", 0.0, d) for d in none_defenses}
     cells |= {cell_key(a, f, d): (a, f, d) for a in attacks for f in fractions for d in defenses}
-    for a, f, d in cells.values():
-        cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol)
+    try:
+        for a, f, d in cells.values():
+            cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol, args.probe)
+    except ValueError as e:
+        print(str(e).splitlines()[0], file=sys.stderr)
+        return 2
     cell_dir.mkdir(parents=True, exist_ok=True)
-    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds)
+    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds, args.probe)
     for path in stale:
         print(f"[robustness] {path.name}: run under other settings; left aside (rerun when asked for)")
     keys = list(cells)
@@ -569,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         futures = {
             pool.submit(
-                _cell_job, (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp)
+                _cell_job,
+                (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp, args.probe),
             ): (seed, key)
             for seed, key in todo
             for a, f, d in [cells[key]]

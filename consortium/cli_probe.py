@@ -50,13 +50,27 @@ def _table(report: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
+def probe_config(config: Path | None, preset: str, sets: list[str], smollm2: bool = False) -> Any:
+    """The run config a probe is trained for. The quick tiny-warm settings belong to the smoke preset
+    only: any other preset keeps its own model and training (they once overrode every preset, so
+    `--preset bench` silently simulated tiny-warm); every preset gets the restricted domain, whose
+    benign clients the harmful attack is told apart from."""
+    from consortium.config import load_config
+
+    preset = "demo" if smollm2 else preset
+    base = DEFAULT_SETS if preset == "smoke" else [WITH_RESTRICTED]
+    return load_config(config, preset, [*base, *sets])
+
+
 @probe_app.command("train")
 def train(
     config: Annotated[Path | None, typer.Argument(help="TOML run config (overrides the preset)")] = None,
     out: Annotated[
         Path, typer.Option(help="directory for <sha256>.safetensors and probe_report.json")
     ] = Path("probes"),
-    preset: Annotated[str, typer.Option(help="built-in preset the config starts from")] = "smoke",
+    preset: Annotated[
+        str, typer.Option(help="built-in preset the config starts from (smoke: tiny-warm, quick settings)")
+    ] = "smoke",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="dotted override, e.g. --set seed=1")
     ] = None,
@@ -69,14 +83,13 @@ def train(
     """Simulate benign and malicious clients (every attack, several domains and seeds), train the probe,
     report held-out TPR / FPR / ROC AUC, and write it as a content-addressed artifact."""
     # import time: `consortium --help` imports this module; pydantic, torch and the model load later
-    from consortium.config import ConfigError, load_config
+    from consortium.config import ConfigError
     from consortium.probe.artifact import save
     from consortium.probe.samples import probe_from_config
     from consortium.rundir import atomic_write
 
-    sets = ([WITH_RESTRICTED] if smollm2 else DEFAULT_SETS) + (set_ or [])
     try:
-        cfg = load_config(config, "demo" if smollm2 else preset, sets)
+        cfg = probe_config(config, preset, set_ or [], smollm2)
     except ConfigError as e:
         fail(str(e))
     console = Console()

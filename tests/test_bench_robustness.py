@@ -164,3 +164,38 @@ def test_two_seeds_of_one_cell_get_their_own_work_directories(tmp_path: Path) ->
     b = rb.cell_workdir(tmp_path, ("bench", "backdoor", 0.3, "fedavg", 1, "central", str(tmp_path)))
     c = rb.cell_workdir(tmp_path, ("bench", None, 0.0, "fedavg", 0, "central", str(tmp_path)))
     assert len({a, b, c}) == 3 and all(p.parent == tmp_path for p in (a, b, c))
+
+
+def test_rule_plus_probe_cells_run_behind_the_named_probe(
+    tmp_path: Path, short_smoke: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`RULE+probe` cells carry the probe's hash and folder in their config (another probe: stale), run
+    the rule behind the client-level probe, and are refused without a readable --probe."""
+    from consortium.probe.artifact import save
+    from consortium.probe.samples import probe_from_config
+
+    assert _run(tmp_path, "--defenses", "fedavg+probe") == 2
+    assert "needs --probe" in capsys.readouterr().err
+    assert _run(tmp_path, "--defenses", "fedavg+probe", "--probe", str(tmp_path / "none.safetensors")) == 2
+    assert "no such probe file" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+    base = rb.cell_config("smoke", None, 0.0, "fedavg", 0)
+    fitting = {"train_seeds": (0,), "heldout_seeds": (1,), "train_rounds": 1, "classifier": "logreg"}
+    fit = base.model_copy(update={"probe": base.probe.model_copy(update=fitting)})
+    probe = save(probe_from_config(fit)[0], tmp_path / "probe")[1]
+    args = ("--defenses", "multi_krum+probe", "--none-defenses", "multi_krum+probe", "--probe", str(probe))
+    assert _run(tmp_path, *args) == 0
+    path = tmp_path / "robustness_smoke" / "backdoor_0.3_multi_krum+probe_seed0.json"
+    cell = json.loads(path.read_text())
+    cfg = rb.cell_config("smoke", "backdoor", 0.3, "multi_krum+probe", 0, probe=probe)
+    assert (cfg.aggregator, cfg.probe.artifact, cfg.probe.level) == ("multi_krum", probe.stem, "client")
+    assert cell["config_digest"] == rb.config_digest(cfg)
+    other = tmp_path / "other" / probe.name
+    assert (
+        rb.config_digest(rb.cell_config("smoke", "backdoor", 0.3, "multi_krum+probe", 0, probe=other))
+        != (cell["config_digest"])
+    )
+    assert "probe_evidence" in cell["timings"]  # the run scored every update with the probe (a run
+    # without one has no such timing)
+    assert "multi_krum+probe" in (tmp_path / "robustness_smoke.md").read_text()

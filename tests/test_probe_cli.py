@@ -48,3 +48,16 @@ def test_probe_train_refuses_a_bad_setting_and_writes_nothing(tmp_path: Path) ->
     assert res.exit_code == 2
     assert "classifier" in res.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_probe_train_keeps_a_named_presets_model_and_training() -> None:
+    """`--preset bench` simulates the bench preset's SmolLM2 clients, not the smoke preset's quick
+    tiny-warm settings (which once overrode every preset); every preset gets the restricted domain."""
+    from consortium.cli_probe import probe_config
+
+    bench = probe_config(None, "bench", ["probe.train_rounds=5"])
+    assert (bench.model.name, bench.lora.layers, bench.train.local_steps) == ("smollm2", "top:15", 10)
+    assert bench.probe.train_rounds == 5 and "restricted" in bench.data.domains
+    smoke = probe_config(None, "smoke", [])
+    assert (smoke.model.name, smoke.train.local_steps) == ("tiny-warm", 4)
+    assert probe_config(None, "smoke", [], smollm2=True).model.name == "smollm2"
