@@ -92,3 +92,13 @@ def test_probe_from_config_follows_the_probe_section_and_reuses_the_cache(
         [n for n, _ in sketched.layout]
     )
     assert sketched.info["samples"] == first.info["samples"]
+
+
+def test_simulated_clients_train_the_base_in_the_configured_dtype() -> None:
+    """The probe's clients are the run's participants: a bf16 base stays bf16 (it was loaded in fp32
+    whatever `model.dtype` said), the adapter and the updates stay fp32."""
+    clients = load_clients(load_config(None, "smoke", [*SETS, "model.dtype=bfloat16"]))
+    causal_lm = clients.trainer.model.get_base_model()
+    assert causal_lm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert {p.dtype for p in clients.trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    assert clients.initial.dtype == torch.float32

@@ -30,11 +30,11 @@ from consortium.attacks import (
     SybilAttack,
 )
 from consortium.config import RunConfig
-from consortium.data import Example, build_corpus, encode_example
+from consortium.data import Example, build_corpus
 from consortium.local.params import lora_spec, shadow_params, train_params
+from consortium.local.participant import LocalModel
 from consortium.local.seeds import local_seed
-from consortium.model import attach, get_flat, layout, load_base
-from consortium.train import LocalTrainer
+from consortium.train import prepare_model
 
 # one configuration per attack kind; scale boosts a backdoor 5x (a 'replace the model' factor would be
 # trivially large), noise sends N(0, 1e-3^2) per coordinate, the free rider replays the last global step
@@ -75,15 +75,14 @@ class Clients:
 
 
 def load_clients(cfg: RunConfig) -> Clients:
-    base, tok = load_base(cfg.model.name, seed=cfg.seed)
-    spec = lora_spec(cfg)
-    model = attach(base, spec)
-    trainer = LocalTrainer(model, spec, tok.pad_token_id)
-
-    def encode(examples: list[Example]) -> list:
-        return [encode_example(tok, e, cfg.train.max_len, cfg.data.system_prompt) for e in examples]
-
-    return Clients(cfg, trainer, get_flat(model, spec), layout(model, spec), encode)
+    """The run's model as every participant builds it (`LocalModel`: the configured dtype, so a bf16
+    base trains as in the run) with the run's speed settings (threads, attention, prefix cache): the
+    simulated updates are the ones the run's participants send, at the run's cost per step. (It once
+    loaded the base in fp32 whatever `model.dtype` said: 1.7x slower a step on the bench preset, and
+    updates of another numeric path than the ones the probe then scores.)"""
+    local = LocalModel(cfg, lora_spec(cfg))
+    prepare_model(local.model, train_params(cfg, 1))
+    return Clients(cfg, local.trainer, local.initial, local.layout, local.encode)
 
 
 def collect(

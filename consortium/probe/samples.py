@@ -30,7 +30,8 @@ from consortium.probe.trainer import train_and_evaluate
 from consortium.rundir import atomic_write
 from consortium.store import tensors_metadata, tensors_to_bytes
 
-FORMAT = "consortium-probe-samples/1"
+# 2: clients load the base in `model.dtype` (1 trained a bf16-configured model on an fp32 base)
+FORMAT = "consortium-probe-samples/2"
 _PROBE_KEYS = ("train_rounds", "shadow_lr", "shadow_steps", "step_every")
 
 
