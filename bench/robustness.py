@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         for a, f, d in cells.values():
             cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol, args.probe)
     except ValueError as e:
-        print(str(e).splitlines()[0], file=sys.stderr)
+        print(" ".join(str(e).split()), file=sys.stderr)  # one line, pydantic's details included
         return 2
     cell_dir.mkdir(parents=True, exist_ok=True)
     per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds, args.probe)

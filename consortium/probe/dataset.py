@@ -78,7 +78,7 @@ def load_clients(cfg: RunConfig) -> Clients:
     """The run's model as every participant builds it (`LocalModel`: the configured dtype, so a bf16
     base trains as in the run) with the run's speed settings (threads, attention, prefix cache): the
     simulated updates are the ones the run's participants send, at the run's cost per step. (It once
-    loaded the base in fp32 whatever `model.dtype` said: 1.7x slower a step on the bench preset, and
+    loaded the base in fp32 whatever `model.dtype` said: slower a step on the bench preset, and
     updates of another numeric path than the ones the probe then scores.)"""
     local = LocalModel(cfg, lora_spec(cfg))
     prepare_model(local.model, train_params(cfg, 1))
