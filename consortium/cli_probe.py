@@ -55,6 +55,7 @@ def probe_config(config: Path | None, preset: str, sets: list[str], smollm2: boo
     only: any other preset keeps its own model and training (they once overrode every preset, so
     `--preset bench` silently simulated tiny-warm); every preset gets the restricted domain, whose
     benign clients the harmful attack is told apart from."""
+    # import time: `consortium --help` imports this module; pydantic loads on use
     from consortium.config import load_config
 
     preset = "demo" if smollm2 else preset
