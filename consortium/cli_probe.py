@@ -43,6 +43,8 @@ def _table(report: dict[str, Any], console: Console) -> None:
 
     row("in distribution", "25% of fitting seeds", report.get("in_distribution"))
     row("transfer", "held-out seeds", report.get("heldout_seeds"))
+    for a, m in report.get("per_attack", {}).items():
+        row("final probe, held-out seeds", a, m)
     for a, m in report.get("heldout_attacks", {}).items():
         row("transfer: unseen attack", a, m)
     for d, m in report.get("heldout_domains", {}).items():
@@ -80,6 +82,12 @@ def train(
         Path | None,
         typer.Option(help="keep the simulated samples here, one file per seed, and reuse them next time"),
     ] = None,
+    transfer: Annotated[
+        bool,
+        typer.Option(
+            help="also refit leaving each attack and domain out (12 refits; on SmolLM2 each costs a fit)"
+        ),
+    ] = True,
 ) -> None:
     """Simulate benign and malicious clients (every attack, several domains and seeds), train the probe,
     report held-out TPR / FPR / ROC AUC, and write it as a content-addressed artifact."""
@@ -97,7 +105,7 @@ def train(
     quiet_libraries()
     t0 = time.perf_counter()
     with console.status(f"loading {cfg.model.name!r} and simulating clients"):
-        probe, clients, heldout = probe_from_config(cfg, cache)
+        probe, clients, heldout = probe_from_config(cfg, cache, transfer)
     report = probe.info["report"]
     digest, path = save(probe, out)
     atomic_write(out / "probe_report.json", json.dumps({"artifact": digest, **probe.info}, indent=2))

@@ -337,23 +337,52 @@ def test_an_unused_probe_section_leaves_the_config_digest_unchanged() -> None:
     assert to_toml_dict(tuned)["probe"]["low"] == 0.2 and config_digest(tuned) != config_digest(plain)
 
 
-def test_train_and_evaluate_reports_transfer_and_never_fits_excluded_kinds() -> None:
+def _kind_samples(seed: int) -> list:
     from consortium.probe.dataset import Sample
+
+    x, y = _synthetic(48, seed)
+    kinds = ["backdoor", "harmful", "free_rider"]
+    return [
+        Sample(v, int(lab), kinds[i % 3] if lab else "benign", ["units", "dates"][i % 2], seed, 0)
+        for i, (v, lab) in enumerate(zip(x, y, strict=True))
+    ]
+
+
+def test_train_and_evaluate_reports_transfer_and_never_fits_excluded_kinds() -> None:
     from consortium.probe.trainer import train_and_evaluate
 
-    def samples(seed: int) -> list[Sample]:
-        x, y = _synthetic(48, seed)
-        kinds = ["backdoor", "harmful", "free_rider"]
-        return [
-            Sample(v, int(lab), kinds[i % 3] if lab else "benign", ["units", "dates"][i % 2], seed, 0)
-            for i, (v, lab) in enumerate(zip(x, y, strict=True))
-        ]
-
     _, report = train_and_evaluate(
-        samples(0), samples(1), LAY, FeatureSpec(), "logreg", exclude=["free_rider"]
+        _kind_samples(0), _kind_samples(1), LAY, FeatureSpec(), "logreg", exclude=["free_rider"]
     )
     assert report["in_distribution"]["auc"] > 0.9 and report["heldout_seeds"]["auc"] > 0.9
     assert report["heldout_seeds"]["n_malicious"] == 16  # the free riders are not in it
     assert sorted(report["heldout_attacks"]) == ["backdoor", "free_rider", "harmful"]
     assert sorted(report["heldout_domains"]) == ["dates", "units"]
     assert report["heldout_attacks"]["free_rider"]["n_malicious"] == 8
+
+
+def test_train_and_evaluate_without_transfer_fits_once_and_gives_the_same_probe() -> None:
+    """`transfer=False` (for real models, where each refit costs a fit) skips every refit but the
+    final probe and its held-out figures stay those of the full report."""
+    import consortium.probe.trainer as trainer
+    from consortium.probe.artifact import to_bytes
+
+    fits: list[int] = []
+    real = trainer.build
+
+    def counting(*a: object, **kw: object) -> object:
+        fits.append(1)
+        return real(*a, **kw)
+
+    args = (_kind_samples(0), _kind_samples(1), LAY, FeatureSpec(), "logreg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "build", counting)
+        quick, short = trainer.train_and_evaluate(*args, exclude=["free_rider"], transfer=False)
+        assert len(fits) == 1
+        full, report = trainer.train_and_evaluate(*args, exclude=["free_rider"])
+        assert len(fits) > 2
+    assert to_bytes(quick) == to_bytes(full)
+    assert "heldout_attacks" not in short and "in_distribution" not in short and not short["transfer"]
+    assert short["heldout_seeds"] == report["heldout_seeds"] and short["per_attack"] == report["per_attack"]
+    assert short["per_attack"]["free_rider"] == report["heldout_attacks"]["free_rider"]
+    assert short["n_fit"] == sum(s.attack != "free_rider" for s in args[0]) < 48  # free riders never fitted

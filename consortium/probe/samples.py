@@ -106,17 +106,20 @@ def collect_cached(
     return out
 
 
-def probe_from_config(cfg: RunConfig, cache: Path | None = None) -> tuple[Probe, Clients, list[Sample]]:
+def probe_from_config(
+    cfg: RunConfig, cache: Path | None = None, transfer: bool = True
+) -> tuple[Probe, Clients, list[Sample]]:
     """The probe `cfg.probe` describes (level, seeds, features, classifier), fitted on simulated (or
     cached) samples of exactly this model, LoRA layout and local training, with its evaluation report
-    and provenance in `probe.info`; also the clients and the held-out samples (for a ROC curve)."""
+    (`transfer`: with the leave-one-out refits) and provenance in `probe.info`; also the clients and
+    the held-out samples (for a ROC curve)."""
     pc = cfg.probe
     clients = load_clients(cfg)
     fit = collect_cached(clients, pc.train_seeds, pc.level, cache)
     heldout = collect_cached(clients, pc.heldout_seeds, pc.level, cache)
     spec = FeatureSpec(pc.modules, True, pc.norm_stats, pc.sketch_dim, cfg.seed)
     probe, report = train_and_evaluate(
-        fit, heldout, clients.layout, spec, pc.classifier, cfg.seed, exclude=pc.fit_exclude
+        fit, heldout, clients.layout, spec, pc.classifier, cfg.seed, exclude=pc.fit_exclude, transfer=transfer
     )
     probe.info = {
         "model": cfg.model.name,
