@@ -158,6 +158,21 @@ def test_the_bench_preset_is_the_ten_organisation_non_iid_test_bed_with_the_spee
     assert load_config(preset="bench") != load_config(preset="demo")
 
 
+def test_bench_chain_cells_vote_as_the_demo_and_central_cells_keep_their_config() -> None:
+    """Chain cells of the non-IID bench preset take the demo's voting tolerances; a central cell's
+    config (and so its digest, which names its finished cell) must not move with them."""
+    from consortium.config import config_digest, load_config
+
+    chain = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0, "chain")
+    demo = load_config(preset="demo").chain
+    assert chain.protocol == "chain"
+    voting = (chain.chain.accept_tolerance, chain.chain.flag_loss_margin, chain.chain.base_margin)
+    assert voting == (demo.accept_tolerance, demo.flag_loss_margin, demo.base_margin)
+    central = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0)
+    assert central.chain == load_config(preset="bench").chain
+    assert config_digest(central) != config_digest(chain)
+
+
 def test_two_seeds_of_one_cell_get_their_own_work_directories(tmp_path: Path) -> None:
     """Run directories are named by config name and second: seeds started together once collided."""
     a = rb.cell_workdir(tmp_path, ("bench", "backdoor", 0.3, "fedavg", 0, "central", str(tmp_path)))
