@@ -333,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     merged = [r for f in sorted(args.out.glob("removal-seeds*.json")) for r in json.loads(f.read_text())]
     merged.sort(key=lambda r: (r["scenario"], r["seed"]))
     preset = "" if args.preset == "smoke" else f" --preset {args.preset}"
-    cmd = f"python bench/removal.py --seeds S --rounds {args.rounds}{preset} (one process per seed S)"
+    # the rounds the results ran, not this invocation's default (--summary-only runs nothing)
+    ran = sorted({r["config"]["rounds"] for r in merged}) or [args.rounds]
+    rounds = ",".join(map(str, ran))
+    cmd = f"python bench/removal.py --seeds S --rounds {rounds}{preset} (one process per seed S and scenario)"
     (args.out / "removal.md").write_text(summary(merged, cmd, args.out))
     print(summary(merged, command, args.out))
     return 0
