@@ -72,10 +72,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # reproduces a cell
     "bench": {},
 }
-# chain cells only (central cells never read the chain section, and their digests stay as they were):
+# chain cells only (central cells keep the preset's chain section, so their digests stay as they were):
 # the bench preset holds two organisations per domain, non-IID as the demo, so its voters judge as the
 # demo's do (consortium/presets/demo.toml, [chain]: a round that teaches the others' domains raises a
-# voter's loss on its own, which the 2% default tolerance would reject)
+# voter's loss on its own, which the 2% default tolerance would reject). A chain cell is therefore
+# `consortium run --preset bench --set protocol=chain --set chain.accept_tolerance=0.5 --set
+# chain.flag_loss_margin=1.0 --set chain.base_margin=0.25` with its attack and rule.
 CHAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "bench": {"chain": {"accept_tolerance": 0.5, "flag_loss_margin": 1.0, "base_margin": 0.25}},
 }
