@@ -31,13 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = probe_config(None, args.preset, args.set)
     probe, _, heldout = probe_from_config(cfg, args.cache, transfer=False)
     report = probe.info["report"]
-    probe.info = {
-        "model": cfg.model.name,
-        "level": cfg.probe.level,
-        "train_seeds": list(cfg.probe.train_seeds),
-        "heldout_seeds": list(cfg.probe.heldout_seeds),
-        "samples": {"fit": report["n_fit"], "heldout": len(heldout)},
-    }
+    # the short info, in its key order (the hash covers it), taken from probe_from_config's own
+    short = {k: probe.info[k] for k in ("model", "level", "train_seeds", "heldout_seeds")}
+    probe.info = short | {"samples": {"fit": report["n_fit"], "heldout": len(heldout)}}
     digest, _ = save(probe, args.out)
     summary = {
         "heldout_seeds": report["heldout_seeds"],
