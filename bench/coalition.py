@@ -13,6 +13,10 @@ accepted the coalition's candidate on the same votes, and any honest participant
 
     python bench/coalition.py                       # 10..50% coalitions, 60 rounds each
     python bench/coalition.py --shares 0.3 --rounds 100
+    python bench/coalition.py --proposers-vote --tag committee   # the proposers vote too
+
+With `--proposers-vote` (`chain.proposers_vote`) every proposer also holds a voting seat and votes with its
+side, so the seats hold (proposers + voters) / participants of the stake.
 
 Results: bench/results/coalition.md and coalition.json (`--tag T`: coalition_T.*).
 """
@@ -35,7 +39,7 @@ def _h(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def play(share: float, n: int, rounds: int) -> dict[str, Any]:
+def play(share: float, n: int, rounds: int, proposers_vote: bool = False) -> dict[str, Any]:
     """One cell: `rounds` rounds with a coalition of round(share * n) of n equal stakes."""
     from consortium.chain import ChainClient, EmbeddedBackend, Outcome, wei
     from consortium.chain.driver import (
@@ -49,7 +53,8 @@ def play(share: float, n: int, rounds: int) -> dict[str, Any]:
     from consortium.config import load_config
     from consortium.deploy import config_params
 
-    cfg = load_config(preset="smoke", overrides=[f"participants={n}"])
+    overrides = [f"participants={n}", f"chain.proposers_vote={str(proposers_vote).lower()}"]
+    cfg = load_config(preset="smoke", overrides=overrides)
     params = config_params(cfg)
     backend = EmbeddedBackend(n + 1)
     op = ChainClient.deploy(backend, params, _h("genesis"), fund=wei(cfg.chain.reward_pool))
@@ -98,6 +103,7 @@ def play(share: float, n: int, rounds: int) -> dict[str, Any]:
         "participants": n,
         "proposers": params.n_proposers,
         "voters": params.n_voters,
+        "proposers_vote": proposers_vote,
         "rounds": rounds,
         "outcomes": tally,
         "old_rule_coalition_wins": old_rule_coalition,
@@ -118,7 +124,8 @@ def markdown(cells: list[dict[str, Any]], cmd: str, commit: str | None) -> str:
         "",
         f"`{cmd}` at commit {commit or '?'}: {first['participants']} equal stakes of "
         f"{first['stake_eth']} ETH, {first['proposers']} proposers and {first['voters']} voters a round",
-        f"(the default config's roles), {first['rounds']} rounds per share, embedded EVM, draw seeds from",
+        f"(the default config's roles{', the proposers voting too' if first.get('proposers_vote') else ''}), "
+        f"{first['rounds']} rounds per share, embedded EVM, draw seeds from",
         "the chain (deterministic per run).",
         "No model is trained: honest voters vote for the honest (recomputed) candidate, coalition voters",
         "for the coalition's; everyone reveals. A winner needs a strict majority of the revealed weight",
@@ -149,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--proposers-vote", action="store_true", help="chain.proposers_vote: proposers vote too")
     args = ap.parse_args(argv)
     shares = [float(s) for s in args.shares.split(",") if s]
     with cf.ProcessPoolExecutor(args.jobs) as pool:
-        cells = list(pool.map(play, shares, [args.participants] * len(shares), [args.rounds] * len(shares)))
+        n = len(shares)
+        cells = list(
+            pool.map(play, shares, [args.participants] * n, [args.rounds] * n, [args.proposers_vote] * n)
+        )
     stem = "coalition" + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(

@@ -3,8 +3,8 @@
 Every cell is a full simulated run (the same code as `consortium run`) with one attack hitting a
 fraction of the participants and one aggregation rule; the no-attack row gives the clean reference.
 Each finished cell (one attack, fraction, rule and seed) is kept as its own JSON file under
-`<out>/robustness_<model>[_chain]/`, named by the cell and holding the digest of its config: a rerun
-skips the cells already there, so an interrupted grid resumes, and a cell run under other settings is
+`<out>/robustness_<model>[_chain|_committee]/`, named by the cell and holding the digest of its config: a
+rerun skips the cells already there, so an interrupted grid resumes, and a cell run under other settings is
 run again. The tables (mean and 95% interval over seeds), heatmaps and targets are rendered from every
 cell in that folder, so several narrower invocations add up to one grid.
 
@@ -81,6 +81,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 CHAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "bench": {"chain": {"accept_tolerance": 0.5, "flag_loss_margin": 1.0, "base_margin": 0.25}},
 }
+# `--protocol committee`: the chain protocol with the proposers voting too (`chain.proposers_vote`), so
+# that a coalition below a third of the stake cannot block the honest candidate (docs/protocol.md)
+PROTOCOLS = ("central", "chain", "committee")
 METRICS = (
     "clean",
     "asr",
@@ -129,11 +132,13 @@ def cell_config(
             "name": f"bench-{attack or 'none'}-{defense.replace('+', '-')}",
             "aggregator": rule,
             "seed": seed,
-            "protocol": protocol,
+            "protocol": "central" if protocol == "central" else "chain",
         },
     )
-    if protocol == "chain":
+    if protocol != "central":
         data = _merge(data, CHAIN_SETTINGS.get(model, {}))
+    if protocol == "committee":
+        data = _merge(data, {"chain": {"proposers_vote": True}})
     if probed:
         if probe is None:
             raise ValueError(f"defence {defense!r} needs --probe DIR/<sha256>.safetensors")
@@ -198,9 +203,11 @@ def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
     attackers = set(report["attackers"])
     everyone = set(report["participant_domains"])
     honest = everyone - attackers
-    # a chain round screens only its drawn proposers; a central round, everyone
+    # a chain round screens only its drawn proposers; a central round, everyone. On chain a probe's or a
+    # robust rule's verdict is an exclusion (no evidence, no slash): counted as flagged, as centrally
     proposed = [set(r.get("proposers", everyone)) for r in rounds]
-    flagged = [set(r.get("flagged", [])) for r in rounds]
+    chain_run = report.get("protocol") == "chain"
+    flagged = [set(r.get("flagged", [])) | set(r.get("excluded", []) if chain_run else []) for r in rounds]
     caught = sum(len(f & attackers) for f in flagged)
     wrongly = sum(len(f & honest) for f in flagged)
     attacker_rounds = sum(len(p & attackers) for p in proposed)
@@ -208,7 +215,7 @@ def run_cell(cfg: RunConfig, workdir: Path) -> dict[str, Any]:
     bd = report["backdoor"].get("federated", [{}])[0]
     harm = report.get("harmful", {}).get("federated", [{}])[0]
     chain = {}
-    if report.get("protocol") == "chain":
+    if chain_run:
         chain = {
             "rejected_rounds": sum(r.get("outcome") != "accepted" for r in rounds) / len(rounds),
             "coalition_wins": sum(
@@ -556,9 +563,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma list, e.g. 0,1,2: tables give mean ± 95%% CI")
     ap.add_argument(
         "--protocol",
-        choices=("central", "chain"),
+        choices=PROTOCOLS,
         default="central",
-        help="central: every participant trains every round; chain: drawn proposers, validator votes",
+        help="central: every participant trains every round; chain: drawn proposers, validator votes; "
+        "committee: chain with the proposers voting too",
     )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))

@@ -35,7 +35,8 @@ def describe(cfg: RunConfig) -> str:
         proposers, voters = cfg.chain.roles(cfg.participants)
         protocol = (
             f"chain protocol (the contract drives the rounds: {proposers} proposers and {voters} voters "
-            f"drawn per round of {cfg.participants} participants)"
+            f"drawn per round of {cfg.participants} participants"
+            + (", the proposers voting too)" if cfg.chain.proposers_vote else ")")
         )
     else:
         protocol = f"centralised baseline (all {cfg.participants} participants train every round, no vote)"

@@ -143,6 +143,12 @@ class ChainSection(Section):
         description="share of its stake a proposer forfeits when the accepted candidate excludes its update "
         "(a robust rule's or a probe's verdict): proposing pays only with inclusion (docs/protocol.md)",
     )
+    proposers_vote: bool = Field(
+        False,
+        description="the round's proposers vote too (seats after the drawn voters'): with the voters they "
+        "hold enough stake that a coalition below a third cannot block the honest candidate by "
+        "outvoting it (docs/protocol.md, 'Who can win a round')",
+    )
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of each participant's shard kept out of training to vote with"
     )

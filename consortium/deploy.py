@@ -35,17 +35,19 @@ def chain_params(
     slash_no_show_bps: int,
     quorum_bps: int,
     proposal_bond_bps: int = 0,
+    proposers_vote: bool = False,
 ) -> Params:
     """Deployment parameters whose windows fit one transaction per block (the embedded EVM's pace):
-    every participant commits and reveals a seed, each proposer commits, two candidates, each voter
-    commits and reveals."""
+    every participant commits and reveals a seed, each proposer commits, two candidates, each voting
+    seat (the voters, and the proposers with `proposers_vote`) commits and reveals."""
+    seats = voters + (proposers if proposers_vote else 0)
     return Params(
         min_stake=wei(min_stake),
         seed_blocks=participants + 1,
         commit_blocks=proposers + 1,
         candidate_blocks=3,
-        vote_commit_blocks=voters + 1,
-        vote_reveal_blocks=voters + 1,
+        vote_commit_blocks=seats + 1,
+        vote_reveal_blocks=seats + 1,
         exit_cooldown=4,
         n_proposers=proposers,
         n_voters=voters,
@@ -55,6 +57,7 @@ def chain_params(
         slash_no_show_bps=slash_no_show_bps,
         quorum_bps=quorum_bps,
         proposal_bond_bps=proposal_bond_bps,
+        proposers_vote=proposers_vote,
     )
 
 
@@ -73,6 +76,7 @@ def config_params(cfg: RunConfig) -> Params:
         slash_no_show_bps=cc.slash_no_show_bps,
         quorum_bps=cc.quorum_bps,
         proposal_bond_bps=cc.proposal_bond_bps,
+        proposers_vote=cc.proposers_vote,
     )
 
 

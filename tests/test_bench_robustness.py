@@ -171,6 +171,9 @@ def test_bench_chain_cells_vote_as_the_demo_and_central_cells_keep_their_config(
     central = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0)
     assert central.chain == load_config(preset="bench").chain
     assert config_digest(central) != config_digest(chain)
+    committee = rb.cell_config("bench", "backdoor", 0.3, "fedavg", 0, "committee")
+    assert committee.protocol == "chain" and committee.chain.proposers_vote and not chain.chain.proposers_vote
+    assert committee.chain.model_copy(update={"proposers_vote": False}) == chain.chain
 
 
 def test_two_seeds_of_one_cell_get_their_own_work_directories(tmp_path: Path) -> None:

@@ -265,6 +265,39 @@ def test_no_show_and_lazy_voters_pay(tmp_path: Path) -> None:
     assert audit_run(path).ok
 
 
+STALL = [
+    "seed=3",
+    "participants=9",
+    "rounds=4",
+    "aggregator=multi_krum",
+    "data.n_train=24",
+    "data.n_test=4",
+    "train.local_steps=2",
+    'attacks=[{kind="backdoor", fraction=0.34}]',
+    "chain.accept_tolerance=0.5",
+    "chain.flag_loss_margin=5.0",
+]
+
+
+def test_the_colluders_of_a_screened_round_stall_drawn_voters_but_not_a_committee(tmp_path: Path) -> None:
+    """The stall of issue 23's chain cells, on tiny-warm: three colluding attackers of nine (a third of
+    the stake, never more: they cannot win) post the unscreened candidate and vote for it whenever one of
+    them proposes (Multi-Krum leaves an update out every round, so the two candidates differ). With the
+    4 drawn voters alone, one colluder among them leaves the honest ones at most a third of the stake:
+    rounds are rejected. Under `proposers_vote` every one of the 9 holds a seat, the honest seats hold
+    two thirds, and no round is rejected; the audit recomputes every seat's pay."""
+    _, blocked = _run(tmp_path / "voters", [*STALL, "chain.proposers_vote=false"])
+    assert "rejected" in [r["outcome"] for r in blocked["rounds_detail"]]
+    path, report = _run(tmp_path / "committee", [*STALL, "chain.proposers_vote=true"])
+    rounds = report["rounds_detail"]
+    assert len(report["chain"]["coalition"]) == 3
+    assert sum(len(r["candidates"]) == 2 for r in rounds) >= 2  # the coalition posted and voted its own
+    assert [r["outcome"] for r in rounds] == ["accepted"] * len(rounds)
+    for r in rounds:
+        assert set(r["proposers"]) <= set(r["voters"]) and set(r["votes"]) == set(r["voters"])
+    assert audit_run(path).ok
+
+
 def _commit(blob: str, n: int = 1) -> SimpleNamespace:
     return SimpleNamespace(uri=commit_uri(blob, n, "cfg"), update_hash=bytes.fromhex(blob))
 

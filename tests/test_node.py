@@ -662,6 +662,35 @@ def test_the_audit_follows_top_ups_late_joins_exits_and_withdrawals_and_rederive
     ] != []
 
 
+def test_voting_proposers_on_nodes_vote_once_and_the_audit_recomputes_their_pay(tmp_path: Path) -> None:
+    """`chain.proposers_vote`: each node drawn as a proposer commits its update, then votes in its seat
+    after the drawn voters'; it is paid for both, and the audit's settlement agrees with the chain."""
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.store import BlobStore
+
+    party = Party.of(load_config(preset="smoke", overrides=[*SMOKE, "chain.proposers_vote=true"]))
+    op, paths = _nodes_on_embedded(tmp_path, party)
+    nodes = [_restarted(op, p, party) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    for _ in range(120):
+        info = op.round_info()
+        if info.round_id == 1 and info.state == RoundState.IDLE:
+            break
+        for n in nodes:
+            n.step(rounds=1)
+        op.mine(1)
+    rec = op.history().round(1)
+    assert rec.outcome == Outcome.ACCEPTED, rec
+    assert rec.voters[-len(rec.proposers) :] == rec.proposers and set(rec.votes) == set(rec.voters)
+    assert not rec.slashes
+    paid = rec.rewards
+    assert all(paid[p] == 2 * paid[rec.voters[0]] for p in rec.proposers)  # its update and its vote
+    out = AuditReport()
+    audit_chain(op, BlobStore(tmp_path / "store"), party.cfg, out)
+    assert out.ok, out.problems
+
+
 def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(
     tmp_path: Path, sim: Party
 ) -> None:

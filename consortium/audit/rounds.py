@@ -73,7 +73,9 @@ def audit_chain(
                 f"{r}: the chain's round seed is {rec.seed.hex()}; the revealed seeds and the seed block's "
                 f"hash give {seed.hex()}"
             )
-        props, voters = draw_roles(seed, rec.owners, rec.weights, params.n_proposers, params.n_voters)
+        props, voters = draw_roles(
+            seed, rec.owners, rec.weights, params.n_proposers, params.n_voters, params.proposers_vote
+        )
         out.count("role draws")
         if (props, voters) != (rec.proposers, rec.voters):
             out.problems.append(

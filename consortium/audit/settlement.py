@@ -151,9 +151,9 @@ class Ledger:
         if rewarded:
             share = min(params.reward_per_round, self.pool) // len(rewarded)
             if share > 0:
-                for p in rewarded:
+                for p in rewarded:  # a voting proposer may be paid twice: its update and its vote
                     self.balance[p] = self.balance.get(p, 0) + share
-                    rewards[p] = share
+                    rewards[p] = rewards.get(p, 0) + share
                 self.pool -= share * len(rewarded)
         out.count("settlements recomputed")
         if sorted(slashes) != sorted(rec.slashes):

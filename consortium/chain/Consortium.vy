@@ -35,6 +35,9 @@ VOTER: constant(uint256) = 2
 # role status bits
 COMMITTED: constant(uint256) = 1
 REVEALED: constant(uint256) = 2
+# a proposer's vote (with `proposers_vote`): its COMMITTED bit is its update's
+VOTE_COMMITTED: constant(uint256) = 4
+VOTE_REVEALED: constant(uint256) = 8
 
 # outcomes
 REJECTED: constant(uint256) = 0
@@ -80,6 +83,7 @@ struct Params:
     slash_no_show_bps: uint256
     quorum_bps: uint256
     proposal_bond_bps: uint256
+    proposers_vote: bool  # the round's proposers vote too: seats after the drawn voters' (docs/contract.md)
 
 
 struct RoundInfo:
@@ -221,6 +225,8 @@ SLASH_MINORITY_BPS: immutable(uint256)
 SLASH_NO_SHOW_BPS: immutable(uint256)
 QUORUM_BPS: immutable(uint256)
 PROPOSAL_BOND_BPS: immutable(uint256)
+PROPOSERS_VOTE: immutable(bool)
+N_SEATS: immutable(uint256)  # voting seats: the drawn voters, then (with PROPOSERS_VOTE) the proposers
 
 # --- participants ---
 participants: public(HashMap[address, Participant])
@@ -240,9 +246,9 @@ draw_block: uint256  # every later deadline is draw_block + the immutable phase 
 seed_acc: uint256
 seed_commits: HashMap[address, bytes32]
 proposers: address[MAX_PROPOSERS]
-voter_slots: uint256[MAX_VOTERS]  # weight at the draw << 160 | address: one slot per voter
+voter_slots: uint256[MAX_VOTERS]  # weight at the draw << 160 | address: one slot per voting seat
 vote_commits: bytes32[MAX_VOTERS]
-voter_weight: uint256  # total weight of the drawn voters (the quorum's base)
+voter_weight: uint256  # total weight of the voting seats (the quorum's base)
 draw_total: uint256  # total weight in the round's draw: a winner needs more than a third of it
 posted_round: HashMap[address, uint256]  # the last round in which this account posted a candidate
 candidate_hashes: public(bytes32[MAX_CANDIDATES])
@@ -273,6 +279,7 @@ def __init__(p: Params, genesis_hash: bytes32):
     assert p.slash_no_show_bps <= BPS, "slash above 100%"
     assert p.quorum_bps <= BPS, "quorum above 100%"
     assert p.proposal_bond_bps <= BPS, "bond above 100%"
+    assert not p.proposers_vote or p.n_voters + p.n_proposers <= MAX_VOTERS, "too many voting seats"
     assert genesis_hash != empty(bytes32), "empty genesis"
     MIN_STAKE = p.min_stake
     SEED_BLOCKS = p.seed_blocks
@@ -289,6 +296,8 @@ def __init__(p: Params, genesis_hash: bytes32):
     SLASH_NO_SHOW_BPS = p.slash_no_show_bps
     QUORUM_BPS = p.quorum_bps
     PROPOSAL_BOND_BPS = p.proposal_bond_bps
+    PROPOSERS_VOTE = p.proposers_vote
+    N_SEATS = p.n_voters + (p.n_proposers if p.proposers_vote else 0)
     self.global_hash = genesis_hash
     self.reward_pool = msg.value
     log Deployed(genesis_hash=genesis_hash, min_stake=p.min_stake)
@@ -613,6 +622,15 @@ def draw():
             vw_total += w
             vots.append(who)
             self.participants[who].role = (rid << 32) | (VOTER << 24) | (s << 16)
+    if PROPOSERS_VOTE:  # each proposer also holds the voting seat N_VOTERS + its slot
+        for k: uint256 in range(MAX_PROPOSERS):
+            if k == N_PROPOSERS:
+                break
+            who: address = props[k]
+            w: uint256 = self._at(self.participants[who].weight, rid)
+            self.voter_slots[N_VOTERS + k] = (w << 160) | convert(who, uint256)
+            vw_total += w
+            vots.append(who)
     self.voter_weight = vw_total
     self.state = DRAWN
     self.draw_block = block.number
@@ -661,6 +679,21 @@ def _role_of(who: address, round_id: uint256, kind: uint256) -> uint256:
     else:
         assert ok, "not a voter"
     return role
+
+
+@internal
+@view
+def _seat_of(who: address, round_id: uint256) -> (uint256, uint256, uint256):
+    """A voter's role word, voting seat and status shift: a drawn voter's status bits are COMMITTED and
+    REVEALED; a voting proposer's are VOTE_COMMITTED and VOTE_REVEALED (shift 2), its COMMITTED being
+    its update's."""
+    role: uint256 = self.participants[who].role
+    kind: uint256 = (role >> 24) & 255
+    assert (role >> 32) == round_id and (kind == VOTER or (kind == PROPOSER and PROPOSERS_VOTE)), \
+        "not a voter"
+    if kind == VOTER:
+        return role, (role >> 16) & 255, 0
+    return role, N_VOTERS + ((role >> 16) & 255), 2
 
 
 @internal
@@ -726,10 +759,13 @@ def commit_vote(round_id: uint256, commitment: bytes32):
     committed blob the voter could not retrieve by the end of the retrieval window."""
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS, VOTE_COMMIT_BLOCKS), "not in vote commit phase"
-    role: uint256 = self._role_of(msg.sender, round_id, VOTER)
-    assert (role >> 8) & COMMITTED == 0, "already committed"
-    self.participants[msg.sender].role = role | (COMMITTED << 8)
-    self.vote_commits[(role >> 16) & 255] = commitment
+    role: uint256 = 0
+    seat: uint256 = 0
+    bits: uint256 = 0
+    role, seat, bits = self._seat_of(msg.sender, round_id)
+    assert (role >> (8 + bits)) & COMMITTED == 0, "already committed"
+    self.participants[msg.sender].role = role | (COMMITTED << (8 + bits))
+    self.vote_commits[seat] = commitment
     log VoteCommitted(round_id=round_id, who=msg.sender, commitment=commitment)
 
 
@@ -740,18 +776,20 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, missing: uin
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS, VOTE_REVEAL_BLOCKS), \
         "not in vote reveal phase"
-    role: uint256 = self._role_of(msg.sender, round_id, VOTER)
-    status: uint256 = (role >> 8) & 255
+    role: uint256 = 0
+    slot: uint256 = 0
+    bits: uint256 = 0
+    role, slot, bits = self._seat_of(msg.sender, round_id)
+    status: uint256 = (role >> (8 + bits)) & 255
     assert status & COMMITTED != 0, "no vote commitment"
     assert status & REVEALED == 0, "already revealed"
-    slot: uint256 = (role >> 16) & 255
     c: bytes32 = keccak256(abi_encode(chain.id, self, round_id, msg.sender, choice, flags, missing, salt))
     assert c == self.vote_commits[slot], "reveal does not match"
     assert choice <= self._n_candidates(round_id), "no such candidate"
     assert flags >> N_PROPOSERS == 0, "flag outside proposer slots"
     assert missing >> N_PROPOSERS == 0, "missing outside proposer slots"
     w: uint256 = self.voter_slots[slot] >> 160
-    self.participants[msg.sender].role = role | (REVEALED << 8) | choice
+    self.participants[msg.sender].role = role | (REVEALED << (8 + bits)) | choice
     self.tallies[choice] = (round_id << 192) | (self._tagged(self.tallies[choice], round_id) + w)
     if missing != 0:
         for i: uint256 in range(MAX_PROPOSERS):
@@ -814,7 +852,7 @@ def finalize():
     slash) an update the winner left out whose blob the revealed voters jointly report missing
     (`_jointly_missing`: one party's claim alone only leaves it out). A voter's own flags and a
     rejection are private judgements: never slashed.
-    Bounded by N_PROPOSERS + N_VOTERS <= MAX_ROLES and MAX_CANDIDATES."""
+    Bounded by N_PROPOSERS + N_SEATS <= MAX_ROLES and MAX_CANDIDATES."""
     assert self.state == DRAWN, "no round to finalize"
     assert block.number >= self.draw_block + COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS \
         + VOTE_REVEAL_BLOCKS, "too early"
@@ -862,11 +900,12 @@ def finalize():
                 slashed += self._slash(rid, who, PROPOSAL_BOND_BPS, SLASH_EXCLUDED)
     withheld_bps: uint256 = max(SLASH_NO_SHOW_BPS, SLASH_MINORITY_BPS)
     for i: uint256 in range(MAX_VOTERS):
-        if i == N_VOTERS:
+        if i == N_SEATS:
             break
         who: address = convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address)
         role: uint256 = self.participants[who].role
-        if (role >> 8) & REVEALED == 0:
+        revealed_bit: uint256 = REVEALED if i < N_VOTERS else VOTE_REVEALED
+        if (role >> 8) & revealed_bit == 0:
             slashed += self._slash(rid, who, withheld_bps, SLASH_NO_SHOW)
         elif winner > 0:
             choice: uint256 = role & 255
@@ -904,7 +943,7 @@ def params() -> Params:
         vote_reveal_blocks=VOTE_REVEAL_BLOCKS, exit_cooldown=EXIT_COOLDOWN, n_proposers=N_PROPOSERS,
         n_voters=N_VOTERS, reward_per_round=REWARD_PER_ROUND, slash_rejected_bps=SLASH_REJECTED_BPS,
         slash_minority_bps=SLASH_MINORITY_BPS, slash_no_show_bps=SLASH_NO_SHOW_BPS, quorum_bps=QUORUM_BPS,
-        proposal_bond_bps=PROPOSAL_BOND_BPS,
+        proposal_bond_bps=PROPOSAL_BOND_BPS, proposers_vote=PROPOSERS_VOTE,
     )
 
 
@@ -920,7 +959,7 @@ def round_info() -> RoundInfo:
     if drawn:
         db = self.draw_block
         np = N_PROPOSERS
-        nv = N_VOTERS
+        nv = N_SEATS
     ce: uint256 = db + COMMIT_BLOCKS if drawn else 0
     cae: uint256 = ce + CANDIDATE_BLOCKS if drawn else 0
     vce: uint256 = cae + VOTE_COMMIT_BLOCKS if drawn else 0
@@ -939,7 +978,7 @@ def round_info() -> RoundInfo:
 @external
 @view
 def roles() -> (DynArray[address, MAX_PROPOSERS], DynArray[address, MAX_VOTERS]):
-    """The current round's proposers and voters in slot order (empty before the draw)."""
+    """The current round's proposers and voting seats in slot order (empty before the draw)."""
     props: DynArray[address, MAX_PROPOSERS] = []
     vots: DynArray[address, MAX_VOTERS] = []
     if self.state != DRAWN:
@@ -949,7 +988,7 @@ def roles() -> (DynArray[address, MAX_PROPOSERS], DynArray[address, MAX_VOTERS])
             break
         props.append(self.proposers[i])
     for i: uint256 in range(MAX_VOTERS):
-        if i == N_VOTERS:
+        if i == N_SEATS:
             break
         vots.append(convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address))
     return props, vots

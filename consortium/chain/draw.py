@@ -47,9 +47,16 @@ def draw_indices(seed: bytes, weights: Sequence[int], n_proposers: int, n_voters
 
 
 def draw_roles(
-    seed: bytes, owners: Sequence[str], weights: Sequence[int], n_proposers: int, n_voters: int
+    seed: bytes,
+    owners: Sequence[str],
+    weights: Sequence[int],
+    n_proposers: int,
+    n_voters: int,
+    proposers_vote: bool = False,
 ) -> tuple[list[str], list[str]]:
-    """(proposers, voters) as addresses; `owners[i]` holds participant index i + 1."""
+    """(proposers, voting seats) as addresses; `owners[i]` holds participant index i + 1. With
+    `proposers_vote` the proposers hold the seats after the drawn voters', in slot order."""
     picks = draw_indices(seed, weights, n_proposers, n_voters)
     chosen = [owners[i] for i in picks]
-    return chosen[:n_proposers], chosen[n_proposers:]
+    proposers = chosen[:n_proposers]
+    return proposers, chosen[n_proposers:] + (proposers if proposers_vote else [])

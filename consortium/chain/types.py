@@ -68,6 +68,7 @@ class Params:
     slash_no_show_bps: int = 200
     quorum_bps: int = 5000
     proposal_bond_bps: int = 50
+    proposers_vote: bool = False  # the proposers vote too, in seats after the voters'
 
     def as_tuple(self) -> tuple[int, ...]:
         return astuple(self)

@@ -229,6 +229,16 @@ class Node:
         me = self.client.participant(self.address)
         return (me.role_kind, me.role_status) if me.role_round == rid else (0, 0)
 
+    def _vote_status(self, rid: int) -> int | None:
+        """This node's vote status in round `rid` (bit 1 committed, bit 2 revealed), None when it holds no
+        voting seat: a drawn voter's status bits, or a proposer's bits 4 and 8 when proposers vote."""
+        kind, status = self._role(rid)
+        if kind == 2:
+            return status
+        if kind == 1 and self.client.params().proposers_vote:
+            return status >> 2
+        return None
+
     def _commit(self, rid: int, base: str) -> None:
         kind, status = self._role(rid)
         st = self.state.round(rid)
@@ -318,9 +328,9 @@ class Node:
             self.state.update(rid, candidate_posted=True)
 
     def _vote_commit(self, rid: int, base: str) -> None:
-        kind, status = self._role(rid)
+        status = self._vote_status(rid)
         st = self.state.round(rid)
-        if kind != 2 or status & 1:  # the chain says whether our vote commitment stands
+        if status is None or status & 1:  # the chain says whether our vote commitment stands
             return
         if "vote" not in st:
             vote = self._ballot(rid, base)
@@ -364,9 +374,9 @@ class Node:
         return Vote(ballot.choice, ballot.flag_mask, os.urandom(32), ballot.missing_mask)
 
     def _vote_reveal(self, rid: int) -> None:
-        kind, status = self._role(rid)
+        status = self._vote_status(rid)
         st = self.state.round(rid)
-        if kind != 2 or not status & 1 or status & 2 or "vote" not in st:
+        if status is None or not status & 1 or status & 2 or "vote" not in st:
             return
         b = st["vote"]
         vote = Vote(b["choice"], b["flags"], bytes.fromhex(b["salt"]), b.get("missing", 0))
