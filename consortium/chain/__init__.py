@@ -7,7 +7,7 @@ from .backends import AnvilNode, Backend, EmbeddedBackend, RpcBackend, connect, 
 from .client import ChainClient
 from .commitments import seed_commitment, to_bytes32, vote_commitment
 from .draw import draw_indices, draw_roles, round_seed, xor_seeds
-from .errors import ChainError
+from .errors import ChainError, ContractVersionError
 from .history import Commit, Event, History, ParticipantRecord, PostedCandidate, RevealedVote, RoundRecord
 from .txlog import TxLog, head, read_txlog
 from .txreplay import Replay, replay
@@ -35,6 +35,7 @@ __all__ = [
     "ChainClient",
     "ChainError",
     "Commit",
+    "ContractVersionError",
     "EmbeddedBackend",
     "Event",
     "History",

@@ -18,7 +18,7 @@ from web3 import Web3
 from .artifact import load_artifact
 from .backends import Backend
 from .commitments import seed_commitment, to_bytes32, vote_commitment
-from .errors import ChainError, reason_from
+from .errors import ChainError, ContractVersionError, reason_from
 from .history import History, HistoryReader
 from .reads import ChainReads
 from .sending import call_or_raise, replay_reason, transact_as
@@ -103,9 +103,20 @@ class ChainClient(ChainReads):
         deploy_block: int = 0,
         txlog: TxLog | None = None,
     ) -> ChainClient:
-        """Attach to an existing deployment (`txlog`: log what is sent from here on)."""
+        """Attach to an existing deployment (`txlog`: log what is sent from here on). Refused
+        (`ContractVersionError`) unless the code there is this artifact's: Vyper appends the immutables to
+        the runtime code, so a deployment of this version starts with it."""
         art = load_artifact()
-        contract = backend.w3.eth.contract(address=Web3.to_checksum_address(address), abi=art["abi"])
+        checksum = Web3.to_checksum_address(address)
+        code = bytes(backend.w3.eth.get_code(checksum))
+        if not code.startswith(bytes.fromhex(art["bytecode_runtime"].removeprefix("0x"))):
+            found = "no contract" if not code else "a contract not built from this version of Consortium.vy"
+            raise ContractVersionError(
+                f"{checksum}: {found} (this checkout's artifact: source sha256 {art['source_sha256'][:12]}, "
+                f"vyper {art['vyper_version']}); a run made before a contract change is read with the "
+                "consortium version that made it"
+            )
+        contract = backend.w3.eth.contract(address=checksum, abi=art["abi"])
         reader = HistoryReader(backend.w3, contract, deploy_block)
         shared = _Shared(backend, contract, deploy_block, reader, txlog=txlog)
         return cls(shared, account or backend.accounts[0])

@@ -12,6 +12,11 @@ _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PREFIX = re.compile(r"^(?:VM Exception while processing transaction: )?(?:execution reverted:?\s*)", re.I)
 
 
+class ContractVersionError(ValueError):
+    """The address holds no contract, or one not built from this checkout's `Consortium.vy`: its storage
+    and ABI would be misread (a run made before a contract change, or the wrong address)."""
+
+
 class ChainError(Exception):
     """A transaction or call the contract refused; `reason` is the contract's revert string."""
 

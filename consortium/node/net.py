@@ -10,7 +10,7 @@ from typing import Any
 import requests
 from web3.exceptions import Web3RPCError
 
-from consortium.chain import ChainClient, ChainError, RpcBackend
+from consortium.chain import ChainClient, ChainError, ContractVersionError, RpcBackend
 from consortium.node_config import NodeConfig
 from consortium.store import StoreUnavailable
 
@@ -38,7 +38,10 @@ def connect(ncfg: NodeConfig, account: Any) -> ChainClient:
     backend = RpcBackend(ncfg.rpc_url, dev=ncfg.dev_chain)
     if not backend.w3.eth.get_code(ncfg.contract):
         raise NodeError(f"no contract at {ncfg.contract} on {ncfg.rpc_url} (wrong address or chain?)")
-    client = ChainClient.at(backend, ncfg.contract, account)
+    try:
+        client = ChainClient.at(backend, ncfg.contract, account)
+    except ContractVersionError as e:
+        raise NodeError(f"{ncfg.rpc_url}: {e}") from None
     client.params()
     return client
 

@@ -128,3 +128,25 @@ def test_the_seats_must_fit_the_contract(chain: ChainClient) -> None:
         ChainClient.deploy(chain.backend, params, GENESIS)
     assert info.value.reason == "too many voting seats"
     ChainClient.deploy(chain.backend, replace(params, proposers_vote=False), GENESIS)  # 33 roles, 17 seats
+
+
+def test_a_deployment_of_another_contract_version_is_refused_by_name(chain: ChainClient) -> None:
+    """A run made before a contract change (here: this contract's code with one byte changed, as a
+    Params field added or removed changes it) would be misread through this ABI (web3 failed with
+    `InsufficientDataBytes`): attaching names the mismatch instead, and an empty address too."""
+    from consortium.chain import ContractVersionError
+    from consortium.chain.artifact import load_artifact
+
+    art = load_artifact()
+    init = bytearray(bytes.fromhex(art["bytecode"].removeprefix("0x")))
+    runtime = bytes.fromhex(art["bytecode_runtime"].removeprefix("0x"))
+    at = bytes(init).find(runtime)
+    init[at + len(runtime) // 2] ^= 0x01  # a byte of the runtime, past the dispatcher
+    w3 = chain.w3
+    factory = w3.eth.contract(abi=art["abi"], bytecode=bytes(init))
+    tx = factory.constructor(PARAMS.as_tuple(), GENESIS).transact({"from": chain.backend.accounts[0]})
+    other = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
+    assert ChainClient.at(chain.backend, chain.contract_address).params() == PARAMS
+    for address in (other, chain.backend.accounts[5]):
+        with pytest.raises(ContractVersionError, match="artifact: source sha256"):
+            ChainClient.at(chain.backend, address)
