@@ -231,6 +231,24 @@ def test_audit_names_a_truncated_transaction_log(attacked: tuple[Path, dict], tm
     assert any("never finalized" in p for p in problems), problems
 
 
+def test_audit_refuses_a_run_of_another_contract_version(attacked: tuple[Path, dict], tmp_path: Path) -> None:
+    """A run made before a contract change: its log deploys code this checkout's ABI would misread (here
+    one byte of the runtime changed). One clear line (`audit` exits 2), not a decoding traceback."""
+    from consortium.chain.artifact import load_artifact
+
+    path, _ = attacked
+    run = _copy(path, tmp_path)
+    log = run / TXLOG
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    deploy = next(e for e in entries if e.get("kind") == "tx" and e["to"] is None)
+    runtime = load_artifact()["bytecode_runtime"].removeprefix("0x")
+    at = deploy["data"].index(runtime) + len(runtime) // 2
+    deploy["data"] = deploy["data"][:at] + ("0" if deploy["data"][at] != "0" else "1") + deploy["data"][at + 1 :]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    with pytest.raises(AuditInputError, match="not built from this version of Consortium.vy"):
+        audit_run(run)
+
+
 def test_audit_refuses_what_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(AuditInputError, match="not a run directory"):
         audit_run(tmp_path / "nowhere")
