@@ -126,6 +126,11 @@ class RunConfig(Section):
                 f"chain: {proposers} proposers + {voters} voters per round need at least "
                 f"{proposers + voters} participants, there are {self.participants}"
             )
+        if self.chain.proposers_vote and proposers + voters > 32:
+            raise ValueError(
+                f"chain.proposers_vote: {proposers} proposers + {voters} voters make {proposers + voters} voting "
+                "seats, the contract holds at most 32 (lower chain.n_proposers or chain.n_voters)"
+            )
         if self.chain.min_stake > self.chain.stake:
             raise ValueError(f"chain.min_stake {self.chain.min_stake} exceeds chain.stake {self.chain.stake}")
 
@@ -243,6 +248,7 @@ DIGEST_NEUTRAL: dict[str, Any] = {
     "probe.shadow_steps": 0,
     "chain.proposal_bond_bps": 0,
     "chain.attackers_collude": True,
+    "chain.proposers_vote": False,
     "defense.aggregation_version": 1,
 }
 

@@ -153,3 +153,12 @@ def test_a_commitment_naming_the_old_64_bit_digest_still_matches() -> None:
     d = config_digest(load_config(preset="demo"))
     assert digest_matches(d, d) and digest_matches(d[:16], d)
     assert not digest_matches(d[:15], d) and not digest_matches("0" * 64, d)
+
+
+def test_voting_proposers_beyond_the_contracts_seats_are_refused_up_front() -> None:
+    """20 proposers + 20 voters would make 40 seats: the contract's deployment would revert, after the
+    model was built; the config names the limit first."""
+    over = ["participants=44", "chain.n_proposers=20", "chain.n_voters=20", "chain.proposers_vote=true"]
+    with pytest.raises(ConfigError, match=r"chain\.proposers_vote: 20 proposers \+ 20 voters make 40"):
+        load_config(preset="smoke", overrides=over)
+    assert not load_config(preset="smoke", overrides=over[:-1]).chain.proposers_vote
