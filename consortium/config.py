@@ -128,8 +128,8 @@ class RunConfig(Section):
             )
         if self.chain.proposers_vote and proposers + voters > 32:
             raise ValueError(
-                f"chain.proposers_vote: {proposers} proposers + {voters} voters make {proposers + voters} voting "
-                "seats, the contract holds at most 32 (lower chain.n_proposers or chain.n_voters)"
+                f"chain.proposers_vote: {proposers} proposers + {voters} voters make {proposers + voters} "
+                "voting seats, the contract holds at most 32 (lower chain.n_proposers or chain.n_voters)"
             )
         if self.chain.min_stake > self.chain.stake:
             raise ValueError(f"chain.min_stake {self.chain.min_stake} exceeds chain.stake {self.chain.stake}")
