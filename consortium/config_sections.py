@@ -147,7 +147,7 @@ class ChainSection(Section):
         False,
         description="the round's proposers vote too (seats after the drawn voters'): with the voters they "
         "hold enough stake that a coalition below a third cannot block the honest candidate by "
-        "outvoting it (docs/protocol.md, 'Who can win a round')",
+        "outvoting it (docs/protocol.md, 'Since issue 22: who can win a round')",
     )
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of each participant's shard kept out of training to vote with"

@@ -1,7 +1,7 @@
 """`proposers_vote`: the round's proposers hold voting seats after the drawn voters'. With the voters
 they hold enough stake that a coalition at a third of the stake cannot block the honest candidate by
-voting for its own (the liveness gap of docs/protocol.md, 'Who can win a round'). Each test plays the
-participant who would break a rule of the seats."""
+voting for its own (the liveness gap of docs/protocol.md, 'Since issue 22: who can win a round'). Each
+test plays the participant who would break a rule of the seats."""
 
 from __future__ import annotations
 
