@@ -673,13 +673,7 @@ def test_voting_proposers_on_nodes_vote_once_and_the_audit_recomputes_their_pay(
     nodes = [_restarted(op, p, party) for p in paths]
     for n in nodes:
         n.ensure_registered()
-    for _ in range(120):
-        info = op.round_info()
-        if info.round_id == 1 and info.state == RoundState.IDLE:
-            break
-        for n in nodes:
-            n.step(rounds=1)
-        op.mine(1)
+    _run_rounds(op, nodes, 1, steps=120)
     rec = op.history().round(1)
     assert rec.outcome == Outcome.ACCEPTED, rec
     assert rec.voters[-len(rec.proposers) :] == rec.proposers and set(rec.votes) == set(rec.voters)
@@ -714,13 +708,7 @@ def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two
     nodes = [_restarted(op, p, probed) for p in paths]
     for n in nodes:
         n.ensure_registered()
-    for _ in range(200):
-        info = op.round_info()
-        if info.round_id == 2 and info.state == RoundState.IDLE:
-            break
-        for n in nodes:
-            n.step(rounds=2)
-        op.mine(1)
+    _run_rounds(op, nodes, 2)
     hist = op.history()
     assert [r.outcome for r in hist.rounds] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
     out = AuditReport()

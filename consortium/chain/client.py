@@ -110,7 +110,9 @@ class ChainClient(ChainReads):
         checksum = Web3.to_checksum_address(address)
         code = bytes(backend.w3.eth.get_code(checksum))
         if not code.startswith(bytes.fromhex(art["bytecode_runtime"].removeprefix("0x"))):
-            found = "no contract" if not code else "a contract not built from this version of Consortium.vy"
+            found = "a contract not built from this version of Consortium.vy"
+            if not code:
+                found = "no contract (wrong address or chain?)"
             raise ContractVersionError(
                 f"{checksum}: {found} (this checkout's artifact: source sha256 {art['source_sha256'][:12]}, "
                 f"vyper {art['vyper_version']}); a run made before a contract change is read with the "
