@@ -9,7 +9,8 @@ member, a coalition member posts the coalition's; honest voters vote for the hon
 never vote for one that differs from their own recomputation), coalition voters for the coalition's;
 everyone reveals. Per share: rounds won by each side, rejected rounds (the coalition blocks the honest
 candidate), how often the rule before issue 22 (a strict majority of the revealed weight) would have
-accepted the coalition's candidate on the same votes, and any honest participant slashed.
+accepted the coalition's candidate on the same votes, any honest participant slashed, and the rounds
+drawn with fewer roles because slashes left fewer participants eligible than roles (or cancelled).
 
     python bench/coalition.py                       # 10..50% coalitions, 60 rounds each
     python bench/coalition.py --shares 0.3 --rounds 100
@@ -68,6 +69,7 @@ def play(share: float, n: int, rounds: int, proposers_vote: bool = False) -> dic
     old_rule_coalition = 0
     honest_slashed: list[tuple[int, str, int, str]] = []
     coalition_voter_seats: list[int] = []
+    shapes: list[tuple[int, int]] = []  # (proposers, seats) of each drawn round: fewer when few are eligible
     t0 = time.perf_counter()
     for _ in range(rounds):
         rid = open_to_draw(c, [c.address])
@@ -76,6 +78,7 @@ def play(share: float, n: int, rounds: int, proposers_vote: bool = False) -> dic
         if not voters:
             tally["cancelled"] += 1
             continue
+        shapes.append((len(props), len(voters)))
         commit_updates(c, rid, props, f"{rid}-", "cas:x")
         postings = [Posting(c.address, _h(f"honest-{rid}"))]
         if coalition:
@@ -109,6 +112,8 @@ def play(share: float, n: int, rounds: int, proposers_vote: bool = False) -> dic
         "old_rule_coalition_wins": old_rule_coalition,
         "coalition_voter_seats_mean": mean(coalition_voter_seats),
         "coalition_voter_seats_max": max(coalition_voter_seats, default=0),
+        "shrunk_rounds": sum(1 for sh in shapes if sh != max(shapes)),
+        "fewest_roles": list(min(shapes, key=sum)) if shapes else None,
         "honest_slashed": honest_slashed,
         "honest_end_eth_mean": mean([stakes[a] / 1e18 for a in honest]),
         "coalition_end_eth_mean": mean([stakes[a] / 1e18 for a in coalition]),
@@ -132,17 +137,26 @@ def markdown(cells: list[dict[str, Any]], cmd: str, commit: str | None) -> str:
         "and more than a third of the draw's weight. 'old rule': the coalition's candidate would have won",
         "under the rule before issue 22 (a strict majority of the revealed weight) on the same votes.",
         "",
-        "| coalition | members | honest won | coalition won | rejected | no quorum | old rule: coalition won "
-        "| coalition voter seats mean / max | honest slashed | end ETH honest / coalition |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "A round with fewer eligible participants than roles draws everyone eligible ('shrunk': the",
+        "fewest proposers / voting seats of a round in brackets); only below two is it cancelled.",
+        "",
+        "| coalition | members | honest won | coalition won | rejected | no quorum | cancelled | shrunk "
+        "| old rule: coalition won | coalition voter seats mean / max | honest slashed "
+        "| end ETH honest / coalition |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in cells:
         o = c["outcomes"]
         seats = f"{c['coalition_voter_seats_mean']:.1f} / {c['coalition_voter_seats_max']}"
         eth = f"{c['honest_end_eth_mean']:.2f} / {c['coalition_end_eth_mean']:.2f}"
-        won = f"{o['honest']} | {o['coalition']} | {o['rejected']} | {o['no_quorum']}"
+        won = f"{o['honest']} | {o['coalition']} | {o['rejected']} | {o['no_quorum']} | {o['cancelled']}"
+        fewest = c.get("fewest_roles")
+        shrunk = f"{c.get('shrunk_rounds', 0)}" + (
+            f" ({fewest[0]} / {fewest[1]})" if c.get("shrunk_rounds") and fewest else ""
+        )
         lines.append(
-            f"| {100 * c['share']:.0f}% | {c['members']} | {won} | {c['old_rule_coalition_wins']} | {seats} "
+            f"| {100 * c['share']:.0f}% | {c['members']} | {won} | {shrunk} "
+            f"| {c['old_rule_coalition_wins']} | {seats} "
             f"| {len(c['honest_slashed'])} | {eth} |"
         )
     return "\n".join(lines) + "\n"

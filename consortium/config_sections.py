@@ -179,11 +179,11 @@ class ChainSection(Section):
 
     def roles(self, participants: int) -> tuple[int, int]:
         """(proposers, voters) per round for `participants` registered organisations. By default one
-        in ten sits each round out: the contract cancels a round with fewer eligible participants
-        than roles, so without spares the first stake slashed below `min_stake` halts every later
-        round (measured in `bench/economics.py`). A candidate wins only with more than a third of the
-        stake (docs/contract.md), so the voters must hold more than a third: half of the participants
-        by default, which leaves the honest voters room for a coalition's voters among them."""
+        in ten sits each round out, so that the roles stay full when a stake falls below `min_stake`
+        (the contract then draws everyone eligible, fewer roles: `chain.round_shape`). A candidate
+        wins only with more than a third of the stake (docs/contract.md), so the voters must hold more
+        than a third: half of the participants by default, which leaves the honest voters room for a
+        coalition's voters among them."""
         voters = self.n_voters or min(32, max(1, participants // 2, participants // 3 + 1))
         proposers = self.n_proposers or min(32, participants - voters - participants // 10)
         return proposers, voters

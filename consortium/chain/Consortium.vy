@@ -54,6 +54,7 @@ SLASH_EXCLUDED: constant(uint256) = 4  # the proposal bond of an update the winn
 # retrieval window: at least MIN_MISSING_REPORTS of them, holding more than half of the revealed weight
 SLASH_UNAVAILABLE: constant(uint256) = 5
 MIN_MISSING_REPORTS: constant(uint256) = 2  # one party's claim (a voter, or its store) never slashes
+MIN_ELIGIBLE: constant(uint256) = 2  # a proposer and a voter: below it the draw cancels the round
 
 
 struct Participant:
@@ -226,7 +227,6 @@ SLASH_NO_SHOW_BPS: immutable(uint256)
 QUORUM_BPS: immutable(uint256)
 PROPOSAL_BOND_BPS: immutable(uint256)
 PROPOSERS_VOTE: immutable(bool)
-N_SEATS: immutable(uint256)  # voting seats: the drawn voters, then (with PROPOSERS_VOTE) the proposers
 
 # --- participants ---
 participants: public(HashMap[address, Participant])
@@ -250,6 +250,7 @@ voter_slots: uint256[MAX_VOTERS]  # weight at the draw << 160 | address: one slo
 vote_commits: bytes32[MAX_VOTERS]
 voter_weight: uint256  # total weight of the voting seats (the quorum's base)
 draw_total: uint256  # total weight in the round's draw: a winner needs more than a third of it
+round_shape: uint256  # the round's proposers << 8 | drawn voters: fewer than P, V when few are eligible
 posted_round: HashMap[address, uint256]  # the last round in which this account posted a candidate
 candidate_hashes: public(bytes32[MAX_CANDIDATES])
 candidate_flags: public(uint256[MAX_CANDIDATES])
@@ -297,7 +298,6 @@ def __init__(p: Params, genesis_hash: bytes32):
     QUORUM_BPS = p.quorum_bps
     PROPOSAL_BOND_BPS = p.proposal_bond_bps
     PROPOSERS_VOTE = p.proposers_vote
-    N_SEATS = p.n_voters + (p.n_proposers if p.proposers_vote else 0)
     self.global_hash = genesis_hash
     self.reward_pool = msg.value
     log Deployed(genesis_hash=genesis_hash, min_stake=p.min_stake)
@@ -578,8 +578,8 @@ def draw():
     sb: uint256 = self.open_block + SEED_BLOCKS
     assert block.number > sb + SEED_BLOCKS, "draw too early"
     rid: uint256 = self.round_id
-    need: uint256 = N_PROPOSERS + N_VOTERS
-    if self._at(self.eligible_packed, rid) < need:
+    eligible: uint256 = self._at(self.eligible_packed, rid)
+    if eligible < MIN_ELIGIBLE:
         self.state = DONE
         log RoundFinalized(
             round_id=rid, outcome=CANCELLED, winner=0, global_hash=self.global_hash,
@@ -592,6 +592,18 @@ def draw():
     else:
         bh = blockhash(block.number - 1)  # nobody drew in time: weaker, documented
     seed: bytes32 = keccak256(concat(bh, convert(self.seed_acc, bytes32), convert(rid, bytes32)))
+    np: uint256 = N_PROPOSERS
+    nv: uint256 = N_VOTERS
+    need: uint256 = np + nv
+    if eligible < need:  # draw everyone eligible; the roles that vote keep their seats first
+        need = eligible
+        if PROPOSERS_VOTE:  # every role votes: keep the proposers, whose updates train the model
+            np = min(N_PROPOSERS, need - 1)
+            nv = need - np
+        else:  # only the drawn voters vote: keep them, so the vote keeps its weight
+            nv = min(N_VOTERS, need - 1)
+            np = need - nv
+    self.round_shape = (np << 8) | nv
     n: uint256 = self.n_indices
     top: uint256 = 1
     for _: uint256 in range(TREE_DEPTH):
@@ -612,23 +624,23 @@ def draw():
         w: uint256 = self._at(self.participants[who].weight, rid)
         self._remove(idx, w, n)
         remaining -= w
-        if k < N_PROPOSERS:
+        if k < np:
             self.proposers[k] = who
             props.append(who)
             self.participants[who].role = (rid << 32) | (PROPOSER << 24) | (k << 16)
         else:
-            s: uint256 = k - N_PROPOSERS
+            s: uint256 = k - np
             self.voter_slots[s] = (w << 160) | convert(who, uint256)
             vw_total += w
             vots.append(who)
             self.participants[who].role = (rid << 32) | (VOTER << 24) | (s << 16)
-    if PROPOSERS_VOTE:  # each proposer also holds the voting seat N_VOTERS + its slot
+    if PROPOSERS_VOTE:  # each proposer also holds the voting seat nv + its slot
         for k: uint256 in range(MAX_PROPOSERS):
-            if k == N_PROPOSERS:
+            if k == np:
                 break
             who: address = props[k]
             w: uint256 = self._at(self.participants[who].weight, rid)
-            self.voter_slots[N_VOTERS + k] = (w << 160) | convert(who, uint256)
+            self.voter_slots[nv + k] = (w << 160) | convert(who, uint256)
             vw_total += w
             vots.append(who)
     self.voter_weight = vw_total
@@ -671,13 +683,24 @@ def tally(k: uint256) -> uint256:
 
 @internal
 @view
-def _role_of(who: address, round_id: uint256, kind: uint256) -> uint256:
+def _n_proposers() -> uint256:
+    """The current round's proposer slots (N_PROPOSERS unless the draw had too few eligible)."""
+    return self.round_shape >> 8
+
+
+@internal
+@view
+def _n_seats() -> uint256:
+    """The current round's voting seats: its drawn voters, then (with PROPOSERS_VOTE) its proposers."""
+    shape: uint256 = self.round_shape
+    return (shape & 255) + ((shape >> 8) if PROPOSERS_VOTE else 0)
+
+
+@internal
+@view
+def _proposer_role(who: address, round_id: uint256) -> uint256:
     role: uint256 = self.participants[who].role
-    ok: bool = (role >> 32) == round_id and ((role >> 24) & 255) == kind
-    if kind == PROPOSER:
-        assert ok, "not a proposer"
-    else:
-        assert ok, "not a voter"
+    assert (role >> 32) == round_id and ((role >> 24) & 255) == PROPOSER, "not a proposer"
     return role
 
 
@@ -693,7 +716,7 @@ def _seat_of(who: address, round_id: uint256) -> (uint256, uint256, uint256):
         "not a voter"
     if kind == VOTER:
         return role, (role >> 16) & 255, 0
-    return role, N_VOTERS + ((role >> 16) & 255), 2
+    return role, (self.round_shape & 255) + ((role >> 16) & 255), 2
 
 
 @internal
@@ -710,7 +733,7 @@ def commit(round_id: uint256, update_hash: bytes32, uri: String[MAX_URI]):
     commit per proposer."""
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(0, COMMIT_BLOCKS), "not in commit phase"
-    role: uint256 = self._role_of(msg.sender, round_id, PROPOSER)
+    role: uint256 = self._proposer_role(msg.sender, round_id)
     assert (role >> 8) & COMMITTED == 0, "already committed"
     assert update_hash != empty(bytes32), "empty hash"
     self.participants[msg.sender].role = role | (COMMITTED << 8)
@@ -731,8 +754,9 @@ def post_candidate(round_id: uint256, candidate_hash: bytes32, flagged: uint256,
     assert round_id == self.round_id, "wrong round"
     assert self._in_phase(COMMIT_BLOCKS, CANDIDATE_BLOCKS), "not in candidate phase"
     assert candidate_hash != empty(bytes32), "empty hash"
-    assert flagged >> N_PROPOSERS == 0, "flag outside proposer slots"
-    assert excluded >> N_PROPOSERS == 0, "exclusion outside proposer slots"
+    np: uint256 = self._n_proposers()
+    assert flagged >> np == 0, "flag outside proposer slots"
+    assert excluded >> np == 0, "exclusion outside proposer slots"
     n: uint256 = self._n_candidates(round_id)
     assert n < MAX_CANDIDATES, "too many candidates"
     for k: uint256 in range(MAX_CANDIDATES):
@@ -786,14 +810,15 @@ def reveal_vote(round_id: uint256, choice: uint256, flags: uint256, missing: uin
     c: bytes32 = keccak256(abi_encode(chain.id, self, round_id, msg.sender, choice, flags, missing, salt))
     assert c == self.vote_commits[slot], "reveal does not match"
     assert choice <= self._n_candidates(round_id), "no such candidate"
-    assert flags >> N_PROPOSERS == 0, "flag outside proposer slots"
-    assert missing >> N_PROPOSERS == 0, "missing outside proposer slots"
+    np: uint256 = self._n_proposers()
+    assert flags >> np == 0, "flag outside proposer slots"
+    assert missing >> np == 0, "missing outside proposer slots"
     w: uint256 = self.voter_slots[slot] >> 160
     self.participants[msg.sender].role = role | (REVEALED << (8 + bits)) | choice
     self.tallies[choice] = (round_id << 192) | (self._tagged(self.tallies[choice], round_id) + w)
     if missing != 0:
         for i: uint256 in range(MAX_PROPOSERS):
-            if i == N_PROPOSERS:
+            if i == np:
                 break
             if (missing >> i) & 1 == 1:
                 self.missing_reports[i] = (round_id << 192) | (
@@ -852,7 +877,7 @@ def finalize():
     slash) an update the winner left out whose blob the revealed voters jointly report missing
     (`_jointly_missing`: one party's claim alone only leaves it out). A voter's own flags and a
     rejection are private judgements: never slashed.
-    Bounded by N_PROPOSERS + N_SEATS <= MAX_ROLES and MAX_CANDIDATES."""
+    Bounded by the round's proposers + seats <= MAX_ROLES and MAX_CANDIDATES."""
     assert self.state == DRAWN, "no round to finalize"
     assert block.number >= self.draw_block + COMMIT_BLOCKS + CANDIDATE_BLOCKS + VOTE_COMMIT_BLOCKS \
         + VOTE_REVEAL_BLOCKS, "too early"
@@ -882,8 +907,11 @@ def finalize():
 
     slashed: uint256 = 0
     rewarded: DynArray[address, MAX_ROLES] = []
+    np: uint256 = self._n_proposers()
+    n_seats: uint256 = self._n_seats()
+    n_drawn_voters: uint256 = self.round_shape & 255
     for i: uint256 in range(MAX_PROPOSERS):
-        if i == N_PROPOSERS:
+        if i == np:
             break
         who: address = self.proposers[i]
         status: uint256 = (self.participants[who].role >> 8) & 255
@@ -900,11 +928,11 @@ def finalize():
                 slashed += self._slash(rid, who, PROPOSAL_BOND_BPS, SLASH_EXCLUDED)
     withheld_bps: uint256 = max(SLASH_NO_SHOW_BPS, SLASH_MINORITY_BPS)
     for i: uint256 in range(MAX_VOTERS):
-        if i == N_SEATS:
+        if i == n_seats:
             break
         who: address = convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address)
         role: uint256 = self.participants[who].role
-        revealed_bit: uint256 = REVEALED if i < N_VOTERS else VOTE_REVEALED
+        revealed_bit: uint256 = REVEALED if i < n_drawn_voters else VOTE_REVEALED
         if (role >> 8) & revealed_bit == 0:
             slashed += self._slash(rid, who, withheld_bps, SLASH_NO_SHOW)
         elif winner > 0:
@@ -958,8 +986,8 @@ def round_info() -> RoundInfo:
     nv: uint256 = 0
     if drawn:
         db = self.draw_block
-        np = N_PROPOSERS
-        nv = N_SEATS
+        np = self._n_proposers()
+        nv = self._n_seats()
     ce: uint256 = db + COMMIT_BLOCKS if drawn else 0
     cae: uint256 = ce + CANDIDATE_BLOCKS if drawn else 0
     vce: uint256 = cae + VOTE_COMMIT_BLOCKS if drawn else 0
@@ -983,12 +1011,14 @@ def roles() -> (DynArray[address, MAX_PROPOSERS], DynArray[address, MAX_VOTERS])
     vots: DynArray[address, MAX_VOTERS] = []
     if self.state != DRAWN:
         return props, vots
+    np: uint256 = self._n_proposers()
+    n_seats: uint256 = self._n_seats()
     for i: uint256 in range(MAX_PROPOSERS):
-        if i == N_PROPOSERS:
+        if i == np:
             break
         props.append(self.proposers[i])
     for i: uint256 in range(MAX_VOTERS):
-        if i == N_SEATS:
+        if i == n_seats:
             break
         vots.append(convert(self.voter_slots[i] & convert(max_value(uint160), uint256), address))
     return props, vots

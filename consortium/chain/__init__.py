@@ -6,7 +6,7 @@ Embedded EVM by default (`EmbeddedBackend`), any JSON-RPC node with `RpcBackend(
 from .backends import AnvilNode, Backend, EmbeddedBackend, RpcBackend, connect, find_anvil
 from .client import ChainClient
 from .commitments import seed_commitment, to_bytes32, vote_commitment
-from .draw import draw_indices, draw_roles, round_seed, xor_seeds
+from .draw import MIN_ELIGIBLE, draw_indices, draw_roles, round_seed, round_shape, xor_seeds
 from .errors import ChainError, ContractVersionError
 from .history import Commit, Event, History, ParticipantRecord, PostedCandidate, RevealedVote, RoundRecord
 from .txlog import TxLog, head, read_txlog
@@ -29,6 +29,7 @@ from .types import (
 
 __all__ = [
     "ETH",
+    "MIN_ELIGIBLE",
     "AnvilNode",
     "Backend",
     "BallotTx",
@@ -63,6 +64,7 @@ __all__ = [
     "read_txlog",
     "replay",
     "round_seed",
+    "round_shape",
     "seed_commitment",
     "to_bytes32",
     "to_eth",

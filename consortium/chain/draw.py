@@ -3,7 +3,8 @@ the recorded seed and the stake snapshot at the draw (both rebuilt from events b
 
 Contract rule (Consortium.draw): for k = 0 .. P+V-1, r_k = uint(keccak256(seed ‖ uint256(k))) mod
 (remaining weight); pick the smallest participant index whose running weight exceeds r_k, then
-remove that participant's weight. The first P picks are proposers, the next V voters.
+remove that participant's weight. The first P picks are proposers, the next V voters. With fewer
+than P + V participants eligible, P and V shrink to what can be drawn (`round_shape`).
 """
 
 from __future__ import annotations
@@ -28,16 +29,37 @@ def xor_seeds(seeds: Sequence[bytes]) -> int:
     return acc
 
 
-def draw_indices(seed: bytes, weights: Sequence[int], n_proposers: int, n_voters: int) -> list[int]:
-    """0-based positions in `weights` (participant index - 1), in draw order.
+MIN_ELIGIBLE = 2  # a proposer and a voter: with fewer eligible the contract cancels the round
 
-    Sampling without replacement by weight; O(roles · n) here, which is fine off chain.
-    """
+
+def round_shape(eligible: int, n_proposers: int, n_voters: int, proposers_vote: bool) -> tuple[int, int]:
+    """(proposers, drawn voters) of a round with `eligible` participants of positive weight.
+
+    With too few eligible for P + V roles the contract draws everyone rather than cancelling, so that
+    participants slashed below the minimum stake (or gone) cannot halt the consortium; the roles that
+    vote keep their seats first. With the proposers voting every role votes, so the drawn voters give
+    way (the proposers' updates train the model); otherwise the proposers give way, so that the vote
+    keeps its weight (a winner needs more than a third of the draw's)."""
+    if eligible < MIN_ELIGIBLE:
+        raise ValueError(f"{eligible} eligible participants: a draw needs at least {MIN_ELIGIBLE}")
+    need = min(eligible, n_proposers + n_voters)
+    if need == n_proposers + n_voters:
+        return n_proposers, n_voters
+    if proposers_vote:
+        props = min(n_proposers, need - 1)
+        return props, need - props
+    voters = min(n_voters, need - 1)
+    return need - voters, voters
+
+
+def draw_indices(seed: bytes, weights: Sequence[int], n_roles: int) -> list[int]:
+    """0-based positions in `weights` (participant index - 1) of the first `n_roles` picks, in draw
+    order. Sampling without replacement by weight; O(roles · n) here, which is fine off chain."""
     w = list(weights)
-    if sum(1 for x in w if x > 0) < n_proposers + n_voters:
-        raise ValueError("not enough eligible participants for the draw")
+    if sum(1 for x in w if x > 0) < n_roles:
+        raise ValueError(f"{n_roles} roles to draw from {sum(1 for x in w if x > 0)} eligible participants")
     picks: list[int] = []
-    for k in range(n_proposers + n_voters):
+    for k in range(n_roles):
         total = sum(w)
         r = int.from_bytes(keccak(seed + k.to_bytes(32, "big")), "big") % total
         pos = bisect_right(list(accumulate(w)), r)
@@ -55,8 +77,9 @@ def draw_roles(
     proposers_vote: bool = False,
 ) -> tuple[list[str], list[str]]:
     """(proposers, voting seats) as addresses; `owners[i]` holds participant index i + 1. With
-    `proposers_vote` the proposers hold the seats after the drawn voters', in slot order."""
-    picks = draw_indices(seed, weights, n_proposers, n_voters)
-    chosen = [owners[i] for i in picks]
-    proposers = chosen[:n_proposers]
-    return proposers, chosen[n_proposers:] + (proposers if proposers_vote else [])
+    `proposers_vote` the proposers hold the seats after the drawn voters', in slot order. P and V are
+    the deployment's; the round's may be fewer (`round_shape`)."""
+    props, voters = round_shape(sum(1 for x in weights if x > 0), n_proposers, n_voters, proposers_vote)
+    chosen = [owners[i] for i in draw_indices(seed, weights, props + voters)]
+    proposers = chosen[:props]
+    return proposers, chosen[props:] + (proposers if proposers_vote else [])

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from consortium.chain import ChainClient, Phase, RoundState, Vote, wei
+from consortium.chain import MIN_ELIGIBLE, ChainClient, Phase, RoundState, Vote, wei
 from consortium.config import RunConfig, config_digest
 from consortium.local.participant import LocalParticipant
 from consortium.node.net import TRANSIENT, NodeError, connect, deployment_of, retry, send, store_options
@@ -188,12 +188,13 @@ class Node:
     # ------------------------------------------------------------------ phases
 
     def _open(self) -> None:
-        """Open the next round once enough participants can be drawn (else the draw would cancel it)."""
+        """Open the next round once a draw is possible (else it would cancel the round); with fewer
+        eligible than roles the contract draws fewer roles (`chain.round_shape`)."""
         params = self.client.params()
         at = self.client.block_number()  # states at one block, addresses after it: never fewer names
         everyone = self.client.all_participants(at)
         eligible = [p for p in everyone if p.registered and p.stake >= params.min_stake]
-        if len(eligible) < params.n_proposers + params.n_voters:
+        if len(eligible) < MIN_ELIGIBLE:
             return
         base = self.client.global_hash()
         if self.client.round_info().round_id == 0:

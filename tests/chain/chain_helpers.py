@@ -49,6 +49,15 @@ class RoundResult:
     candidate: bytes
 
 
+def equal_world(chain: ChainClient, params: Params, n: int = 9) -> ChainClient:
+    """A fresh deployment of `params` with `n` participants staking 2 ETH each (shares of the stake are
+    counts of participants), acting as the first."""
+    c = ChainClient.deploy(chain.backend, params, GENESIS, fund=ETH)
+    for a in chain.backend.accounts[1 : 1 + n]:
+        c.as_account(a).register(2 * ETH)
+    return c.as_account(chain.backend.accounts[1])
+
+
 def open_and_draw(c: ChainClient, seeds: int = 0) -> int:
     """Open a round on the current global hash, optionally with the first `seeds` participants'
     seed contributions, and draw."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from chain_helpers import ETH, GENESIS, PARAMS, h, open_and_draw
+from chain_helpers import ETH, GENESIS, PARAMS, equal_world, h, open_and_draw
 from test_chain_reverts import refused
 
 from consortium.chain import ChainClient, ChainError, Outcome, Phase, SlashReason, Vote, draw_roles
@@ -16,14 +16,6 @@ from consortium.chain.driver import Posting, ballots, commit_updates, post_candi
 
 # one transaction a block: the vote windows fit the 7 seats
 COMMITTEE = replace(PARAMS, proposers_vote=True, vote_commit_blocks=8, vote_reveal_blocks=8)
-
-
-def _equal_world(chain: ChainClient, params: object, n: int = 9) -> ChainClient:
-    """`n` participants with equal stakes of 2 ETH: shares of the stake are counts of participants."""
-    c = ChainClient.deploy(chain.backend, params, GENESIS, fund=ETH)
-    for a in chain.backend.accounts[1 : 1 + n]:
-        c.as_account(a).register(2 * ETH)
-    return c.as_account(chain.backend.accounts[1])
 
 
 def _coalition_round(c: ChainClient) -> tuple[int, list[str], set[str]]:
@@ -44,7 +36,7 @@ def _coalition_round(c: ChainClient) -> tuple[int, list[str], set[str]]:
 def test_proposers_hold_the_seats_after_the_drawn_voters(chain: ChainClient) -> None:
     """The seats are the drawn voters, then the proposers in slot order; anyone recomputes them from
     the seed and the snapshot (`draw_roles`), and the quorum's base counts their weight."""
-    c = _equal_world(chain, COMMITTEE)
+    c = equal_world(chain, COMMITTEE)
     rid = open_and_draw(c)
     props, seats = c.roles()
     assert len(props) == PARAMS.n_proposers and len(seats) == PARAMS.n_voters + PARAMS.n_proposers
@@ -64,12 +56,12 @@ def test_a_third_of_the_stake_blocks_the_drawn_voters_but_not_the_committee(chai
     honest votes. Drawn voters alone: the three honest ones hold 3/9 of the stake, not more than a third:
     rejected, the model stalls. With the proposers voting, the honest seats hold 4/9 and a majority of
     the revealed weight: accepted, and the coalition's voters pay the minority slash."""
-    blocked = _equal_world(chain, PARAMS)
+    blocked = equal_world(chain, PARAMS)
     rid, *_ = _coalition_round(blocked)
     assert blocked.history().round(rid).outcome == Outcome.REJECTED
     assert blocked.global_hash() == GENESIS
 
-    live = _equal_world(chain, COMMITTEE)
+    live = equal_world(chain, COMMITTEE)
     rid, props, coalition = _coalition_round(live)
     rec = live.history().round(rid)
     assert rec.outcome == Outcome.ACCEPTED and live.global_hash() == h("honest")
@@ -81,7 +73,7 @@ def test_a_third_of_the_stake_blocks_the_drawn_voters_but_not_the_committee(chai
 def test_a_proposer_that_does_not_vote_pays_the_withheld_vote(chain: ChainClient) -> None:
     """A seat is a duty: the proposer whose update was included but who never voted is still paid for
     the update, and slashed as a voter who withheld its vote."""
-    c = _equal_world(chain, COMMITTEE)
+    c = equal_world(chain, COMMITTEE)
     rid = open_and_draw(c)
     props, seats = c.roles()
     commit_updates(c, rid)
@@ -105,7 +97,7 @@ def test_without_the_option_a_proposer_cannot_vote(chain: ChainClient) -> None:
 def test_a_voting_proposer_commits_its_vote_once_and_its_update_commit_stays(chain: ChainClient) -> None:
     """The vote's status bits are not the update's: committing the update does not count as a vote
     commitment (its reveal is refused), and a second vote commitment is refused."""
-    c = _equal_world(chain, COMMITTEE)
+    c = equal_world(chain, COMMITTEE)
     rid = open_and_draw(c)
     p = c.as_account(c.proposers()[0])
     commit_updates(c, rid)
