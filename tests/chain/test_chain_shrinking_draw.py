@@ -44,7 +44,7 @@ HARSH_COMMITTEE = replace(HARSH, proposers_vote=True, vote_commit_blocks=8, vote
     ],
 )
 def test_the_roles_that_vote_keep_their_seats_first(
-    eligible: int, proposers_vote: bool, shape: tuple
+    eligible: int, proposers_vote: bool, shape: tuple[int, int]
 ) -> None:
     assert round_shape(eligible, 4, 5, proposers_vote) == shape
 
