@@ -70,6 +70,7 @@ def play(share: float, n: int, rounds: int, proposers_vote: bool = False) -> dic
     honest_slashed: list[tuple[int, str, int, str]] = []
     coalition_voter_seats: list[int] = []
     shapes: list[tuple[int, int]] = []  # (proposers, seats) of each drawn round: fewer when few are eligible
+    full = (params.n_proposers, params.n_voters + (params.n_proposers if proposers_vote else 0))
     t0 = time.perf_counter()
     for _ in range(rounds):
         rid = open_to_draw(c, [c.address])
@@ -112,7 +113,7 @@ def play(share: float, n: int, rounds: int, proposers_vote: bool = False) -> dic
         "old_rule_coalition_wins": old_rule_coalition,
         "coalition_voter_seats_mean": mean(coalition_voter_seats),
         "coalition_voter_seats_max": max(coalition_voter_seats, default=0),
-        "shrunk_rounds": sum(1 for sh in shapes if sh != max(shapes)),
+        "shrunk_rounds": sum(1 for sh in shapes if sh != full),
         "fewest_roles": list(min(shapes, key=sum)) if shapes else None,
         "honest_slashed": honest_slashed,
         "honest_end_eth_mean": mean([stakes[a] / 1e18 for a in honest]),
