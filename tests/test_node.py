@@ -213,6 +213,30 @@ def test_a_deployment_with_another_genesis_is_refused(tmp_path: Path, sim: Party
     assert not op.participant(node.address).registered
 
 
+def test_a_node_opens_no_round_that_announced_exits_would_cancel(tmp_path: Path, sim: Party) -> None:
+    """A participant that announced its exit holds no weight in the next draw, though it stays
+    registered with its stake until it completes the exit. With three of four exiting, one participant
+    is eligible: a node counting stakes would open a round the draw can only cancel; it opens none."""
+    from eth_account import Account
+
+    op, paths = _nodes_on_embedded(tmp_path, sim)
+    nodes = [_restarted(op, p, sim) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    for n in nodes[1:]:
+        n.client.announce_exit()
+        assert n.client.participant().registered and n.client.participant().stake >= op.params().min_stake
+    for _ in range(3):
+        assert not nodes[0].step(rounds=1)
+        op.mine(1)
+    assert op.round_info().round_id == 0  # no round opened
+    fifth = Account.from_key(bytes([9]) * 32)  # a newcomer: two eligible, a draw is possible again
+    op.transfer(fifth.address, 100 * 10**18)
+    op.as_account(fifth).register(op.params().min_stake)
+    nodes[0].step(rounds=1)
+    assert op.round_info().round_id == 1
+
+
 def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
     tmp_path: Path, sim: Party
 ) -> None:

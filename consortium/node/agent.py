@@ -190,10 +190,10 @@ class Node:
     def _open(self) -> None:
         """Open the next round once a draw is possible (else it would cancel the round); with fewer
         eligible than roles the contract draws fewer roles (`chain.round_shape`)."""
-        params = self.client.params()
         at = self.client.block_number()  # states at one block, addresses after it: never fewer names
-        everyone = self.client.all_participants(at)
-        eligible = [p for p in everyone if p.registered and p.stake >= params.min_stake]
+        # the contract's own count: the weight it keeps for the next round is the stake of a participant
+        # registered, not exiting and holding at least the minimum, else 0
+        eligible = [p for p in self.client.all_participants(at) if p.weight > 0]
         if len(eligible) < MIN_ELIGIBLE:
             return
         base = self.client.global_hash()
