@@ -37,11 +37,12 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from consortium.config import RunConfig, _merge, preset_dict
+from consortium.config import RunConfig, _merge, config_digest, preset_dict
 from consortium.data import encode_example
 from consortium.local.participant import heldout_loss_fn
 from consortium.removal import audit_removal, remove
 from consortium.round.records import get_vector
+from consortium.rundir import load_run_config
 from consortium.sim import Simulation
 from consortium.store import BlobStore
 
@@ -129,6 +130,21 @@ def _evaluate(sim: Simulation, vec: torch.Tensor, leaver: str | None, progress: 
     return out
 
 
+def _left(folder: Path, marker: str, cfg: RunConfig) -> Path | None:
+    """The newest run directory in `folder` holding `marker` (a finished run or removal) of the same
+    config digest as `cfg`; None when there is none."""
+    digest = config_digest(cfg)
+    done = sorted(p.parent for p in folder.glob(f"*/{marker}")) if folder.is_dir() else []
+    same = [p for p in done if config_digest(load_run_config(p / "config.toml")) == digest]
+    return same[-1] if same else None
+
+
+def _source(removal_dir: Path) -> tuple[str, list[str]]:
+    """(original global adapter, removed participants) of a removal's run directory."""
+    rec = json.loads((removal_dir / "removal.json").read_text())
+    return rec["source"]["global_adapter"], sorted(rec["removal"]["participants"])
+
+
 def run_case(
     scenario: str,
     seed: int,
@@ -138,14 +154,22 @@ def run_case(
     sets: list[str] | None = None,
     exact_rounds: int | None = None,
     correct_every: int | None = None,
+    methods: tuple[str, ...] = METHODS,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """One scenario at one seed; `exact_rounds` / `correct_every`: recover's schedule (None: default)."""
+    """One scenario at one seed; `exact_rounds` / `correct_every`: recover's schedule (None: default);
+    `methods`: which besides the reference; `reuse`: take the original run and the reference an earlier
+    invocation left in `work` (same config) instead of training them again, e.g. to try another
+    recover schedule on the same runs."""
     cfg = config(scenario, seed, rounds, preset, sets)
     quiet = Console(file=io.StringIO())
     sim = Simulation(cfg, console=quiet)
     t0 = time.perf_counter()
-    run_dir = sim.run(work / "runs", plots=False)
-    original_seconds = time.perf_counter() - t0
+    run_dir = _left(work / "runs", "report.json", sim.cfg) if reuse else None
+    original_seconds = None
+    if run_dir is None:
+        run_dir = sim.run(work / "runs", plots=False)
+        original_seconds = time.perf_counter() - t0
     report = json.loads((run_dir / "report.json").read_text())
     removed = sorted(report["attackers"]) if scenario == "backdoor" else ["org0"]
     leaver = "org0" if scenario == "leave" else None
@@ -154,11 +178,15 @@ def run_case(
         final = get_vector(store, report["global_adapter"], sim.layout)
         rows: dict[str, Any] = {"original": _evaluate(sim, final, leaver, progress)}
         vecs: dict[str, torch.Tensor] = {}
-        for method in ("retrain", *METHODS):
+        earlier_reference: Path | None = None
+        for method in ("retrain", *methods):
             t1 = time.perf_counter()
             how = "exact" if method == "retrain" else method
             schedule = {"exact_rounds": exact_rounds, "correct_every": correct_every}
-            path = remove(
+            earlier = _left(work / method, "removal.json", sim.cfg) if reuse and method == "retrain" else None
+            if earlier is not None and _source(earlier) != (report["global_adapter"], removed):
+                earlier = None  # the reference of another original run or removal: train it again
+            path = earlier or remove(
                 run_dir,
                 removed,
                 how,
@@ -168,8 +196,11 @@ def run_case(
                 reuse=method != "retrain",
                 **(schedule if method == "recover" else {}),
             )
-            wall = time.perf_counter() - t1
+            if method == "retrain":
+                earlier_reference = earlier
             rec = json.loads((path / "removal.json").read_text())
+            # a reference from an earlier invocation: its replay's own time, measured then
+            wall = rec["cost"]["seconds"] if earlier else time.perf_counter() - t1
             vecs[method] = get_vector(BlobStore(path / "store"), rec["removal"]["global_adapter"], sim.layout)
             audit = audit_removal(path)
             rows[method] = _evaluate(sim, vecs[method], leaver, progress) | {
@@ -184,13 +215,16 @@ def run_case(
                 rows[method]["correct_every"] = rec["removal"]["correct_every"]
     ref, v0 = vecs["retrain"], sim.initial
     scale = float((ref - v0).double().norm())
-    for method in ("original", "retrain", *METHODS):
+    for method in ("original", "retrain", *methods):
         vec = final if method == "original" else vecs[method]
         rows[method]["distance_to_reference"] = float((vec - ref).double().norm()) / scale
         if method != "original":
             rows[method]["steps_fraction"] = rows[method]["local_steps"] / rows["retrain"]["local_steps"]
-            rows[method]["wall_fraction"] = rows[method]["wall_seconds"] / rows["retrain"]["wall_seconds"]
-    rows["exact"]["equals_reference"] = rows["exact"]["global_adapter"] == rows["retrain"]["global_adapter"]
+            if earlier_reference is None:  # else the two times ran under other loads: not a ratio
+                rows[method]["wall_fraction"] = rows[method]["wall_seconds"] / rows["retrain"]["wall_seconds"]
+    if "exact" in rows:
+        same = rows["exact"]["global_adapter"] == rows["retrain"]["global_adapter"]
+        rows["exact"]["equals_reference"] = same
     return {
         "scenario": scenario,
         "seed": seed,
@@ -267,7 +301,9 @@ def summary(results: list[dict[str, Any]], command: str, out: Path = OUT) -> str
         head += "| distance to ref | local steps / ref | wall / ref | audit |"
         lines += [head, "|" + "---|" * 9]
         for m in ("original", "retrain", *METHODS):
-            rows = [r["rows"][m] for r in rs]
+            rows = [r["rows"][m] for r in rs if m in r["rows"]]
+            if not rows:
+                continue
 
             def col(key: str, pct: bool = True, rows: list[dict[str, Any]] = rows) -> str:
                 vals = [row[key] for row in rows if key in row]
@@ -303,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--correct-every", type=int, default=None, help="recover: every T-th middle round exact")
     ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
+    ap.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="besides the reference"
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take the original run and the reference left in --work (same config) instead of training "
+        "them again: another recover schedule on the same runs (write to another --out)",
+    )
     args = ap.parse_args(argv)
     if args.out is None:  # each preset's results apart: the summary merges every file in the folder
         args.out = OUT if args.preset == "smoke" else OUT.with_name(f"removal_{args.preset}")
@@ -326,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.set,
                     args.exact_rounds,
                     args.correct_every,
+                    tuple(args.methods),
+                    args.reuse,
                 )
             )
             (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")

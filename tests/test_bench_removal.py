@@ -1,0 +1,36 @@
+"""bench/removal.py: `--reuse` tries another recover schedule on the runs an earlier invocation left,
+without training the original run or the reference again."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+# bench/ is a folder of scripts, not an installed package: load the script by its path
+_SPEC = importlib.util.spec_from_file_location(
+    "bench_removal", Path(__file__).parents[1] / "bench" / "removal.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+br = sys.modules.setdefault("bench_removal", importlib.util.module_from_spec(_SPEC))
+_SPEC.loader.exec_module(br)
+
+SMALL = ["data.n_train=16", "data.n_test=4", "train.local_steps=2"]
+
+
+def test_reuse_takes_the_earlier_run_and_reference_and_only_of_the_same_config(tmp_path: Path) -> None:
+    first = br.run_case("backdoor", 0, 3, tmp_path, sets=SMALL, methods=("subtract",))
+    assert first["original_run_seconds"] is not None and "recover" not in first["rows"]
+    again = br.run_case(
+        "backdoor", 0, 3, tmp_path, sets=SMALL, correct_every=1, methods=("recover",), reuse=True
+    )
+    assert again["original_run_seconds"] is None  # nothing trained again but the recover rounds
+    assert len(list((tmp_path / "runs").iterdir())) == len(list((tmp_path / "retrain").iterdir())) == 1
+    assert again["rows"]["retrain"]["global_adapter"] == first["rows"]["retrain"]["global_adapter"]
+    assert again["rows"]["original"] == first["rows"]["original"]
+    assert "wall_fraction" not in again["rows"]["recover"]  # the reference's time ran under another load
+    # every middle round corrected: recover is exact, so it lands on the reused reference bit for bit
+    assert again["rows"]["recover"]["global_adapter"] == first["rows"]["retrain"]["global_adapter"]
+    other = br.run_case("backdoor", 0, 3, tmp_path, sets=[*SMALL, "train.lr=0.02"], methods=(), reuse=True)
+    assert other["original_run_seconds"] is not None  # another config: its own run and reference
+    assert len(list((tmp_path / "runs").iterdir())) == len(list((tmp_path / "retrain").iterdir())) == 2
