@@ -27,16 +27,45 @@ class CheckedConfig:
     digest: str
     summary: str
     shard_sizes: list[int]
+    warnings: tuple[str, ...] = ()
+
+
+def blocking_seats(proposers: int, voters: int, proposers_vote: bool) -> tuple[int, int]:
+    """(k, seats): with equal stakes, the fewest colluding seats among the `seats` that vote which block
+    every honest candidate by voting for one of their own. A winner needs over a third of the draw's
+    weight (all P + V roles) and over half of the revealed weight (`finalize`, docs/contract.md), so
+    the honest seats block-free need both; liveness, not safety: the colluders cannot carry their own."""
+    seats = proposers + voters if proposers_vote else voters
+    k = 0
+    while 3 * (seats - k) > proposers + voters and 2 * (seats - k) > seats:
+        k += 1
+    return k, seats
+
+
+def _liveness_warnings(cfg: RunConfig) -> tuple[str, ...]:
+    """A chain config whose rounds one colluding voter can stall: worth saying before anyone stakes."""
+    proposers, voters = cfg.chain.roles(cfg.participants)
+    k, seats = blocking_seats(proposers, voters, cfg.chain.proposers_vote)
+    if cfg.protocol != "chain" or k > 1:
+        return ()
+    return (
+        f"one colluding voter of the {seats} voting seats can block every honest candidate "
+        f"({proposers} proposers, {voters} voters of {cfg.participants} equal stakes; a winner needs over a "
+        "third of the draw's weight and over half of the revealed votes); raise chain.n_voters or set "
+        "chain.proposers_vote",
+    )
 
 
 def describe(cfg: RunConfig) -> str:
     """One line naming what the run will do, in the terms the README uses."""
     if cfg.protocol == "chain":
         proposers, voters = cfg.chain.roles(cfg.participants)
+        k, seats = blocking_seats(proposers, voters, cfg.chain.proposers_vote)
         protocol = (
             f"chain protocol (the contract drives the rounds: {proposers} proposers and {voters} voters "
             f"drawn per round of {cfg.participants} participants"
-            + (", the proposers voting too)" if cfg.chain.proposers_vote else ")")
+            + (", the proposers voting too" if cfg.chain.proposers_vote else "")
+            + f"; with equal stakes, colluders in {k} of the {seats} voting seats block a round)"
         )
     else:
         protocol = f"centralised baseline (all {cfg.participants} participants train every round, no vote)"
@@ -59,4 +88,10 @@ def check_config(cfg: RunConfig) -> CheckedConfig:
     if resolved.probe.artifact is not None:
         pc = resolved.probe
         load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
-    return CheckedConfig(resolved, config_digest(resolved), describe(resolved), [len(s) for s in shards])
+    return CheckedConfig(
+        resolved,
+        config_digest(resolved),
+        describe(resolved),
+        [len(s) for s in shards],
+        _liveness_warnings(resolved),
+    )

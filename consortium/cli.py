@@ -67,6 +67,8 @@ def check(
     print(f"\n# digest {checked.digest}")
     print(f"# {checked.summary}")
     print(f"# examples per participant: {checked.shard_sizes}")
+    for warning in checked.warnings:
+        print(f"# warning: {warning}")
     print("config ok")
 
 

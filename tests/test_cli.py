@@ -164,6 +164,48 @@ def test_check_prints_the_resolved_config_and_its_digest(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
+    ("overrides", "blocking", "warned"),
+    [
+        (["participants=10"], "colluders in 2 of the 5 voting seats", False),
+        (["participants=10", "chain.proposers_vote=true"], "colluders in 5 of the 9 voting seats", False),
+        (["participants=8", "chain.n_voters=3"], "colluders in 1 of the 3 voting seats", True),
+    ],
+)
+def test_check_says_how_many_colluding_seats_block_a_round(
+    overrides: list[str], blocking: str, warned: bool
+) -> None:
+    """With 3 drawn voters of 8 equal stakes, one colluder leaves the honest two at 2/8 of the stake:
+    not over a third of the draw's weight, so every round a colluder votes in is rejected."""
+    args = ["check", "--preset", "smoke"]
+    for o in overrides:
+        args += ["--set", o]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"with equal stakes, {blocking} block a round" in res.output
+    assert ("# warning: one colluding voter" in res.output) == warned
+
+
+@pytest.mark.parametrize("proposers_vote", [False, True])
+@pytest.mark.parametrize(("proposers", "voters"), [(4, 5), (5, 3), (3, 2), (8, 12), (1, 1), (10, 3)])
+def test_blocking_seats_is_the_contracts_tally(proposers: int, voters: int, proposers_vote: bool) -> None:
+    """`blocking_seats` against the audit's recomputation of `finalize` (`Tally.of`): k colluding seats
+    vote for a candidate of their own, the rest for the honest one, every seat revealing."""
+    from types import SimpleNamespace
+
+    from consortium.audit.settlement import Tally
+    from consortium.check import blocking_seats
+
+    owners = [f"p{i}" for i in range(proposers + voters)]
+    seats = owners if proposers_vote else owners[proposers:]
+    k, n = blocking_seats(proposers, voters, proposers_vote)
+    assert n == len(seats)
+    for colluders in range(len(seats) + 1):
+        votes = {s: SimpleNamespace(choice=2 if i < colluders else 1, weight=1) for i, s in enumerate(seats)}
+        rec = SimpleNamespace(owners=owners, weights=[1] * len(owners), voters=seats, votes=votes)
+        assert (Tally.of(rec, quorum_bps=5_000).winner == 1) == (colluders < k), colluders
+
+
+@pytest.mark.parametrize(
     ("overrides", "named"),
     [
         (["rounds=0"], "rounds"),
