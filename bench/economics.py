@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel")
     ap.add_argument("--proposers", type=int, help="chain.n_proposers (default: participants - voters)")
-    ap.add_argument("--voters", type=int, help="chain.n_voters (default: a third of the participants)")
+    ap.add_argument("--voters", type=int, help="chain.n_voters (default: half of the participants)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--tag", default="", help="suffix of the result files: economics_<tag>.md, ...")
     ap.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, comma-separated")

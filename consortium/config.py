@@ -126,6 +126,14 @@ class RunConfig(Section):
                 f"chain: {proposers} proposers + {voters} voters per round need at least "
                 f"{proposers + voters} participants, there are {self.participants}"
             )
+        drawn = proposers + voters
+        # `finalize`: a winner needs over a third of the draw's weight (with proposers_vote every role votes)
+        if not self.chain.proposers_vote and 3 * voters <= drawn:
+            raise ValueError(
+                f"chain: the {voters} voters of the {drawn} roles a round draws hold {voters} of its {drawn} "
+                "equal stakes, not over a third: no candidate could ever be accepted; raise chain.n_voters "
+                "or set chain.proposers_vote"
+            )
         if self.chain.proposers_vote and proposers + voters > 32:
             raise ValueError(
                 f"chain.proposers_vote: {proposers} proposers + {voters} voters make {proposers + voters} "

@@ -266,7 +266,7 @@ def test_no_show_and_lazy_voters_pay(tmp_path: Path) -> None:
         [
             "participants=6",
             "rounds=3",
-            "chain.n_voters=2",
+            "chain.n_voters=3",
             'strategies=[{kind="no_show", fraction=0.17}, {kind="lazy_voter", fraction=0.17}]',
         ],
     )

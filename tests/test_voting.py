@@ -90,6 +90,11 @@ def test_chain_config_is_checked() -> None:
         load_config(preset="smoke", overrides=["aggregator=fltrust"])
     with pytest.raises(ConfigError, match="proposers"):
         load_config(preset="smoke", overrides=["chain.n_voters=3", "chain.n_proposers=3"])
+    # 2 voters of the 6 roles of 6 participants: no candidate could ever hold over a third of the draw
+    with pytest.raises(ConfigError, match=r"the 2 voters of the 6 roles .* no candidate could ever be"):
+        load_config(preset="smoke", overrides=["participants=6", "chain.n_voters=2"])
+    committee = ["participants=6", "chain.n_voters=2", "chain.proposers_vote=true"]
+    assert load_config(preset="smoke", overrides=committee).chain.proposers_vote
     with pytest.raises(ConfigError, match="min_stake"):
         load_config(preset="smoke", overrides=["chain.min_stake=20"])
     with pytest.raises(ConfigError, match="strategies"):
