@@ -17,6 +17,9 @@ held-out examples of its domain (test set), before and after.
 
     python bench/removal.py --seeds 0 1 2     # tiny-warm
     python bench/removal.py --seeds 0 --rounds 6 --exact-rounds 2 --correct-every 2
+    # another recover schedule on the runs and references an earlier invocation left in --work:
+    python bench/removal.py --seeds 0 --rounds 6 --methods recover --reuse --exact-rounds 1 \
+        --correct-every 2 --out bench/results/removal_other_schedule
 
 Wall times are measured within one process; other jobs share the cores, so only ratios are reported.
 """
