@@ -33,8 +33,8 @@ class CheckedConfig:
 def blocking_seats(proposers: int, voters: int, proposers_vote: bool) -> tuple[int, int]:
     """(k, seats): with equal stakes, the fewest colluding seats among the `seats` that vote which block
     every honest candidate by voting for one of their own. A winner needs over a third of the draw's
-    weight (all P + V roles) and over half of the revealed weight (`finalize`, docs/contract.md), so
-    the honest seats block-free need both; liveness, not safety: the colluders cannot carry their own."""
+    weight (all P + V roles) and over half of the revealed weight (`finalize`, docs/contract.md): the
+    honest seats must hold both. Liveness, not safety: blocking is not carrying a candidate of theirs."""
     seats = proposers + voters if proposers_vote else voters
     k = 0
     while 3 * (seats - k) > proposers + voters and 2 * (seats - k) > seats:
@@ -44,9 +44,11 @@ def blocking_seats(proposers: int, voters: int, proposers_vote: bool) -> tuple[i
 
 def _liveness_warnings(cfg: RunConfig) -> tuple[str, ...]:
     """A chain config whose rounds one colluding voter can stall: worth saying before anyone stakes."""
+    if cfg.protocol != "chain":
+        return ()
     proposers, voters = cfg.chain.roles(cfg.participants)
     k, seats = blocking_seats(proposers, voters, cfg.chain.proposers_vote)
-    if cfg.protocol != "chain" or k > 1:
+    if k > 1:
         return ()
     return (
         f"one colluding voter of the {seats} voting seats can block every honest candidate "
