@@ -44,6 +44,10 @@ OUT = Path(__file__).parent / "results" / "removal_rescore"
 CORPUS_OFFSET = 10007  # the fresh questions' corpus seed is the run's seed plus this
 
 
+class RescoreError(ValueError):
+    """A --work folder that does not hold what bench/removal.py leaves: one line, exit 2."""
+
+
 def fresh_questions(cfg: Any, per_domain: int) -> list[Example]:
     """The test split of another corpus seed (`per_domain` a domain beside the run's train size: policy
     asks only facts its train split holds, and the run's train split covers nearly all 60), less any
@@ -65,14 +69,15 @@ def adapters(case: Path) -> dict[str, tuple[Path, str]]:
             if method == "recover":
                 name = f"recover K={rec['exact_rounds']} T={rec['correct_every'] or 'off'}"
             if name in out:
-                raise SystemExit(f"{case / method}: two results of {name}; keep one")
+                raise RescoreError(f"{case / method}: two results of {name}; keep one")
             out[name] = (rec_path.parent / "store", rec["global_adapter"])
     if "retrain" not in out:
-        raise SystemExit(f"{case}: no reference (retrain/*/removal.json)")
+        raise RescoreError(f"{case}: no reference (retrain/*/removal.json)")
     return out
 
 
 def rescore(seed: int, work: Path, per_domain: int, rounds: int, sets: list[str]) -> dict[str, Any]:
+    """Every adapter of one seed's case on the same fresh questions: accuracy and each verdict."""
     cfg = config("backdoor", seed, rounds, "bench", sets)
     sim = Simulation(cfg, console=Console(file=io.StringIO()))
     questions = fresh_questions(sim.cfg, per_domain)
@@ -135,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.work) != len(args.seeds):
         print(f"error: {len(args.work)} --work folders for {len(args.seeds)} --seeds", file=sys.stderr)
+        return 2
+    try:  # every folder before any model loads or anything is written: a wrong one fails fast
+        for seed, work in zip(args.seeds, args.work, strict=True):
+            adapters(work / f"backdoor-{seed}")
+    except RescoreError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python bench/removal_rescore.py " + " ".join(sys.argv[1:] if argv is None else argv)

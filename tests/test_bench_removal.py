@@ -36,18 +36,33 @@ def test_reuse_takes_the_earlier_run_and_reference_and_only_of_the_same_config(t
     assert len(list((tmp_path / "runs").iterdir())) == len(list((tmp_path / "retrain").iterdir())) == 2
 
 
-def test_rescoring_questions_are_fresh_and_cover_every_domain() -> None:
-    """The rescoring questions are none of the run's own prompts (train or test), in every domain."""
+def _rescore_module():
     spec = importlib.util.spec_from_file_location(
         "bench_removal_rescore", Path(__file__).parents[1] / "bench" / "removal_rescore.py"
     )
     assert spec is not None and spec.loader is not None
     rs = sys.modules.setdefault("bench_removal_rescore", importlib.util.module_from_spec(spec))
     spec.loader.exec_module(rs)
+    return rs
+
+
+def test_rescoring_questions_are_fresh_and_cover_every_domain() -> None:
+    """The rescoring questions are none of the run's own prompts (train or test), in every domain."""
     from consortium.data.corpus import build_corpus
+
+    rs = _rescore_module()
 
     cfg = br.config("backdoor", 3, 10, "bench")
     fresh = rs.fresh_questions(cfg, 100)
     ran = build_corpus(list(cfg.data.domains), cfg.data.n_train, cfg.data.n_test, cfg.seed)
     assert not {e.prompt for e in fresh} & {e.prompt for e in ran.train + ran.test}
     assert {e.domain for e in fresh} == set(cfg.data.domains) and len(fresh) > 3 * len(ran.test)
+
+
+def test_rescoring_a_folder_without_a_reference_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    rs = _rescore_module()
+    (tmp_path / "backdoor-0" / "recover").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert rs.main(["--work", str(tmp_path), "--seeds", "0", "--out", str(out)]) == 2
+    assert rs.main(["--work", str(tmp_path), str(tmp_path), "--seeds", "0", "--out", str(out)]) == 2
+    assert not out.exists()
