@@ -76,14 +76,16 @@ def adapters(case: Path) -> dict[str, tuple[Path, str]]:
     return out
 
 
-def rescore(seed: int, work: Path, per_domain: int, rounds: int, sets: list[str]) -> dict[str, Any]:
-    """Every adapter of one seed's case on the same fresh questions: accuracy and each verdict."""
+def rescore(
+    seed: int, found: dict[str, tuple[Path, str]], per_domain: int, rounds: int, sets: list[str]
+) -> dict[str, Any]:
+    """Every adapter of one seed's case (`adapters`) on the same fresh questions: accuracy and verdicts."""
     cfg = config("backdoor", seed, rounds, "bench", sets)
     sim = Simulation(cfg, console=Console(file=io.StringIO()))
     questions = fresh_questions(sim.cfg, per_domain)
     out: dict[str, Any] = {"seed": seed, "questions": len(questions), "adapters": {}}
     with Progress() as progress:
-        for name, (store, digest) in adapters(work / f"backdoor-{seed}").items():
+        for name, (store, digest) in found.items():
             set_flat(sim.model, sim.spec, get_vector(BlobStore(store), digest, sim.layout))
             verdicts = sim.metrics.verdicts(questions, f"seed {seed} {name}", progress)
             acc = accuracy_by_domain(questions, verdicts)
@@ -142,15 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {len(args.work)} --work folders for {len(args.seeds)} --seeds", file=sys.stderr)
         return 2
     try:  # every folder before any model loads or anything is written: a wrong one fails fast
-        for seed, work in zip(args.seeds, args.work, strict=True):
-            adapters(work / f"backdoor-{seed}")
+        pairs = zip(args.seeds, args.work, strict=True)
+        cases = [adapters(work / f"backdoor-{seed}") for seed, work in pairs]
     except RescoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python bench/removal_rescore.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    for seed, work in zip(args.seeds, args.work, strict=True):
-        res = rescore(seed, work, args.per_domain, args.rounds, args.set)
+    for seed, found in zip(args.seeds, cases, strict=True):
+        res = rescore(seed, found, args.per_domain, args.rounds, args.set)
         (args.out / f"rescore-seeds{seed}.json").write_text(json.dumps(res, indent=1) + "\n")
     results = sorted(
         (json.loads(f.read_text()) for f in args.out.glob("rescore-seeds*.json")), key=lambda r: r["seed"]

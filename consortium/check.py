@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consortium.config import RunConfig, config_digest
+from consortium.config_sections import blocking_seats
 from consortium.local.data import chain_split, prepare_data
 from consortium.privacy.tracker import resolve
 from consortium.probe import load_file
@@ -28,18 +29,6 @@ class CheckedConfig:
     summary: str
     shard_sizes: list[int]
     warnings: tuple[str, ...] = ()
-
-
-def blocking_seats(proposers: int, voters: int, proposers_vote: bool) -> tuple[int, int]:
-    """(k, seats): with equal stakes, the fewest colluding seats among the `seats` that vote which block
-    every honest candidate by voting for one of their own. A winner needs over a third of the draw's
-    weight (all P + V roles) and over half of the revealed weight (`finalize`, docs/contract.md): the
-    honest seats must hold both. Liveness, not safety: blocking is not carrying a candidate of theirs."""
-    seats = proposers + voters if proposers_vote else voters
-    k = 0
-    while 3 * (seats - k) > proposers + voters and 2 * (seats - k) > seats:
-        k += 1
-    return k, seats
 
 
 def _liveness_warnings(cfg: RunConfig) -> tuple[str, ...]:

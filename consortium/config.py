@@ -27,6 +27,7 @@ from consortium.config_sections import (
     Section,
     StrategySpec,
     TrainSection,
+    blocking_seats,
 )
 from consortium.defense import AGGREGATORS, DefenseParams, needs
 
@@ -127,8 +128,7 @@ class RunConfig(Section):
                 f"{proposers + voters} participants, there are {self.participants}"
             )
         drawn = proposers + voters
-        # `finalize`: a winner needs over a third of the draw's weight (with proposers_vote every role votes)
-        if not self.chain.proposers_vote and 3 * voters <= drawn:
+        if blocking_seats(proposers, voters, self.chain.proposers_vote)[0] == 0:  # honest seats alone lose
             raise ValueError(
                 f"chain: the {voters} voters of the {drawn} roles a round draws hold {voters} of its {drawn} "
                 "equal stakes, not over a third: no candidate could ever be accepted; raise chain.n_voters "

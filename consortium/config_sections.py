@@ -114,6 +114,18 @@ class EvalSection(Section):
     isolated_baseline: bool = True
 
 
+def blocking_seats(proposers: int, voters: int, proposers_vote: bool) -> tuple[int, int]:
+    """(k, seats): with equal stakes, the fewest colluding seats among the `seats` that vote which block
+    every honest candidate by voting for one of their own. A winner needs over a third of the draw's
+    weight (all P + V roles) and over half of the revealed weight (`finalize`, docs/contract.md): the
+    honest seats must hold both. Liveness, not safety: blocking is not carrying a candidate of theirs."""
+    seats = proposers + voters if proposers_vote else voters
+    k = 0
+    while 3 * (seats - k) > proposers + voters and 2 * (seats - k) > seats:
+        k += 1
+    return k, seats
+
+
 class ChainSection(Section):
     """The contract run (`protocol = "chain"`): stakes, roles per round, rewards, slashes, how voters judge.
 

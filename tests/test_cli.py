@@ -193,7 +193,7 @@ def test_blocking_seats_is_the_contracts_tally(proposers: int, voters: int, prop
     from types import SimpleNamespace
 
     from consortium.audit.settlement import Tally
-    from consortium.check import blocking_seats
+    from consortium.config_sections import blocking_seats
 
     owners = [f"p{i}" for i in range(proposers + voters)]
     seats = owners if proposers_vote else owners[proposers:]
