@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from consortium.config import RunConfig, config_digest
-from consortium.config_sections import blocking_seats
+from consortium.config import RunConfig, blocking_seats, config_digest
 from consortium.local.data import chain_split, prepare_data
 from consortium.privacy.tracker import resolve
 from consortium.probe import load_file
