@@ -55,6 +55,12 @@ SLASH_EXCLUDED: constant(uint256) = 4  # the proposal bond of an update the winn
 SLASH_UNAVAILABLE: constant(uint256) = 5
 MIN_MISSING_REPORTS: constant(uint256) = 2  # one party's claim (a voter, or its store) never slashes
 MIN_ELIGIBLE: constant(uint256) = 2  # a proposer and a voter: below it the draw cancels the round
+# contribution removal (docs/contract.md, *Removal*): a proposal lapses once this many rounds opened after
+# it unless it was approved (an approved one blocks the next opening until it is executed); the approvers
+# of one proposal are at most MAX_APPROVERS (their weight is summed at execution: a bounded loop)
+REMOVAL_ROUNDS: constant(uint256) = 10
+MAX_APPROVERS: constant(uint256) = 128
+MAX_REMOVALS: constant(uint256) = 32  # executed removals per deployment: each undoes a range of rounds
 
 
 struct Participant:
@@ -209,6 +215,25 @@ event RoundFinalized:
     accept_weight: uint256
     revealed_weight: uint256
 
+event RemovalProposed:
+    removal_id: indexed(uint256)
+    target: indexed(address)
+    from_round: uint256
+    proposer: address
+    deadline: uint256
+
+event RemovalApproved:
+    removal_id: indexed(uint256)
+    who: indexed(address)
+
+event RemovalExecuted:
+    removal_id: indexed(uint256)
+    target: indexed(address)
+    from_round: uint256
+    base_hash: bytes32
+    approve_weight: uint256
+    others_weight: uint256
+
 
 # --- parameters (fixed at deployment; immutables live in the code: no storage reads) ---
 MIN_STAKE: immutable(uint256)
@@ -263,6 +288,17 @@ tallies: uint256[MAX_CANDIDATES + 1]
 # per proposer slot, the revealed voters reporting its blob missing, tagged like the tallies:
 # round_id << 192 | reporters << 128 | their weight (written only when a voter reports one)
 missing_reports: uint256[MAX_PROPOSERS]
+
+# --- contribution removal: one proposal at a time; the round bases a removal rewinds to ---
+round_base: public(HashMap[uint256, bytes32])  # the global hash each round opened on
+removal_id: public(uint256)  # the last proposal's id
+removal_target: public(address)  # empty: no proposal pending
+removal_from: public(uint256)
+removal_deadline: public(uint256)  # the last round it may be approved in (or executed after)
+removal_approvers: DynArray[address, MAX_APPROVERS]
+approved_removal: HashMap[address, uint256]  # the last proposal id each participant approved
+removed: public(HashMap[address, bool])  # removed participants never register again
+undone: DynArray[uint256, MAX_REMOVALS]  # the round ranges executed removals undid: from << 128 | last
 
 # removed weights during one draw: gone at the end of the transaction
 tree_removed: transient(HashMap[uint256, uint256])
@@ -399,6 +435,7 @@ def register(data_size: uint256):
     at most this, and at most CLAIM_CAP times the median of the registered sizes (docs/contract.md);
     0 declares nothing (then only the median cap bounds it)."""
     assert not self.participants[msg.sender].registered, "already registered"
+    assert not self.removed[msg.sender], "removed from the consortium"
     assert msg.value >= MIN_STAKE, "stake below minimum"
     idx: uint256 = self.participants[msg.sender].index
     if idx == 0:
@@ -490,6 +527,100 @@ def fund():
     log Funded(who=msg.sender, amount=msg.value)
 
 
+# ---------------------------------------------------------------- contribution removal
+
+@internal
+@view
+def _removal_support() -> (uint256, uint256):
+    """(the approvers' weight, the weight of everyone but the target), both the latest version: stake
+    that exited or was slashed below the minimum since approving no longer counts."""
+    approve: uint256 = 0
+    for a: address in self.removal_approvers:
+        approve += self.participants[a].weight & MASK96
+    others: uint256 = (self.total_packed & MASK96) - (self.participants[self.removal_target].weight & MASK96)
+    return approve, others
+
+
+@internal
+@view
+def _live_removal(removal_id: uint256) -> address:
+    """The target of proposal `removal_id` if it is the pending one and not expired, else revert."""
+    target: address = self.removal_target
+    ok: bool = removal_id == self.removal_id and target != empty(address)
+    assert ok and self.round_id <= self.removal_deadline, "no such live removal proposal"
+    return target
+
+
+@external
+def propose_removal(target: address, from_round: uint256):
+    """Propose to rebuild the global model without `target` from round `from_round` on: once approved
+    by more than two thirds of the others' stake, the global hash goes back to the base that round
+    opened on and the target is removed (not slashed: a removal is a judgement, not a recomputable
+    fault). The rounds after replay the training without it (docs/contract.md, *Removal*). A
+    participant may propose its own removal (it leaves with its data's influence); its approval
+    never counts."""
+    assert self.participants[msg.sender].registered, "not registered"
+    assert self.participants[target].index != 0 and not self.removed[target], "unknown or removed participant"
+    assert from_round >= 1 and from_round <= self.round_id, "no such round"
+    for u: uint256 in self.undone:  # a round a removal undid is not on the model's path any more
+        assert from_round < u >> 128 or from_round > u & convert(max_value(uint128), uint256), "round undone by a removal"
+    assert self.removal_target == empty(address) or self.round_id > self.removal_deadline, "removal pending"
+    rid: uint256 = self.removal_id + 1
+    self.removal_id = rid
+    self.removal_target = target
+    self.removal_from = from_round
+    self.removal_deadline = self.round_id + REMOVAL_ROUNDS
+    self.removal_approvers = []
+    log RemovalProposed(
+        removal_id=rid, target=target, from_round=from_round, proposer=msg.sender,
+        deadline=self.round_id + REMOVAL_ROUNDS,
+    )
+    if msg.sender != target:
+        self.removal_approvers.append(msg.sender)
+        self.approved_removal[msg.sender] = rid
+        log RemovalApproved(removal_id=rid, who=msg.sender)
+
+
+@external
+def approve_removal(removal_id: uint256):
+    """Approve the pending proposal `removal_id` (the id guards against approving a later one)."""
+    assert self.participants[msg.sender].registered, "not registered"
+    assert msg.sender != self._live_removal(removal_id), "the target cannot approve"
+    assert self.approved_removal[msg.sender] != removal_id, "approved already"
+    self.removal_approvers.append(msg.sender)
+    self.approved_removal[msg.sender] = removal_id
+    log RemovalApproved(removal_id=removal_id, who=msg.sender)
+
+
+@external
+def execute_removal():
+    """Anyone, between rounds: carry out the pending proposal once its approvers hold more than two
+    thirds of the others' latest weight. The target stops being drawn (its exit starts: its stake is
+    released after the cooldown), may never register again, and the global hash becomes the base of
+    round `removal_from`: the next round opens on it."""
+    target: address = self._live_removal(self.removal_id)
+    s: uint256 = self.state
+    assert s == IDLE or s == DONE, "round in progress"
+    approve: uint256 = 0
+    others: uint256 = 0
+    approve, others = self._removal_support()
+    assert approve * 3 > others * 2, "not approved by two thirds of the others' stake"
+    base: bytes32 = self.round_base[self.removal_from]
+    self.undone.append((self.removal_from << 128) | self.round_id)
+    self.removed[target] = True
+    self.removal_target = empty(address)
+    if self.participants[target].registered and self.participants[target].exit_block == 0:
+        eb: uint256 = block.number + EXIT_COOLDOWN
+        self.participants[target].exit_block = eb
+        self._sync_weight(target, 0, False)
+        log ExitAnnounced(who=target, exit_block=eb)
+    self.global_hash = base
+    log RemovalExecuted(
+        removal_id=self.removal_id, target=target, from_round=self.removal_from, base_hash=base,
+        approve_weight=approve, others_weight=others,
+    )
+
+
 # ---------------------------------------------------------------- round: open and draw
 
 @external
@@ -500,8 +631,14 @@ def open_round(base_hash: bytes32):
     assert s == IDLE or s == DONE, "round in progress"
     assert base_hash != empty(bytes32), "empty hash"
     assert base_hash == self.global_hash, "stale global hash"
+    if self.removal_target != empty(address):  # an approved removal goes first: no round can delay it
+        approve: uint256 = 0
+        others: uint256 = 0
+        approve, others = self._removal_support()
+        assert approve * 3 <= others * 2 or self.round_id > self.removal_deadline, "approved removal pending"
     rid: uint256 = self.round_id + 1
     self.round_id = rid
+    self.round_base[rid] = base_hash
     self.state = SEEDING
     self.open_block = block.number
     self.seed_acc = 0

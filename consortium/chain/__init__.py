@@ -8,7 +8,16 @@ from .client import ChainClient
 from .commitments import seed_commitment, to_bytes32, vote_commitment
 from .draw import MIN_ELIGIBLE, draw_indices, draw_roles, round_seed, round_shape, xor_seeds
 from .errors import ChainError, ContractVersionError
-from .history import Commit, Event, History, ParticipantRecord, PostedCandidate, RevealedVote, RoundRecord
+from .history import (
+    Commit,
+    Event,
+    History,
+    ParticipantRecord,
+    PostedCandidate,
+    Removal,
+    RevealedVote,
+    RoundRecord,
+)
 from .txlog import TxLog, head, read_txlog
 from .txreplay import Replay, replay
 from .types import (
@@ -46,6 +55,7 @@ __all__ = [
     "ParticipantRecord",
     "Phase",
     "PostedCandidate",
+    "Removal",
     "Replay",
     "RevealedVote",
     "RoundInfo",

@@ -19,7 +19,7 @@ from .artifact import load_artifact
 from .backends import Backend
 from .commitments import seed_commitment, to_bytes32, vote_commitment
 from .errors import ChainError, ContractVersionError, reason_from
-from .history import History, HistoryReader
+from .history import History, HistoryReader, Removal
 from .reads import ChainReads
 from .sending import call_or_raise, replay_reason, transact_as
 from .txlog import TxLog
@@ -377,3 +377,36 @@ class ChainClient(ChainReads):
     def history(self) -> History:
         """Rounds, roles, commitments, votes, outcomes and balances rebuilt from events only."""
         return self._s.reader.history()
+
+    # ------------------------------------------------------------------ removal (docs/contract.md)
+
+    def propose_removal(self, target: str, from_round: int) -> Tx:
+        """Propose rebuilding the global model without `target` from round `from_round` on; the caller's
+        approval counts unless it is the target."""
+        return self._send("propose_removal", Web3.to_checksum_address(target), from_round)
+
+    def approve_removal(self, removal_id: int) -> Tx:
+        return self._send("approve_removal", removal_id)
+
+    def execute_removal(self) -> Tx:
+        return self._send("execute_removal")
+
+    def pending_removal(self) -> Removal | None:
+        """The proposal that can still be approved and executed, as the events record it (None: none)."""
+        target = self._read("removal_target")
+        if int(target, 16) == 0 or self.round_info().round_id > int(self._read("removal_deadline")):
+            return None
+        return self.history().removals[int(self._read("removal_id")) - 1]
+
+    def removal_support(self, removal: Removal, block: int | str = "latest") -> tuple[int, int]:
+        """(the approvers' weight, the weight of everyone but the target): what `execute_removal` sums."""
+        weights = {p.address: p.weight for p in self.all_participants(block)}
+        approve = sum(weights.get(a, 0) for a in removal.approvers)
+        return approve, sum(weights.values()) - weights.get(removal.target, 0)
+
+    def round_base(self, round_id: int) -> bytes:
+        """The global hash round `round_id` opened on: what a removal from it rewinds to."""
+        return bytes(self._read("round_base", round_id))
+
+    def removed(self, who: str | None = None) -> bool:
+        return bool(self._read("removed", Web3.to_checksum_address(who or self.address)))

@@ -32,6 +32,7 @@ class ParticipantRecord:
     registered: bool = False
     exiting: bool = False
     data_size: int = 0  # training examples declared at registration
+    removed: bool = False  # by an executed removal: never registers again
 
     def weight(self, min_stake: int) -> int:
         """What the contract's draw tree holds for this participant."""
@@ -102,6 +103,30 @@ class RoundRecord:
 
 
 @dataclass
+class Removal:
+    """A proposal to rebuild the global model without `target` from round `from_round` on
+    (docs/contract.md, *Removal*), and what became of it."""
+
+    removal_id: int
+    target: str
+    from_round: int
+    proposer: str
+    deadline: int  # the last round it can be approved in or executed after
+    approvers: list[str] = field(default_factory=list)
+    after_round: int | None = None  # executed after this round (the last one opened); None: not executed
+    base_hash: bytes | None = None  # the global hash it set: round `from_round`'s base
+    approve_weight: int = 0  # as the contract summed them at execution
+    others_weight: int = 0
+    # the same sums from the events before the execution (the audit compares the two)
+    replayed_approve: int = 0
+    replayed_others: int = 0
+
+    def supported(self, approve: int, others: int) -> bool:
+        """The contract's threshold: approvers hold more than two thirds of the others' weight."""
+        return approve * 3 > others * 2
+
+
+@dataclass
 class History:
     events: list[Event]
     participants: dict[str, ParticipantRecord]
@@ -112,9 +137,20 @@ class History:
     genesis: bytes = b"\x00" * 32  # the deployment's initial global model (fixed in the constructor)
     # seed commitments made (in a reveal) for a round not opened yet: round id -> who -> commitment
     early_seed_commits: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    removals: list[Removal] = field(default_factory=list)  # removal id k at k - 1
 
     def round(self, round_id: int) -> RoundRecord:
         return self.rounds[round_id - 1]
+
+    def superseded(self, round_id: int) -> frozenset[int]:
+        """The rounds that removals carried out before round `round_id` opened undid (`from_round`
+        through the last round before each): the pipeline's memory for `round_id` leaves them out,
+        as if they had never been played."""
+        out: set[int] = set()
+        for r in self.removals:
+            if r.after_round is not None and r.after_round < round_id:
+                out.update(range(r.from_round, r.after_round + 1))
+        return frozenset(out)
 
     @property
     def total_stake(self) -> int:
@@ -304,6 +340,29 @@ def _round_finalized(h: History, a: dict[str, Any]) -> None:
     h.global_hash = r.global_hash
 
 
+def _removal_proposed(h: History, a: dict[str, Any]) -> None:
+    who = Web3.to_checksum_address
+    h.removals.append(
+        Removal(a["removal_id"], who(a["target"]), a["from_round"], who(a["proposer"]), a["deadline"])
+    )
+
+
+def _removal_approved(h: History, a: dict[str, Any]) -> None:
+    h.removals[a["removal_id"] - 1].approvers.append(Web3.to_checksum_address(a["who"]))
+
+
+def _removal_executed(h: History, a: dict[str, Any]) -> None:
+    r = h.removals[a["removal_id"] - 1]
+    r.after_round, r.base_hash = len(h.rounds), bytes(a["base_hash"])
+    r.approve_weight, r.others_weight = a["approve_weight"], a["others_weight"]
+    # the target's exit was announced in the same call, before this event: its weight is already 0
+    weights = {p.address: p.weight(h.min_stake) for p in h.participants.values()}
+    r.replayed_approve = sum(weights.get(x, 0) for x in r.approvers)
+    r.replayed_others = sum(weights.values()) - weights.get(r.target, 0)
+    _p(h, r.target).removed = True
+    h.global_hash = r.base_hash
+
+
 _HANDLERS = {
     "Deployed": _deployed,
     "Registered": _registered,
@@ -323,4 +382,7 @@ _HANDLERS = {
     "Rewarded": _rewarded,
     "Slashed": _slashed,
     "RoundFinalized": _round_finalized,
+    "RemovalProposed": _removal_proposed,
+    "RemovalApproved": _removal_approved,
+    "RemovalExecuted": _removal_executed,
 }
