@@ -19,6 +19,7 @@ from rich.console import Console
 
 from consortium import __version__
 from consortium.cli_probe import probe_app
+from consortium.cli_removal import removal_app
 from consortium.cli_support import fail, quiet_libraries, summary
 from consortium.dashboard.cli import dashboard, start_beside
 
@@ -394,6 +395,7 @@ def node(
 
 
 app.add_typer(probe_app, name="probe")
+app.add_typer(removal_app, name="removal")
 app.command("dashboard")(dashboard)
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "protocol", "chain_sim", "sim", "sim_participants", "sim_metrics", "sim_report", "node", "audit",
         "deploy", "report", "removal",
     ),
-    "command line": ("cli", "cli_probe", "check", "dashboard"),
+    "command line": ("cli", "cli_probe", "cli_removal", "check", "dashboard"),
 }
 WHY = {
     "round": "what every driver and the audit compute: no model, no web3",
@@ -306,8 +306,9 @@ ALLOWED: dict[str, set[str]] = {
     "check": {"config", "data", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
     "cli_probe": {"cli_support", "config", "probe", "rundir"},  # `consortium probe train`
-    "cli": {*_F, "check", "cli_probe", "dashboard", "config", "cli_support", "privacy", "probe", "backend",
-            "chain", "audit", "deploy", "node", "node_config", "sim", "removal"},
+    "cli_removal": {"cli_support", "chain", "node", "node_config"},  # `consortium removal` on a network
+    "cli": {*_F, "check", "cli_probe", "cli_removal", "dashboard", "config", "cli_support", "privacy",
+            "probe", "backend", "chain", "audit", "deploy", "node", "node_config", "sim", "removal"},
 }
 IGNORED = {"consortium", "layers", "presets"}
 

@@ -83,6 +83,20 @@ def test_the_cli_refuses_a_clear_key_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
 
 
+def test_consortium_removal_names_a_bad_address_or_an_unreachable_chain_in_one_line(tmp_path: Path) -> None:
+    """`consortium removal`: a participant that is not an address is refused before anything is sent; a
+    chain that cannot be reached is named with the config that points to it."""
+    path = _node_toml(tmp_path, key_env="CONSORTIUM_TEST_KEY")
+    env = {**_env(), "CONSORTIUM_TEST_KEY": DEV_KEY}
+    bad = _cli("removal", "propose", "--config", str(path), "--participant", "org3")
+    res = subprocess.run(bad, capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and "--participant: 'org3' is not an account address" in res.stderr
+    status = _cli("removal", "status", "--config", str(path))
+    res = subprocess.run(status, capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and "cannot reach the chain" in res.stderr
+    assert "Traceback" not in res.stderr and DEV_KEY not in res.stderr
+
+
 def test_key_file_and_key_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "org0.key"
     key.write_text(DEV_KEY + "\n")
@@ -681,9 +695,11 @@ def test_the_audit_follows_top_ups_late_joins_exits_and_withdrawals_and_rederive
     rec.seed = forged
     out = AuditReport()
     audit_chain(_ForgedHistory(op, hist), store, sim.cfg, out)
-    assert [p for p in out.problems if "round seed" in p] == [
-        p for p in out.problems if p.startswith("round 2: the chain's round seed is ")
-    ] != []
+    assert (
+        [p for p in out.problems if "round seed" in p]
+        == [p for p in out.problems if p.startswith("round 2: the chain's round seed is ")]
+        != []
+    )
 
 
 def test_voting_proposers_on_nodes_vote_once_and_the_audit_recomputes_their_pay(tmp_path: Path) -> None:
@@ -709,25 +725,35 @@ def test_voting_proposers_on_nodes_vote_once_and_the_audit_recomputes_their_pay(
     assert out.ok, out.problems
 
 
-def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(
-    tmp_path: Path, sim: Party
-) -> None:
-    """Each node folds the finished rounds (FoolsGold sums, last step, probe verdicts) into its public
-    history once; round 2's candidate depends on round 1's probe verdicts, and the audit agrees."""
+def _probed(tmp_path: Path, sim: Party, *extra: str) -> Party:
+    """The smoke party with a client-level probe (random weights) and `extra` overrides: its past
+    verdicts are part of the public history every node and the audit keep."""
     import numpy as np
     import torch
 
-    from consortium.audit import AuditReport, audit_chain
     from consortium.probe import FeatureSpec, build, extract, save
-    from consortium.store import BlobStore
 
     lay = sim.model.layout
     d = sum(int(np.prod(s)) for _, s in lay)
     x = torch.randn(40, d, generator=torch.Generator().manual_seed(0))
     feats = torch.stack([extract(v, lay, FeatureSpec()) for v in x]).numpy()
     digest, _ = save(build(feats, np.arange(40) % 2, FeatureSpec(), lay), tmp_path / "probes")
-    overrides = [*SMOKE, f'probe.artifact="{digest}"', f'probe.dir="{tmp_path / "probes"}"']
-    probed = Party.of(load_config(preset="smoke", overrides=overrides))
+    overrides = [*SMOKE, f'probe.artifact="{digest}"', f'probe.dir="{tmp_path / "probes"}"', *extra]
+    return Party.of(load_config(preset="smoke", overrides=overrides))
+
+
+def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two_rounds(
+    tmp_path: Path, sim: Party
+) -> None:
+    """Each node folds the finished rounds (FoolsGold sums, last step, probe verdicts) into its public
+    history once; round 2's candidate depends on round 1's probe verdicts, and the audit agrees."""
+    import torch
+
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.store import BlobStore
+
+    lay = sim.model.layout
+    probed = _probed(tmp_path, sim)
     op, paths = _nodes_on_embedded(tmp_path, probed)
     nodes = [_restarted(op, p, probed) for p in paths]
     for n in nodes:
@@ -745,6 +771,72 @@ def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two
     store, two = BlobStore(tmp_path / "store"), hist.rounds[1]
     moved = get_vector(store, two.global_hash.hex(), lay) - get_vector(store, two.base_hash.hex(), lay)
     assert torch.equal(public.last_step, moved)
+
+
+def test_an_approved_removal_rewinds_every_node_which_replay_without_the_target_and_the_audit_follows(
+    tmp_path: Path, sim: Party
+) -> None:
+    """Seven nodes play two rounds, then a participant whose update an accepted round took in is removed
+    from that round on: one node proposes, three approve (4 of 6 equal stakes, two thirds exactly:
+    pending), a fourth approves (5 of 6), a node executes it before opening round 3, which opens on the
+    rewound base. The
+    nodes' public history (probe verdicts, last step) leaves the undone rounds out, as the audit's does:
+    it recomputes every candidate, the replayed ones included, and checks the removal. The removed node
+    stops with a clear error. A history that names another rewind target fails the audit. The probe
+    weighs each update by its proposer's mean weight over its past rounds: a history that kept the
+    undone rounds would give other candidates."""
+    import dataclasses
+
+    from consortium.audit import AuditReport, audit_chain
+    from consortium.node import NodeError
+    from consortium.node.govern import first_accepted_round, status
+    from consortium.store import BlobStore
+
+    roles = ["participants=7", "chain.n_proposers=3", "chain.n_voters=3"]
+    weighted = ["probe.low=0.0", "probe.high=1.0", "probe.flag_below=0.0"]  # weight 1 - score, averaged
+    probed = _probed(tmp_path, sim, *weighted, *roles)
+    op, paths = _nodes_on_embedded(tmp_path, probed)
+    nodes = [_restarted(op, p, probed) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    _run_rounds(op, nodes, 2)
+    hist = op.history()
+    firsts = {n.address: first_accepted_round(hist, n.address) for n in nodes}
+    target = next(n for n in nodes if firsts[n.address] is not None)
+    start = firsts[target.address]
+    others = [n for n in nodes if n is not target]
+    others[0].client.propose_removal(target.address, start)
+    for n in others[1:4]:
+        n.client.approve_removal(1)
+    assert "pending" in status(op)[0]
+    others[4].client.approve_removal(1)
+    assert "approved" in status(op)[0]
+    _run_rounds(op, others, 4)
+    hist = op.history()
+    rm = hist.removals[0]
+    assert (rm.after_round, rm.base_hash) == (2, hist.round(start).base_hash)
+    assert hist.round(3).base_hash == rm.base_hash and "undid round(s)" in status(op)[0]
+    for r in hist.rounds[2:]:
+        assert target.address not in r.proposers + r.voters and r.outcome == Outcome.ACCEPTED
+    with pytest.raises(NodeError, match="was removed from the consortium"):
+        target.step(rounds=5)
+    late = _restarted(op, paths[0], probed)  # a node started after the removal grows the same history
+    undone = range(rm.from_round, rm.after_round + 1)
+    assert set(late._history_before(5).probe) == {
+        a for r in hist.rounds if r.round_id not in undone for a in r.commits
+    }
+    out = AuditReport()
+    audit_chain(op, BlobStore(tmp_path / "store"), probed.cfg, out)
+    assert out.ok, out.problems
+    assert out.checked["removals checked"] == 1 and out.checked["candidates recomputed"] == 4
+    assert len(hist.round(3).commits) == 3  # three updates, weighed by their proposers' history
+
+    hist.removals[0] = dataclasses.replace(
+        rm, base_hash=hist.round(2).base_hash if start == 1 else hist.genesis
+    )
+    out = AuditReport()
+    audit_chain(_ForgedHistory(op, hist), BlobStore(tmp_path / "store"), probed.cfg, out)
+    assert [p for p in out.problems if p.startswith("removal 1")] != []
 
 
 # --------------------------------------------------------------------- four processes on anvil + HTTP

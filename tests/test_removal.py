@@ -365,7 +365,7 @@ def test_a_chain_run_allows_subtract_and_refuses_a_replay(tmp_path: Path) -> Non
     moved = [r for r in _report(chain_run)["rounds_detail"] if r["global_out"] != r["global_in"]]
     who = next(p for p, w in moved[0]["weights"].items() if w > 0)  # a proposer of an accepted round
     res = _remove(chain_run, tmp_path / "no", "--participant", who, "--method", "exact")
-    assert res.exit_code == 2 and "removal round type in the contract" in res.output
+    assert res.exit_code == 2 and "consortium removal propose" in res.output
     assert not (tmp_path / "no").exists()
     path, rec = _removed(chain_run, tmp_path / "out", "--participant", who, "--method", "subtract")
     assert audit_removal(path).ok

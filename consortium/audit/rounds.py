@@ -11,7 +11,7 @@ from consortium.audit.report import AuditReport
 from consortium.audit.settlement import Ledger, Tally, fmt_votes
 from consortium.config import RunConfig, config_digest, digest_matches
 from consortium.round.availability import jointly_missing, reported_missing
-from consortium.round.chain_view import fold_round, played, read_commitments, round_candidate
+from consortium.round.chain_view import fold_round, played, read_commitments, regrow, round_candidate
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
 from consortium.round.records import Layout, ProtocolError
@@ -59,11 +59,21 @@ def audit_chain(
     except (BlobNotFound, IntegrityError) as e:
         out.problems.append(f"genesis adapter: {e}")
         return
-    public = PublicHistory(store, layout, rule_from_config(cfg))  # as every participant grew it
+    rule = rule_from_config(cfg)
+    public = PublicHistory(store, layout, rule)  # as every participant grew it
+    skipped: frozenset[int] = frozenset()
     digest = config_digest(cfg)
     ledger = Ledger.from_history(hist)
+    _check_removals(hist, who, out)
     for rec in hist.rounds:
         r = f"round {rec.round_id}"
+        skip = hist.superseded(rec.round_id)
+        if skip != skipped:  # a removal undid rounds: the memory as if they had never been played
+            public, skipped = PublicHistory(store, layout, rule), skip
+            try:
+                regrow(public, hist.rounds[: rec.round_id - 1], skip, cfg.chain.slash_excluded)
+            except (BlobNotFound, IntegrityError, ProtocolError) as e:
+                out.problems.append(f"{r}: the rounds before it cannot be read again after a removal: {e}")
         if not played(rec):
             continue
         seed = derived_seed(client, rec)
@@ -107,6 +117,34 @@ def audit_chain(
         except (BlobNotFound, IntegrityError, ProtocolError) as e:
             out.problems.append(f"{r}: the new global model cannot be read: {e}")
     ledger.compare(client, who, out)
+
+
+def _check_removals(hist: Any, who: Callable[[str], str], out: AuditReport) -> None:
+    """Each executed removal against the records (docs/contract.md, *Removal*): it rewound to the base its
+    first undone round opened on, that round was still on the model's path (no earlier removal undid it),
+    its approvers held more than two thirds of the others' weight as the events give the stakes then,
+    and the target did not approve itself."""
+    undone: set[int] = set()
+    for rm in hist.removals:
+        if rm.after_round is None:
+            continue
+        r = f"removal {rm.removal_id} ({who(rm.target)} from round {rm.from_round})"
+        out.count("removals checked")
+        if rm.from_round in undone:
+            out.problems.append(f"{r}: rewound to a round an earlier removal had undone")
+        base = hist.round(rm.from_round).base_hash
+        if rm.base_hash != base:
+            out.problems.append(
+                f"{r}: set the global hash {rm.base_hash.hex()}; round {rm.from_round} opened on {base.hex()}"
+            )
+        if (rm.approve_weight, rm.others_weight) != (rm.replayed_approve, rm.replayed_others):
+            out.problems.append(
+                f"{r}: counted approvals {rm.approve_weight} of {rm.others_weight} wei; the stakes give "
+                f"{rm.replayed_approve} of {rm.replayed_others}"
+            )
+        if not rm.supported(rm.replayed_approve, rm.replayed_others) or rm.target in rm.approvers:
+            out.problems.append(f"{r}: executed without the approval of two thirds of the others' stake")
+        undone.update(range(rm.from_round, rm.after_round + 1))
 
 
 def derived_seed(client: Any, rec: Any) -> bytes:

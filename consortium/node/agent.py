@@ -64,6 +64,7 @@ class Node:
             publish(Path(self.cfg.probe.dir or ".") / f"{self.cfg.probe.artifact}.safetensors", self.store)
         self.public = PublicHistory(self.store, self.layout, self.rule)
         self.folded = 0  # rounds below this id are folded into `public`
+        self.skipped: frozenset[int] = frozenset()  # rounds removals undid: left out of `public`
         cc = self.cfg.chain
         self.vote_rule = VoteRule(cc.accept_tolerance, cc.flag_loss_margin, cc.base_margin)
         self.digest = config_digest(self.cfg)
@@ -189,8 +190,19 @@ class Node:
 
     def _open(self) -> None:
         """Open the next round once a draw is possible (else it would cancel the round); with fewer
-        eligible than roles the contract draws fewer roles (`chain.round_shape`)."""
+        eligible than roles the contract draws fewer roles (`chain.round_shape`). A removal the
+        participants approved goes first: the contract opens no round before it is carried out."""
+        if self.client.removed(self.address):
+            raise NodeError(
+                f"account {self.address} was removed from the consortium by a removal its participants "
+                "approved (`consortium removal status`); it cannot take part again"
+            )
         at = self.client.block_number()  # states at one block, addresses after it: never fewer names
+        pending = self.client.pending_removal()
+        if pending is not None and pending.supported(*self.client.removal_support(pending, at)):
+            what = f"removal {pending.removal_id}: execute (rewind to round {pending.from_round})"
+            self._send(what, self.client.execute_removal)
+            return
         # the contract's own count: the weight it keeps for the next round is the stake of a participant
         # registered, not exiting and holding at least the minimum, else 0
         eligible = [p for p in self.client.all_participants(at) if p.weight > 0]
@@ -277,12 +289,17 @@ class Node:
     def _history_before(self, rid: int) -> PublicHistory:
         """The public history as every participant grew it over the rounds before `rid`, folded in
         once each from the chain and the store as the audit does (a restarted node rebuilds it)."""
-        for rec in self.client.history().rounds:
+        hist = self.client.history()
+        skip = hist.superseded(rid)
+        if skip != self.skipped:  # a removal undid rounds folded in: grow the memory again without them
+            self.public = PublicHistory(self.store, self.layout, self.rule)
+            self.folded, self.skipped, self.views = 0, skip, {}
+        for rec in hist.rounds:
             if rec.round_id < self.folded or rec.round_id >= rid:
                 continue
             if rec.outcome is None:  # not final yet: nothing after it can be folded either
                 break
-            if played(rec):
+            if played(rec) and rec.round_id not in skip:
                 rc = self.views.get(rec.round_id) or self._candidate(rec)
                 fold_round(self.public, rec, rc)
             self.folded = rec.round_id + 1

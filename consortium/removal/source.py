@@ -144,8 +144,9 @@ def read_source(run_dir: Path, participants: Sequence[str], from_round: int | No
     report = _read_json(run_dir / "report.json")
     if cfg.protocol != "central" and method != "subtract":
         raise RemovalInputError(
-            f"{run_dir}: protocol {cfg.protocol!r}: --method {method} replays central runs only; a chain "
-            "run's replay needs a removal round type in the contract (docs/removal.md); subtract works"
+            f"{run_dir}: protocol {cfg.protocol!r}: --method {method} replays central runs only; on a chain "
+            "the participants replay it themselves (`consortium removal propose`, docs/removal.md); "
+            "subtract works"
         )
     if report.get("status") != "complete":
         raise RemovalInputError(f"{run_dir}: run status {report.get('status')!r}, expected 'complete'")

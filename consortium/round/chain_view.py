@@ -8,10 +8,11 @@ A round record (`consortium.chain.RoundRecord`) is used by its fields only (`com
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consortium.round.availability import reported_missing
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import Candidate, candidate_marks
 from consortium.round.records import (
@@ -168,3 +169,13 @@ def fold_round(public: PublicHistory, rec: Any, rc: RoundCandidate) -> None:
         public.grow(rc.committed.commitments, rc.candidate)
     if getattr(rec.outcome, "name", None) == "ACCEPTED" and rec.global_hash is not None:
         public.moved(rec.base_hash.hex(), rec.global_hash.hex())
+
+
+def regrow(public: PublicHistory, rounds: Iterable[Any], skip: Collection[int], slash_excluded: bool) -> None:
+    """Grow `public` over `rounds` (finished, in order) leaving out those a removal undid (`skip`): the
+    memory the pipeline keeps for the first round after a removal, as if the undone rounds had never been
+    played. Each round's candidate is recomputed as every participant computed it then."""
+    for rec in rounds:
+        if played(rec) and rec.round_id not in skip:
+            committed = read_commitments(rec, public.store, public.layout, reported_missing(rec))
+            fold_round(public, rec, round_candidate(public, rec, committed, slash_excluded))

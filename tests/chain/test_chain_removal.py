@@ -42,7 +42,11 @@ def test_an_approved_removal_rewinds_the_model_and_the_target_never_takes_part_a
     assert t.weight == 0 and t.exit_block > 0 and t.stake == 9 * ETH  # not slashed
     rm = chain.history().removals[0]
     assert (rm.from_round, rm.after_round, rm.base_hash) == (2, 2, r1)
-    assert (rm.approve_weight, rm.others_weight) == (rm.replayed_approve, rm.replayed_others) == (28 * ETH, 35 * ETH)
+    assert (
+        (rm.approve_weight, rm.others_weight)
+        == (rm.replayed_approve, rm.replayed_others)
+        == (28 * ETH, 35 * ETH)
+    )
     assert chain.history().superseded(3) == {2} and chain.history().superseded(2) == frozenset()
     for label in ("c", "d"):
         r = play_round(chain, label=label)
@@ -96,7 +100,9 @@ def test_every_broken_rule_of_a_removal_is_refused_and_changes_nothing(
     refused(chain, chain.execute_removal, "round in progress", extra)
 
 
-def test_stake_that_leaves_after_approving_stops_counting(chain: ChainClient, participants: list[str]) -> None:
+def test_stake_that_leaves_after_approving_stops_counting(
+    chain: ChainClient, participants: list[str]
+) -> None:
     """Approvals are weighed at execution with the latest stakes: an approver that announced its exit
     holds no weight, so it cannot approve and then take its stake away."""
     cs, target = _world(chain, participants)
