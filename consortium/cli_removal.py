@@ -59,6 +59,8 @@ def propose(
         target = checked_address(participant)
     except ValueError as e:
         fail(f"--participant: {e}")
+    if from_round is not None and from_round < 1:
+        fail(f"--from-round: rounds are numbered from 1, got {from_round}")
     client = _client(config)
     if from_round is None:
         from_round = first_accepted_round(client.history(), target)

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["participants=4", "data.n_train=16", "data.n_test=2", "train.local_steps=2"]
 SLOW = pytest.mark.slow
 DEV_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's public key #1
+DEV_ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # its address
 
 
 def _env() -> dict[str, str]:
@@ -91,6 +92,9 @@ def test_consortium_removal_names_a_bad_address_or_an_unreachable_chain_in_one_l
     bad = _cli("removal", "propose", "--config", str(path), "--participant", "org3")
     res = subprocess.run(bad, capture_output=True, text=True, env=env)
     assert res.returncode == 2 and "--participant: 'org3' is not an account address" in res.stderr
+    before = [*bad[:-1], DEV_ADDRESS, "--from-round", "0"]
+    res = subprocess.run(before, capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and "--from-round: rounds are numbered from 1, got 0" in res.stderr
     status = _cli("removal", "status", "--config", str(path))
     res = subprocess.run(status, capture_output=True, text=True, env=env)
     assert res.returncode == 2 and "cannot reach the chain" in res.stderr

@@ -5,7 +5,10 @@ withdrawals, nothing negative, the global hash moves only on an accepted round, 
 forfeited only by a proposer the accepted candidate excludes (and does not flag), an unavailable slash
 only by one it excludes whose blob at least two revealed voters holding over half the revealed weight
 report missing, a refused call leaves the contract's storage and balance as they were, history() =
-contract state, and the draw recomputed off chain = the contract's."""
+contract state, and the draw recomputed off chain = the contract's. Removal proposals, approvals and
+executions are among the steps: every round opens on the global hash the accepted rounds and the
+executed removals left, and each removal rewound to its round's base with over two thirds of the
+others' stake."""
 
 from __future__ import annotations
 
@@ -60,6 +63,10 @@ ACTIONS = st.one_of(
     st.tuples(st.just("complete_exit"), who, st.booleans()),
     st.tuples(st.just("withdraw"), who, st.integers(0, 5)),
     st.tuples(st.just("fund"), who, st.integers(0, 3)),
+    st.tuples(st.just("propose_removal"), who, who, st.integers(0, 3)),
+    st.tuples(st.just("approve_removal"), who),
+    st.tuples(st.just("execute_removal"), who),
+    st.tuples(st.just("removal"), who, who, st.integers(0, 2), st.integers(0, 4)),
     st.tuples(st.just("step"), st.integers(0, 2**32 - 1), st.integers(1, 7)),
     st.tuples(st.just("step"), st.integers(0, 2**32 - 1), st.integers(1, 7)),
 )
@@ -149,6 +156,35 @@ class Driver:
         if self.attempt(self.people[i], lambda c: c.withdraw(amount)):
             self.withdrawn += amount
 
+    def propose_removal(self, i: int, target: int, back: int) -> None:
+        rid = self.c.round_info().round_id
+        self.attempt(self.people[i], lambda c: c.propose_removal(self.people[target], max(0, rid - back)))
+
+    def approve_removal(self, i: int) -> None:
+        self.attempt(self.people[i], lambda c: c.approve_removal(max(1, len(c.history().removals))))
+
+    def execute_removal(self, i: int) -> None:
+        self.attempt(self.people[i], lambda c: c.execute_removal())
+
+    def removal(self, i: int, target: int, back: int, approvers: int) -> None:
+        """A whole removal in one action, among registered participants: the running round played out (a
+        first one played if none was), a proposal from up to `back` rounds back, `approvers` others
+        approving, an execution."""
+        rnd = random.Random(i * N_PEOPLE + target)
+        for _ in range(30):
+            info = self.c.round_info()
+            if info.round_id > 0 and info.phase(self.c.block_number() + 1) == Phase.IDLE:
+                break
+            self.phase_step(rnd)
+        regs = [p for p in self.people if self.c.participant(p).registered] or self.people
+        who, whom = regs[i % len(regs)], regs[target % len(regs)]
+        rid = max(1, self.c.round_info().round_id - back)
+        self.attempt(who, lambda c: c.propose_removal(whom, rid))
+        rm = len(self.c.history().removals)
+        for p in [p for p in regs if p not in (who, whom)][:approvers]:
+            self.attempt(p, lambda c: c.approve_removal(rm))
+        self.attempt(regs[0], lambda c: c.execute_removal())
+
     def step(self, seed: int, phases: int) -> None:
         rnd = random.Random(seed)
         for _ in range(phases):
@@ -224,7 +260,17 @@ class Driver:
             assert (p.stake, p.balance, p.registered) == (rec.stake, rec.balance, rec.registered)
             assert p.weight == rec.weight(hist.min_stake)
         g = GENESIS
+        rewinds = {}  # round id -> the global hash the last removal executed before it opened set
+        for rm in hist.removals:
+            if rm.after_round is not None:
+                assert rm.base_hash == hist.round(rm.from_round).base_hash and rm.target not in rm.approvers
+                assert (rm.approve_weight, rm.others_weight) == (rm.replayed_approve, rm.replayed_others)
+                assert rm.supported(rm.approve_weight, rm.others_weight)
+                assert on_chain[rm.target].weight == 0 and c.removed(rm.target)
+                rewinds[rm.after_round + 1] = rm.base_hash
         for r in hist.rounds:
+            g = rewinds.get(r.round_id, g)
+            assert r.base_hash == g, "a round opened on another model than the last accepted or rewound one"
             if r.outcome is None:
                 continue
             if r.outcome == Outcome.ACCEPTED:
@@ -241,6 +287,7 @@ class Driver:
             if r.seed is not None:
                 drawn = draw_roles(r.seed, r.owners, r.weights, PROP_PARAMS.n_proposers, PROP_PARAMS.n_voters)
                 assert drawn == (r.proposers, r.voters)
+        g = rewinds.get(len(hist.rounds) + 1, g)
         assert c.global_hash() == hist.global_hash == g
         if c.round_info().state == RoundState.IDLE:
             assert all(r.outcome is not None for r in hist.rounds)
