@@ -265,7 +265,7 @@ def _shown(out: Path) -> str:
 def _schedules(rs: list[dict[str, Any]]) -> list[str]:
     """recover's schedule per distinct (K, T, kinds) among the seeds: which rounds it estimated."""
     seen: dict[str, list[int]] = {}
-    for r in rs:
+    for r in (r for r in rs if "recover" in r["rows"]):
         row = r["rows"]["recover"]
         if "kinds" not in row:  # a results file from before the schedule (FedEraser's calibration)
             seen.setdefault("calibration (removal format 1)", []).append(r["seed"])
@@ -314,8 +314,10 @@ def summary(results: list[dict[str, Any]], command: str, out: Path = OUT) -> str
 
             gap = [row["membership"]["gap"] for row in rows if "membership" in row]
             audit = "–" if m == "original" else ("pass" if all(r["audit_ok"] for r in rows) else "FAIL")
+            run = [r["seed"] for r in rs if m in r["rows"]]  # `--methods` runs only some
+            label = m if len(run) == len(rs) else f"{m} (seeds {', '.join(map(str, run))})"
             lines.append(
-                f"| {m} | {col('clean')} | {col('asr')} | {col('leaver_domain_accuracy')} | "
+                f"| {label} | {col('clean')} | {col('asr')} | {col('leaver_domain_accuracy')} | "
                 f"{_fmt(gap, False) if gap else '–'} | {col('distance_to_reference', False)} | "
                 f"{col('steps_fraction', False)} | {col('wall_fraction', False)} | {audit} |"
             )

@@ -66,3 +66,17 @@ def test_rescoring_a_folder_without_a_reference_exits_2_and_writes_nothing(tmp_p
     assert rs.main(["--work", str(tmp_path), "--seeds", "0", "--out", str(out)]) == 2
     assert rs.main(["--work", str(tmp_path), str(tmp_path), "--seeds", "0", "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_the_summary_names_the_seeds_of_a_method_run_on_only_some() -> None:
+    """`--methods` leaves some methods out of some seeds: their row says which seeds it averages, so a
+    mean over fewer seeds is never read beside the reference's as if paired."""
+    row = {"clean": 0.3, "asr": 0.0, "audit_ok": True}
+    cfg = {"participants": 10, "rounds": 10, "local_steps": 10}
+
+    def result(seed: int, methods: tuple[str, ...]) -> dict:
+        rows = {m: dict(row) for m in ("original", "retrain", *methods)}
+        return {"seed": seed, "scenario": "backdoor", "removed": ["org0"], "config": cfg, "rows": rows}
+
+    text = br.summary([result(0, ("exact", "subtract")), result(1, ("subtract",))], "cmd", Path("x"))
+    assert "| exact (seeds 0) |" in text and "| subtract |" in text and "| retrain |" in text

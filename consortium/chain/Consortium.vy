@@ -61,6 +61,7 @@ MIN_ELIGIBLE: constant(uint256) = 2  # a proposer and a voter: below it the draw
 REMOVAL_ROUNDS: constant(uint256) = 10
 MAX_APPROVERS: constant(uint256) = 128
 MAX_REMOVALS: constant(uint256) = 32  # executed removals per deployment: each undoes a range of rounds
+MAX_REWIND: constant(uint256) = 256  # a removal goes back at most this many rounds (the proof's length)
 
 
 struct Participant:
@@ -290,7 +291,10 @@ tallies: uint256[MAX_CANDIDATES + 1]
 missing_reports: uint256[MAX_PROPOSERS]
 
 # --- contribution removal: one proposal at a time; the round bases a removal rewinds to ---
-round_base: public(HashMap[uint256, bytes32])  # the global hash each round opened on
+# every round's base, chained: path = keccak256(path_before ++ base) at each opening (one warm slot a
+# round, not a fresh one); a removal proves the base it rewinds to against it
+path: public(bytes32)
+removal_base: bytes32  # the base of round removal_from, proven at the proposal
 removal_id: public(uint256)  # the last proposal's id
 removal_target: public(address)  # empty: no proposal pending
 removal_from: public(uint256)
@@ -435,7 +439,7 @@ def register(data_size: uint256):
     at most this, and at most CLAIM_CAP times the median of the registered sizes (docs/contract.md);
     0 declares nothing (then only the median cap bounds it)."""
     assert not self.participants[msg.sender].registered, "already registered"
-    assert not self.removed[msg.sender], "removed from the consortium"
+    self._check(not self.removed[msg.sender], "removed from the consortium")
     assert msg.value >= MIN_STAKE, "stake below minimum"
     idx: uint256 = self.participants[msg.sender].index
     if idx == 0:
@@ -530,6 +534,14 @@ def fund():
 # ---------------------------------------------------------------- contribution removal
 
 @internal
+@pure
+def _check(ok: bool, reason: String[56]):
+    """The removal's checks share one revert: an inline `assert` with a reason costs ~130 bytes of code,
+    and the contract is near EIP-170's size limit (docs/contract.md, *Known limits*)."""
+    assert ok, reason
+
+
+@internal
 @view
 def _removal_support() -> (uint256, uint256):
     """(the approvers' weight, the weight of everyone but the target), both the latest version: stake
@@ -547,24 +559,35 @@ def _live_removal(removal_id: uint256) -> address:
     """The target of proposal `removal_id` if it is the pending one and not expired, else revert."""
     target: address = self.removal_target
     ok: bool = removal_id == self.removal_id and target != empty(address)
-    assert ok and self.round_id <= self.removal_deadline, "no such live removal proposal"
+    self._check(ok and self.round_id <= self.removal_deadline, "no such live removal proposal")
     return target
 
 
 @external
-def propose_removal(target: address, from_round: uint256):
+def propose_removal(
+    target: address, from_round: uint256, path_before: bytes32, bases: DynArray[bytes32, MAX_REWIND]
+):
     """Propose to rebuild the global model without `target` from round `from_round` on: once approved
     by more than two thirds of the others' stake, the global hash goes back to the base that round
     opened on and the target is removed (not slashed: a removal is a judgement, not a recomputable
     fault). The rounds after replay the training without it (docs/contract.md, *Removal*). A
     participant may propose its own removal (it leaves with its data's influence); its approval
-    never counts."""
-    assert self.participants[msg.sender].registered, "not registered"
-    assert self.participants[target].index != 0 and not self.removed[target], "unknown or removed participant"
-    assert from_round >= 1 and from_round <= self.round_id, "no such round"
+    never counts. `bases`: the bases of rounds from_round .. round_id, `path_before` the path before
+    them: chained, they must give `path` (so bases[0] is round from_round's base)."""
+    self._check(self.participants[msg.sender].registered, "not registered")
+    known: bool = self.participants[target].index != 0 and not self.removed[target]
+    self._check(known, "unknown or removed participant")
+    self._check(from_round >= 1 and from_round <= self.round_id, "no such round")
     for u: uint256 in self.undone:  # a round a removal undid is not on the model's path any more
-        assert from_round < u >> 128 or from_round > u & convert(max_value(uint128), uint256), "round undone by a removal"
-    assert self.removal_target == empty(address) or self.round_id > self.removal_deadline, "removal pending"
+        outside: bool = from_round < u >> 128 or from_round > u & convert(max_value(uint128), uint256)
+        self._check(outside, "round undone by a removal")
+    self._check(self.removal_target == empty(address) or self.round_id > self.removal_deadline, "removal pending")
+    acc: bytes32 = path_before
+    for b: bytes32 in bases:
+        acc = keccak256(concat(acc, b))
+    proven: bool = acc == self.path and len(bases) == self.round_id + 1 - from_round
+    self._check(proven, "bases do not prove the round")
+    self.removal_base = bases[0]
     rid: uint256 = self.removal_id + 1
     self.removal_id = rid
     self.removal_target = target
@@ -584,9 +607,9 @@ def propose_removal(target: address, from_round: uint256):
 @external
 def approve_removal(removal_id: uint256):
     """Approve the pending proposal `removal_id` (the id guards against approving a later one)."""
-    assert self.participants[msg.sender].registered, "not registered"
-    assert msg.sender != self._live_removal(removal_id), "the target cannot approve"
-    assert self.approved_removal[msg.sender] != removal_id, "approved already"
+    self._check(self.participants[msg.sender].registered, "not registered")
+    self._check(msg.sender != self._live_removal(removal_id), "the target cannot approve")
+    self._check(self.approved_removal[msg.sender] != removal_id, "approved already")
     self.removal_approvers.append(msg.sender)
     self.approved_removal[msg.sender] = removal_id
     log RemovalApproved(removal_id=removal_id, who=msg.sender)
@@ -600,12 +623,12 @@ def execute_removal():
     round `removal_from`: the next round opens on it."""
     target: address = self._live_removal(self.removal_id)
     s: uint256 = self.state
-    assert s == IDLE or s == DONE, "round in progress"
+    self._check(s == IDLE or s == DONE, "round in progress")
     approve: uint256 = 0
     others: uint256 = 0
     approve, others = self._removal_support()
-    assert approve * 3 > others * 2, "not approved by two thirds of the others' stake"
-    base: bytes32 = self.round_base[self.removal_from]
+    self._check(approve * 3 > others * 2, "not approved by two thirds of the others' stake")
+    base: bytes32 = self.removal_base
     self.undone.append((self.removal_from << 128) | self.round_id)
     self.removed[target] = True
     self.removal_target = empty(address)
@@ -635,10 +658,11 @@ def open_round(base_hash: bytes32):
         approve: uint256 = 0
         others: uint256 = 0
         approve, others = self._removal_support()
-        assert approve * 3 <= others * 2 or self.round_id > self.removal_deadline, "approved removal pending"
+        lapsed: bool = self.round_id > self.removal_deadline
+        self._check(approve * 3 <= others * 2 or lapsed, "approved removal pending")
     rid: uint256 = self.round_id + 1
     self.round_id = rid
-    self.round_base[rid] = base_hash
+    self.path = keccak256(concat(self.path, base_hash))
     self.state = SEEDING
     self.open_block = block.number
     self.seed_acc = 0

@@ -17,7 +17,7 @@ from web3 import Web3
 
 from .artifact import load_artifact
 from .backends import Backend
-from .commitments import seed_commitment, to_bytes32, vote_commitment
+from .commitments import base_path, seed_commitment, to_bytes32, vote_commitment
 from .errors import ChainError, ContractVersionError, reason_from
 from .history import History, HistoryReader, Removal
 from .reads import ChainReads
@@ -382,8 +382,12 @@ class ChainClient(ChainReads):
 
     def propose_removal(self, target: str, from_round: int) -> Tx:
         """Propose rebuilding the global model without `target` from round `from_round` on; the caller's
-        approval counts unless it is the target."""
-        return self._send("propose_removal", Web3.to_checksum_address(target), from_round)
+        approval counts unless it is the target. The proof the contract checks (the path before the
+        round and the bases from it on) comes from the events."""
+        bases = [r.base_hash for r in self.history().rounds]
+        k = min(max(from_round - 1, 0), len(bases))
+        args = (Web3.to_checksum_address(target), from_round, base_path(bases[:k]), bases[k:])
+        return self._send("propose_removal", *args)
 
     def approve_removal(self, removal_id: int) -> Tx:
         return self._send("approve_removal", removal_id)
@@ -403,10 +407,6 @@ class ChainClient(ChainReads):
         weights = {p.address: p.weight for p in self.all_participants(block)}
         approve = sum(weights.get(a, 0) for a in removal.approvers)
         return approve, sum(weights.values()) - weights.get(removal.target, 0)
-
-    def round_base(self, round_id: int) -> bytes:
-        """The global hash round `round_id` opened on: what a removal from it rewinds to."""
-        return bytes(self._read("round_base", round_id))
 
     def removed(self, who: str | None = None) -> bool:
         return bool(self._read("removed", Web3.to_checksum_address(who or self.address)))

@@ -35,3 +35,12 @@ def seed_commitment(chain_id: int, contract: str, round_id: int, who: str, seed:
     """keccak256(abi.encode(chain_id, contract, round_id, who, seed)), as the contract checks it."""
     types = ["uint256", "address", "uint256", "address", "bytes32"]
     return keccak(encode(types, [chain_id, contract, round_id, who, seed]))
+
+
+def base_path(bases: list[bytes], start: bytes = b"\x00" * 32) -> bytes:
+    """The contract's `path` after rounds that opened on `bases` (in order), from `start`:
+    keccak256(path ++ base) at each opening."""
+    acc = start
+    for b in bases:
+        acc = keccak(acc + b)
+    return acc

@@ -4,12 +4,14 @@ stake, and an execution that rewinds the global hash to the base a round opened 
 
 from __future__ import annotations
 
-from chain_helpers import ETH, GENESIS, PARAMS, open_and_draw, play_round
+from chain_helpers import ETH, GENESIS, PARAMS, h, open_and_draw, play_round
 from test_chain_reverts import refused
 
 from consortium.chain import ChainClient
+from consortium.chain.commitments import base_path
 
 REMOVAL_ROUNDS = 10  # Consortium.vy: a proposal lapses once this many rounds opened after it
+ZERO = b"\x00" * 32
 
 
 def _world(chain: ChainClient, participants: list[str]) -> tuple[list[ChainClient], str]:
@@ -28,7 +30,7 @@ def test_an_approved_removal_rewinds_the_model_and_the_target_never_takes_part_a
     play_round(chain, label="a")
     r1 = chain.global_hash()
     play_round(chain, label="b")
-    assert chain.global_hash() != r1 and chain.round_base(2) == r1
+    assert chain.global_hash() != r1 and chain.history().round(2).base_hash == r1
     cs[0].propose_removal(target, 2)
     for c in cs[4:7]:  # 6, 7, 8 ETH
         c.approve_removal(1)
@@ -89,6 +91,20 @@ def test_every_broken_rule_of_a_removal_is_refused_and_changes_nothing(
     refused(chain, lambda: cs[0].propose_removal(target, 2), "no such round", extra)
     refused(chain, lambda: cs[0].approve_removal(1), "no such live removal proposal", extra)
     refused(chain, chain.execute_removal, "no such live removal proposal", extra)
+    bases = [r.base_hash for r in chain.history().rounds]
+    assert bytes(chain._read("path")) == base_path(bases)  # the chain of every round's base
+    forged = h("another model")  # a proposer naming another base than round 1 opened on
+    for path_before, proof in (
+        (ZERO, [forged]),
+        (ZERO, []),  # a proof of no round
+        (forged, bases),  # a made-up start
+    ):
+        refused(
+            chain,
+            lambda p=path_before, b=proof: cs[0]._send("propose_removal", target, 1, p, b),
+            "bases do not prove the round",
+            extra,
+        )
     cs[0].propose_removal(target, 1)
     refused(chain, lambda: cs[1].propose_removal(participants[6], 1), "removal pending", extra)
     refused(chain, lambda: cs[0].approve_removal(1), "approved already", extra)
@@ -137,7 +153,7 @@ def test_an_unapproved_proposal_lapses_and_an_undone_round_cannot_be_rewound_to(
     for c in cs[1:7]:
         c.approve_removal(2)
     chain.execute_removal()
-    assert chain.global_hash() == chain.round_base(rid - 1)
+    assert chain.global_hash() == chain.history().round(rid - 1).base_hash
     play_round(chain, label="z")
     refused(chain, lambda: cs[0].propose_removal(participants[6], rid), "round undone by a removal")
     refused(chain, lambda: cs[0].propose_removal(participants[6], rid - 1), "round undone by a removal")
