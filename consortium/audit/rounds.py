@@ -130,6 +130,9 @@ def _check_removals(hist: Any, who: Callable[[str], str], out: AuditReport) -> N
             continue
         r = f"removal {rm.removal_id} ({who(rm.target)} from round {rm.from_round})"
         out.count("removals checked")
+        if not 1 <= rm.from_round <= len(hist.rounds):
+            out.problems.append(f"{r}: there is no round {rm.from_round} to rewind to")
+            continue
         if rm.from_round in undone:
             out.problems.append(f"{r}: rewound to a round an earlier removal had undone")
         base = hist.round(rm.from_round).base_hash
