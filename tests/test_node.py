@@ -101,6 +101,97 @@ def test_consortium_removal_names_a_bad_address_or_an_unreachable_chain_in_one_l
     assert "Traceback" not in res.stderr and DEV_KEY not in res.stderr
 
 
+# anvil's first dev keys (its default mnemonic): participants the CLI acts for with a node.toml of its own
+ANVIL_KEYS = [
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+]
+
+
+def test_consortium_removal_on_anvil_proposes_approves_and_reports_through_the_cli(tmp_path: Path) -> None:
+    """The three commands against a live JSON-RPC node, each acting with one node.toml's key: the
+    proposal defaults to the target's first accepted round and carries the proof of its base, built
+    from the node's events; approving twice is the contract's refusal, named in one line (exit 2); once
+    more than two thirds of the others' stake approved, anyone executes and the model is rewound."""
+    from eth_account import Account
+
+    from consortium.chain import ETH, AnvilNode, ChainClient, Params, RpcBackend
+    from consortium.chain.driver import (
+        Posting,
+        ballots,
+        commit_updates,
+        digest,
+        open_and_draw,
+        post_candidates,
+        vote_and_finalize,
+    )
+
+    binary = find_anvil()
+    if binary is None:
+        pytest.skip("anvil not found: `make install` runs npm install --prefix .tools @foundry-rs/anvil")
+    node = AnvilNode(binary, n_accounts=5).start()
+    try:
+        backend = RpcBackend(node.url, dev=True)
+        people = backend.accounts[1:5]
+        assert [Account.from_key(k).address for k in ANVIL_KEYS] == people
+        params = Params(
+            min_stake=ETH,
+            seed_blocks=4,
+            commit_blocks=6,
+            candidate_blocks=4,
+            vote_commit_blocks=6,
+            vote_reveal_blocks=6,
+            exit_cooldown=2,
+            n_proposers=2,
+            n_voters=2,
+        )
+        op = ChainClient.deploy(backend, params, digest("genesis"), fund=ETH)
+        for a in people:
+            op.as_account(a).register(2 * ETH)
+        c = op.as_account(people[0])
+        rid = open_and_draw(c)
+        commit_updates(c, rid)
+        post_candidates(c, rid, [Posting(c.address, digest("round 1"))])
+        vote_and_finalize(c, rid, ballots(c.voters()))
+        target = op.history().round(1).proposers[0]
+        keys = [k for k, a in zip(ANVIL_KEYS, people, strict=True) if a != target]
+        env = {**_env(), **{f"K{i}": k for i, k in enumerate(keys)}}
+        tomls = []
+        for i in range(3):
+            (tmp_path / f"n{i}").mkdir()
+            lines = [
+                f'rpc_url = "{node.url}"',
+                f'contract = "{op.contract_address}"',
+                'store = "store"',
+                'run_config = "run.toml"',
+                "participant_index = 0",
+                f'key_env = "K{i}"',
+                "dev_chain = true",
+            ]
+            tomls.append(tmp_path / f"n{i}" / "node.toml")
+            tomls[-1].write_text("\n".join(lines) + "\n")
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(_cli("removal", *args), capture_output=True, text=True, env=env)
+
+        res = cli("propose", "--config", str(tomls[0]), "--participant", target)
+        assert res.returncode == 0, res.stderr
+        assert f"removal 1: {target} from round 1" in res.stdout and "pending" in res.stdout
+        assert cli("approve", "--config", str(tomls[1]), "--id", "1").returncode == 0
+        again = cli("approve", "--config", str(tomls[1]), "--id", "1")
+        assert again.returncode == 2 and "the contract refused it: approved already" in again.stderr
+        res = cli("approve", "--config", str(tomls[2]), "--id", "1")
+        assert res.returncode == 0 and "approved: executed before the next round opens" in res.stdout
+        op.execute_removal()
+        assert op.global_hash() == digest("genesis") and op.removed(target)
+        res = cli("status", "--config", str(tomls[0]))
+        assert res.returncode == 0 and "executed after round 1; undid round(s) 1" in res.stdout
+    finally:
+        node.stop()
+
+
 def test_key_file_and_key_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "org0.key"
     key.write_text(DEV_KEY + "\n")
