@@ -11,6 +11,11 @@ For 5, 20 and 100 registered participants it plays rounds in which every role do
 commit and reveal), and prints the gas of each call and the round total divided by the number of
 participants and of roles. The first round writes fresh storage slots; later rounds reuse them
 (the steady state a long run sees), so both are shown.
+
+Who is drawn moves every call's gas after the draw (which slots a finalize writes, whose balance is
+new), and the draw follows the block hashes. The embedded EVM is seeded (`--chain-seeds`, default 0 1 2
+3 4: blocks and hashes independent of the wall clock), so the figures are reproducible; the tables are
+the first seed's, and the steady per-participant figure is given for every seed.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def play(c: ChainClient, gas: dict[str, list[int]], seeds: int, label: str) -> i
     people = c.participant_addresses()[:seeds]
     for who in people:  # round 1 only: later commitments ride on the previous round's reveal
         if c.as_account(who).precommitted_seed(rid) is None:
-            rec("commit_seed", c.as_account(who).commit_seed(rid).gas_used)
+            rec("commit_seed", c.as_account(who).commit_seed(rid, h(f"{label}{rid}{who}")).gas_used)
     c.advance_to_phase(Phase.SEED_REVEAL)
     for who in people:
         rec("reveal_seed", c.as_account(who).reveal_seed(rid, next_seed=h(f"{label}{rid + 1}{who}")).gas_used)
@@ -113,7 +118,8 @@ def no_show_finalize(c: ChainClient) -> int:
     return c.finalize().gas_used
 
 
-def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
+def bench(backend: object, n: int, rounds: int, seeds: int) -> int:
+    """Play `rounds` rounds and the one-off calls, print the tables; the steady gas per participant."""
     np, nv = ROLES[n]
     accounts = backend.accounts  # type: ignore[attr-defined]
     c = ChainClient.deploy(
@@ -137,6 +143,18 @@ def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
     c.mine(5)
     once["complete_exit"].append(who.complete_exit().gas_used)
     once["withdraw"].append(who.withdraw(ETH).gas_used)
+    # a removal of the last participant from round 1 (its proof: every round's base so far), approved by
+    # the others in turn until they hold more than two thirds of the others' stake, then executed
+    proposer = c.as_account(accounts[1])
+    once["propose_removal"].append(proposer.propose_removal(accounts[n - 1], 1).gas_used)
+    for a in accounts[2 : n - 1]:
+        if proposer.pending_removal() is None:
+            break
+        rm = proposer.history().removals[-1]
+        if rm.supported(*proposer.removal_support(rm)):
+            break
+        once["approve_removal"].append(c.as_account(a).approve_removal(rm.removal_id).gas_used)
+    once["execute_removal"].append(proposer.execute_removal().gas_used)
 
     print(f"\n## {n} participants, {np} proposers + {nv} voters per round, {seeds} seed contributors")
     print(f"{'call':<16}{'first round':>14}{'later rounds':>14}   (median gas per call)")
@@ -153,6 +171,7 @@ def bench(backend: object, n: int, rounds: int, seeds: int) -> None:
     print(f"per participant per round: first {first // n:,}, steady {steady // n:,}")
     print(f"per role per round:        first {first // (np + nv):,}, steady {steady // (np + nv):,}")
     print(f"worst-case finalize (every role a no-show, all {np + nv} slashed): {worst:,}")
+    return steady // n
 
 
 def main() -> None:
@@ -166,12 +185,15 @@ def main() -> None:
         default=0,
         help="participants contributing seed entropy each round (optional: 0 = block hash only)",
     )
+    ap.add_argument("--chain-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="embedded EVM seeds")
     ap.add_argument("--out", type=Path, default=Path("bench/results/gas.md"))
     args = ap.parse_args()
     buf = io.StringIO()
     with ExitStack() as stack, redirect_stdout(_Tee(sys.stdout, buf)):
         print(f"# Gas: `python bench/gas.py {' '.join(sys.argv[1:])}`\n")
-        print("Embedded EVM (py-evm, cancun); gas does not depend on machine load. Stakes 2..8 ETH.")
+        seeded = f"Embedded EVM (py-evm, cancun), seeded ({args.chain_seeds[0]} for the tables)"
+        where = "anvil" if args.anvil else seeded
+        print(f"{where}; gas does not depend on machine load. Stakes 2..8 ETH.")
         for n in args.sizes:
             if args.anvil:
                 binary = find_anvil()
@@ -179,9 +201,17 @@ def main() -> None:
                     sys.exit("anvil not found: make install (npm install --prefix .tools @foundry-rs/anvil)")
                 node = stack.enter_context(AnvilNode(binary, n_accounts=n + 1))
                 backend: object = RpcBackend(node.url, dev=True)
-            else:
-                backend = EmbeddedBackend(n + 1)
-            bench(backend, n, args.rounds, args.seeds)
+                bench(backend, n, args.rounds, args.seeds)
+                continue
+            steady = []
+            for k, chain_seed in enumerate(args.chain_seeds):
+                with redirect_stdout(io.StringIO()) if k else ExitStack():  # the first seed's tables only
+                    steady.append(bench(EmbeddedBackend(n + 1, seed=chain_seed), n, args.rounds, args.seeds))
+            print(
+                f"steady per participant per round, chain seeds {args.chain_seeds}: "
+                f"{', '.join(f'{v:,}' for v in steady)}; mean {statistics.mean(steady):,.0f}, "
+                f"max {max(steady):,}"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(buf.getvalue())
 
