@@ -129,7 +129,7 @@ def test_attacked_run_reports_backdoor_flags_and_defence_time(tmp_path: Path) ->
         "--set", 'attacks=[{kind="backdoor", fraction=0.2}, {kind="noise", fraction=0.2, std=1.0}]',
         "--set", "aggregator=multi_krum",
         "--set", "defense.f=1",
-        "--set", "seed=3",  # a draw in which the noisy participant proposes (asserted below)
+        "--set", "seed=0",  # a draw in which the noisy participant proposes (asserted below)
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     (run_dir,) = tmp_path.iterdir()
