@@ -610,6 +610,12 @@ def approve_removal(removal_id: uint256):
     self._check(self.participants[msg.sender].registered, "not registered")
     self._check(msg.sender != self._live_removal(removal_id), "the target cannot approve")
     self._check(self.approved_removal[msg.sender] != removal_id, "approved already")
+    if len(self.removal_approvers) == MAX_APPROVERS:  # full: drop approvals whose stake has left (worth 0)
+        kept: DynArray[address, MAX_APPROVERS] = []
+        for a: address in self.removal_approvers:
+            if self.participants[a].weight & MASK96 > 0:
+                kept.append(a)
+        self.removal_approvers = kept
     self.removal_approvers.append(msg.sender)
     self.approved_removal[msg.sender] = removal_id
     log RemovalApproved(removal_id=removal_id, who=msg.sender)

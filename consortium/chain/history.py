@@ -347,8 +347,14 @@ def _removal_proposed(h: History, a: dict[str, Any]) -> None:
     )
 
 
+MAX_APPROVERS = 128  # Consortium.vy: a full list first drops the approvals whose stake has left
+
+
 def _removal_approved(h: History, a: dict[str, Any]) -> None:
-    h.removals[a["removal_id"] - 1].approvers.append(Web3.to_checksum_address(a["who"]))
+    r = h.removals[a["removal_id"] - 1]
+    if len(r.approvers) == MAX_APPROVERS:  # as the contract: keep those that still weigh something
+        r.approvers = [x for x in r.approvers if h.participants[x].weight(h.min_stake) > 0]
+    r.approvers.append(Web3.to_checksum_address(a["who"]))
 
 
 def _removal_executed(h: History, a: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ stake, and an execution that rewinds the global hash to the base a round opened 
 
 from __future__ import annotations
 
+import pytest
 from chain_helpers import ETH, GENESIS, PARAMS, h, open_and_draw, play_round
 from test_chain_reverts import refused
 
@@ -159,3 +160,42 @@ def test_an_unapproved_proposal_lapses_and_an_undone_round_cannot_be_rewound_to(
     refused(chain, lambda: cs[0].propose_removal(participants[6], rid - 1), "round undone by a removal")
     cs[0].propose_removal(participants[6], rid - 2)  # before the undone range: on the path
     assert chain.history().removals[2].from_round == rid - 2
+
+
+def test_approvals_whose_stake_left_cannot_fill_the_list_against_honest_ones(chain: ChainClient) -> None:
+    """A proposal takes at most 128 approvals, and one whose stake has left counts 0. 127 sybils of
+    `min_stake` approve (with the proposer, the list is full) and exit: the next honest approval drops
+    them first instead of being refused, and the removal goes through. The history keeps the same list,
+    so its recomputed weights equal the contract's (the audit's check)."""
+    if chain.backend.kind != "embedded":
+        pytest.skip("130 accounts: on the embedded EVM only")
+    from consortium.chain import EmbeddedBackend
+
+    backend = EmbeddedBackend(136)
+    accounts = backend.accounts
+    c = ChainClient.deploy(backend, PARAMS, GENESIS, fund=ETH, account=accounts[0])
+    target, *honest = (c.as_account(a) for a in accounts[1:5])
+    sybils = [c.as_account(a) for a in accounts[5:132]]
+    for p in (target, *honest):
+        p.register(10 * ETH)
+    for s in sybils:
+        s.register(PARAMS.min_stake)
+    play_round(honest[0])
+    honest[0].propose_removal(target.address, 1)
+    for s in sybils:
+        s.approve_removal(1)
+    for s in sybils:
+        s.announce_exit()
+    for p in honest[1:]:
+        p.approve_removal(1)  # refused with the list full, before the fix
+    rm = c.history().removals[0]
+    assert rm.approvers == [p.address for p in honest]
+    assert c.removal_support(rm) == (30 * ETH, 30 * ETH)
+    honest[0].execute_removal()
+    rm = c.history().removals[0]
+    assert (
+        (rm.approve_weight, rm.others_weight)
+        == (rm.replayed_approve, rm.replayed_others)
+        == (30 * ETH, 30 * ETH)
+    )
+    assert c.removed(target.address) and c.global_hash() == GENESIS
