@@ -304,6 +304,15 @@ def _nodes_on_embedded(
     return op, paths
 
 
+def _registered_nodes(tmp_path: Path, party: Party) -> tuple[ChainClient, list[Path], list[Node]]:
+    """`_nodes_on_embedded`, a node for each config, each registered with its stake."""
+    op, paths = _nodes_on_embedded(tmp_path, party)
+    nodes = [_restarted(op, p, party) for p in paths]
+    for n in nodes:
+        n.ensure_registered()
+    return op, paths, nodes
+
+
 def _restarted(op: ChainClient, path: Path, sim: Party) -> Node:
     """A node process started afresh: new object, only its state file carried over."""
     ncfg = load_node_config(path)
@@ -328,10 +337,7 @@ def test_a_node_opens_no_round_that_announced_exits_would_cancel(tmp_path: Path,
     is eligible: a node counting stakes would open a round the draw can only cancel; it opens none."""
     from eth_account import Account
 
-    op, paths = _nodes_on_embedded(tmp_path, sim)
-    nodes = [_restarted(op, p, sim) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, _paths, nodes = _registered_nodes(tmp_path, sim)
     for n in nodes[1:]:
         n.client.announce_exit()
         assert n.client.participant().registered and n.client.participant().stake >= op.params().min_stake
@@ -379,10 +385,7 @@ def test_nodes_restarted_at_every_step_finish_the_round_and_never_commit_twice(
 def test_a_voter_killed_after_saving_its_ballot_commits_that_ballot_and_reveals_it(
     tmp_path: Path, sim: Party
 ) -> None:
-    op, paths = _nodes_on_embedded(tmp_path, sim)
-    nodes = [_restarted(op, p, sim) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, paths, nodes = _registered_nodes(tmp_path, sim)
     saved, killed = None, ""
     for _ in range(80):
         info = op.round_info()
@@ -427,10 +430,7 @@ def test_transactions_a_reorg_drops_are_sent_again(tmp_path: Path, sim: Party) -
     candidate, vote commit and reveal) is undone after the nodes saw it mined, as a reorg does. The
     nodes read the chain, not their state file, to know what stands: each sends it again, the round is
     accepted and nobody is slashed as a no-show."""
-    op, paths = _nodes_on_embedded(tmp_path, sim)
-    nodes = [_restarted(op, p, sim) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, _paths, nodes = _registered_nodes(tmp_path, sim)
     dropped: list[str] = []
     for _ in range(160):
         info = op.round_info()
@@ -678,10 +678,7 @@ def test_a_malformed_commitment_is_evidence_not_a_stalled_round(
     from consortium.config import config_digest
     from consortium.store import BlobStore
 
-    op, paths = _nodes_on_embedded(tmp_path, sim)
-    nodes = [_restarted(op, p, sim) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, _paths, nodes = _registered_nodes(tmp_path, sim)
     store = BlobStore(tmp_path / "store")
     blob, uri = hostile_commitment(kind, list(sim.model.layout), store, config_digest(sim.cfg))
     cheater = None
@@ -749,10 +746,7 @@ def test_the_audit_follows_top_ups_late_joins_exits_and_withdrawals_and_rederive
     from consortium.chain.draw import draw_roles
     from consortium.store import BlobStore
 
-    op, paths = _nodes_on_embedded(tmp_path, sim)
-    nodes = [_restarted(op, p, sim) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, _paths, nodes = _registered_nodes(tmp_path, sim)
     store = BlobStore(tmp_path / "store")
     _run_rounds(op, nodes, 1)
     nodes[0].client.top_up(3 * 10**17 + 7)
@@ -804,10 +798,7 @@ def test_voting_proposers_on_nodes_vote_once_and_the_audit_recomputes_their_pay(
     from consortium.store import BlobStore
 
     party = Party.of(load_config(preset="smoke", overrides=[*SMOKE, "chain.proposers_vote=true"]))
-    op, paths = _nodes_on_embedded(tmp_path, party)
-    nodes = [_restarted(op, p, party) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, _paths, nodes = _registered_nodes(tmp_path, party)
     _run_rounds(op, nodes, 1, steps=120)
     rec = op.history().round(1)
     assert rec.outcome == Outcome.ACCEPTED, rec
@@ -849,10 +840,7 @@ def test_nodes_with_a_client_level_probe_post_what_the_audit_recomputes_over_two
 
     lay = sim.model.layout
     probed = _probed(tmp_path, sim)
-    op, paths = _nodes_on_embedded(tmp_path, probed)
-    nodes = [_restarted(op, p, probed) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, paths, nodes = _registered_nodes(tmp_path, probed)
     _run_rounds(op, nodes, 2)
     hist = op.history()
     assert [r.outcome for r in hist.rounds] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
@@ -890,10 +878,7 @@ def test_an_approved_removal_rewinds_every_node_which_replay_without_the_target_
     roles = ["participants=7", "chain.n_proposers=3", "chain.n_voters=3"]
     weighted = ["probe.low=0.0", "probe.high=1.0", "probe.flag_below=0.0"]  # weight 1 - score, averaged
     probed = _probed(tmp_path, sim, *weighted, *roles)
-    op, paths = _nodes_on_embedded(tmp_path, probed)
-    nodes = [_restarted(op, p, probed) for p in paths]
-    for n in nodes:
-        n.ensure_registered()
+    op, paths, nodes = _registered_nodes(tmp_path, probed)
     _run_rounds(op, nodes, 2)
     hist = op.history()
     firsts = {n.address: first_accepted_round(hist, n.address) for n in nodes}
