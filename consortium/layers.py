@@ -304,7 +304,7 @@ ALLOWED: dict[str, set[str]] = {
     "removal": {*_F, "config", "rundir", "round", "protocol", "sim", "audit", "backend", "probe"},
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
-    "dashboard": {"audit", "chain", "store", "cli_support"},  # a run's page, from its files or the chain
+    "dashboard": {"audit", "chain", "store", "cli_support", "removal"},  # a run's page: files or chain
     "cli_probe": {"cli_support", "config", "probe", "rundir"},  # `consortium probe train`
     "cli_removal": {"cli_support", "chain", "node", "node_config"},  # `consortium removal` on a network
     "cli": {*_F, "check", "cli_probe", "cli_removal", "dashboard", "config", "cli_support", "privacy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -47,6 +48,13 @@ def has_browser() -> bool:
 def browser_round_outcomes(app: object, n_rounds: int) -> tuple[list[str], str]:
     """Serve `app` on a free port, open it in headless Chromium, wait until it shows `n_rounds`
     rounds, and return what the page says: each round's outcome cell and the status badge."""
+    page = browser_page(app, n_rounds)
+    return page["outcomes"], page["status"]
+
+
+def browser_page(app: object, n_rounds: int) -> dict[str, Any]:
+    """What headless Chromium shows of `app` once `n_rounds` rounds are on the page: each round's
+    outcome cell, the status badge, and the removals table (hidden or not, and each row's cells)."""
     import shutil
     import threading
 
@@ -75,7 +83,16 @@ def browser_round_outcomes(app: object, n_rounds: int) -> tuple[list[str], str]:
             drv.find_element(By.CSS_SELECTOR, f'tr.round-row[data-round="{r}"] td[data-field="outcome"]').text
             for r in range(1, n_rounds + 1)
         ]
-        return outcomes, drv.find_element(By.ID, "status").text
+        removals = [
+            [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in drv.find_elements(By.CSS_SELECTOR, "#removals-table tbody tr")
+        ]
+        return {
+            "outcomes": outcomes,
+            "status": drv.find_element(By.ID, "status").text,
+            "removals_shown": drv.find_element(By.ID, "removals").is_displayed(),
+            "removals": removals,
+        }
     finally:
         drv.quit()
         server.should_exit = True

@@ -59,7 +59,11 @@ class RunDirSource:
     def records(self, kind: str) -> tuple[list[Any] | None, list[str]]:
         src = read_sources(self.root)
         txlog = [{k: _clip(v) for k, v in e.items()} for e in src.txlog]  # whole file: /files/chain/...
-        rows = {"rounds": (src.report or {}).get("rounds_detail", []), "txlog": txlog, "log": src.log}
+        removal = src.removal or {}  # a `consortium remove` directory: its kept and replayed rounds
+        rounds = (src.report or {}).get("rounds_detail") or removal.get("kept_rounds", []) + removal.get(
+            "rounds", []
+        )
+        rows = {"rounds": rounds, "txlog": txlog, "log": src.log}
         return rows.get(kind), src.problems
 
     def blob(self, digest: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consortium.audit import AuditInputError, audit_run
+from consortium.removal.verify import audit_removal, is_removal
 
 
 class AuditOnce:
@@ -40,7 +41,7 @@ class AuditOnce:
     def _run(self) -> None:
         t0 = time.perf_counter()
         try:
-            rep = audit_run(self.root)
+            rep = audit_removal(self.root) if is_removal(self.root) else audit_run(self.root)
             view = {"state": "done", "ok": rep.ok, "problems": rep.problems, "checked": rep.checked}
         except AuditInputError as e:
             view = {"state": "error", "error": str(e)}

@@ -14,8 +14,8 @@ from consortium.store import BlobNotFound, IntegrityError, open_store
 
 from .blobs import safetensors_header
 from .charts import charts, participant_colours
+from .removal_view import ETH, mark_undone, network_removals, round_entry
 
-ETH = 10**18
 EVENT_PHASES = {
     "RoundOpened": "open",
     "SeedCommitted": "seed",
@@ -70,7 +70,7 @@ class LiveChain:
         state: dict[str, Any] = {
             "version": "", "run_dir": f"live network: {self.where}", "problems": [],
             "seconds_since_change": None, "run": None, "rounds": [], "in_progress": None, "charts": [],
-            "audit": None, "events": [],
+            "audit": None, "events": [], "removals": [],
         }  # fmt: skip
         try:
             client = self.client()
@@ -118,6 +118,8 @@ class LiveChain:
                 for n in strategies
             ],
         }  # fmt: skip
+        state["removals"] = network_removals(history, names)
+        mark_undone(rounds, state["removals"])
         state["rounds"] = rounds
         current = history.rounds[-1] if history.rounds else None
         if current is not None and current.outcome is None:
@@ -198,25 +200,19 @@ def _round(
             {"participant": n(who), "blob": blob, "n_examples": int(count) if digits else None}
         )
     slot = {i: n(p) for i, p in enumerate(rec.proposers)}
-    return {
-        "round": rec.round_id, "round_id": rec.round_id, "outcome": rec.outcome.name.lower(),
-        "proposers": [n(a) for a in rec.proposers], "voters": [n(a) for a in rec.voters],
-        "votes": {n(v): {"choice": x.choice, "flags": [slot[i] for i in slot if (x.flags >> i) & 1]}
-                  for v, x in rec.votes.items()},
-        "judgements": {},
-        "flagged": [n(a) for a in win.flagged_addresses] if win else [],
-        "excluded": [n(a) for a in win.excluded_addresses] if win else [],
-        "unavailable": [],
-        "slashes": [{"who": n(a), "eth": amount / ETH, "reason": reason.name.lower()}
-                    for a, amount, reason in rec.slashes],
-        "rewards": {n(a): v / ETH for a, v in rec.rewards.items()},
-        "stakes": stakes, "weights": {}, "gas": {}, "gas_total": None, "bytes_up": None, "bytes_down": None,
-        "accuracy": {}, "mean_accuracy": None, "backdoor": [], "harmful": [], "epsilon": None,
-        "global_in": rec.base_hash.hex(), "global_out": (rec.global_hash or rec.base_hash).hex(),
-        "candidate": None,
-        "candidates": [{"number": c.number, "poster": n(c.poster), "hash": c.candidate_hash.hex(),
-                        "flagged": [n(a) for a in c.flagged_addresses],
-                        "excluded": [n(a) for a in c.excluded_addresses]} for c in rec.candidates],
-        "commitments": commitments, "phases": phases, "finished_at": None,
-        "seconds": None,
-    }  # fmt: skip
+    return round_entry(
+        rec.round_id, round_id=rec.round_id, outcome=rec.outcome.name.lower(),
+        proposers=[n(a) for a in rec.proposers], voters=[n(a) for a in rec.voters],
+        votes={n(v): {"choice": x.choice, "flags": [slot[i] for i in slot if (x.flags >> i) & 1]}
+               for v, x in rec.votes.items()},
+        flagged=[n(a) for a in win.flagged_addresses] if win else [],
+        excluded=[n(a) for a in win.excluded_addresses] if win else [],
+        slashes=[{"who": n(a), "eth": amount / ETH, "reason": reason.name.lower()}
+                 for a, amount, reason in rec.slashes],
+        rewards={n(a): v / ETH for a, v in rec.rewards.items()}, stakes=stakes,
+        global_in=rec.base_hash.hex(), global_out=(rec.global_hash or rec.base_hash).hex(),
+        candidates=[{"number": c.number, "poster": n(c.poster), "hash": c.candidate_hash.hex(),
+                     "flagged": [n(a) for a in c.flagged_addresses],
+                     "excluded": [n(a) for a in c.excluded_addresses]} for c in rec.candidates],
+        commitments=commitments, phases=phases,
+    )  # fmt: skip

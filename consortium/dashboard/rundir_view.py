@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .removal_view import record_problem
+
 REPORT = "report.json"
 CONFIG = "config.toml"
 LOG = "run.log"
 TXLOG = "chain/txlog.jsonl"  # = consortium.rundir.TXLOG (not imported: it pulls in torch)
 HEAD = "chain/head.json"  # = consortium.rundir.HEAD
 AUDIT = "audit.json"  # an audit verdict, if one was saved beside the run (`consortium audit` prints it)
-WATCHED = (REPORT, LOG, TXLOG, HEAD, AUDIT, CONFIG)
+REMOVAL = "removal.json"  # = consortium.removal.remove.RECORD: written by `consortium remove`
+WATCHED = (REPORT, LOG, TXLOG, HEAD, AUDIT, CONFIG, REMOVAL)
 
 # contract function -> the phase of a round it belongs to, in the order a round goes through them
 PHASES = {
@@ -76,6 +79,7 @@ class Sources:
     txlog: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
+    removal: dict[str, Any] | None = None  # removal.json of a `consortium remove` directory
     problems: list[str] = field(default_factory=list)
     last_change: float | None = None  # newest mtime of a watched file (epoch seconds)
 
@@ -86,7 +90,13 @@ def read_sources(root: Path) -> Sources:
     if not root.is_dir():
         src.problems.append(f"{root}: the run directory is gone")
         return src
-    report = _read_json(root, REPORT, src.problems, required=True)
+    if (root / REMOVAL).exists():  # a removal directory has no report: its record is the run
+        src.removal = _read_json(root, REMOVAL, src.problems)
+        why = None if src.removal is None else record_problem(src.removal)
+        if why:
+            src.problems.append(f"{REMOVAL}: {why}")
+            src.removal = None
+    report = None if (root / REMOVAL).exists() else _read_json(root, REPORT, src.problems, required=True)
     if report is not None:
         why = _report_problem(report)
         if why:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .charts import charts, participant_colours, strategies_of
+from .removal_view import removal_run, round_entry
 from .rundir_view import (
     Sources,
     age_seconds,
@@ -36,7 +37,11 @@ def build_state(root: Path) -> dict[str, Any]:
         "in_progress": None,
         "charts": [],
         "audit": src.audit,
+        "removals": [],
     }
+    if src.removal is not None:
+        state |= removal_run(root, src.removal, src.problems)
+        return state
     r = src.report
     if r is None:
         return state
@@ -109,38 +114,38 @@ def _rounds(r: dict[str, Any], src: Sources) -> list[dict[str, Any]]:
         acc = d.get("accuracy") or {}
         privacy = d.get("privacy") or {}
         out.append(
-            {
-                "round": number,
-                "round_id": d.get("round_id"),
-                "outcome": d.get("outcome") or ("aggregated" if d.get("global_out") else "kept"),
-                "proposers": d.get("proposers") or [c.get("participant") for c in commitments],
-                "voters": d.get("voters") or [],
-                "votes": d.get("votes") or {},
-                "judgements": d.get("judgements") or {},
-                "flagged": d.get("flagged") or [],
-                "excluded": d.get("excluded") or [],
-                "unavailable": d.get("unavailable") or [],
-                "slashes": d.get("slashes") or [],
-                "rewards": d.get("rewards") or {},
-                "stakes": d.get("stakes") or {},
-                "weights": d.get("weights") or {},
-                "gas": gas,
-                "gas_total": sum(gas.values()) if gas else None,
-                "bytes_up": wire.get("upload_total"),
-                "bytes_down": (wire.get("download_per_participant") or 0) * participants if wire else None,
-                "accuracy": acc,
-                "mean_accuracy": acc.get("mean"),
-                "backdoor": d.get("backdoor") or [],
-                "harmful": d.get("harmful") or [],
-                "epsilon": privacy.get("epsilon"),
-                "global_in": d.get("global_in"),
-                "global_out": d.get("global_out"),
-                "candidate": d.get("candidate"),
-                "candidates": d.get("candidates") or [],
-                "commitments": commitments,
-                "phases": phases[i]["phases"] if i < len(phases) else {},
+            round_entry(
+                number,
+                round_id=d.get("round_id"),
+                outcome=d.get("outcome") or ("aggregated" if d.get("global_out") else "kept"),
+                proposers=d.get("proposers") or [c.get("participant") for c in commitments],
+                voters=d.get("voters") or [],
+                votes=d.get("votes") or {},
+                judgements=d.get("judgements") or {},
+                flagged=d.get("flagged") or [],
+                excluded=d.get("excluded") or [],
+                unavailable=d.get("unavailable") or [],
+                slashes=d.get("slashes") or [],
+                rewards=d.get("rewards") or {},
+                stakes=d.get("stakes") or {},
+                weights=d.get("weights") or {},
+                gas=gas,
+                gas_total=sum(gas.values()) if gas else None,
+                bytes_up=wire.get("upload_total"),
+                bytes_down=(wire.get("download_per_participant") or 0) * participants if wire else None,
+                accuracy=acc,
+                mean_accuracy=acc.get("mean"),
+                backdoor=d.get("backdoor") or [],
+                harmful=d.get("harmful") or [],
+                epsilon=privacy.get("epsilon"),
+                global_in=d.get("global_in"),
+                global_out=d.get("global_out"),
+                candidate=d.get("candidate"),
+                candidates=d.get("candidates") or [],
+                commitments=commitments,
+                phases=phases[i]["phases"] if i < len(phases) else {},
                 **times.get(number, {"finished_at": None, "seconds": None}),
-            }
+            )
         )
     return out
 

@@ -199,3 +199,40 @@ def test_approvals_whose_stake_left_cannot_fill_the_list_against_honest_ones(cha
         == (30 * ETH, 30 * ETH)
     )
     assert c.removed(target.address) and c.global_hash() == GENESIS
+
+
+def test_the_live_dashboard_shows_each_removal_and_the_rounds_it_undid(
+    chain: ChainClient, participants: list[str]
+) -> None:
+    """`consortium dashboard --rpc-url`: a pending proposal with the weight its approvers hold against
+    the two-thirds threshold, then the executed removal, the base it rewound to and its undone round."""
+    pytest.importorskip("starlette")
+    from consortium.dashboard.live_chain import LiveChain
+
+    cs, target = _world(chain, participants)
+    live = LiveChain("(this test's chain)", chain.contract_address, None)
+    live._client = chain  # the page's own client, on this test's backend
+    play_round(chain, label="a")
+    r1 = chain.global_hash()
+    play_round(chain, label="b")
+    cs[0].propose_removal(target, 2)
+    for c in cs[4:7]:  # with the proposer's: 2 + 6 + 7 + 8 = 23 ETH of the others' 35
+        c.approve_removal(1)
+    s = live.build()
+    assert s["problems"] == []
+    (m,) = s["removals"]
+    name = {p["account"]: p["name"] for p in s["run"]["participants_detail"]}
+    assert (m["status"], m["participants"], m["from_round"]) == ("pending", [name[target]], 2)
+    assert (m["approve_eth"], m["others_eth"], m["supported"]) == (23, 35, False)
+    assert m["approvers"] == [name[c.address] for c in [cs[0], *cs[4:7]]]
+    assert m["proposer"] == m["approvers"][0]
+    assert all(r["undone_by"] is None for r in s["rounds"])
+    cs[3].approve_removal(1)  # 28 of 35
+    chain.execute_removal()
+    play_round(chain, label="c")
+    s = live.build()
+    (m,) = s["removals"]
+    assert (m["status"], m["after_round"], m["rounds_undone"]) == ("executed", 2, [2])
+    assert (m["approve_eth"], m["others_eth"], m["supported"]) == (28, 35, True)
+    assert m["global_adapter"] == r1.hex() == s["rounds"][2]["global_in"]
+    assert [r["undone_by"] for r in s["rounds"]] == [None, 1, None]

@@ -62,6 +62,7 @@ function render(s) {
   renderHeader(s);
   renderProblems(s);
   renderSummary(s);
+  renderRemovals(s);
   renderInProgress(s);
   renderCharts(s);
   renderRounds(s);
@@ -164,6 +165,34 @@ function renderSummary(s) {
   box.append(el("h2", {}, "Participants"), pt);
 }
 
+function renderRemovals(s) {
+  const removals = s.removals || [];
+  document.getElementById("removals").hidden = !removals.length;
+  const body = document.querySelector("#removals-table tbody");
+  body.replaceChildren();
+  for (const m of removals) {
+    const approvals = m.approvers === undefined ? "–"
+      : `${list(m.approvers)} · ${fix(m.approve_eth, 3)} of ${fix(m.others_eth, 3)} ETH `
+        + (m.supported ? "(over two thirds)" : "(two thirds not reached)");
+    const status = m.status === "pending" ? `pending (lapses after round ${m.deadline_round})`
+      : m.status === "executed" ? `executed after round ${m.after_round}` : m.status;
+    const cost = m.local_steps === undefined ? "–"
+      : `${m.local_steps} local steps (${fix(100 * m.fraction_of_full_retrain, 0)}% of a full retrain), ${int(m.seconds)} s`;
+    const after = el("span", {}, blobLink(m.global_adapter));
+    if (m.source_global_adapter) after.append(el("span", {class: "muted"}, " (was "), blobLink(m.source_global_adapter), el("span", {class: "muted"}, ")"));
+    body.append(el("tr", {"data-removal": m.id ?? "run", "data-status": m.status},
+      el("td", {}, m.id === null ? "this run" : "#" + m.id),
+      el("td", {"data-field": "removed"}, list(m.participants)),
+      el("td", {class: "num"}, m.from_round),
+      el("td", {}, m.method + (m.schedule && m.schedule.exact_rounds !== undefined ? ` (K ${m.schedule.exact_rounds}, T ${m.schedule.correct_every})` : "")),
+      el("td", {"data-field": "status"}, status),
+      el("td", {"data-field": "approvals"}, approvals),
+      el("td", {"data-field": "undone"}, list(m.rounds_undone.map(String))),
+      el("td", {}, after),
+      el("td", {}, cost)));
+  }
+}
+
 function auditVerdict(a) {
   if (!a) return el("span", {class: "muted"}, "none recorded (`consortium audit RUN_DIR`, or the dashboard with --audit)");
   if (a.state && a.state !== "done") {
@@ -243,9 +272,10 @@ function renderRounds(s) {
     const marks = [r.flagged.length ? "flagged " + r.flagged.join(", ") : null,
                    r.excluded.length ? "excluded " + r.excluded.join(", ") : null,
                    r.unavailable.length ? "unavailable " + r.unavailable.join(", ") : null].filter(Boolean);
-    const row = el("tr", {class: "round-row outcome-" + r.outcome, "data-round": r.round},
+    const undone = r.undone_by === null || r.undone_by === undefined ? "" : ` · undone by removal #${r.undone_by}`;
+    const row = el("tr", {class: "round-row outcome-" + r.outcome + (undone ? " undone" : ""), "data-round": r.round},
       el("td", {class: "num", "data-field": "round"}, r.round),
-      el("td", {"data-field": "outcome"}, r.outcome),
+      el("td", {"data-field": "outcome"}, r.outcome + undone),
       el("td", {"data-field": "finished"}, r.finished_at ? `${r.finished_at} (${r.seconds ?? "–"})` : "–"),
       el("td", {"data-field": "proposers"}, list(r.proposers)),
       el("td", {"data-field": "voters"}, list(r.voters)),
@@ -284,7 +314,8 @@ function phaseTable(phases) {
 function roundDetails(r) {
   const box = el("div", {});
   box.append(el("div", {}, el("b", {}, "global in "), blobLink(r.global_in), el("b", {}, " → out "), blobLink(r.global_out),
-    r.candidate ? el("span", {}, el("b", {}, " · pipeline candidate "), blobLink(r.candidate)) : null));
+    r.candidate ? el("span", {}, el("b", {}, " · pipeline candidate "), blobLink(r.candidate)) : null,
+    r.original_global_out ? el("span", {}, el("b", {}, " · the original run's global after this round "), blobLink(r.original_global_out)) : null));
   if (Object.keys(r.phases).length) box.append(el("div", {}, el("b", {}, "timeline (chain blocks)")), phaseTable(r.phases));
   const ct = el("table", {}, el("thead", {}, el("tr", {}, ...["update of", "blob", "examples", "weight"].map((h) => el("th", {}, h)))));
   const cb = el("tbody");
@@ -320,7 +351,8 @@ async function loadRecords(kind) {
   const box = document.getElementById("records");
   const note = document.getElementById("records-note");
   note.textContent = `${data.total} record(s)` + (data.total > data.rows.length ? `, first ${data.rows.length} shown` : "");
-  const file = {rounds: "report.json", txlog: "chain/txlog.jsonl", log: "run.log"}[kind];
+  const removalDir = state && (state.removals || []).some((m) => m.id === null);  // written by `consortium remove`
+  const file = {rounds: removalDir ? "removal.json" : "report.json", txlog: "chain/txlog.jsonl", log: "run.log"}[kind];
   if (state && state.run_dir && !state.run_dir.startsWith("live network")) {
     note.append(" · ", el("a", {href: "files/" + file, target: "_blank"}, "whole file"));
   }
