@@ -131,7 +131,8 @@ function renderSummary(s) {
     fact("model", r.model), fact("protocol", r.protocol || "fedavg"), fact("aggregator", r.aggregator),
     fact("LoRA", r.lora_variant), fact("server lr", r.server_lr), fact("participants", r.participants),
     fact("global adapter", blobLink(r.global_adapter)),
-    fact("upload per participant per round", si((r.bytes || {}).upload_per_participant_per_round) + "B"));
+    fact("upload per participant per round", r.bytes && r.bytes.upload_per_participant_per_round !== undefined
+      ? si(r.bytes.upload_per_participant_per_round) + "B" : "–"));
   if (r.chain) facts.append(fact("chain", `${r.chain.backend} · contract ${r.chain.contract}`));
   if (r.head) facts.append(fact("chain head", `block ${r.head.block}`));
   if (r.privacy) facts.append(fact("DP", `${r.privacy.mode} · ε so far ${fix(r.privacy.epsilon, 3)} (δ ${r.privacy.delta})`));
