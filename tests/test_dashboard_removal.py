@@ -91,6 +91,10 @@ def test_the_page_runs_the_removal_audit(removed: tuple[Path, dict, dict], tmp_p
         ('{"format": 2}', "removal.json: no 'removal' object"),
         ('{"removal": {"participants": ["org1"], "from_round": 0}, "rounds": [{"kind": "exact"}]}',
          "removal.json: 'rounds' holds a round record without an integer 'round'"),
+        ('{"removal": {"participants": ["org1"], "from_round": 0}, "rounds": [{"round": 0, "weights": 3}]}',
+         "removal.json: malformed (TypeError"),
+        ('{"removal": {"participants": [1, "a"], "from_round": 0}, "rounds": [{"round": 0}]}',
+         "removal.json: malformed (TypeError"),
     ],
 )  # fmt: skip
 def test_a_damaged_removal_record_is_a_message(

@@ -40,7 +40,10 @@ def build_state(root: Path) -> dict[str, Any]:
         "removals": [],
     }
     if src.removal is not None:
-        state |= removal_run(root, src.removal, src.problems)
+        try:
+            state |= removal_run(root, src.removal, src.problems)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:  # a field of another type
+            src.problems.append(f"removal.json: malformed ({type(e).__name__}: {e})")
         return state
     r = src.report
     if r is None:
