@@ -45,7 +45,7 @@ from consortium.round.voting import LossFn, VoteRule, honest_ballot
 from consortium.rundir import HEAD, TXLOG, RunDir
 from consortium.store import BlobStore
 
-__all__ = ["ChainRoundReport", "ChainRoundRunner", "deploy_runner"]
+__all__ = ["ChainRoundReport", "ChainRoundRunner", "deploy_runner", "runner_for"]
 
 HONEST, COLLUDERS, NO_SHOW, LAZY = "honest", "colluding_voter", "no_show", "lazy_voter"
 
@@ -107,12 +107,14 @@ class ChainRoundRunner:
     slash_excluded: bool = False  # the config's chain.slash_excluded (see `candidate_marks`)
     genesis: str | None = None  # the run's initial adapter (the first round's input), for `base_margin`
     base_losses: dict[str, float] = field(default_factory=dict)  # each voter's loss of the genesis
+    gone: frozenset[str] = frozenset()  # removed or exited (a removal's replay): they no longer act
 
     def __post_init__(self) -> None:
         self.public = PublicHistory(self.store, self.layout, self.rule)  # FoolsGold sums, probe verdicts
         self.names = {a.lower(): n for n, a in self.accounts.items()}
         colluders = {n for n, s in self.strategies.items() if s == COLLUDERS}
-        self.coalition = frozenset(self.attackers if self.attackers_collude else ()) | colluders
+        self.coalition = (frozenset(self.attackers if self.attackers_collude else ()) | colluders) - self.gone
+        self.active = [n for n in self.accounts if n not in self.gone]  # registration order
 
     # ---------------------------------------------------------------- set-up
 
@@ -142,16 +144,16 @@ class ChainRoundRunner:
             gas[tx.function] = gas.get(tx.function, 0) + tx.gas_used
             return tx
 
-        op = self._client(min(self.accounts))  # opening needs a registered participant; any will do
+        op = self._client(min(self.active))  # opening needs a registered participant; any will do
         sent(op.open_round(global_hash))
         info = op.round_info()
         rid = info.round_id
-        for name in self.accounts:  # optional entropy: everyone commits (in round 1; later rounds'
+        for name in self.active:  # optional entropy: everyone commits (in round 1; later rounds'
             # commitments ride on the previous reveal), then reveals a seed
             if self._client(name).precommitted_seed(rid) is None:
                 sent(self._client(name).commit_seed(rid, _secret("seed", self.run_seed, rid, name)))
         op.advance_to_phase(Phase.SEED_REVEAL, info)
-        for name in self.accounts:
+        for name in self.active:
             nxt = _secret("seed", self.run_seed, rid + 1, name)
             sent(self._client(name).reveal_seed(rid, next_seed=nxt))
         op.advance_to_phase(Phase.DRAW, info)
@@ -240,7 +242,9 @@ class ChainRoundRunner:
             "info": pipeline.result.info,
         }
         honest_hash = out.candidate = put_vector(self.store, pipeline.vector, self.layout)
-        poster = next((n for n, s in sorted(self.strategies.items()) if s == HONEST), None)
+        poster = next(
+            (n for n, s in sorted(self.strategies.items()) if s == HONEST and n in self.active), None
+        )
         if poster is not None:
             sent(self._client(poster).post_candidate(rid, honest_hash, rc.flagged, rc.excluded))
             out.candidates.append(
@@ -380,9 +384,29 @@ def deploy_runner(
     operator = ChainClient.deploy(
         backend, config_params(cfg), genesis_hash=genesis, fund=wei(cc.reward_pool), txlog=txlog
     )
-    runner = ChainRoundRunner(
+    accounts = {name: backend.accounts[i + 1] for i, name in enumerate(strategies)}
+    runner = runner_for(cfg, operator, accounts, store, layout, rule, strategies, attackers)
+    runner.register_all(cc.stake, data_sizes)
+    return runner
+
+
+def runner_for(
+    cfg: RunConfig,
+    operator: ChainClient,
+    accounts: Mapping[str, str],
+    store: BlobStore,
+    layout: Layout,
+    rule: AggregationRule,
+    strategies: Mapping[str, str],
+    attackers: frozenset[str],
+    gone: frozenset[str] = frozenset(),
+    genesis: str | None = None,
+) -> ChainRoundRunner:
+    """The runner of the run config `cfg` on a deployment (`operator`: the deployer's view)."""
+    cc = cfg.chain
+    return ChainRoundRunner(
         operator,
-        {name: backend.accounts[i + 1] for i, name in enumerate(strategies)},
+        dict(accounts),
         dict(strategies),
         store,
         layout,
@@ -393,7 +417,6 @@ def deploy_runner(
         attackers=attackers,
         attackers_collude=cc.attackers_collude,
         slash_excluded=cc.slash_excluded,
+        genesis=genesis,
+        gone=gone,
     )
-    runner.register_all(cc.stake, data_sizes)
-    return runner
-

@@ -301,7 +301,8 @@ ALLOWED: dict[str, set[str]] = {
     "audit": {"store", "config", "rundir", "round", "chain"},
     "deploy": {"chain", "config"},
     # replays a run's rounds without some participants (sim, protocol) and audits the result (audit)
-    "removal": {*_F, "config", "rundir", "round", "protocol", "sim", "audit", "backend", "probe"},
+    "removal": {*_F, "config", "rundir", "round", "protocol", "sim", "audit", "backend", "probe", "chain",
+                "chain_sim", "report"},
     "report": {"rundir"},
     "check": {"config", "data", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support", "removal"},  # a run's page: files or chain

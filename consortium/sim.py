@@ -53,6 +53,8 @@ from consortium.sim_report import central_detail, charge, empty_report, round_by
 from consortium.store import BlobStore
 from consortium.train import prepare_model, speed_settings
 
+RoundPlay = Callable[[str, TrainFn], tuple[str, dict[str, Any]]]  # (global in, train) -> (global out, row)
+
 
 class Simulation:
     """Holds the one model and runs the federated protocol plus the baselines it is judged against."""
@@ -193,10 +195,15 @@ class Simulation:
             chain = deploy_runner(
                 cfg, rd, store, self.layout, rule, global_hash, strategies, attackers, data_sizes=sizes
             )
+            play = self.chain_play(chain, rd, report)
         else:
             runner = RoundRunner(MemoryLedger(), store, self.layout, rule, root=self._root_update)
             runner.evidence = lambda pid: self._evidence.pop(pid, None)
-        t_train = t_eval = 0.0
+
+            def play(start: str, train: TrainFn) -> tuple[str, dict[str, Any]]:
+                rec, cand = runner.run_round(start, [p.name for p in self.participants], train)
+                return rec.global_out or start, central_detail(rec, cand)
+
         previous: torch.Tensor | None = None
         rounds_task = progress.add_task("federated rounds", total=cfg.rounds)
         for r in range(cfg.rounds):
@@ -207,49 +214,9 @@ class Simulation:
                     stopped = e
                     report["privacy"]["stopped"] = str(e)
                     break
-            part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
-            round_start = get_vector(store, global_hash, self.layout)
-            last_step = None if previous is None else round_start - previous  # public: the last global change
-            train = self.train_fn(r, last_step, report, lambda t=part_task: progress.advance(t))
-            t1 = time.perf_counter()
-            if cfg.protocol == "chain":
-                done = chain.run_round(global_hash, train, self._loss_fn)
-                global_out, detail = done.global_out, done.summary()
-            else:
-                rec, cand = runner.run_round(global_hash, [p.name for p in self.participants], train)
-                global_out = rec.global_out or global_hash
-                detail = central_detail(rec, cand)
-            t_train += time.perf_counter() - t1
-            progress.remove_task(part_task)
-            previous = round_start if global_out != global_hash else previous
-            global_hash = global_out
-            t1 = time.perf_counter()
-            vec = get_vector(store, global_hash, self.layout)
-            acc = self.evaluate(vec, f"round {r + 1}", progress)
-            backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
-            harmful = self.harmful_metrics(vec, f"round {r + 1}", progress) if self.harmful else []
-            t_eval += time.perf_counter() - t1
-            if tracker is not None:
-                detail["privacy"] = charge(tracker, detail)
-                report["privacy"]["epsilon"] = detail["privacy"]["epsilon"]
-            wire = round_bytes(report["bytes"], len(detail.get("commitments", [])))
-            report["rounds_detail"].append(
-                {"round": r, **detail, "bytes": wire, "accuracy": acc, "backdoor": backdoor}
+            global_hash, previous = self.play_round(
+                rd, report, progress, r, global_hash, previous, play, tracker
             )
-            if harmful:
-                report["rounds_detail"][-1]["harmful"] = report["harmful"]["federated"] = harmful
-            if backdoor:
-                report["backdoor"]["federated"] = backdoor
-            report["rounds_completed"] = r + 1
-            report["accuracy"]["federated"] = acc
-            report["global_adapter"] = global_hash
-            timings["federated_train"], timings["federated_eval"] = t_train, t_eval
-            if cfg.protocol == "chain":
-                report["chain"] = chain.summary(cfg, rd)
-            rd.write_json("report.json", report)
-            outcome = f" ({detail['outcome']})" if "outcome" in detail else ""
-            eps = "" if tracker is None else f" ε {detail['privacy']['epsilon']}"
-            rd.log(f"round {r + 1}{outcome}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}{eps}")
             progress.advance(rounds_task)
 
         final = get_vector(store, global_hash, self.layout)
@@ -261,6 +228,69 @@ class Simulation:
         timings["total"] = time.perf_counter() - t0
         if stopped is not None:
             raise stopped
+
+    def chain_play(self, chain: Any, rd: RunDir, report: dict[str, Any]) -> RoundPlay:
+        """A round through the contract (`chain_sim.ChainRoundRunner`), the report's chain section kept
+        up to date with it."""
+
+        def play(start: str, train: TrainFn) -> tuple[str, dict[str, Any]]:
+            done = chain.run_round(start, train, self._loss_fn)
+            report["chain"] = chain.summary(self.cfg, rd)
+            return done.global_out, done.summary()
+
+        return play
+
+    def play_round(
+        self,
+        rd: RunDir,
+        report: dict[str, Any],
+        progress: Progress,
+        r: int,
+        global_hash: str,
+        previous: torch.Tensor | None,
+        play: RoundPlay,
+        tracker: Any = None,
+    ) -> tuple[str, torch.Tensor | None]:
+        """Round `r` from `global_hash`: local training and the protocol's round (`play`), then the
+        evaluation and the report's row, written. `previous`: the start of the last round that moved
+        the model (its step is public: what an adaptive attacker sees). Returns both, updated."""
+        timings = report["timings"]
+        store = BlobStore(rd.store)
+        part_task = progress.add_task(f"round {r + 1}: local training", total=len(self.participants))
+        round_start = get_vector(store, global_hash, self.layout)
+        last_step = None if previous is None else round_start - previous  # public: the last global change
+        train = self.train_fn(r, last_step, report, lambda t=part_task: progress.advance(t))
+        t1 = time.perf_counter()
+        global_out, detail = play(global_hash, train)
+        timings["federated_train"] = timings.get("federated_train", 0.0) + time.perf_counter() - t1
+        progress.remove_task(part_task)
+        previous = round_start if global_out != global_hash else previous
+        global_hash = global_out
+        t1 = time.perf_counter()
+        vec = get_vector(store, global_hash, self.layout)
+        acc = self.evaluate(vec, f"round {r + 1}", progress)
+        backdoor = self.backdoor_metrics(vec, f"round {r + 1}", progress) if self.backdoors else []
+        harmful = self.harmful_metrics(vec, f"round {r + 1}", progress) if self.harmful else []
+        timings["federated_eval"] = timings.get("federated_eval", 0.0) + time.perf_counter() - t1
+        if tracker is not None:
+            detail["privacy"] = charge(tracker, detail)
+            report["privacy"]["epsilon"] = detail["privacy"]["epsilon"]
+        wire = round_bytes(report["bytes"], len(detail.get("commitments", [])))
+        report["rounds_detail"].append(
+            {"round": r, **detail, "bytes": wire, "accuracy": acc, "backdoor": backdoor}
+        )
+        if harmful:
+            report["rounds_detail"][-1]["harmful"] = report["harmful"]["federated"] = harmful
+        if backdoor:
+            report["backdoor"]["federated"] = backdoor
+        report["rounds_completed"] = len(report["rounds_detail"])
+        report["accuracy"]["federated"] = acc
+        report["global_adapter"] = global_hash
+        rd.write_json("report.json", report)
+        outcome = f" ({detail['outcome']})" if "outcome" in detail else ""
+        eps = "" if tracker is None else f" ε {detail['privacy']['epsilon']}"
+        rd.log(f"round {r + 1}{outcome}: global {global_hash[:12]} mean accuracy {acc['mean']:.3f}{eps}")
+        return global_hash, previous
 
     def train_fn(
         self,

@@ -357,15 +357,17 @@ def test_a_run_dir_from_another_config_version_exits_2(source: Path, tmp_path: P
     assert len(res.output.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_a_chain_run_allows_subtract_and_refuses_a_replay(tmp_path: Path) -> None:
+def test_a_chain_run_allows_subtract_and_refuses_recover(tmp_path: Path) -> None:
+    """recover's estimated updates have no place on a chain (exact goes through the contract there:
+    tests/test_removal_chain.py)."""
     runs = tmp_path / "runs"
     res = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(runs), *RUN[2:]])
     assert res.exit_code == 0, res.output
     (chain_run,) = runs.iterdir()
     moved = [r for r in _report(chain_run)["rounds_detail"] if r["global_out"] != r["global_in"]]
     who = next(p for p, w in moved[0]["weights"].items() if w > 0)  # a proposer of an accepted round
-    res = _remove(chain_run, tmp_path / "no", "--participant", who, "--method", "exact")
-    assert res.exit_code == 2 and "consortium removal propose" in res.output
+    res = _remove(chain_run, tmp_path / "no", "--participant", who, "--method", "recover")
+    assert res.exit_code == 2 and "--method recover replays central runs only" in res.output
     assert not (tmp_path / "no").exists()
     path, rec = _removed(chain_run, tmp_path / "out", "--participant", who, "--method", "subtract")
     assert audit_removal(path).ok

@@ -80,7 +80,39 @@ def audit_run(run_dir: Path, genesis_of: Callable[[RunConfig], str] | None = Non
     audit_chain(rep.client, BlobStore(run_dir / "store"), cfg, out, names, genesis)
     final = rep.client.global_hash().hex()
     _check_adapter(run_dir, final, report, out)
+    if "removal" in report:  # `consortium remove --method exact` on a chain run (removal.on_chain)
+        _check_removal_record(report, rep.client.history(), out)
     return out
+
+
+def _check_removal_record(report: dict[str, Any], hist: Any, out: AuditReport) -> None:
+    """What report.json says the removal did is what the chain's events show: the removal it names was
+    executed, against the first participant it names, from the round it names; every other participant
+    it names left (its exit announced) before the removal was executed."""
+    rec = report["removal"]
+    accounts = report.get("chain", {}).get("accounts", {})
+    out.count("removal records checked")
+    try:
+        rm = hist.removals[int(rec["removal_id"]) - 1]
+        target, *leaving = (str(accounts[n]).lower() for n in rec["participants"])
+        claimed = (target, int(rec["chain_from_round"]))
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        out.problems.append(
+            f"report.json removal: names no executed removal of this chain's participants ({e!r})"
+        )
+        return
+    if rm.after_round is None or (rm.target.lower(), rm.from_round) != claimed:
+        out.problems.append(
+            f"report.json removal: says removal {rec['removal_id']} took {rec['participants'][0]} out "
+            f"from round {claimed[1]}; the chain's removal {rm.removal_id} names {rm.target} from round "
+            f"{rm.from_round}" + ("" if rm.after_round is not None else ", not executed")
+        )
+    left = {a.lower() for a, p in hist.participants.items() if p.exiting or not p.registered}
+    gone = [a for a in leaving if a not in left]
+    if gone:
+        out.problems.append(
+            f"report.json removal: {', '.join(gone)} named as removed but never announced an exit"
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from web3 import Web3
 from .backends import EmbeddedBackend
 from .client import ChainClient
 from .errors import reason_from
-from .txlog import read_txlog
+from .txlog import TxLog, read_txlog
 
 
 @dataclass
@@ -37,10 +37,11 @@ class Replay:
         return not self.problems
 
 
-def replay(path: str | Path, *, n_accounts: int, seed: int) -> Replay:
+def replay(path: str | Path, *, n_accounts: int, seed: int, txlog: TxLog | None = None) -> Replay:
     """Re-send every entry of the log at `path`, in order, on a fresh `EmbeddedBackend(n_accounts,
     seed)` (the run's own account count and seed, for identical accounts and blocks), and compare
-    each transaction's status, block and hash with the recorded ones."""
+    each transaction's status, block and hash with the recorded ones. `txlog`: where the returned
+    client logs what is sent after the replay (a run that goes on from the recorded chain)."""
     entries = read_txlog(path)  # all checked before anything is sent
     be = EmbeddedBackend(n_accounts, seed)
     w3 = be.w3
@@ -71,7 +72,7 @@ def replay(path: str | Path, *, n_accounts: int, seed: int) -> Replay:
     else:
         address, deployer, block = deployed
         account = deployer if deployer in be.accounts else be.accounts[0]
-        client = ChainClient.at(be, address, account, deploy_block=block)
+        client = ChainClient.at(be, address, account, deploy_block=block, txlog=txlog)
     return Replay(be, client, len(entries), problems)
 
 

@@ -11,6 +11,7 @@ hash), the exported `adapter/` and `run.log`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from consortium.removal.replay import ReplayResult, SourceMismatch, replay
 from consortium.removal.schedule import default_exact_rounds, schedule_problem
 from consortium.removal.source import RemovalInputError, SourceRun, read_source
 from consortium.removal.subtract import check_linear, subtract_rounds
+from consortium.report import write_report
 from consortium.round.records import Layout, get_vector, put_vector
 from consortium.rundir import atomic_write
 from consortium.sim import Simulation
@@ -109,38 +111,73 @@ def remove(
             raise RemovalInputError(problem)
     if method == "subtract":
         check_linear(src.cfg.lora.variant)
+    on_chain = src.cfg.protocol == "chain" and method == "exact"
+    if on_chain:
+        from consortium.removal.on_chain import check_chain_source  # import time: web3, the EVM
+
+        check_chain_source(src)
     console = console or Console()
     sim = sim or _load_simulation(src, console)
+    created = not out_root.exists()
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=".remove-"))
-    try:
-        store = BlobStore(tmp / "store")
-        kept = [b for r in src.kept for b in r.blobs()] + [src.start]
-        originals = [b for r in src.replaced for b in r.blobs()] if method != "exact" else []
-        probe = [src.cfg.probe.artifact] if src.cfg.probe.artifact else []  # the pipeline reads it by hash
-        _copy_blobs(src.store, store, kept + originals + probe)
-        if method == "subtract":
-            result = _subtract(src, store, sim.layout)
+    try:  # everything is written into tmp, renamed into place only once complete
+        if on_chain:
+            _write_on_chain(src, sim, tmp, console)
         else:
-            try:
-                result = replay(sim, src, store, method, *schedule_args, reuse=reuse)
-            except SourceMismatch as e:
-                raise RemovalInputError(f"{src.path}: {e}") from None
-        set_flat(sim.model, sim.spec, get_vector(store, result.final, sim.layout))
-        export_peft(sim.model, tmp / "adapter")
-        atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
-        record = _record(src, method, result, schedule_args)
-        atomic_write(tmp / RECORD, json.dumps(record, indent=2) + "\n")
-        line = (
-            f"removed {', '.join(src.removed)} from round {src.from_round} by {method}: global {result.final}"
-        )
-        atomic_write(tmp / "run.log", f"{time.strftime('%H:%M:%S')} {line}\n")
+            _write_replay(src, sim, tmp, method, schedule_args, reuse)
         dest = _final_name(out_root, f"{src.cfg.name}-remove-{method}")
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # bad input found late leaves nothing behind either
+            with contextlib.suppress(OSError):
+                out_root.rmdir()
         raise
     return dest
+
+
+def _write_replay(
+    src: SourceRun, sim: Any, tmp: Path, method: str, schedule_args: tuple[int, int], reuse: bool
+) -> None:
+    """exact, recover or subtract of a central run (subtract of a chain run too): a removal directory."""
+    store = BlobStore(tmp / "store")
+    kept = [b for r in src.kept for b in r.blobs()] + [src.start]
+    originals = [b for r in src.replaced for b in r.blobs()] if method != "exact" else []
+    probe = [src.cfg.probe.artifact] if src.cfg.probe.artifact else []  # the pipeline reads it by hash
+    _copy_blobs(src.store, store, kept + originals + probe)
+    if method == "subtract":
+        result = _subtract(src, store, sim.layout)
+    else:
+        try:
+            result = replay(sim, src, store, method, *schedule_args, reuse=reuse)
+        except SourceMismatch as e:
+            raise RemovalInputError(f"{src.path}: {e}") from None
+    set_flat(sim.model, sim.spec, get_vector(store, result.final, sim.layout))
+    export_peft(sim.model, tmp / "adapter")
+    atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
+    record = _record(src, method, result, schedule_args)
+    atomic_write(tmp / RECORD, json.dumps(record, indent=2) + "\n")
+    line = f"removed {', '.join(src.removed)} from round {src.from_round} by {method}: global {result.final}"
+    atomic_write(tmp / "run.log", f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
+def _write_on_chain(src: SourceRun, sim: Any, tmp: Path, console: Any) -> None:
+    """exact of a chain run: the contract's removal on the run's chain (`removal.on_chain`), written as a
+    chain run directory."""
+    from consortium.removal.on_chain import remove_on_chain  # import time: web3, the EVM
+
+    atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
+    record = remove_on_chain(sim, src, tmp, console)
+    set_flat(sim.model, sim.spec, get_vector(BlobStore(tmp / "store"), record["global_adapter"], sim.layout))
+    export_peft(sim.model, tmp / "adapter")
+    write_report(json.loads((tmp / "report.json").read_text()), tmp, plots_too=False)
+    line = (
+        f"removed {', '.join(src.removed)} from round {src.from_round} by exact on chain (removal "
+        f"{record['removal_id']}): global {record['global_adapter']}"
+    )
+    with (tmp / "run.log").open("a") as f:
+        f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
 def _record(src: SourceRun, method: str, result: ReplayResult, sched: tuple[int, int]) -> dict[str, Any]:

@@ -142,11 +142,11 @@ def read_source(run_dir: Path, participants: Sequence[str], from_round: int | No
         raise RemovalInputError(f"{run_dir}: is itself a removal; remove from the original run directory")
     cfg = _config(run_dir / "config.toml")
     report = _read_json(run_dir / "report.json")
-    if cfg.protocol != "central" and method != "subtract":
+    if cfg.protocol != "central" and method == "recover":
         raise RemovalInputError(
-            f"{run_dir}: protocol {cfg.protocol!r}: --method {method} replays central runs only; on a chain "
-            "the participants replay it themselves (`consortium removal propose`, docs/removal.md); "
-            "subtract works"
+            f"{run_dir}: protocol {cfg.protocol!r}: --method recover replays central runs only (a chain "
+            "has no place for estimated updates the others can check); exact (the contract's removal, "
+            "played on the run's chain) and subtract work"
         )
     if report.get("status") != "complete":
         raise RemovalInputError(f"{run_dir}: run status {report.get('status')!r}, expected 'complete'")
