@@ -170,3 +170,20 @@ def test_a_chain_that_does_not_replay_is_refused(source: Path, tmp_path: Path) -
     (bad / TXLOG).write_text("".join(lines[:-3]))  # the last transactions gone
     res = _remove(bad, tmp_path / "no", "--participant", _removing(source)[0])
     assert res.exit_code == 2 and "does not replay" in res.output and not (tmp_path / "no").exists()
+
+
+def test_the_dashboard_shows_the_removal_and_strikes_the_undone_rounds(source: Path, removed: Path) -> None:
+    pytest.importorskip("starlette")
+    from consortium.dashboard.state import build_state
+
+    s = build_state(removed)
+    n = len(_report(source)["rounds_detail"])
+    assert s["problems"] == []
+    (m,) = s["removals"]
+    assert (m["id"], m["status"], m["participants"], m["rounds_undone"]) == (
+        1,
+        "executed",
+        _removing(source),
+        [2, 3],
+    )
+    assert [r["undone_by"] for r in s["rounds"]] == [None, 1, 1] + [None] * (len(s["rounds"]) - n)

@@ -166,6 +166,33 @@ def network_removals(history: Any, names: dict[str, str]) -> list[dict[str, Any]
     return out
 
 
+def chain_run_removal(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The removal a chain run directory written by `consortium remove --method exact` carried out on
+    its chain (`report.json`'s `removal`; `removal.on_chain`), as a network removal entry."""
+    rec = report.get("removal")
+    if not isinstance(rec, dict):
+        return []
+    first, replayed = int(rec["chain_from_round"]), int(rec["replayed_rounds"])
+    after = first + replayed - 1  # the last round it undid: the original run's last
+    cost = rec.get("cost") or {}
+    return [
+        {
+            "id": rec.get("removal_id"),
+            "participants": list(rec["participants"]),
+            "from_round": first,
+            "method": "exact (the contract's removal, on the run's chain)",
+            "status": "executed",
+            "after_round": after,
+            "global_adapter": rec.get("global_adapter"),
+            "source_global_adapter": (rec.get("source") or {}).get("global_adapter"),
+            "local_steps": cost.get("local_steps"),
+            "fraction_of_full_retrain": cost.get("fraction_of_full_retrain"),
+            "seconds": cost.get("seconds"),
+            "rounds_undone": list(range(first, after + 1)),
+        }
+    ]
+
+
 def mark_undone(rounds: list[dict[str, Any]], removals: list[dict[str, Any]]) -> None:
     """Set `undone_by` on each round an executed removal undid (the first removal that undid it)."""
     by_round: dict[int, int] = {}
@@ -173,4 +200,4 @@ def mark_undone(rounds: list[dict[str, Any]], removals: list[dict[str, Any]]) ->
         for n in rm["rounds_undone"]:
             by_round.setdefault(n, rm["id"])
     for r in rounds:
-        r["undone_by"] = by_round.get(r["round"])
+        r["undone_by"] = by_round.get(r.get("round_id") or r["round"])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .charts import charts, participant_colours, strategies_of
-from .removal_view import removal_run, round_entry
+from .removal_view import chain_run_removal, mark_undone, removal_run, round_entry
 from .rundir_view import (
     Sources,
     age_seconds,
@@ -51,6 +51,11 @@ def build_state(root: Path) -> dict[str, Any]:
     strategies = strategies_of(r)
     colours = participant_colours(strategies, set(r.get("attackers") or {}))
     rounds = _rounds(r, src)
+    try:
+        state["removals"] = chain_run_removal(r)
+    except (TypeError, ValueError, KeyError) as e:
+        src.problems.append(f"report.json: malformed removal record ({type(e).__name__}: {e})")
+    mark_undone(rounds, state["removals"])
     state["run"] = _header(r, src, strategies, colours)
     state["rounds"] = rounds
     state["in_progress"] = _in_progress(r, src, len(rounds))
