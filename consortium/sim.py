@@ -105,7 +105,7 @@ class Simulation:
         return build_corpus(list(d.domains), d.root_per_domain, 1, self.cfg.seed + 7919).train
 
     @contextmanager
-    def _progress(self) -> Iterator[Progress]:
+    def progress(self) -> Iterator[Progress]:
         cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*cols, console=self.console, transient=False) as p:
             yield p
@@ -129,7 +129,7 @@ class Simulation:
         rd.write_json("report.json", report)
         rd.log(f"run started in {rd.path}")
         try:
-            with self._progress() as progress:
+            with self.progress() as progress:
                 self._run(rd, report, progress)
             report["status"] = "complete"
         except PrivacyBudgetExceeded as e:

@@ -36,9 +36,9 @@ from consortium.chain_sim import runner_for
 from consortium.removal.source import RemovalInputError, SourceRun
 from consortium.round.chain_view import regrow
 from consortium.round.pipeline import rule_from_config
-from consortium.round.records import get_vector
+from consortium.round.records import ProtocolError, get_vector
 from consortium.rundir import HEAD, TXLOG, RunDir
-from consortium.store import BlobStore
+from consortium.store import BlobNotFound, BlobStore, IntegrityError
 
 
 def check_chain_source(src: SourceRun) -> None:
@@ -71,7 +71,7 @@ def _json(path: Path) -> dict[str, Any]:
     return data
 
 
-def remove_on_chain(sim: Any, src: SourceRun, tmp: Path, console: Any) -> dict[str, Any]:
+def remove_on_chain(sim: Any, src: SourceRun, tmp: Path) -> dict[str, Any]:
     """Carry out the removal of `src.removed` on the chain of the run `src` into the new run directory
     `tmp` (config.toml already there); returns the removal record (also in its report.json)."""
     t0 = time.perf_counter()
@@ -83,7 +83,12 @@ def remove_on_chain(sim: Any, src: SourceRun, tmp: Path, console: Any) -> dict[s
     shutil.copyfile(path / TXLOG, tmp / TXLOG)
     if (path / "run.log").is_file():  # the original rounds' times, for the dashboard; the new ones follow
         shutil.copyfile(path / "run.log", rd.log_path)
-    replayed = replay(path / TXLOG, n_accounts=cfg.participants + 1, seed=cfg.seed, txlog=TxLog(tmp / TXLOG))
+    try:
+        replayed = replay(
+            path / TXLOG, n_accounts=cfg.participants + 1, seed=cfg.seed, txlog=TxLog(tmp / TXLOG)
+        )
+    except ValueError as e:  # a malformed log line
+        raise RemovalInputError(f"{path / TXLOG}: {e}") from None
     if not replayed.ok or replayed.client is None:
         raise RemovalInputError(f"{path / TXLOG}: the chain does not replay: {replayed.problems[0]}")
     operator = replayed.client
@@ -121,7 +126,10 @@ def remove_on_chain(sim: Any, src: SourceRun, tmp: Path, console: Any) -> dict[s
         cfg, operator, accounts, store, sim.layout, rule, strategies, attackers,
         gone=frozenset(src.removed), genesis=hist.genesis.hex(),
     )  # fmt: skip
-    regrow(runner.public, hist.rounds, hist.superseded(len(hist.rounds) + 1), cfg.chain.slash_excluded)
+    try:
+        regrow(runner.public, hist.rounds, hist.superseded(len(hist.rounds) + 1), cfg.chain.slash_excluded)
+    except (BlobNotFound, IntegrityError, ProtocolError) as e:
+        raise RemovalInputError(f"{path / 'store'}: the kept rounds cannot be read again: {e}") from None
 
     report = copy.deepcopy(src.report)
     report |= {"status": "running", "timings": {}, "losses": {"federated": {}}}
@@ -133,7 +141,7 @@ def remove_on_chain(sim: Any, src: SourceRun, tmp: Path, console: Any) -> dict[s
     rd.write_json("report.json", report)
     rd.log(f"removal {removal_id} executed on chain: {target} from round {from_round}; replaying {undone}")
     play = sim.chain_play(runner, rd, report)
-    with sim._progress() as progress:
+    with sim.progress() as progress:
         for k in range(undone):
             global_hash, previous = sim.play_round(
                 rd, report, progress, len(rows) + k, global_hash, previous, play

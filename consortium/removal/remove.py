@@ -123,7 +123,7 @@ def remove(
     tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=".remove-"))
     try:  # everything is written into tmp, renamed into place only once complete
         if on_chain:
-            _write_on_chain(src, sim, tmp, console)
+            _write_on_chain(src, sim, tmp)
         else:
             _write_replay(src, sim, tmp, method, schedule_args, reuse)
         dest = _final_name(out_root, f"{src.cfg.name}-remove-{method}")
@@ -162,13 +162,13 @@ def _write_replay(
     atomic_write(tmp / "run.log", f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
-def _write_on_chain(src: SourceRun, sim: Any, tmp: Path, console: Any) -> None:
+def _write_on_chain(src: SourceRun, sim: Any, tmp: Path) -> None:
     """exact of a chain run: the contract's removal on the run's chain (`removal.on_chain`), written as a
     chain run directory."""
     from consortium.removal.on_chain import remove_on_chain  # import time: web3, the EVM
 
     atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
-    record = remove_on_chain(sim, src, tmp, console)
+    record = remove_on_chain(sim, src, tmp)
     set_flat(sim.model, sim.spec, get_vector(BlobStore(tmp / "store"), record["global_adapter"], sim.layout))
     export_peft(sim.model, tmp / "adapter")
     write_report(json.loads((tmp / "report.json").read_text()), tmp, plots_too=False)

@@ -172,12 +172,12 @@ function renderRemovals(s) {
   const body = document.querySelector("#removals-table tbody");
   body.replaceChildren();
   for (const m of removals) {
-    const approvals = m.approvers === undefined ? "–"
+    const approvals = m.approvers == null ? "–"
       : `${list(m.approvers)} · ${fix(m.approve_eth, 3)} of ${fix(m.others_eth, 3)} ETH `
         + (m.supported ? "(over two thirds)" : "(two thirds not reached)");
     const status = m.status === "pending" ? `pending (lapses after round ${m.deadline_round})`
       : m.status === "executed" ? `executed after round ${m.after_round}` : m.status;
-    const cost = m.local_steps === undefined ? "–"
+    const cost = m.local_steps == null ? "–"
       : `${m.local_steps} local steps (${fix(100 * m.fraction_of_full_retrain, 0)}% of a full retrain), ${int(m.seconds)} s`;
     const after = el("span", {}, blobLink(m.global_adapter));
     if (m.source_global_adapter) after.append(el("span", {class: "muted"}, " (was "), blobLink(m.source_global_adapter), el("span", {class: "muted"}, ")"));
