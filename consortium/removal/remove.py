@@ -6,7 +6,8 @@ a crash leaves nothing behind. The new directory is self-contained for `consorti
 config.toml (byte for byte), `removal.json` (who, from which round, which method, the resulting
 global hash, the kept, original and new round records, the cost), a `store/` with every blob those
 records name and the probe artifact the config names (the pipeline reads it from the store by
-hash), the exported `adapter/` and `run.log`.
+hash), the exported `adapter/` and `run.log`. `exact` of a chain run instead goes through the contract on
+the run's own chain and writes a chain run directory (`removal.on_chain`).
 """
 
 from __future__ import annotations
