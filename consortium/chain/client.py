@@ -404,9 +404,7 @@ class ChainClient(ChainReads):
 
     def removal_support(self, removal: Removal, block: int | str = "latest") -> tuple[int, int]:
         """(the approvers' weight, the weight of everyone but the target): what `execute_removal` sums."""
-        weights = {p.address: p.weight for p in self.all_participants(block)}
-        approve = sum(weights.get(a, 0) for a in removal.approvers)
-        return approve, sum(weights.values()) - weights.get(removal.target, 0)
+        return removal.support({p.address: p.weight for p in self.all_participants(block)})
 
     def removed(self, who: str | None = None) -> bool:
         return bool(self._read("removed", Web3.to_checksum_address(who or self.address)))

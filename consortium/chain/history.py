@@ -6,6 +6,7 @@ whole chain costs O(blocks²).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,13 @@ class Removal:
     # the same sums from the events before the execution (the audit compares the two)
     replayed_approve: int = 0
     replayed_others: int = 0
+
+    def support(self, weights: Mapping[str, int]) -> tuple[int, int]:
+        """(the approvers' weight, the weight of everyone but the target) for each participant's `weights`:
+        what `execute_removal` sums, so the client, the history and the dashboard sum it the same way."""
+        return sum(weights.get(a, 0) for a in self.approvers), sum(weights.values()) - weights.get(
+            self.target, 0
+        )
 
     def supported(self, approve: int, others: int) -> bool:
         """The contract's threshold: approvers hold more than two thirds of the others' weight."""
@@ -363,8 +371,7 @@ def _removal_executed(h: History, a: dict[str, Any]) -> None:
     r.approve_weight, r.others_weight = a["approve_weight"], a["others_weight"]
     # the target's exit was announced in the same call, before this event: its weight is already 0
     weights = {p.address: p.weight(h.min_stake) for p in h.participants.values()}
-    r.replayed_approve = sum(weights.get(x, 0) for x in r.approvers)
-    r.replayed_others = sum(weights.values()) - weights.get(r.target, 0)
+    r.replayed_approve, r.replayed_others = r.support(weights)
     _p(h, r.target).removed = True
     h.global_hash = r.base_hash
 

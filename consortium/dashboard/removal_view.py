@@ -142,8 +142,7 @@ def network_removals(history: Any, names: dict[str, str]) -> list[dict[str, Any]
             undone = list(range(rm.from_round, rm.after_round + 1))
         else:
             status = "lapsed" if opened > rm.deadline else "pending"
-            approve = sum(weights.get(a, 0) for a in rm.approvers)
-            others = sum(weights.values()) - weights.get(rm.target, 0)
+            approve, others = rm.support(weights)
             undone = []
         out.append(
             {

@@ -90,13 +90,14 @@ def read_sources(root: Path) -> Sources:
     if not root.is_dir():
         src.problems.append(f"{root}: the run directory is gone")
         return src
-    if (root / REMOVAL).exists():  # a removal directory has no report: its record is the run
+    removal_dir = (root / REMOVAL).exists()  # a removal directory has no report: its record is the run
+    if removal_dir:
         src.removal = _read_json(root, REMOVAL, src.problems)
         why = None if src.removal is None else record_problem(src.removal)
         if why:
             src.problems.append(f"{REMOVAL}: {why}")
             src.removal = None
-    report = None if (root / REMOVAL).exists() else _read_json(root, REPORT, src.problems, required=True)
+    report = None if removal_dir else _read_json(root, REPORT, src.problems, required=True)
     if report is not None:
         why = _report_problem(report)
         if why:

@@ -25,7 +25,6 @@ new roles and seeds: a retraining without the participant, not a bit-for-bit twi
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 from consortium.chain import ChainError, TxLog, head, replay
 from consortium.chain_sim import runner_for
-from consortium.removal.source import RemovalInputError, SourceRun
+from consortium.removal.source import RemovalInputError, SourceRun, read_json
 from consortium.round.chain_view import regrow
 from consortium.round.pipeline import rule_from_config
 from consortium.round.records import ProtocolError, get_vector
@@ -61,16 +60,6 @@ def check_chain_source(src: SourceRun) -> None:
         raise RemovalInputError(f"{src.path}: is itself a removal; remove from the original run directory")
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RemovalInputError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise RemovalInputError(f"{path}: expected a JSON object")
-    return data
-
-
 def remove_on_chain(sim: Any, src: SourceRun, tmp: Path) -> dict[str, Any]:
     """Carry out the removal of `src.removed` on the chain of the run `src` into the new run directory
     `tmp` (config.toml already there); returns the removal record (also in its report.json)."""
@@ -92,7 +81,7 @@ def remove_on_chain(sim: Any, src: SourceRun, tmp: Path) -> dict[str, Any]:
     if not replayed.ok or replayed.client is None:
         raise RemovalInputError(f"{path / TXLOG}: the chain does not replay: {replayed.problems[0]}")
     operator = replayed.client
-    recorded, found = _json(path / HEAD), head(operator.w3)
+    recorded, found = read_json(path / HEAD), head(operator.w3)
     if (found["block"], found["hash"]) != (recorded.get("block"), recorded.get("hash")):
         raise RemovalInputError(
             f"{path / TXLOG}: the chain does not replay to the run's head ({HEAD}: block "

@@ -112,7 +112,7 @@ class SourceRun:
         return [n for n in names if n not in self.removed]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RemovalInputError(f"{path}: missing (not a finished run directory)")
     try:
@@ -141,7 +141,7 @@ def read_source(run_dir: Path, participants: Sequence[str], from_round: int | No
     if (run_dir / "removal.json").is_file():
         raise RemovalInputError(f"{run_dir}: is itself a removal; remove from the original run directory")
     cfg = _config(run_dir / "config.toml")
-    report = _read_json(run_dir / "report.json")
+    report = read_json(run_dir / "report.json")
     if cfg.protocol != "central" and method == "recover":
         raise RemovalInputError(
             f"{run_dir}: protocol {cfg.protocol!r}: --method recover replays central runs only (a chain "
