@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     report = probe.info["report"]
     # the short info, in its key order (the hash covers it), taken from probe_from_config's own
     short = {k: probe.info[k] for k in ("model", "level", "train_seeds", "heldout_seeds")}
+    if cfg.probe.level != "client":  # the run must take step / shadow evidence as the fit did
+        short["evidence"] = probe.info["evidence"]
     probe.info = short | {"samples": {"fit": report["n_fit"], "heldout": len(heldout)}}
     digest, _ = save(probe, args.out)
     summary = {

@@ -17,7 +17,9 @@ cell in that folder, so several narrower invocations add up to one grid.
 
 A defence `RULE+probe` is RULE behind the client-level probe named by --probe (its artifact hash and
 folder go into every such cell's config, so a cell of another probe is stale and runs again);
-`fedavg+probe` is the probe alone.
+`fedavg+probe` is the probe alone. `RULE+step_probe` and `RULE+shadow_probe` are the same behind a
+step- or shadow-level probe: --probe may be given once per level, and each file's level (and the
+evidence settings it was fitted with, which its cells then use) is read from the artifact.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,7 @@ from scipy import stats
 from consortium.attacks import ATTACK_KINDS
 from consortium.config import RunConfig, _merge, config_digest, preset_dict
 from consortium.defense import AGGREGATORS
+from consortium.probe.artifact import ProbeError, load_file
 from consortium.sim import Simulation
 
 FRACTIONS = (0.1, 0.3, 0.45)
@@ -106,14 +111,48 @@ def settings(model: str) -> dict[str, Any]:
     return _merge(preset_dict(model), SETTINGS[model])
 
 
-PROBED = "+probe"
+# defence suffix -> the probe level that screens the updates before the rule
+PROBE_SUFFIXES = {"+probe": "client", "+step_probe": "step", "+shadow_probe": "shadow"}
 
 
-def split_defense(defense: str) -> tuple[str, bool]:
-    """`multi_krum+probe` -> ("multi_krum", True): the aggregation rule, and whether the client-level
-    probe screens the updates before it."""
-    rule = defense.removesuffix(PROBED)
-    return rule, rule != defense
+@dataclass(frozen=True)
+class ProbeArg:
+    """A probe file given with --probe: its level, and the evidence settings (shadow branch, step
+    snapshots) it was fitted with, which a run must use for its scores to mean anything."""
+
+    path: Path
+    level: str = "client"
+    evidence: tuple[tuple[str, Any], ...] = ()
+
+
+def read_probes(paths: list[Path]) -> dict[str, ProbeArg]:
+    """--probe files by level; ValueError naming the file for a missing, tampered or non-probe file, a
+    step/shadow probe without its evidence settings, or two probes of one level."""
+    out: dict[str, ProbeArg] = {}
+    for path in paths:
+        try:
+            info = load_file(path).info
+        except ProbeError as e:
+            raise ValueError(f"--probe {e}") from None
+        level = info.get("level", "client")
+        evidence = info.get("evidence", {})
+        if level != "client" and not evidence:
+            raise ValueError(
+                f"--probe {path}: a {level}-level probe without the evidence settings it was fitted with"
+            )
+        if level in out:
+            raise ValueError(f"--probe {path}: a second {level}-level probe (first: {out[level].path})")
+        out[level] = ProbeArg(path, level, tuple(sorted(evidence.items())) if level != "client" else ())
+    return out
+
+
+def split_defense(defense: str) -> tuple[str, str | None]:
+    """`multi_krum+probe` -> ("multi_krum", "client"): the aggregation rule, and the level of the probe
+    that screens the updates before it (None: no probe)."""
+    for suffix, level in PROBE_SUFFIXES.items():
+        if defense.endswith(suffix):
+            return defense.removesuffix(suffix), level
+    return defense, None
 
 
 def cell_config(
@@ -123,9 +162,9 @@ def cell_config(
     defense: str,
     seed: int,
     protocol: str = "central",
-    probe: Path | None = None,
+    probes: Mapping[str, ProbeArg] | None = None,
 ) -> RunConfig:
-    rule, probed = split_defense(defense)
+    rule, level = split_defense(defense)
     data = _merge(
         settings(model),
         {
@@ -139,13 +178,17 @@ def cell_config(
         data = _merge(data, CHAIN_SETTINGS.get(model, {}))
     if protocol == "committee":
         data = _merge(data, {"chain": {"proposers_vote": True}})
-    if probed:
+    if level is not None:
+        probe = (probes or {}).get(level)
         if probe is None:
-            raise ValueError(f"defence {defense!r} needs --probe DIR/<sha256>.safetensors")
+            raise ValueError(
+                f"defence {defense!r} needs --probe DIR/<sha256>.safetensors of a {level}-level probe"
+            )
         data["probe"] = {
-            "artifact": probe.name.removesuffix(".safetensors"),
-            "dir": str(probe.parent),
-            "level": "client",
+            "artifact": probe.path.name.removesuffix(".safetensors"),
+            "dir": str(probe.path.parent),
+            "level": level,
+            **dict(probe.evidence),
         }
     # the no-attack cell still measures the backdoor (fraction 0): its ASR is the false positive floor
     data["attacks"] = [{"kind": attack or "backdoor", "fraction": fraction if attack else 0.0}]
@@ -256,7 +299,7 @@ def write_cell(path: Path, cell: dict[str, Any]) -> None:
 
 
 def load_cells(
-    cell_dir: Path, model: str, protocol: str, seeds: list[int], probe: Path | None = None
+    cell_dir: Path, model: str, protocol: str, seeds: list[int], probes: Mapping[str, ProbeArg] | None = None
 ) -> tuple[dict[int, dict[str, Any]], list[Path]]:
     """The finished cells of `seeds` whose config digest is the one this code gives them now, and the
     files left aside because their settings differ (they are run again when asked for)."""
@@ -268,10 +311,11 @@ def load_cells(
         seed = cell["seed"]
         if seed not in per_seed:
             continue
-        if split_defense(defense)[1] and probe is None:
-            continue  # a probe cell, and no probe named: neither checked nor shown
+        level = split_defense(defense)[1]
+        if level is not None and level not in (probes or {}):
+            continue  # a probe cell, and no probe of its level named: neither checked nor shown
         cfg = cell_config(
-            model, None if attack == "none" else attack, float(fraction), defense, seed, protocol, probe
+            model, None if attack == "none" else attack, float(fraction), defense, seed, protocol, probes
         )
         if cell.get("config_digest") != config_digest(cfg):
             stale.append(path)
@@ -499,9 +543,11 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _cell_job(args: tuple[str, str | None, float, str, int, str, str, Path | None]) -> dict[str, Any]:
-    model, attack, frac, defense, seed, protocol, tmp, probe = args
-    cfg = cell_config(model, attack, frac, defense, seed, protocol, probe)
+def _cell_job(
+    args: tuple[str, str | None, float, str, int, str, str, Mapping[str, ProbeArg]],
+) -> dict[str, Any]:
+    model, attack, frac, defense, seed, protocol, tmp, probes = args
+    cfg = cell_config(model, attack, frac, defense, seed, protocol, probes)
     return run_cell(cfg, cell_workdir(Path(tmp), args))
 
 
@@ -572,7 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--render-only", action="store_true", help="no runs: tables from the finished cells")
     ap.add_argument(
-        "--probe", type=Path, default=None, help="client-level probe (<sha256>.safetensors) for RULE+probe"
+        "--probe",
+        type=Path,
+        action="append",
+        default=[],
+        help="probe file (<sha256>.safetensors), once per level: client for RULE+probe, step for "
+        "RULE+step_probe, shadow for RULE+shadow_probe",
     )
     args = ap.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a]
@@ -590,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if args.probe is not None and not args.probe.is_file():
-        print(f"--probe {args.probe}: no such probe file", file=sys.stderr)
+    try:
+        probes = read_probes(args.probe)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
         return 2
     stem = args.out / (
         f"robustness_{args.model}" + ("" if args.protocol == "central" else f"_{args.protocol}")
@@ -602,12 +655,12 @@ def main(argv: list[str] | None = None) -> int:
     cells |= {cell_key(a, f, d): (a, f, d) for a in attacks for f in fractions for d in defenses}
     try:
         for a, f, d in cells.values():
-            cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol, args.probe)
+            cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol, probes)
     except ValueError as e:
         print(" ".join(str(e).split()), file=sys.stderr)  # one line, pydantic's details included
         return 2
     cell_dir.mkdir(parents=True, exist_ok=True)
-    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds, args.probe)
+    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds, probes)
     for path in stale:
         print(f"[robustness] {path.name}: run under other settings; left aside (rerun when asked for)")
     keys = list(cells)
@@ -633,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             pool.submit(
                 _cell_job,
-                (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp, args.probe),
+                (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp, probes),
             ): (seed, key)
             for seed, key in todo
             for a, f, d in [cells[key]]

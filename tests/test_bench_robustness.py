@@ -195,7 +195,7 @@ def test_rule_plus_probe_cells_run_behind_the_named_probe(
     assert _run(tmp_path, "--defenses", "fedavg+probe") == 2
     assert "needs --probe" in capsys.readouterr().err
     assert _run(tmp_path, "--defenses", "fedavg+probe", "--probe", str(tmp_path / "none.safetensors")) == 2
-    assert "no such probe file" in capsys.readouterr().err
+    assert "probe file not found" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
     base = rb.cell_config("smoke", None, 0.0, "fedavg", 0)
@@ -206,14 +206,82 @@ def test_rule_plus_probe_cells_run_behind_the_named_probe(
     assert _run(tmp_path, *args) == 0
     path = tmp_path / "robustness_smoke" / "backdoor_0.3_multi_krum+probe_seed0.json"
     cell = json.loads(path.read_text())
-    cfg = rb.cell_config("smoke", "backdoor", 0.3, "multi_krum+probe", 0, probe=probe)
+    cfg = rb.cell_config(
+        "smoke", "backdoor", 0.3, "multi_krum+probe", 0, probes={"client": rb.ProbeArg(probe)}
+    )
     assert (cfg.aggregator, cfg.probe.artifact, cfg.probe.level) == ("multi_krum", probe.stem, "client")
     assert cell["config_digest"] == rb.config_digest(cfg)
     other = tmp_path / "other" / probe.name
     assert (
-        rb.config_digest(rb.cell_config("smoke", "backdoor", 0.3, "multi_krum+probe", 0, probe=other))
+        rb.config_digest(
+            rb.cell_config(
+                "smoke", "backdoor", 0.3, "multi_krum+probe", 0, probes={"client": rb.ProbeArg(other)}
+            )
+        )
         != (cell["config_digest"])
     )
     assert "probe_evidence" in cell["timings"]  # the run scored every update with the probe (a run
     # without one has no such timing)
     assert "multi_krum+probe" in (tmp_path / "robustness_smoke.md").read_text()
+
+
+def test_step_and_shadow_probe_cells_take_the_level_and_evidence_settings_of_their_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`RULE+shadow_probe` runs behind the --probe file of that level with the shadow branch the probe
+    was fitted on (a probe of 1-step shadows scoring 10-step ones would judge what it never saw); a
+    level with no probe, a step/shadow artifact without its evidence settings, or two probes of one level
+    are refused before anything runs. Client-level cells keep the config (and digest) they had."""
+    from consortium.probe.artifact import load_file, save
+
+    client = _fitted_probe(tmp_path, "client")
+    shadow = _fitted_probe(tmp_path, "shadow", {"shadow_steps": 2})
+    probes = rb.read_probes([client, shadow])
+    assert set(probes) == {"client", "shadow"} and dict(probes["shadow"].evidence)["shadow_steps"] == 2
+    cfg = rb.cell_config("smoke", "backdoor", 0.3, "fedavg+shadow_probe", 0, probes=probes)
+    assert (cfg.aggregator, cfg.probe.level, cfg.probe.artifact) == ("fedavg", "shadow", shadow.stem)
+    assert cfg.probe.shadow_steps == 2
+    with pytest.raises(ValueError, match="step-level probe"):
+        rb.cell_config("smoke", "backdoor", 0.3, "fedavg+step_probe", 0, probes=probes)
+    assert _run(tmp_path / "grid", "--defenses", "fedavg+step_probe", "--probe", str(client)) == 2
+    assert "step-level probe" in capsys.readouterr().err
+    assert (
+        _run(tmp_path / "grid", "--defenses", "fedavg+probe", "--probe", str(client), "--probe", str(client))
+        == 2
+    )
+    assert "a second client-level probe" in capsys.readouterr().err
+    # a shadow probe whose artifact does not say how its shadows were trained
+    bare = load_file(shadow)
+    bare.info = {k: v for k, v in bare.info.items() if k != "evidence"}
+    bare_path = save(bare, tmp_path / "bare")[1]
+    assert _run(tmp_path / "grid", "--defenses", "fedavg+shadow_probe", "--probe", str(bare_path)) == 2
+    assert "without the evidence settings" in capsys.readouterr().err
+    assert not (tmp_path / "grid").exists()
+    # the client-level cells already run (issue 23's grid) keep their digest: a client cell's probe
+    # table is what it was before step and shadow cells existed, so they are not run again
+    kept = json.loads((RESULTS / "robustness_bench" / "backdoor_0.3_fedavg+probe_seed0.json").read_text())
+    named = {"client": rb.ProbeArg(BENCH_PROBE)}
+    assert (
+        rb.config_digest(rb.cell_config("bench", "backdoor", 0.3, "fedavg+probe", 0, probes=named))
+        == (kept["config_digest"])
+    )
+
+
+# where issue 23's cells found their client-level probe (the folder is part of their config)
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+BENCH_PROBE = Path(
+    "/work/probe_bench/cells/0c80e619074ae9dffc93bdde1ed7a1282f55dfe22b1cde05ef397f799c725b0e.safetensors"
+)
+
+
+def _fitted_probe(tmp_path: Path, level: str, extra: dict | None = None) -> Path:
+    """A logreg probe of `level` over one round of the smoke grid's clients (seconds)."""
+    from consortium.probe.artifact import save
+    from consortium.probe.samples import probe_from_config
+
+    base = rb.cell_config("smoke", None, 0.0, "fedavg", 0)
+    fitting = {"train_seeds": (0,), "heldout_seeds": (1,), "train_rounds": 1, "classifier": "logreg"}
+    fit = base.model_copy(
+        update={"probe": base.probe.model_copy(update={**fitting, "level": level, **(extra or {})})}
+    )
+    return save(probe_from_config(fit, transfer=False)[0], tmp_path / level)[1]
