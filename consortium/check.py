@@ -15,7 +15,7 @@ from pathlib import Path
 from consortium.config import RunConfig, blocking_seats, config_digest
 from consortium.local.data import chain_split, prepare_data
 from consortium.privacy.tracker import resolve
-from consortium.probe import load_file
+from consortium.probe import check_fitted_for, load_file
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ def check_config(cfg: RunConfig) -> CheckedConfig:
             chain_split(shard, resolved, i)  # DataError when a shard cannot spare a held-out example
     if resolved.probe.artifact is not None:
         pc = resolved.probe
-        load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
+        check_fitted_for(
+            load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact), pc, pc.artifact
+        )
     return CheckedConfig(
         resolved,
         config_digest(resolved),

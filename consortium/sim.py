@@ -41,7 +41,7 @@ from consortium.model import (
 )
 from consortium.privacy import PrivacyBudgetExceeded
 from consortium.privacy.tracker import resolve, tracker_for
-from consortium.probe import check_layout, load_file, probe_rule, publish
+from consortium.probe import check_fitted_for, check_layout, load_file, probe_rule, publish
 from consortium.protocol import MemoryLedger, RoundRunner, TrainFn
 from consortium.report import write_report
 from consortium.round.pipeline import rule_from_config
@@ -93,6 +93,7 @@ class Simulation:
             return None
         probe = load_file(Path(pc.dir or ".") / f"{pc.artifact}.safetensors", pc.artifact)
         check_layout(probe, self.layout, pc.artifact)
+        check_fitted_for(probe, pc, pc.artifact)
         return probe_rule(pc)
 
     def _encode(self, examples: list[Example]) -> list[EncodedExample]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from consortium.config import load_config
+from consortium.config import RunConfig, load_config
 from consortium.defense import DefenseParams
 from consortium.model import LoraSpec, attach, layout, load_base
 from consortium.probe import (
@@ -266,6 +266,34 @@ def test_a_run_with_a_probe_scores_every_proposer(tmp_path: Path, level: str) ->
         noisy = next(iter(report["attackers"]))
         assert all(noisy in r["flagged"] for r in report["rounds_detail"])
         assert all("no " in r["info"]["screened"][noisy] for r in report["rounds_detail"])
+
+
+def test_a_run_is_refused_a_probe_fitted_on_other_evidence(tmp_path: Path) -> None:
+    """A probe fitted on 2-step shadow deltas scores nothing else: a run at another level, or with
+    another shadow branch, is refused by `consortium check` and by the run before any training, naming
+    the setting; the settings it was fitted on pass."""
+    from consortium.check import check_config
+
+    probe = _probe()
+    probe.info = {"level": "shadow", "evidence": {"shadow_lr": 0.002, "shadow_steps": 2, "step_every": 1}}
+    digest, _ = save(probe, tmp_path / "probes")
+
+    def cfg(*extra: str) -> RunConfig:
+        where = [f'probe.artifact="{digest}"', f'probe.dir="{tmp_path / "probes"}"', "protocol=central"]
+        return load_config(preset="smoke", overrides=[*where, *extra])
+
+    fitted = ('probe.level="shadow"', "probe.shadow_lr=0.002", "probe.shadow_steps=2")
+    assert check_config(cfg(*fitted)).digest
+    for bad, says in (
+        (('probe.level="client"',), "fitted at the shadow level"),
+        (('probe.level="step"', "probe.step_every=1"), "fitted at the shadow level"),
+        ((*fitted[:2], "probe.shadow_steps=0"), "probe.shadow_steps = 2"),
+        ((*fitted[::2], "probe.shadow_lr=0.01"), "probe.shadow_lr = 0.002"),
+    ):
+        with pytest.raises(ProbeError, match=says):
+            check_config(cfg(*bad))
+        with pytest.raises(ProbeError, match=says):
+            Simulation(cfg(*bad), Console(quiet=True))
 
 
 def test_the_shadow_branch_trains_with_its_own_lr_and_step_count() -> None:

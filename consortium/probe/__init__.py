@@ -2,7 +2,15 @@
 content-addressed probe artifacts, and the client / step / shadow / evidence levels of the pipeline.
 See docs/probes.md."""
 
-from consortium.probe.artifact import ProbeError, check_layout, load, load_file, publish, save
+from consortium.probe.artifact import (
+    ProbeError,
+    check_fitted_for,
+    check_layout,
+    load,
+    load_file,
+    publish,
+    save,
+)
 from consortium.probe.defense import Decision, Observation, ProbeRule, decide, grow, probe_rule, ramp
 from consortium.probe.features import FeatureError, FeatureSpec, extract, extract_many, feature_dim
 from consortium.probe.model import Probe, build, fit
@@ -18,6 +26,7 @@ __all__ = [
     "ProbeRule",
     "beta_trust",
     "build",
+    "check_fitted_for",
     "check_layout",
     "decide",
     "extract",

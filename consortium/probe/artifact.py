@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load as st_load
 
@@ -107,6 +108,26 @@ def load(store: BlobStore, digest: str) -> Probe:
     except (BlobNotFound, IntegrityError, ValueError) as e:
         raise ProbeError(f"probe {digest}: {e}") from None
     return from_bytes(data, f"probe {digest}")
+
+
+# the settings that shape a level's evidence: a probe scores only what it was fitted on
+LEVEL_EVIDENCE = {"client": (), "step": ("step_every",), "shadow": ("shadow_lr", "shadow_steps")}
+
+
+def check_fitted_for(probe: Probe, section: Any, digest: str = "") -> None:
+    """ProbeError when a run (its `[probe]` table) would hand the probe other vectors than it was
+    fitted on: another level, or other step snapshots or shadow branch than the ones it learned to
+    score. An artifact that does not record them (a synthetic or older probe) is not checked."""
+    fitted = probe.info.get("level")
+    if fitted is not None and fitted != section.level:
+        raise ProbeError(f"probe {digest}: fitted at the {fitted} level, but probe.level = {section.level!r}")
+    recorded = probe.info.get("evidence", {})
+    for key in LEVEL_EVIDENCE.get(section.level, ()):
+        if key in recorded and recorded[key] != getattr(section, key):
+            raise ProbeError(
+                f"probe {digest}: fitted on probe.{key} = {recorded[key]!r}, "
+                f"but the run sets {getattr(section, key)!r}"
+            )
 
 
 def check_layout(probe: Probe, lay: list[tuple[str, tuple[int, ...]]], digest: str = "") -> None:
