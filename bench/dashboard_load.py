@@ -3,6 +3,9 @@
     python bench/dashboard_load.py RUN_DIR [--loads 7] [--screenshot docs/dashboard.png]
                                    [--out bench/results/dashboard_load.md]
 
+RUN_DIR is a run directory (`report.json`) or a `consortium remove` directory (`removal.json`: the
+page shows the removal and its replayed rounds).
+
 A load is a fresh navigation with the browser cache disabled (the page, uPlot, the stylesheet and the
 /api/state JSON are all fetched again) up to the first frame after the page has drawn every chart and
 table (`window.__firstRenderMs`, measured from navigation start by the browser's own clock). Also
@@ -68,6 +71,25 @@ def page_bytes() -> int:
     ) + len(html.encode())
 
 
+def describe(run_dir: Path) -> str:
+    """The results file's first line: what was loaded. ValueError when it is neither a run directory
+    nor a removal directory."""
+    if (run_dir / "report.json").is_file():
+        r = json.loads((run_dir / "report.json").read_text())
+        return (
+            f"run directory: {run_dir.name}: {r['rounds_completed']} of {r['rounds']} rounds, "
+            f"{r['participants']} participants, status {r['status']}"
+        )
+    if (run_dir / "removal.json").is_file():
+        r = json.loads((run_dir / "removal.json").read_text())
+        what = r["removal"]
+        return (
+            f"removal directory: {run_dir.name}: {', '.join(what['participants'])} removed from round "
+            f"{what['from_round']} by {what['method']}, {len(r['rounds'])} rounds replayed"
+        )
+    raise ValueError("neither report.json (a run directory) nor removal.json (a removal directory)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
@@ -75,10 +97,11 @@ def main() -> int:
     ap.add_argument("--screenshot", type=Path, default=None, help="PNG of the page after the last load")
     ap.add_argument("--out", type=Path, default=None, help="markdown results file")
     a = ap.parse_args()
-    if not (a.run_dir / "report.json").is_file():
-        print(f"error: {a.run_dir}: no report.json (not a run directory)", file=sys.stderr)
+    try:
+        described = describe(a.run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: {a.run_dir}: {e}", file=sys.stderr)
         return 2
-    report = json.loads((a.run_dir / "report.json").read_text())
     builds = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -97,8 +120,7 @@ def main() -> int:
         drv.quit()
     ms = loads
     lines = [
-        f"run directory: {a.run_dir.name}: {report['rounds_completed']} of {report['rounds']} rounds, "
-        f"{report['participants']} participants, status {report['status']}",
+        described,
         f"page load (navigation start to first full render, cache off), {len(ms)} loads: "
         f"median {statistics.median(ms):.0f} ms, min {min(ms):.0f} ms, max {max(ms):.0f} ms",
         f"bytes per load: {page_bytes():,} of page, scripts and styles (uPlot included) + "
