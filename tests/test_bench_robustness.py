@@ -189,19 +189,13 @@ def test_rule_plus_probe_cells_run_behind_the_named_probe(
 ) -> None:
     """`RULE+probe` cells carry the probe's hash and folder in their config (another probe: stale), run
     the rule behind the client-level probe, and are refused without a readable --probe."""
-    from consortium.probe.artifact import save
-    from consortium.probe.samples import probe_from_config
-
     assert _run(tmp_path, "--defenses", "fedavg+probe") == 2
     assert "needs --probe" in capsys.readouterr().err
     assert _run(tmp_path, "--defenses", "fedavg+probe", "--probe", str(tmp_path / "none.safetensors")) == 2
     assert "probe file not found" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
-    base = rb.cell_config("smoke", None, 0.0, "fedavg", 0)
-    fitting = {"train_seeds": (0,), "heldout_seeds": (1,), "train_rounds": 1, "classifier": "logreg"}
-    fit = base.model_copy(update={"probe": base.probe.model_copy(update=fitting)})
-    probe = save(probe_from_config(fit)[0], tmp_path / "probe")[1]
+    probe = _fitted_probe(tmp_path, "client")
     args = ("--defenses", "multi_krum+probe", "--none-defenses", "multi_krum+probe", "--probe", str(probe))
     assert _run(tmp_path, *args) == 0
     path = tmp_path / "robustness_smoke" / "backdoor_0.3_multi_krum+probe_seed0.json"
