@@ -34,8 +34,18 @@ def metrics(y: Sequence[int], scores: Sequence[float], threshold: float = THRESH
 
 
 def features(samples: Sequence[Sample], lay: Layout, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    x = torch.stack([extract(s.vec, lay, spec) for s in samples]).numpy() if samples else np.zeros((0, 0))
-    return x, np.asarray([s.label for s in samples])
+    """The feature matrix, filled row by row: a list of rows stacked at the end held the features
+    twice (1,440 step snapshots of the bench preset, 622k float64 features each: 7 GB, twice, beside
+    the samples: killed for memory on a 24 GB machine)."""
+    y = np.asarray([s.label for s in samples])
+    if not samples:
+        return np.zeros((0, 0)), y
+    first = extract(samples[0].vec, lay, spec)
+    x = np.empty((len(samples), first.numel()), dtype=np.float64)
+    x[0] = first.numpy()
+    for i, s in enumerate(samples[1:], 1):
+        x[i] = extract(s.vec, lay, spec).numpy()
+    return x, y
 
 
 def _fit_eval(
