@@ -22,7 +22,7 @@ from safetensors.torch import load as st_load
 
 from consortium.attacks import AttackSpec
 from consortium.config import RunConfig, to_toml_dict
-from consortium.probe.artifact import ProbeError
+from consortium.probe.artifact import LEVEL_EVIDENCE, ProbeError
 from consortium.probe.dataset import DEFAULT_ATTACKS, Clients, Sample, collect, load_clients
 from consortium.probe.features import FeatureSpec
 from consortium.probe.model import Probe
@@ -33,8 +33,6 @@ from consortium.store import tensors_metadata, tensors_to_bytes
 # 2: clients load the base in `model.dtype` (1 trained a bf16-configured model on an fp32 base)
 FORMAT = "consortium-probe-samples/2"
 _PROBE_KEYS = ("train_rounds", "shadow_lr", "shadow_steps", "step_every")
-# what a run must set as the probe was fitted, so that its evidence is what the probe learned to score
-EVIDENCE_KEYS = ("shadow_lr", "shadow_steps", "step_every")
 
 
 def sample_key(cfg: RunConfig, seed: int, level: str, attacks: Sequence[AttackSpec] = DEFAULT_ATTACKS) -> str:
@@ -131,7 +129,7 @@ def probe_from_config(
         "tested_not_fitted": sorted(pc.fit_exclude),
         "train_seeds": list(pc.train_seeds),
         "heldout_seeds": list(pc.heldout_seeds),
-        "evidence": {k: getattr(pc, k) for k in EVIDENCE_KEYS},
+        "evidence": {k: getattr(pc, k) for k in LEVEL_EVIDENCE[pc.level]},  # what a run must match
         "samples": {"fit": len(fit), "heldout": len(heldout)},
         "report": report,
     }
