@@ -48,7 +48,7 @@ from scipy import stats
 from consortium.attacks import ATTACK_KINDS
 from consortium.config import RunConfig, _merge, config_digest, preset_dict
 from consortium.defense import AGGREGATORS
-from consortium.probe.artifact import ProbeError, load_file
+from consortium.probe.artifact import LEVEL_EVIDENCE, ProbeError, load_file
 from consortium.sim import Simulation
 
 FRACTIONS = (0.1, 0.3, 0.45)
@@ -135,14 +135,14 @@ def read_probes(paths: list[Path]) -> dict[str, ProbeArg]:
         except ProbeError as e:
             raise ValueError(f"--probe {e}") from None
         level = info.get("level", "client")
-        evidence = info.get("evidence", {})
-        if level != "client" and not evidence:
+        recorded = info.get("evidence", {})
+        if any(k not in recorded for k in LEVEL_EVIDENCE[level]):
             raise ValueError(
                 f"--probe {path}: a {level}-level probe without the evidence settings it was fitted with"
             )
         if level in out:
             raise ValueError(f"--probe {path}: a second {level}-level probe (first: {out[level].path})")
-        out[level] = ProbeArg(path, level, tuple(sorted(evidence.items())) if level != "client" else ())
+        out[level] = ProbeArg(path, level, tuple((k, recorded[k]) for k in LEVEL_EVIDENCE[level]))
     return out
 
 
