@@ -185,6 +185,41 @@ def test_check_says_how_many_colluding_seats_block_a_round(
     assert ("# warning: one colluding voter" in res.output) == warned
 
 
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        (["participants=10"], False),  # plain FedAvg: the candidates differ only on empty or replayed updates
+        (["participants=10", "aggregator=krum"], True),
+        (["participants=10", "aggregator=median"], True),  # a colluder may propose the plain mean instead
+        (["participants=10", "aggregator=krum", "chain.proposers_vote=true"], False),
+        (["participants=10", "aggregator=krum", "protocol=central"], False),  # no vote to block
+    ],
+)
+def test_check_warns_that_colluders_block_a_screen_the_proposers_do_not_vote_on(
+    overrides: list[str], warned: bool
+) -> None:
+    """The chain cells of the bench preset: behind the probe, two colluding voters of five rejected 3-5
+    rounds of 10 by voting for their proposer's unscreened candidate; the committee closed it."""
+    args = ["check", "--preset", "smoke"]
+    for o in overrides:
+        args += ["--set", o]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    warning = "colluders in 2 of the 5 voter seats can vote for a colluding proposer's unscreened candidate"
+    assert (warning in res.output) == warned
+    assert ("set chain.proposers_vote (then 5 of 9 seats)" in res.output) == warned
+
+
+def test_a_probe_on_chain_is_a_screen_the_committee_should_vote_on() -> None:
+    from consortium.check import _screen_warnings
+    from consortium.config import load_config
+
+    probe = [f'probe.artifact="{"ab" * 32}"', 'probe.dir="probes"', "participants=10"]
+    (warning,) = _screen_warnings(load_config(preset="smoke", overrides=probe))
+    assert warning.startswith("the round's updates are screened (probe abababababab) and the proposers")
+    assert not _screen_warnings(load_config(preset="smoke", overrides=[*probe, "chain.proposers_vote=true"]))
+
+
 @pytest.mark.parametrize("proposers_vote", [False, True])
 @pytest.mark.parametrize(("proposers", "voters"), [(4, 5), (5, 3), (3, 2), (8, 12), (1, 1), (10, 3)])
 def test_blocking_seats_is_the_contracts_tally(proposers: int, voters: int, proposers_vote: bool) -> None:
