@@ -125,13 +125,25 @@ class ProbeArg:
     evidence: tuple[tuple[str, Any], ...] = ()
 
 
-def read_probes(paths: list[Path]) -> dict[str, ProbeArg]:
+def record_probes(cell_dir: Path, probes: Mapping[str, ProbeArg]) -> None:
+    """Keep each probe's level and evidence beside the cells (`probes/<sha256>.json`): a probe is too
+    big for the repository, and its cells' digests need both, so the grid re-renders without it."""
+    for probe in probes.values():
+        out = cell_dir / "probes" / f"{probe.path.stem}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"level": probe.level, "evidence": dict(probe.evidence)}, indent=1) + "\n")
+
+
+def read_probes(paths: list[Path], cells: Path | None = None) -> dict[str, ProbeArg]:
     """--probe files by level; ValueError naming the file for a missing, tampered or non-probe file, a
-    step/shadow probe without its evidence settings, or two probes of one level."""
+    step/shadow probe without its evidence settings, or two probes of one level. With `cells` (a
+    cells folder, for --render-only), a missing file is read from its `record_probes` entry instead."""
     out: dict[str, ProbeArg] = {}
     for path in paths:
+        entry = cells / "probes" / f"{path.stem}.json" if cells is not None else None
         try:
-            info = load_file(path).info
+            info = json.loads(entry.read_text()) if entry and not path.exists() and entry.exists() else None
+            info = info if info is not None else load_file(path).info
         except ProbeError as e:
             raise ValueError(f"--probe {e}") from None
         level = info.get("level", "client")
@@ -641,15 +653,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    try:
-        probes = read_probes(args.probe)
-    except ValueError as e:
-        print(str(e), file=sys.stderr)
-        return 2
     stem = args.out / (
         f"robustness_{args.model}" + ("" if args.protocol == "central" else f"_{args.protocol}")
     )
     cell_dir = stem  # the cells folder; the tables are stem.md, stem.json
+    try:
+        probes = read_probes(args.probe, cell_dir if args.render_only else None)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     # validate every cell's config up front: a bad grid fails before hours of work, not during
     cells = {cell_key("none", 0.0, d): ("none", 0.0, d) for d in none_defenses}
     cells |= {cell_key(a, f, d): (a, f, d) for a in attacks for f in fractions for d in defenses}
@@ -660,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(str(e).split()), file=sys.stderr)  # one line, pydantic's details included
         return 2
     cell_dir.mkdir(parents=True, exist_ok=True)
+    if not args.render_only:
+        record_probes(cell_dir, probes)
     per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds, probes)
     for path in stale:
         print(f"[robustness] {path.name}: run under other settings; left aside (rerun when asked for)")

@@ -232,6 +232,17 @@ def test_step_and_shadow_probe_cells_take_the_level_and_evidence_settings_of_the
     shadow = _fitted_probe(tmp_path, "shadow", {"shadow_steps": 2})
     probes = rb.read_probes([client, shadow])
     assert set(probes) == {"client", "shadow"} and dict(probes["shadow"].evidence)["shadow_steps"] == 2
+    # the cells folder keeps what their digests need, so a render finds it once the artifacts are gone
+    rb.record_probes(tmp_path / "cells", probes)
+    for path in (client, shadow):
+        path.rename(path.with_suffix(".gone"))
+    assert rb.read_probes([client, shadow], tmp_path / "cells") == probes
+    with pytest.raises(ValueError, match="--probe"):
+        rb.read_probes([client, shadow])  # outside a render there is no stand-in for the file
+    with pytest.raises(ValueError, match="--probe"):
+        rb.read_probes([client], tmp_path / "elsewhere")
+    for path in (client, shadow):
+        path.with_suffix(".gone").rename(path)
     cfg = rb.cell_config("smoke", "backdoor", 0.3, "fedavg+shadow_probe", 0, probes=probes)
     assert (cfg.aggregator, cfg.probe.level, cfg.probe.artifact) == ("fedavg", "shadow", shadow.stem)
     assert cfg.probe.shadow_steps == 2
@@ -266,6 +277,22 @@ RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 BENCH_PROBE = Path(
     "/work/probe_bench/cells/0c80e619074ae9dffc93bdde1ed7a1282f55dfe22b1cde05ef397f799c725b0e.safetensors"
 )
+
+
+STEP_PROBE = BENCH_PROBE.parents[1] / "levels_probes/step" / (
+    "dd7e3568e0f7454f576f525667e6cd579c48ec9a08d81da7cc9c33fdf1a00095.safetensors"
+)
+
+
+def test_the_committed_probe_cells_render_without_their_probes() -> None:
+    """The 169 MB probes are not in the repository; the level and evidence recorded beside the cells
+    give the very digests the probe cells were run under, so the grid re-renders on any machine."""
+    probes = rb.read_probes([BENCH_PROBE, STEP_PROBE], RESULTS / "robustness_bench")
+    assert dict(probes["step"].evidence) == {"step_every": 1}
+    for defense in ("fedavg+probe", "fedavg+step_probe"):
+        kept = json.loads((RESULTS / "robustness_bench" / f"backdoor_0.3_{defense}_seed0.json").read_text())
+        cfg = rb.cell_config("bench", "backdoor", 0.3, defense, 0, probes=probes)
+        assert rb.config_digest(cfg) == kept["config_digest"], defense
 
 
 def _fitted_probe(tmp_path: Path, level: str, extra: dict | None = None) -> Path:
