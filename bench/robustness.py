@@ -142,10 +142,16 @@ def read_probes(paths: list[Path], cells: Path | None = None) -> dict[str, Probe
     for path in paths:
         entry = cells / "probes" / f"{path.stem}.json" if cells is not None else None
         try:
-            info = json.loads(entry.read_text()) if entry and not path.exists() and entry.exists() else None
-            info = info if info is not None else load_file(path).info
+            if entry is not None and not path.exists() and entry.exists():
+                info = json.loads(entry.read_text())
+                if not isinstance(info, dict):
+                    raise ValueError("not a JSON object")
+            else:
+                info = load_file(path).info
         except ProbeError as e:
             raise ValueError(f"--probe {e}") from None
+        except ValueError as e:  # a damaged record: say which file, not a traceback
+            raise ValueError(f"--probe {path}: its record {entry} is unreadable ({e})") from None
         level = info.get("level", "client")
         recorded = info.get("evidence", {})
         if any(k not in recorded for k in LEVEL_EVIDENCE[level]):
