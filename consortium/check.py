@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consortium.config import RunConfig, blocking_seats, config_digest
+from consortium.defense import needs
 from consortium.local.data import chain_split, prepare_data
 from consortium.privacy.tracker import resolve
 from consortium.probe import check_fitted_for, load_file
@@ -47,13 +48,14 @@ def _liveness_warnings(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def _screen_warnings(cfg: RunConfig) -> tuple[str, ...]:
-    """A screen (a probe, or any rule but FedAvg) on chain without the proposers voting: a colluding
-    proposer's own unscreened candidate gives the coalition something to vote for, and its voter seats
-    then block the screened one. Measured: 3-5 of 10 rounds rejected at 30% (docs/results.md)."""
+    """A screen (a probe, or a rule other than the public weights' mean) on chain without the proposers
+    voting: a colluding proposer's own unscreened candidate gives the coalition something to vote for,
+    and its voter seats then block the screened one. Measured: 3-5 of 10 rounds rejected at 30%
+    (docs/results.md)."""
     if cfg.protocol != "chain" or cfg.chain.proposers_vote:
         return ()
     screens = [f"probe {cfg.probe.artifact[:12]}"] if cfg.probe.artifact else []
-    if cfg.aggregator != "fedavg":
+    if not needs(cfg.aggregator).weighted_mean:  # the public weights' mean is what a colluder proposes
         screens.append(f"aggregator {cfg.aggregator!r}")
     if not screens:
         return ()

@@ -304,7 +304,7 @@ ALLOWED: dict[str, set[str]] = {
     "removal": {*_F, "config", "rundir", "round", "protocol", "sim", "audit", "backend", "probe", "chain",
                 "chain_sim", "report"},
     "report": {"rundir"},
-    "check": {"config", "data", "privacy", "local", "probe"},
+    "check": {"config", "data", "defense", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support", "removal"},  # a run's page: files or chain
     "cli_probe": {"cli_support", "config", "probe", "rundir"},  # `consortium probe train`
     "cli_removal": {"cli_support", "chain", "node", "node_config"},  # `consortium removal` on a network
