@@ -65,6 +65,11 @@ def _worth(report: dict, name: str) -> float:
     return last["stakes"][name] + last["balances"][name]
 
 
+def _cuts(r: dict) -> list[dict]:
+    """A round's slashes as {who, reason}."""
+    return [{"who": c["who"], "reason": c["reason"]} for c in r["slashes"]]
+
+
 def _coalition_majority(r: dict, stakes: dict[str, float], coalition: set[str]) -> bool:
     """Whether the coalition held more than half of this round's revealed voter stake (`stakes`: each
     participant's stake when the round was drawn)."""
@@ -110,7 +115,13 @@ def test_evidence_is_slashed_and_honest_work_is_not(attacked: tuple[Path, dict])
             else:
                 assert cut["reason"] == "no_show", cut
         assert sum(r["gas"].values()) > 0
-    assert "rejected" in slashed[free_rider] and _worth(report, free_rider) < stake
+        if free_rider in r["proposers"] and r["outcome"] == "accepted":  # its flag settles as a slash
+            assert any(c == {"who": free_rider, "reason": "rejected"} for c in _cuts(r)), r["slashes"]
+    # whether the free rider proposes in an accepted round follows the draws, and the draws follow the
+    # block hashes, which hold the commitments to trained updates: another CPU's rounding draws others
+    # (on a Zen 4 machine, 2026-12-06, one colluding voter of three blocked 4 of 5 rounds)
+    if any(free_rider in r["proposers"] and r["outcome"] == "accepted" for r in rounds):
+        assert "rejected" in slashed[free_rider] and _worth(report, free_rider) < stake
     for name, s in strategies.items():
         if s == "honest":
             assert "rejected" not in slashed[name], name  # an honest update is never evidence

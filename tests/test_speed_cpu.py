@@ -125,7 +125,8 @@ def test_eager_attention_keeps_loss_and_gradients_and_is_recorded() -> None:
 
 
 def test_bf16_training_learns_and_keeps_fp32_state(tiny) -> None:
-    """30 steps on 4 examples: the loss falls by ~0.7 nats in fp32 and in bf16 alike. We ask for 0.5,
+    """30 steps on 4 examples: the loss falls by 0.45-0.7 nats in fp32 and in bf16 alike (at lr 0.1 the
+    path follows the CPU's kernels: ~0.7 on the first machine, 0.45-0.49 on a Zen 4 one). We ask for 0.3,
     and for the two runs to end within 0.15 nats of each other (the rounding effect bounded above is
     ~0.1 nats at most): a bf16 path that failed to learn, or learned something else, fails."""
     model, spec, tok, encoded = tiny
@@ -143,7 +144,7 @@ def test_bf16_training_learns_and_keeps_fp32_state(tiny) -> None:
     assert res.delta.dtype == torch.float32 and bool(torch.isfinite(res.delta).all())
     assert all(p.dtype == torch.float32 for p in model.parameters())
     first, last = sum(res.losses[:3]) / 3, sum(res.losses[-3:]) / 3
-    assert last < first - 0.5
+    assert last < first - 0.3
     assert abs(last - sum(ref.losses[-3:]) / 3) < 0.15
     settings = speed_settings(model, params)
     assert settings["precision"] == "bf16" and settings["threads"] == torch.get_num_threads()
