@@ -24,9 +24,9 @@ from consortium.rundir import TXLOG
 from consortium.sim import Simulation
 
 E2E = [
-    # the run's draws follow its config digest and the contract's bytecode: seed 0 (since the shrinking
-    # draw) has the free rider propose in an accepted round, which test_evidence_is_slashed_and_honest_work
-    # _is_not needs, and Multi-Krum exclusions in accepted rounds, which the bond test needs
+    # every round is accepted (below: the proposers vote), and Multi-Krum leaves an update out of each,
+    # which the bond test needs; the free rider is drawn among the 5 proposers of 8 in some round of 5 on
+    # any draw but one in 140 ((3/8)^5), and seed 0 draws it here
     "seed=0",
     "participants=8",
     "rounds=5",
@@ -46,6 +46,11 @@ E2E = [
     # over a third of the stake, as a winner needs
     "chain.n_proposers=5",
     "chain.n_voters=3",
+    # the proposers vote too: without them one colluding voter of the three blocks the round (on a Zen 4
+    # machine it blocked 4 of 5), and which rounds it blocks follows the draws, which follow the block
+    # hashes, which hold the commitments to trained updates: another CPU's rounding. With all 8 seats
+    # voting the coalition's 2 block nothing (config_sections.blocking_seats: it takes 4), on every machine
+    "chain.proposers_vote=true",
 ]
 
 
@@ -65,26 +70,14 @@ def _worth(report: dict, name: str) -> float:
     return last["stakes"][name] + last["balances"][name]
 
 
-def _cuts(r: dict) -> list[dict]:
-    """A round's slashes as {who, reason}."""
-    return [{"who": c["who"], "reason": c["reason"]} for c in r["slashes"]]
-
-
-def _coalition_majority(r: dict, stakes: dict[str, float], coalition: set[str]) -> bool:
-    """Whether the coalition held more than half of this round's revealed voter stake (`stakes`: each
-    participant's stake when the round was drawn)."""
-    revealed = [v for v in r["voters"] if v in r["votes"]]
-    weight = sum(stakes[v] for v in revealed)
-    return 2 * sum(stakes[v] for v in revealed if v in coalition) > weight
-
-
 def test_evidence_is_slashed_and_honest_work_is_not(attacked: tuple[Path, dict]) -> None:
     """What the protocol guarantees on every machine (the run's voters judge with wide margins, so no
-    float-level difference decides a vote): the screen flags a replayed update every time it is sent and
-    the flag costs its sender stake; only flagged proposers, minority voters and no-shows are slashed;
-    the coalition's unscreened candidate never wins without a voter majority; an honest organisation
-    that was never slashed ends with at least its stake. An update the accepted candidate excludes costs
-    only the proposal bond (tests/chain/test_chain_bond.py: why an always-excluded poisoner loses)."""
+    float-level difference decides a vote, and with the proposers voting the coalition's 2 seats of 8
+    block nothing): every round is accepted with the screened candidate; the screen flags a replayed
+    update every time it is sent and the flag costs its sender stake; only flagged proposers and
+    excluded updates are slashed, no honest voter is outvoted; an honest organisation that was never
+    slashed ends with at least its stake. An update the accepted candidate excludes costs only the
+    proposal bond (tests/chain/test_chain_bond.py: why an always-excluded poisoner loses)."""
     _, report = attacked
     strategies = report["chain"]["strategies"]
     stake = report["chain"]["stake"]
@@ -92,36 +85,30 @@ def test_evidence_is_slashed_and_honest_work_is_not(attacked: tuple[Path, dict])
     assert sorted(strategies[n] for n in coalition) == ["backdoor", "free_rider"]
     free_rider = next(n for n in coalition if strategies[n] == "free_rider")
     rounds = report["rounds_detail"]
-    # stakes at each round's draw: the previous round's closing stakes (the fixture's report is shared)
-    drawn_at = [dict.fromkeys(strategies, stake)] + [r["stakes"] for r in rounds[:-1]]
+    assert [r["outcome"] for r in rounds] == ["accepted"] * len(rounds)
+    assert any(free_rider in r["proposers"] for r in rounds)  # what the rest needs (E2E: why seed 0)
     slashed: dict[str, list[str]] = {n: [] for n in strategies}
-    for r, stakes in zip(rounds, drawn_at, strict=True):
-        if free_rider in r["proposers"]:
-            assert free_rider in r["flagged"]  # its replayed / empty update is evidence, every time
-        winner = next((c for c in r["candidates"] if c["hash"] == r["global_out"]), None)
-        majority = _coalition_majority(r, stakes, coalition)
-        if winner is not None and winner["poster"] in coalition:
-            assert majority, f"round {r['round']}: the coalition's candidate won without a voter majority"
+    for r in rounds:
+        assert set(r["proposers"]) <= set(r["voters"])  # the proposers hold seats
+        winner = next(c for c in r["candidates"] if c["hash"] == r["global_out"])
+        assert winner["poster"] not in coalition, r["round"]
+        if free_rider in r["proposers"]:  # its replayed / empty update is evidence, and costs it, every time
+            assert free_rider in r["flagged"]
+            assert {"who": free_rider, "reason": "rejected"} in [
+                {"who": c["who"], "reason": c["reason"]} for c in r["slashes"]
+            ], r["slashes"]
         for cut in r["slashes"]:
             slashed[cut["who"]].append(cut["reason"])
             if cut["reason"] == "rejected":
                 assert cut["who"] in r["flagged"], cut
             elif cut["reason"] == "minority":
-                assert cut["who"] in r["voters"], cut
-                if strategies[cut["who"]] == "honest":  # outvoted: only by a coalition majority
-                    assert majority, cut
+                assert cut["who"] in coalition, cut  # honest seats vote the winner: the recomputed one
             elif cut["reason"] == "excluded":  # the proposal bond of an update left out
-                assert cut["who"] in r["excluded"] and r["outcome"] == "accepted", cut
+                assert cut["who"] in r["excluded"], cut
             else:
                 assert cut["reason"] == "no_show", cut
         assert sum(r["gas"].values()) > 0
-        if free_rider in r["proposers"] and r["outcome"] == "accepted":  # its flag settles as a slash
-            assert any(c == {"who": free_rider, "reason": "rejected"} for c in _cuts(r)), r["slashes"]
-    # whether the free rider proposes in an accepted round follows the draws, and the draws follow the
-    # block hashes, which hold the commitments to trained updates: another CPU's rounding draws others
-    # (on a Zen 4 machine, 2026-12-06, one colluding voter of three blocked 4 of 5 rounds)
-    if any(free_rider in r["proposers"] and r["outcome"] == "accepted" for r in rounds):
-        assert "rejected" in slashed[free_rider] and _worth(report, free_rider) < stake
+    assert _worth(report, free_rider) < stake
     for name, s in strategies.items():
         if s == "honest":
             assert "rejected" not in slashed[name], name  # an honest update is never evidence
@@ -136,9 +123,11 @@ def test_aggregator_exclusions_forfeit_the_bond_and_earn_nothing(attacked: tuple
     assert any(r["excluded"] for r in rounds) and bond_bps > 0  # Multi-Krum leaves some out every round
     before = dict.fromkeys(report["chain"]["strategies"], report["chain"]["stake"])
     for r in rounds:
-        assert not set(r["excluded"]) & (set(r["flagged"]) | set(r["rewards"]))
-        for who in r["excluded"]:
-            cuts = [s for s in r["slashes"] if s["who"] == who]
+        assert not set(r["excluded"]) & set(r["flagged"])
+        for who in r["excluded"]:  # as a proposer (a voting proposer is settled as a voter too)
+            # rewards are equal shares a rewarded role: its vote's share at most, none for its update
+            assert r["rewards"].get(who, 0.0) <= min(r["rewards"].values(), default=0.0), (r["round"], who)
+            cuts = [s for s in r["slashes"] if s["who"] == who and s["reason"] not in ("minority", "no_show")]
             if r["outcome"] != "accepted":
                 assert not cuts
                 continue
