@@ -118,6 +118,8 @@ def summary(results: list[dict[str, Any]], command: str, out: Path) -> str:
             for r in have
         ]
         mean, _, half = interval(gaps)
+        if len(have) < len(results):
+            name += f" (seeds {', '.join(str(r['seed']) for r in have)})"
         lines.append(
             f"| {name} | {', '.join(f'{v:.1f}' for v in acc)} | {', '.join(f'{g:+.1f}' for g in gaps)} | "
             f"{mean:.1f} ± {half:.1f} (n={len(gaps)}) |"

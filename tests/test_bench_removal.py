@@ -80,3 +80,21 @@ def test_the_summary_names_the_seeds_of_a_method_run_on_only_some() -> None:
 
     text = br.summary([result(0, ("exact", "subtract")), result(1, ("subtract",))], "cmd", Path("x"))
     assert "| exact (seeds 0) |" in text and "| subtract |" in text and "| retrain |" in text
+
+
+def test_the_rescore_summary_names_the_seeds_of_a_schedule_scored_on_only_some() -> None:
+    """A recover schedule run on fewer seeds than the reference: its row says which, and its gaps pair
+    with those seeds' references only."""
+    rs = _rescore_module()
+
+    def result(seed: int, names: dict[str, float]) -> dict:
+        adapters = {n: {"accuracy": {"arithmetic": v, "mean": v}} for n, v in names.items()}
+        return {"seed": seed, "questions": 300, "adapters": adapters}
+
+    results = [
+        result(0, {"retrain": 0.30, "recover K=3 T=off": 0.28, "recover K=1 T=3": 0.27}),
+        result(1, {"retrain": 0.20, "recover K=3 T=off": 0.21}),
+    ]
+    text = rs.summary(results, "cmd", Path("x"))
+    assert "| recover K=1 T=3 (seeds 0) | 27.0 | +3.0 |" in text
+    assert "| recover K=3 T=off | 28.0, 21.0 | +2.0, -1.0 |" in text
