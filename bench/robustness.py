@@ -125,11 +125,16 @@ class ProbeArg:
     evidence: tuple[tuple[str, Any], ...] = ()
 
 
+def probe_record(cell_dir: Path, probe: Path) -> Path:
+    """Where `record_probes` keeps a probe file's level and evidence: `probes/<sha256>.json`."""
+    return cell_dir / "probes" / f"{probe.stem}.json"
+
+
 def record_probes(cell_dir: Path, probes: Mapping[str, ProbeArg]) -> None:
-    """Keep each probe's level and evidence beside the cells (`probes/<sha256>.json`): a probe is too
-    big for the repository, and its cells' digests need both, so the grid re-renders without it."""
+    """Keep each probe's level and evidence beside the cells (`probe_record`): a probe is too big for
+    the repository, and its cells' digests need both, so the grid re-renders without it."""
     for probe in probes.values():
-        out = cell_dir / "probes" / f"{probe.path.stem}.json"
+        out = probe_record(cell_dir, probe.path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"level": probe.level, "evidence": dict(probe.evidence)}, indent=1) + "\n")
 
@@ -140,7 +145,7 @@ def read_probes(paths: list[Path], cells: Path | None = None) -> dict[str, Probe
     cells folder, for --render-only), a missing file is read from its `record_probes` entry instead."""
     out: dict[str, ProbeArg] = {}
     for path in paths:
-        entry = cells / "probes" / f"{path.stem}.json" if cells is not None else None
+        entry = probe_record(cells, path) if cells is not None else None
         try:
             if entry is not None and not path.exists() and entry.exists():
                 info = json.loads(entry.read_text())

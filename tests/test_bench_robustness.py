@@ -241,7 +241,7 @@ def test_step_and_shadow_probe_cells_take_the_level_and_evidence_settings_of_the
         rb.read_probes([client, shadow])  # outside a render there is no stand-in for the file
     with pytest.raises(ValueError, match="--probe"):
         rb.read_probes([client], tmp_path / "elsewhere")
-    (tmp_path / "cells" / "probes" / f"{client.stem}.json").write_text("[1")
+    rb.probe_record(tmp_path / "cells", client).write_text("[1")
     with pytest.raises(ValueError, match=f"--probe {client}: its record .* is unreadable"):
         rb.read_probes([client], tmp_path / "cells")
     for path in (client, shadow):
