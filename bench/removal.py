@@ -159,8 +159,11 @@ def run_case(
     correct_every: int | None = None,
     methods: tuple[str, ...] = METHODS,
     reuse: bool = False,
+    warmup_rounds: int | None = None,
+    estimate: str | None = None,
 ) -> dict[str, Any]:
-    """One scenario at one seed; `exact_rounds` / `correct_every`: recover's schedule (None: default);
+    """One scenario at one seed; `exact_rounds` / `correct_every` / `warmup_rounds` / `estimate`:
+    recover's schedule and estimate (None: default);
     `methods`: which besides the reference; `reuse`: take the original run and the reference an earlier
     invocation left in `work` (same config) instead of training them again, e.g. to try another
     recover schedule on the same runs."""
@@ -185,7 +188,12 @@ def run_case(
         for method in ("retrain", *methods):
             t1 = time.perf_counter()
             how = "exact" if method == "retrain" else method
-            schedule = {"exact_rounds": exact_rounds, "correct_every": correct_every}
+            schedule = {
+                "exact_rounds": exact_rounds,
+                "correct_every": correct_every,
+                "warmup_rounds": warmup_rounds,
+                "estimate": estimate,
+            }
             earlier = _left(work / method, "removal.json", sim.cfg) if reuse and method == "retrain" else None
             if earlier is not None and _source(earlier) != (report["global_adapter"], removed):
                 earlier = None  # the reference of another original run or removal: train it again
@@ -214,8 +222,8 @@ def run_case(
                 "kinds": [r.get("kind", "subtracted") for r in rec["rounds"]],
             }
             if method == "recover":
-                rows[method]["exact_rounds"] = rec["removal"]["exact_rounds"]
-                rows[method]["correct_every"] = rec["removal"]["correct_every"]
+                for key in ("exact_rounds", "correct_every", "warmup_rounds", "estimate"):
+                    rows[method][key] = rec["removal"][key]
     ref, v0 = vecs["retrain"], sim.initial
     scale = float((ref - v0).double().norm())
     for method in ("original", "retrain", *methods):
@@ -272,7 +280,12 @@ def _schedules(rs: list[dict[str, Any]]) -> list[str]:
             continue
         every = row["correct_every"] or "off"
         kinds = ", ".join(row["kinds"])
-        key = f"K = {row['exact_rounds']} exact, correction every {every}; replayed rounds {kinds}"
+        key = f"K = {row['exact_rounds']} exact, correction every {every}"
+        if row.get("warmup_rounds"):
+            key += f", warm-up {row['warmup_rounds']}"
+        if row.get("estimate", "recorded") != "recorded":
+            key += f", estimate {row['estimate']}"
+        key += f"; replayed rounds {kinds}"
         seen.setdefault(key, []).append(r["seed"])
     return [f"recover schedule (seeds {seeds}): {key}" for key, seeds in seen.items()]
 
@@ -343,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         "--exact-rounds", type=int, default=None, help="recover: K (default max(1, 0.3 x rounds))"
     )
     ap.add_argument("--correct-every", type=int, default=None, help="recover: every T-th middle round exact")
+    ap.add_argument(
+        "--warmup-rounds", type=int, default=None, help="recover: the W rounds after the first exact"
+    )
+    ap.add_argument(
+        "--estimate", default=None, choices=["recorded", "lbfgs"], help="recover: how middle rounds estimate"
+    )
     ap.add_argument("--summary-only", action="store_true", help="rewrite removal.md from the results files")
     ap.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="besides the reference"
@@ -378,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.correct_every,
                     tuple(args.methods),
                     args.reuse,
+                    args.warmup_rounds,
+                    args.estimate,
                 )
             )
             (args.out / f"removal-seeds{tag}.json").write_text(json.dumps(results, indent=2) + "\n")

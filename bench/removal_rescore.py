@@ -68,6 +68,10 @@ def adapters(case: Path) -> dict[str, tuple[Path, str]]:
             name = method
             if method == "recover":
                 name = f"recover K={rec['exact_rounds']} T={rec['correct_every'] or 'off'}"
+                if rec.get("warmup_rounds"):
+                    name += f" W={rec['warmup_rounds']}"
+                if rec.get("estimate", "recorded") != "recorded":
+                    name += f" {rec['estimate']}"
             if name in out:
                 raise RescoreError(f"{case / method}: two results of {name}; keep one")
             out[name] = (rec_path.parent / "store", rec["global_adapter"])

@@ -6,7 +6,8 @@ Each finished cell (one attack, fraction, rule and seed) is kept as its own JSON
 `<out>/robustness_<model>[_chain|_committee]/`, named by the cell and holding the digest of its config: a
 rerun skips the cells already there, so an interrupted grid resumes, and a cell run under other settings is
 run again. The tables (mean and 95% interval over seeds), heatmaps and targets are rendered from every
-cell in that folder, so several narrower invocations add up to one grid.
+cell in that folder (every seed, whichever this invocation names; probe cells without --probe too), so
+several narrower invocations add up to one grid and none overwrites it with its own few rows.
 
     python bench/robustness.py                          # smoke model (tiny-warm), full grid, seed 0
     python bench/robustness.py --model bench --attacks backdoor --fractions 0.3 \
@@ -131,12 +132,36 @@ def probe_record(cell_dir: Path, probe: Path) -> Path:
 
 
 def record_probes(cell_dir: Path, probes: Mapping[str, ProbeArg]) -> None:
-    """Keep each probe's level and evidence beside the cells (`probe_record`): a probe is too big for
-    the repository, and its cells' digests need both, so the grid re-renders without it."""
+    """Keep each probe's level, evidence and path beside the cells (`probe_record`): a probe is too big
+    for the repository, and its cells' digests need all three (the path's folder is in the config), so
+    the grid re-renders without it, and without --probe (`recorded_probes`)."""
     for probe in probes.values():
         out = probe_record(cell_dir, probe.path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"level": probe.level, "evidence": dict(probe.evidence)}, indent=1) + "\n")
+        info = {"level": probe.level, "evidence": dict(probe.evidence), "path": str(probe.path)}
+        out.write_text(json.dumps(info, indent=1) + "\n")
+
+
+def recorded_probes(cell_dir: Path, named: Mapping[str, ProbeArg]) -> dict[str, ProbeArg]:
+    """The probes to check the folder's probe cells against: those named by --probe and, for each other
+    level, the one probe file its records name. A level with no such record (records written before
+    they kept the path, or several files of one level) has no probe here: its cells cannot be checked
+    (`load_cells(unchecked=True)`). ValueError for an unreadable record."""
+    found: dict[str, list[ProbeArg | None]] = {}
+    for path in sorted((cell_dir / "probes").glob("*.json")):
+        try:
+            info = json.loads(path.read_text())
+            level = info.get("level", "client")
+            evidence = tuple((k, info.get("evidence", {})[k]) for k in LEVEL_EVIDENCE[level])
+        except (ValueError, AttributeError, KeyError) as e:
+            raise ValueError(f"probe record {path} is unreadable ({e!r})") from None
+        probe = ProbeArg(Path(info["path"]), level, evidence) if "path" in info else None
+        found.setdefault(level, []).append(probe)
+    out = dict(named)
+    for level, probes in found.items():
+        if level not in out and len(probes) == 1 and probes[0] is not None:
+            out[level] = probes[0]
+    return out
 
 
 def read_probes(paths: list[Path], cells: Path | None = None) -> dict[str, ProbeArg]:
@@ -322,10 +347,17 @@ def write_cell(path: Path, cell: dict[str, Any]) -> None:
 
 
 def load_cells(
-    cell_dir: Path, model: str, protocol: str, seeds: list[int], probes: Mapping[str, ProbeArg] | None = None
+    cell_dir: Path,
+    model: str,
+    protocol: str,
+    seeds: list[int],
+    probes: Mapping[str, ProbeArg] | None = None,
+    unchecked: bool = False,
 ) -> tuple[dict[int, dict[str, Any]], list[Path]]:
     """The finished cells of `seeds` whose config digest is the one this code gives them now, and the
-    files left aside because their settings differ (they are run again when asked for)."""
+    files left aside because their settings differ (they are run again when asked for). A probe cell
+    of a level with no probe in `probes` cannot be checked (its probe's folder is in its digest): left
+    out, or with `unchecked` kept as it is, so that a render does not drop rows it cannot re-derive."""
     per_seed: dict[int, dict[str, Any]] = {s: {} for s in seeds}
     stale: list[Path] = []
     for path in sorted(cell_dir.glob("*_seed*.json")):
@@ -336,7 +368,9 @@ def load_cells(
             continue
         level = split_defense(defense)[1]
         if level is not None and level not in (probes or {}):
-            continue  # a probe cell, and no probe of its level named: neither checked nor shown
+            if unchecked:
+                per_seed[seed][cell["key"]] = cell
+            continue  # a probe cell, and no probe of its level named: not checked
         cfg = cell_config(
             model, None if attack == "none" else attack, float(fraction), defense, seed, protocol, probes
         )
@@ -585,6 +619,33 @@ def _order(names: list[str], known: list[str]) -> list[str]:
     return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 
 
+def grid_seeds(cell_dir: Path, seeds: list[int]) -> list[int]:
+    """`seeds` as given when they include every seed with a cell in the folder, else all of them in
+    order: the tables are one file per folder, so a render of a few seeds' cells would overwrite the
+    full grid's with a smaller one."""
+    found = {int(json.loads(p.read_text())["seed"]) for p in cell_dir.glob("*_seed*.json")}
+    return seeds if found <= set(seeds) else sorted({*seeds, *found})
+
+
+def table_columns(md: Path) -> list[str]:
+    """The defence columns of a table `markdown` wrote ([] when there is none)."""
+    if md.is_file():
+        for line in md.read_text().splitlines():
+            if line.startswith("| attack | fraction | "):
+                return [c.strip() for c in line.split("|")[3:-1]]
+    return []
+
+
+def column_order(stem: Path, defenses: list[str], none_defenses: list[str], found: set[str]) -> list[str]:
+    """The order of the table's columns: --defenses when this invocation names every rule found (it
+    lays the table out, as it always did); else the columns of the table being replaced, then
+    --defenses, then the default order, so that a run of a few cells leaves the columns where they were."""
+    if found <= {*defenses, *none_defenses}:
+        return defenses
+    default = sorted(AGGREGATORS, key=lambda n: (n != "fedavg", n))
+    return list(dict.fromkeys([*table_columns(stem.with_suffix(".md")), *defenses, *default]))
+
+
 def render(
     per_seed: dict[int, dict[str, Any]], seeds: list[int], stem: Path, title: str, defenses: list[str]
 ) -> str:
@@ -685,7 +746,15 @@ def main(argv: list[str] | None = None) -> int:
     cell_dir.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         record_probes(cell_dir, probes)
-    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, seeds, probes)
+    # the tables cover every finished cell in the folder, not only this invocation's: a run of a few
+    # cells must not overwrite the full grid's tables with its own few rows
+    try:
+        shown = recorded_probes(cell_dir, probes)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    all_seeds = grid_seeds(cell_dir, seeds)
+    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, all_seeds, shown, unchecked=True)
     for path in stale:
         print(f"[robustness] {path.name}: run under other settings; left aside (rerun when asked for)")
     keys = list(cells)
@@ -729,12 +798,20 @@ def main(argv: list[str] | None = None) -> int:
     if not any(per_seed.values()):
         print(f"no finished cell in {cell_dir}", file=sys.stderr)
         return 2
+    found = {k.split("|")[2] for cells in per_seed.values() for k in cells}
+    unchecked = sorted(d for d in found if split_defense(d)[1] not in (None, *shown))
+    if unchecked:
+        print(
+            f"[robustness] {', '.join(unchecked)}: shown unchecked (no --probe of their level, and no "
+            f"record in {cell_dir / 'probes'} names the probe's file, whose folder is in their digest)"
+        )
     participants = settings(args.model)["participants"]
     title = (
-        f"{args.model} model, {participants} participants, seeds {','.join(map(str, seeds))}, "
+        f"{args.model} model, {participants} participants, seeds {','.join(map(str, all_seeds))}, "
         f"protocol {args.protocol}"
     )
-    print(render(per_seed, seeds, stem, title, defenses))
+    order = column_order(stem, defenses, none_defenses, found)
+    print(render(per_seed, all_seeds, stem, title, order))
     return 0
 
 

@@ -175,6 +175,13 @@ def remove(
     correct_every: Annotated[
         int | None, typer.Option(help="recover: also every T-th middle round exact (default off)")
     ] = None,
+    warmup_rounds: Annotated[
+        int | None, typer.Option(help="recover: also the W rounds after the first exact (default 0)")
+    ] = None,
+    estimate: Annotated[
+        str | None,
+        typer.Option(help="recover: estimated updates, recorded (default) or lbfgs (FedRecover's)"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="parent directory of the new run directory")] = Path("runs"),
 ) -> None:
     """Write a new run directory whose global adapter excludes PARTICIPANT (docs/removal.md)."""
@@ -184,7 +191,17 @@ def remove(
 
     quiet_libraries()
     try:
-        path = remove_from(run_dir, participant, method, out, from_round, exact_rounds, correct_every)
+        path = remove_from(
+            run_dir,
+            participant,
+            method,
+            out,
+            from_round,
+            exact_rounds,
+            correct_every,
+            warmup_rounds=warmup_rounds,
+            estimate=estimate,
+        )
     except RemovalInputError as e:
         fail(str(e))
     print(f"removal written: {path}")

@@ -136,6 +136,63 @@ def test_a_cell_run_under_other_settings_is_run_again(tmp_path: Path, short_smok
     assert (tmp_path / "robustness_smoke" / "backdoor_0.3_fedavg_seed0.json").read_text() == kept
 
 
+def _write_fake_cell(
+    cell_dir: Path, attack: str, fraction: float, defense: str, seed: int, probes: dict | None = None
+) -> None:
+    """A finished smoke cell as `run_cell` leaves it (today's config digest), without running it."""
+    kind = None if attack == "none" else attack
+    cfg = rb.cell_config("smoke", kind, fraction, defense, seed, probes=probes)
+    cell = {m: 0.1 * (seed + 1) for m in rb.METRICS} | {
+        "asr": 0.5 if defense == "fedavg" else 0.1 * seed,
+        "attackers": [],
+        "rounds": [],
+        "config_digest": rb.config_digest(cfg),
+        "seed": seed,
+        "key": rb.cell_key(attack, fraction, defense),
+    }
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    rb.write_cell(rb.cell_file(cell_dir, cell["key"], seed), cell)
+
+
+def test_a_run_of_a_few_cells_renders_every_cell_in_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tables are one file per folder: a run of one rule and one seed once rendered only that
+    seed's cells, and no probe cell without --probe, overwriting the full grid's tables. Now its render
+    is the full one, columns where they were, probe cells checked against the probe their record names
+    (or, for a record older than the path it keeps, shown unchecked rather than dropped)."""
+    cells = tmp_path / "robustness_smoke"
+    probe = rb.ProbeArg(tmp_path / "elsewhere" / f"{'ab' * 32}.safetensors")  # not on this machine
+    rb.record_probes(cells, {"client": probe})
+    for seed in (0, 1):
+        for defense in ("fedavg", "median", "fedavg+probe"):
+            _write_fake_cell(cells, "backdoor", 0.3, defense, seed, {"client": probe})
+        _write_fake_cell(cells, "none", 0.0, "fedavg", seed)
+
+    def no_training(*_: object) -> None:
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(rb, "run_cell", no_training)
+    full = ("--defenses", "median,fedavg+probe,fedavg", "--seeds", "0,1", "--probe", str(probe.path))
+    assert _run(tmp_path, "--render-only", *full) == 0
+    md, js = tmp_path / "robustness_smoke.md", tmp_path / "robustness_smoke.json"
+    tables = md.read_text(), js.read_text()
+    assert "| median | fedavg+probe | fedavg |" in tables[0] and "seeds 0,1," in tables[0]
+    assert len(json.loads(tables[1])) == 4
+    assert all(r["seeds"] == 2 for r in json.loads(tables[1]).values())
+
+    js.unlink()  # the table stays: it is what a run replaces, and it says where the columns go
+    assert _run(tmp_path, "--defenses", "median", "--seeds", "1") == 0  # a run: its cells are all there
+    assert (md.read_text(), js.read_text()) == tables
+    assert "unchecked" not in capsys.readouterr().out
+
+    record = rb.probe_record(cells, probe.path)  # a record written before records kept the path
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "path"}))
+    assert _run(tmp_path, "--defenses", "median", "--seeds", "1", "--render-only") == 0
+    assert (md.read_text(), js.read_text()) == tables
+    assert "fedavg+probe: shown unchecked" in capsys.readouterr().out
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(tmp_path, "--defenses", "fedavg,nope") == 2
     assert "unknown attack/defence: nope" in capsys.readouterr().err

@@ -145,6 +145,17 @@ def test_the_schedule_reuses_the_first_round_estimates_the_middle_and_ends_exact
     assert schedule(replayed, k, t) == [names[c] for c in kinds]
 
 
+def test_warmup_rounds_are_exact_right_after_the_reused_first() -> None:
+    from consortium.removal.schedule import schedule, schedule_problem
+
+    names = {"R": "reused", "E": "estimated", "X": "exact"}
+    assert schedule(10, 2, 0, 1) == [names[c] for c in "RXEEEEEEXX"]
+    assert schedule(6, 1, 3, 2) == [names[c] for c in "RXXXEX"]
+    assert schedule_problem(4, 2, 0, 2) and schedule_problem(4, 1, 0, -1)  # 1 + 2 + 2 > 4; negative
+    assert schedule_problem(4, 1, 0, 2) is None
+    assert "--estimate 'magic'" in schedule_problem(4, 1, 0, 0, "magic")
+
+
 def test_the_default_exact_rounds_are_30_percent_at_least_one() -> None:
     from consortium.removal.schedule import default_exact_rounds, schedule_problem
 
@@ -223,6 +234,72 @@ def test_recover_with_every_round_exact_is_exact_bit_for_bit(
     assert rec["removal"]["global_adapter"] != recovered[1]["removal"]["global_adapter"]  # estimates differ
     assert rec["cost"]["local_steps"] == ex["cost"]["local_steps"]
     assert audit_removal(path).ok
+
+
+@pytest.fixture(scope="module")
+def lbfgs(long_source: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """recover with FedRecover's estimate: a warm-up exact round gives each participant a pair."""
+    out = tmp_path_factory.mktemp("lbfgs")
+    return _removed(
+        long_source, out, "--participant", "org0", "--method", "recover",
+        "--warmup-rounds", "1", "--exact-rounds", "1", "--estimate", "lbfgs",
+    )  # fmt: skip
+
+
+def test_recover_with_lbfgs_estimates_corrects_the_recorded_updates_and_audits(
+    long_source: Path, lbfgs: tuple[Path, dict]
+) -> None:
+    path, rec = lbfgs
+    assert (rec["removal"]["warmup_rounds"], rec["removal"]["estimate"]) == (1, "lbfgs")
+    assert [r["kind"] for r in rec["rounds"]] == [
+        "reused",
+        "exact",
+        "estimated",
+        "estimated",
+        "estimated",
+        "exact",
+    ]
+    assert rec["cost"]["local_steps"] == 2 * 3 * 3  # two exact rounds of 3 participants x 3 steps
+    original = {r["round"]: r for r in _report(long_source)["rounds_detail"]}
+    for r in rec["rounds"][2:5]:  # new blobs: the recorded updates plus their correction
+        old = {c["participant"]: c for c in original[r["round"]]["commitments"]}
+        for c in r["commitments"]:
+            assert c["blob"] != old[c["participant"]]["blob"]
+            assert c["n_examples"] == old[c["participant"]]["n_examples"]
+    report = audit_removal(path)
+    assert report.ok, report.problems
+    assert report.checked["estimated updates recomputed"] == 3 * 3
+
+
+def test_lbfgs_without_an_exact_round_before_is_the_recorded_estimate(
+    long_source: Path, recovered: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, rec = _removed(
+        long_source, tmp_path, "--participant", "org0", "--method", "recover", "--estimate", "lbfgs"
+    )
+    assert (
+        rec["removal"]["global_adapter"] == recovered[1]["removal"]["global_adapter"]
+    )  # no pair: no correction
+    assert audit_removal(path).ok
+
+
+def test_audit_catches_an_lbfgs_estimate_replaced_by_the_recorded_update(
+    lbfgs: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """A participant who skips the correction (or sends anything else) in an estimated round."""
+
+    def uncorrected(rec: dict) -> None:
+        new = rec["rounds"][3]["commitments"][0]
+        (old,) = [
+            c for c in rec["original_rounds"][3]["commitments"] if c["participant"] == new["participant"]
+        ]
+        new["blob"] = old["blob"]
+
+    found = audit_removal(_edited(lbfgs, tmp_path, uncorrected))
+    assert not found.ok
+    assert any(
+        "round 3: org1's estimated update" in p and "not the L-BFGS estimate" in p for p in found.problems
+    )
 
 
 def _edited(recovered: tuple[Path, dict], tmp_path: Path, edit) -> Path:
@@ -324,6 +401,12 @@ def _copy(source: Path, tmp_path: Path) -> Path:
             "--exact-rounds 3: more than the 2 replayed round(s)",
         ),
         (["--participant", "org1", "--method", "recover", "--correct-every", "-2"], "--correct-every -2"),
+        (["--participant", "org1", "--method", "recover", "--warmup-rounds", "2"], "--warmup-rounds 2: with"),
+        (["--participant", "org1", "--method", "recover", "--estimate", "magic"], "--estimate 'magic'"),
+        (
+            ["--participant", "org1", "--method", "subtract", "--estimate", "lbfgs"],
+            "for --method recover, not",
+        ),
         (["--participant", "org1", "--method", "exact", "--exact-rounds", "1"], "for --method recover, not"),
     ],
 )

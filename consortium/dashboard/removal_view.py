@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ETH = 10**18
+SCHEDULE_KEYS = ("exact_rounds", "correct_every", "warmup_rounds", "estimate")  # recover's, as recorded
 
 
 def round_entry(number: int, **fields: Any) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def removal_run(root: Path, record: dict[str, Any], problems: list[str]) -> dict
         "from_round": int(rem["from_round"]) + 1,  # the page numbers rounds from 1
         "method": rem.get("method"),
         "status": "computed",
-        "schedule": {k: rem[k] for k in ("exact_rounds", "correct_every") if k in rem},
+        "schedule": {k: rem[k] for k in SCHEDULE_KEYS if k in rem},
         "global_adapter": rem.get("global_adapter"),
         "source_run_dir": source.get("run_dir"),
         "source_global_adapter": source.get("global_adapter"),

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ from consortium.store import BlobStore
 
 RECORD = "removal.json"
 FORMAT = 2  # 2: recover on FedRecover's schedule, each replayed round's kind recorded
+
+
+@dataclass(frozen=True)
+class Plan:
+    """recover's schedule and estimate, as `removal.json` records them (`consortium.removal.schedule`)."""
+
+    exact_rounds: int = 0
+    correct_every: int = 0
+    warmup_rounds: int = 0
+    estimate: str = "recorded"
+
+    def args(self) -> tuple[int, int, int, str]:
+        return (self.exact_rounds, self.correct_every, self.warmup_rounds, self.estimate)
 
 
 def _copy_blobs(src: BlobStore, dst: BlobStore, digests: Sequence[str]) -> None:
@@ -94,20 +108,27 @@ def remove(
     console: Any = None,
     sim: Any = None,
     reuse: bool = True,
+    warmup_rounds: int | None = None,
+    estimate: str | None = None,
 ) -> Path:
     """Remove `participants` from the run in `run_dir` by `method`; returns the new run directory.
     `sim`: the run's `Simulation`, already loaded (a benchmark's), instead of rebuilding it;
-    recover: `exact_rounds` (None: max(1, floor(0.3 x replayed rounds))) and `correct_every` (None or
-    0: off) set its schedule (`consortium.removal.schedule`); exact: `reuse=False` retrains the first
-    replayed round too (`replay`)."""
-    if method != "recover" and (exact_rounds is not None or correct_every is not None):
-        raise RemovalInputError(f"--exact-rounds and --correct-every: for --method recover, not {method}")
+    recover: `exact_rounds` (None: max(1, floor(0.3 x replayed rounds))), `correct_every` and
+    `warmup_rounds` (None or 0: off) set its schedule and `estimate` (None: "recorded", or "lbfgs") its
+    estimated updates (`consortium.removal.schedule`); exact: `reuse=False` retrains the first replayed
+    round too (`replay`)."""
+    options = (exact_rounds, correct_every, warmup_rounds, estimate)
+    if method != "recover" and any(o is not None for o in options):
+        raise RemovalInputError(
+            "--exact-rounds, --correct-every, --warmup-rounds and --estimate: for --method recover, "
+            f"not {method}"
+        )
     src = read_source(run_dir, participants, from_round, method)
-    schedule_args: tuple[int, int] = (0, 0)
+    plan = Plan()
     if method == "recover":
         k = default_exact_rounds(len(src.replaced)) if exact_rounds is None else exact_rounds
-        schedule_args = (k, correct_every or 0)
-        problem = schedule_problem(len(src.replaced), *schedule_args)
+        plan = Plan(k, correct_every or 0, warmup_rounds or 0, estimate or "recorded")
+        problem = schedule_problem(len(src.replaced), *plan.args())
         if problem is not None:
             raise RemovalInputError(problem)
     if method == "subtract":
@@ -126,7 +147,7 @@ def remove(
         if on_chain:
             _write_on_chain(src, sim, tmp)
         else:
-            _write_replay(src, sim, tmp, method, schedule_args, reuse)
+            _write_replay(src, sim, tmp, method, plan, reuse)
         dest = _final_name(out_root, f"{src.cfg.name}-remove-{method}")
         tmp.rename(dest)
     except BaseException:
@@ -138,9 +159,7 @@ def remove(
     return dest
 
 
-def _write_replay(
-    src: SourceRun, sim: Any, tmp: Path, method: str, schedule_args: tuple[int, int], reuse: bool
-) -> None:
+def _write_replay(src: SourceRun, sim: Any, tmp: Path, method: str, plan: Plan, reuse: bool) -> None:
     """exact, recover or subtract of a central run (subtract of a chain run too): a removal directory."""
     store = BlobStore(tmp / "store")
     kept = [b for r in src.kept for b in r.blobs()] + [src.start]
@@ -151,13 +170,23 @@ def _write_replay(
         result = _subtract(src, store, sim.layout)
     else:
         try:
-            result = replay(sim, src, store, method, *schedule_args, reuse=reuse)
+            result = replay(
+                sim,
+                src,
+                store,
+                method,
+                plan.exact_rounds,
+                plan.correct_every,
+                reuse=reuse,
+                warmup_rounds=plan.warmup_rounds,
+                estimate=plan.estimate,
+            )
         except SourceMismatch as e:
             raise RemovalInputError(f"{src.path}: {e}") from None
     set_flat(sim.model, sim.spec, get_vector(store, result.final, sim.layout))
     export_peft(sim.model, tmp / "adapter")
     atomic_write(tmp / "config.toml", (src.path / "config.toml").read_bytes())
-    record = _record(src, method, result, schedule_args)
+    record = _record(src, method, result, plan)
     atomic_write(tmp / RECORD, json.dumps(record, indent=2) + "\n")
     line = f"removed {', '.join(src.removed)} from round {src.from_round} by {method}: global {result.final}"
     atomic_write(tmp / "run.log", f"{time.strftime('%H:%M:%S')} {line}\n")
@@ -181,7 +210,7 @@ def _write_on_chain(src: SourceRun, sim: Any, tmp: Path) -> None:
         f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
-def _record(src: SourceRun, method: str, result: ReplayResult, sched: tuple[int, int]) -> dict[str, Any]:
+def _record(src: SourceRun, method: str, result: ReplayResult, plan: Plan) -> dict[str, Any]:
     """What `removal.json` holds: the removal, its source, the rounds it rests on and what it cost."""
     cfg = src.cfg
     full = len(src.others) * cfg.train.local_steps * len(src.rounds)  # retraining from scratch without them
@@ -192,7 +221,7 @@ def _record(src: SourceRun, method: str, result: ReplayResult, sched: tuple[int,
         "global_adapter": result.final,
     }
     if method == "recover":
-        removal["exact_rounds"], removal["correct_every"] = sched
+        removal |= asdict(plan)
     return {
         "format": FORMAT,
         "removal": removal,

@@ -14,17 +14,16 @@ every other participant. Each replayed round is of one kind (`consortium.removal
 `exact` makes every round after the first exact (and reuses any round whose start model is the
 recorded one): from the participant's first round, a retraining from scratch over the same shards.
 
-`recover` follows FedRecover's schedule (Cao et al. 2023): the first round reused, the middle rounds
-estimated, the last K rounds exact (default max(1, floor(0.3 x replayed rounds))), and optionally
-every T-th middle round exact (FedRecover's periodic correction). FedRecover estimates a client's
-update as its recorded update plus an L-BFGS Hessian-vector correction `H (w_new - w_old)`. We drop
-the correction and use the recorded update itself: the L-BFGS buffer needs pairs (model difference,
-update difference) per client from exact rounds, and at our few rounds (5-10) it would be built from
-one or two pairs, so its correction is unreliable (FedRecover itself needs exact warm-up rounds
-before estimating); with exact final rounds doing the correction, the estimate costs nothing. The
-estimated updates still go through the round pipeline from the *new* global model, so the candidates
-differ from the original's, and each one is the committed original blob: the audit checks it byte
-for byte and recomputes every candidate.
+`recover` follows FedRecover's schedule (Cao et al. 2023): the first round reused, optionally W
+warm-up rounds exact, the middle rounds estimated, the last K rounds exact (default max(1, floor(0.3 x
+replayed rounds))), and optionally every T-th middle round exact (FedRecover's periodic correction).
+An estimated update is, by default ("recorded"), the participant's recorded update itself: the
+committed original blob, which the audit checks byte for byte. With `estimate="lbfgs"` it is
+FedRecover's estimate, the recorded update plus an L-BFGS Hessian-vector correction `H (w_new -
+w_old)` built from the participant's exact rounds before it (`consortium.removal.curvature`; it needs
+exact rounds before the estimated ones: warm-up or periodic): a new blob, which the audit recomputes
+from the public records bit for bit. Either way the estimated updates go through the round pipeline
+from the *new* global model, so the candidates differ from the original's.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 
 from consortium.protocol import LedgerRound, MemoryLedger, RoundRunner, TrainFn
+from consortium.removal.curvature import Curvature, model_change, observe_exact
 from consortium.removal.schedule import default_exact_rounds, schedule
 from consortium.removal.source import RoundRecord, SourceRun
 from consortium.round.pipeline import rule_from_config
@@ -62,11 +62,16 @@ class ReplayResult:
 
 
 def _recorded(
-    train: TrainFn, old: RoundRecord, source: BlobStore, layout: Any, evidence: dict | None
+    train: TrainFn,
+    old: RoundRecord,
+    source: BlobStore,
+    layout: Any,
+    evidence: dict | None,
+    adjust: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainFn:
     """Each participant's recorded update of round `old`, with its probe evidence, untrained: a reused
-    round (the recorded start model: what its training gives) or an estimated one (FedRecover's
-    estimate without the L-BFGS term). One with no recorded update trains."""
+    round (the recorded start model: what its training gives) or an estimated one (`adjust`: the
+    L-BFGS estimate from it, else the recorded update itself). One with no recorded update trains."""
     mine = {c.participant: c for c in old.commitments}
 
     def reused(pid: str, start: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -74,7 +79,8 @@ def _recorded(
             return train(pid, start)
         if evidence is not None and pid in old.evidence:
             evidence[pid] = source.get_tensors(old.evidence[pid])["snapshots"]
-        return get_vector(source, mine[pid].blob, layout), mine[pid].n_examples
+        vec = get_vector(source, mine[pid].blob, layout)
+        return (vec if adjust is None else adjust(pid, vec)), mine[pid].n_examples
 
     return reused
 
@@ -128,12 +134,15 @@ def replay(
     correct_every: int = 0,
     on_round: Callable[[int], None] = lambda r: None,
     reuse: bool = True,
+    warmup_rounds: int = 0,
+    estimate: str = "recorded",
 ) -> ReplayResult:
     """Rounds `src.from_round..` without `src.removed`, new blobs into `store` (which already holds the
-    kept rounds' blobs). `sim` is a `consortium.sim.Simulation` of the run's config. recover: the last
-    `exact_rounds` rounds (None: the default) and every `correct_every`-th middle one exact, the others
-    after the first estimated. exact: `reuse=False` retrains the first round too (the from-scratch
-    reference of bench/removal.py)."""
+    kept rounds' and, for recover, the replaced rounds' blobs). `sim` is a `consortium.sim.Simulation`
+    of the run's config. recover: the `warmup_rounds` after the first, the last `exact_rounds` rounds
+    (None: the default) and every `correct_every`-th middle one exact, the others after the first
+    estimated by `estimate` ("recorded" or "lbfgs"). exact: `reuse=False` retrains the first round too
+    (the from-scratch reference of bench/removal.py)."""
     cfg = sim.cfg
     layout = sim.layout
     ledger = MemoryLedger()
@@ -147,12 +156,13 @@ def replay(
     n = len(src.replaced)
     if method == "recover":
         k = default_exact_rounds(n) if exact_rounds is None else exact_rounds
-        kinds = schedule(n, k, correct_every)
+        kinds = schedule(n, k, correct_every, warmup_rounds)
     else:
         kinds = ["exact"] * n
     others = [p.name for p in sim.participants if p.name not in src.removed]
     out = ReplayResult()
     global_hash = src.start
+    curv = Curvature() if method == "recover" and estimate == "lbfgs" else None
     for old, kind in zip(src.replaced, kinds, strict=True):
         t0 = time.perf_counter()
         start = get_vector(store, global_hash, layout)
@@ -161,8 +171,14 @@ def replay(
         trained: list[str] = []
         train = _counted(sim.train_fn(old.round, last_step), trained)
         if kind != "exact":
-            train = _recorded(train, old, src.store, layout, evidence)
+            adjust = None
+            if curv is not None and kind == "estimated":
+                v = model_change(store, layout, global_hash, old)
+                adjust = lambda pid, vec, v=v: curv.estimate(pid, vec, v)  # noqa: E731
+            train = _recorded(train, old, src.store, layout, evidence, adjust)
         rec, cand = runner.run_round(global_hash, others, train)
+        if curv is not None and kind == "exact":
+            observe_exact(curv, store, layout, rec.global_in, rec.commitments, old)
         global_out = rec.global_out or global_hash
         if global_out != global_hash:
             last_step = get_vector(store, global_out, layout) - start

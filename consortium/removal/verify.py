@@ -6,10 +6,12 @@ candidates recompute to their recorded global models; then, per method,
   from its input model, has no update of a removed participant and one of every other, and its
   candidate recomputed by the run's pipeline (`PublicHistory`, as every participant computes it) is
   the recorded global model with the recorded flags; each round's recorded kind is the one its
-  method allows (recover: exactly FedRecover's schedule for the recorded exact rounds K and
-  correction period T, `consortium.removal.schedule`; exact: exact, or reused where the round starts
-  from the recorded model), and every update of a reused or estimated round is the participant's
-  original update of that round (same blob, example count and probe evidence);
+  method allows (recover: exactly FedRecover's schedule for the recorded exact rounds K, correction
+  period T and warm-up rounds W, `consortium.removal.schedule`; exact: exact, or reused where the
+  round starts from the recorded model), and every update of a reused or estimated round is the
+  participant's original update of that round (same blob, example count and probe evidence), or, for
+  recover's "lbfgs" estimate, the estimate recomputed from the original update and the participant's
+  earlier exact rounds (`consortium.removal.curvature`), bit for bit;
 - subtract: every new global model is the recorded round's step minus the removed share.
 Finally the removal's global hash is the last round's output and the exported adapter holds it.
 What cannot be checked from records: that the participants really trained (as in the original run).
@@ -27,12 +29,13 @@ from consortium.audit.report import AuditInputError, AuditReport
 from consortium.audit.rounds import layout_of
 from consortium.config import ConfigError
 from consortium.protocol import round_seed
+from consortium.removal.curvature import Curvature, model_change, observe_exact
 from consortium.removal.schedule import KINDS, schedule, schedule_problem
 from consortium.removal.source import RoundRecord
 from consortium.removal.subtract import subtract_rounds
 from consortium.round.history import PublicHistory
 from consortium.round.pipeline import rule_from_config
-from consortium.round.records import Layout, ProtocolError, vector_hash
+from consortium.round.records import Layout, ProtocolError, get_vector, vector_hash
 from consortium.rundir import load_run_config
 from consortium.store import BlobNotFound, BlobStore, IntegrityError
 
@@ -66,9 +69,15 @@ def _load(run_dir: Path) -> tuple[Any, dict[str, Any]]:
             "redo the removal with this version (FedRecover's schedule)"
         )
     if fmt == 2 and rem["method"] == "recover":
-        k, t = rem.get("exact_rounds"), rem.get("correct_every")
-        if not isinstance(k, int) or not isinstance(t, int) or isinstance(k, bool) or isinstance(t, bool):
-            raise AuditInputError(f"{run_dir / RECORD}: recover without integer exact_rounds, correct_every")
+        rem.setdefault("warmup_rounds", 0)  # recorded since the warm-up and the estimate were added
+        rem.setdefault("estimate", "recorded")
+        ints = [rem.get(k) for k in ("exact_rounds", "correct_every", "warmup_rounds")]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in ints):
+            raise AuditInputError(
+                f"{run_dir / RECORD}: recover without integer exact_rounds, correct_every, warmup_rounds"
+            )
+        if not isinstance(rem["estimate"], str):
+            raise AuditInputError(f"{run_dir / RECORD}: recover's estimate {rem['estimate']!r} is not a name")
     return cfg, record
 
 
@@ -90,7 +99,8 @@ def audit_removal(run_dir: Path) -> AuditReport:
             public = PublicHistory(store, layout, rule_from_config(cfg))
             _check_kept(public, kept, out)
             kinds = _expected_kinds(record, originals, out)
-            _check_replayed(public, originals, rounds, removed, kinds, out)
+            curv = Curvature() if rem.get("estimate") == "lbfgs" else None
+            _check_replayed(public, originals, rounds, removed, kinds, out, curv)
     except (BlobNotFound, IntegrityError, ProtocolError) as e:
         out.problems.append(f"store: {e}")
         return out
@@ -124,9 +134,11 @@ def _check_replayed(
     removed: set[str],
     kinds: list[set[str]] | None,
     out: AuditReport,
+    curv: Curvature | None = None,
 ) -> None:
     """Every replayed round's candidate recomputed from its commitments, as the pipeline computes it;
-    its kind one of `kinds` (None: a format-1 exact record, which has none)."""
+    its kind one of `kinds` (None: a format-1 exact record, which has none); with `curv` (recover's
+    "lbfgs" estimate), every estimated update recomputed from the exact rounds before it."""
     previous = originals[0].global_in if originals else rounds[0]["global_in"]
     by_round = {o.round: o for o in originals}
     for i, d in enumerate(rounds):
@@ -148,7 +160,14 @@ def _check_replayed(
             if sorted(rec.proposers) != expected:
                 out.problems.append(f"round {r}: proposers {sorted(rec.proposers)}, expected {expected}")
         if kinds is not None:
-            _check_kind(d.get("kind"), kinds[i] if i < len(kinds) else set(), rec, orig, out)
+            estimated = _check_kind(
+                d.get("kind"), kinds[i] if i < len(kinds) else set(), rec, orig, out, curv is not None
+            )
+            if curv is not None and orig is not None:
+                if estimated:
+                    _check_estimates(public, curv, rec, orig, out)
+                elif d.get("kind") == "exact":
+                    observe_exact(curv, public.store, public.layout, rec.global_in, rec.commitments, orig)
         cand = public.candidate(
             rec.global_in, list(rec.commitments), rec.seed, root=rec.root, evidence=rec.evidence
         )
@@ -178,28 +197,39 @@ def _expected_kinds(
         out.problems.append(f"removal: {len(rounds)} replayed rounds for {len(originals)} original ones")
     if rem["method"] == "exact":
         return [{"exact", "reused"}] * len(rounds)
-    k, t = rem["exact_rounds"], rem["correct_every"]
-    problem = schedule_problem(len(rounds), k, t)
+    k, t, w, est = rem["exact_rounds"], rem["correct_every"], rem["warmup_rounds"], rem["estimate"]
+    problem = schedule_problem(len(rounds), k, t, w, est)
     if problem is not None:
-        out.problems.append(f"removal: schedule exact_rounds={k}, correct_every={t}: {problem}")
+        out.problems.append(
+            f"removal: schedule exact_rounds={k}, correct_every={t}, warmup_rounds={w}, "
+            f"estimate={est}: {problem}"
+        )
         return [set(KINDS)] * len(rounds)
-    return [{kind} for kind in schedule(len(rounds), k, t)]
+    return [{kind} for kind in schedule(len(rounds), k, t, w)]
 
 
 def _check_kind(
-    kind: Any, allowed: set[str], rec: RoundRecord, orig: RoundRecord | None, out: AuditReport
-) -> None:
+    kind: Any,
+    allowed: set[str],
+    rec: RoundRecord,
+    orig: RoundRecord | None,
+    out: AuditReport,
+    lbfgs: bool = False,
+) -> bool:
     """The round's recorded kind is one the method's schedule allows; a reused round starts from the
-    recorded model; a reused or estimated round's updates are the participants' original ones."""
+    recorded model; a reused or estimated round's updates are the participants' original ones (with
+    `lbfgs`, an estimated round's only in example count and evidence: `_check_estimates` recomputes
+    them). True for an estimated round whose updates are left to `_check_estimates`."""
     r = rec.round
     if kind not in allowed:
         out.problems.append(f"round {r}: kind {kind!r}, the schedule says {' or '.join(sorted(allowed))}")
     out.count("round kinds checked")
     if kind not in ("reused", "estimated"):
-        return
+        return False
     if orig is None:
         out.problems.append(f"round {r}: {kind} but no original round {r} to take updates from")
-        return
+        return False
+    recomputed = lbfgs and kind == "estimated"
     if kind == "reused" and rec.global_in != orig.global_in:
         out.problems.append(f"round {r}: reused, but it starts from {rec.global_in}, not the recorded model")
     mine = {c.participant: c for c in orig.commitments}
@@ -207,14 +237,37 @@ def _check_kind(
         o = mine.get(c.participant)
         if o is None:
             out.problems.append(f"round {r}: {kind}, but {c.participant} has no original update")
-        elif (c.blob, c.n_examples) != (o.blob, o.n_examples):
+        elif (c.n_examples != o.n_examples) or (not recomputed and c.blob != o.blob):
             out.problems.append(
                 f"round {r}: {c.participant}'s {kind} update {c.blob} ({c.n_examples} examples) is not its "
                 f"original {o.blob} ({o.n_examples} examples)"
             )
         elif rec.evidence.get(c.participant) != orig.evidence.get(c.participant):
             out.problems.append(f"round {r}: {c.participant}'s {kind} update has other probe evidence")
-        out.count(f"{kind} updates matched to their originals")
+        if not recomputed:
+            out.count(f"{kind} updates matched to their originals")
+    return recomputed
+
+
+def _check_estimates(
+    public: PublicHistory, curv: Curvature, rec: RoundRecord, orig: RoundRecord, out: AuditReport
+) -> None:
+    """Each update of an "lbfgs"-estimated round is the estimate from the participant's original
+    update of the round and its pairs of the exact rounds before it, bit for bit."""
+    store, layout = public.store, public.layout
+    v = model_change(store, layout, rec.global_in, orig)
+    theirs = {c.participant: c.blob for c in orig.commitments}
+    for c in rec.commitments:
+        if c.participant not in theirs:
+            continue  # named by `_check_kind`
+        want = curv.estimate(c.participant, get_vector(store, theirs[c.participant], layout), v)
+        found = vector_hash(want, layout)
+        if found != c.blob:
+            out.problems.append(
+                f"round {rec.round}: {c.participant}'s estimated update {c.blob} is not the L-BFGS estimate "
+                f"from its original update and earlier exact rounds ({found})"
+            )
+        out.count("estimated updates recomputed")
 
 
 def _check_subtract(

@@ -166,6 +166,15 @@ function renderSummary(s) {
   box.append(el("h2", {}, "Participants"), pt);
 }
 
+// recover's schedule as "(K k, T t[, W w][, estimate])": warm-up and estimate only where not the default
+function scheduleText(sc) {
+  if (!sc || sc.exact_rounds === undefined) return "";
+  let out = ` (K ${sc.exact_rounds}, T ${sc.correct_every}`;
+  if (sc.warmup_rounds) out += `, W ${sc.warmup_rounds}`;
+  if (sc.estimate && sc.estimate !== "recorded") out += `, ${sc.estimate}`;
+  return out + ")";
+}
+
 function renderRemovals(s) {
   const removals = s.removals || [];
   document.getElementById("removals").hidden = !removals.length;
@@ -185,7 +194,7 @@ function renderRemovals(s) {
       el("td", {}, m.id === null ? "this run" : "#" + m.id),
       el("td", {"data-field": "removed"}, list(m.participants)),
       el("td", {class: "num"}, m.from_round),
-      el("td", {}, m.method + (m.schedule && m.schedule.exact_rounds !== undefined ? ` (K ${m.schedule.exact_rounds}, T ${m.schedule.correct_every})` : "")),
+      el("td", {}, m.method + scheduleText(m.schedule)),
       el("td", {"data-field": "status"}, status),
       el("td", {"data-field": "approvals"}, approvals),
       el("td", {"data-field": "undone"}, list(m.rounds_undone.map(String))),
