@@ -54,7 +54,8 @@ def test_the_page_shows_the_removal_record(removed: tuple[Path, dict, dict]) -> 
     (m,) = s["removals"]
     assert (m["participants"], m["from_round"], m["method"]) == (["org1"], 1, "recover")
     assert m["source_global_adapter"] == source["global_adapter"]
-    assert m["schedule"] == {"exact_rounds": 1, "correct_every": 0, "warmup_rounds": 0, "estimate": "recorded"}
+    schedule = {"exact_rounds": 1, "correct_every": 0, "warmup_rounds": 0, "estimate": "recorded"}
+    assert m["schedule"] == schedule
     assert m["local_steps"] == rec["cost"]["local_steps"] > 0 and m["rounds_undone"] == [1, 2, 3]
     assert [r["outcome"] for r in s["rounds"]] == KINDS == [r["kind"] for r in rec["rounds"]]
     for shown, replayed, original in zip(s["rounds"], rec["rounds"], source["rounds_detail"], strict=True):
