@@ -300,9 +300,10 @@ ALLOWED: dict[str, set[str]] = {
     "node": {*_F, "config", "rundir", "node_config", "probe", "round", "local", "chain"},
     "audit": {"store", "config", "rundir", "round", "chain"},
     "deploy": {"chain", "config"},
-    # replays a run's rounds without some participants (sim, protocol) and audits the result (audit)
+    # replays a run's rounds without some participants (sim, protocol) and audits the result (audit);
+    # FedRecover's estimate takes its order-fixed dot products from the rules' Gram kernel (defense)
     "removal": {*_F, "config", "rundir", "round", "protocol", "sim", "audit", "backend", "probe", "chain",
-                "chain_sim", "report"},
+                "chain_sim", "report", "defense"},
     "report": {"rundir"},
     "check": {"config", "data", "defense", "privacy", "local", "probe"},
     "dashboard": {"audit", "chain", "store", "cli_support", "removal"},  # a run's page: files or chain
