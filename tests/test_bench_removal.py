@@ -98,3 +98,29 @@ def test_the_rescore_summary_names_the_seeds_of_a_schedule_scored_on_only_some()
     text = rs.summary(results, "cmd", Path("x"))
     assert "| recover K=1 T=3 (seeds 0) | 27.0 | +3.0 |" in text
     assert "| recover K=3 T=off | 28.0, 21.0 | +2.0, -1.0 |" in text
+
+
+def test_recover_schedules_with_a_warmup_or_another_estimate_are_told_apart(tmp_path: Path) -> None:
+    """Two recover results of one case under other warm-ups or estimates: the rescore names each
+    (a clash would refuse the case), and the summary names the schedule it averaged."""
+    import json
+
+    rs = _rescore_module()
+    case = tmp_path / "backdoor-0"
+    plans = {
+        "retrain/a": {"method": "exact"},
+        "recover/b": {"method": "recover", "exact_rounds": 3, "correct_every": 0},
+        "recover/c": {"method": "recover", "exact_rounds": 2, "correct_every": 0, "warmup_rounds": 1},
+    }
+    plans["recover/d"] = plans["recover/c"] | {"estimate": "lbfgs"}
+    for folder, removal in plans.items():
+        (case / folder).mkdir(parents=True)
+        removal["global_adapter"] = folder
+        (case / folder / "removal.json").write_text(json.dumps({"removal": removal}))
+    assert sorted(rs.adapters(case)) == [
+        "recover K=2 T=off W=1", "recover K=2 T=off W=1 lbfgs", "recover K=3 T=off", "retrain"
+    ]  # fmt: skip
+    row = {"kinds": ["reused", "exact", "estimated", "exact"], "exact_rounds": 1, "correct_every": 0}
+    rows = [{"seed": 0, "rows": {"recover": row | {"warmup_rounds": 1, "estimate": "lbfgs"}}}]
+    (line,) = br._schedules(rows)
+    assert "K = 1 exact, correction every off, warm-up 1, estimate lbfgs; replayed rounds reused" in line
