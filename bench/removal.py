@@ -44,6 +44,7 @@ from consortium.config import RunConfig, _merge, config_digest, preset_dict
 from consortium.data import encode_example
 from consortium.local.participant import heldout_loss_fn
 from consortium.removal import audit_removal, remove
+from consortium.removal.schedule import PLAN_KEYS
 from consortium.round.records import get_vector
 from consortium.rundir import load_run_config
 from consortium.sim import Simulation
@@ -222,7 +223,7 @@ def run_case(
                 "kinds": [r.get("kind", "subtracted") for r in rec["rounds"]],
             }
             if method == "recover":
-                for key in ("exact_rounds", "correct_every", "warmup_rounds", "estimate"):
+                for key in PLAN_KEYS:
                     rows[method][key] = rec["removal"][key]
     ref, v0 = vecs["retrain"], sim.initial
     scale = float((ref - v0).double().norm())

@@ -100,7 +100,7 @@ def observe_exact(
     recorded model (s = 0) gives no pair."""
     if global_in == original.global_in:
         return
-    s = get_vector(store, global_in, layout) - get_vector(store, original.global_in, layout)
+    s = model_change(store, layout, global_in, original)
     theirs = {c.participant: c.blob for c in original.commitments}
     for c in commitments:
         if c.participant in theirs:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from consortium.data import DataError
 from consortium.model import ModelLoadError, export_peft, set_flat
 from consortium.probe import ProbeError
 from consortium.removal.replay import ReplayResult, SourceMismatch, replay
-from consortium.removal.schedule import default_exact_rounds, schedule_problem
+from consortium.removal.schedule import Plan, default_exact_rounds, schedule_problem
 from consortium.removal.source import RemovalInputError, SourceRun, read_source
 from consortium.removal.subtract import check_linear, subtract_rounds
 from consortium.report import write_report
@@ -42,19 +42,6 @@ from consortium.store import BlobStore
 
 RECORD = "removal.json"
 FORMAT = 2  # 2: recover on FedRecover's schedule, each replayed round's kind recorded
-
-
-@dataclass(frozen=True)
-class Plan:
-    """recover's schedule and estimate, as `removal.json` records them (`consortium.removal.schedule`)."""
-
-    exact_rounds: int = 0
-    correct_every: int = 0
-    warmup_rounds: int = 0
-    estimate: str = "recorded"
-
-    def args(self) -> tuple[int, int, int, str]:
-        return (self.exact_rounds, self.correct_every, self.warmup_rounds, self.estimate)
 
 
 def _copy_blobs(src: BlobStore, dst: BlobStore, digests: Sequence[str]) -> None:

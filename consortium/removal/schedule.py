@@ -18,9 +18,27 @@ participant's exact rounds before it (`consortium.removal.curvature`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 KINDS = ("reused", "estimated", "exact")
 EXACT_SHARE = 0.3  # default K: this share of the replayed rounds, at least one
 ESTIMATES = ("recorded", "lbfgs")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """recover's schedule and estimate, as `removal.json` records them (under these field names)."""
+
+    exact_rounds: int = 0
+    correct_every: int = 0
+    warmup_rounds: int = 0
+    estimate: str = "recorded"
+
+    def args(self) -> tuple[int, int, int, str]:
+        return (self.exact_rounds, self.correct_every, self.warmup_rounds, self.estimate)
+
+
+PLAN_KEYS = tuple(f.name for f in fields(Plan))
 
 
 def default_exact_rounds(replayed: int) -> int:

@@ -30,7 +30,7 @@ from consortium.audit.rounds import layout_of
 from consortium.config import ConfigError
 from consortium.protocol import round_seed
 from consortium.removal.curvature import Curvature, model_change, observe_exact
-from consortium.removal.schedule import KINDS, schedule, schedule_problem
+from consortium.removal.schedule import KINDS, PLAN_KEYS, Plan, schedule, schedule_problem
 from consortium.removal.source import RoundRecord
 from consortium.removal.subtract import subtract_rounds
 from consortium.round.history import PublicHistory
@@ -197,15 +197,16 @@ def _expected_kinds(
         out.problems.append(f"removal: {len(rounds)} replayed rounds for {len(originals)} original ones")
     if rem["method"] == "exact":
         return [{"exact", "reused"}] * len(rounds)
-    k, t, w, est = rem["exact_rounds"], rem["correct_every"], rem["warmup_rounds"], rem["estimate"]
-    problem = schedule_problem(len(rounds), k, t, w, est)
+    plan = Plan(**{k: rem[k] for k in PLAN_KEYS})
+    problem = schedule_problem(len(rounds), *plan.args())
     if problem is not None:
         out.problems.append(
-            f"removal: schedule exact_rounds={k}, correct_every={t}, warmup_rounds={w}, "
-            f"estimate={est}: {problem}"
+            f"removal: schedule exact_rounds={plan.exact_rounds}, correct_every={plan.correct_every}, "
+            f"warmup_rounds={plan.warmup_rounds}, estimate={plan.estimate}: {problem}"
         )
         return [set(KINDS)] * len(rounds)
-    return [{kind} for kind in schedule(len(rounds), k, t, w)]
+    kinds = schedule(len(rounds), plan.exact_rounds, plan.correct_every, plan.warmup_rounds)
+    return [{kind} for kind in kinds]
 
 
 def _check_kind(
