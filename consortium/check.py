@@ -31,12 +31,18 @@ class CheckedConfig:
     warnings: tuple[str, ...] = ()
 
 
+def _seats(cfg: RunConfig, proposers_vote: bool) -> tuple[int, int, int, int]:
+    """(proposers, voters, k, seats) of a chain round: with equal stakes, colluders in k of the seats
+    voting block it."""
+    proposers, voters = cfg.chain.roles(cfg.participants)
+    return proposers, voters, *blocking_seats(proposers, voters, proposers_vote)
+
+
 def _liveness_warnings(cfg: RunConfig) -> tuple[str, ...]:
     """A chain config whose rounds one colluding voter can stall: worth saying before anyone stakes."""
     if cfg.protocol != "chain":
         return ()
-    proposers, voters = cfg.chain.roles(cfg.participants)
-    k, seats = blocking_seats(proposers, voters, cfg.chain.proposers_vote)
+    proposers, voters, k, seats = _seats(cfg, cfg.chain.proposers_vote)
     if k > 1:
         return ()
     return (
@@ -59,9 +65,8 @@ def _screen_warnings(cfg: RunConfig) -> tuple[str, ...]:
         screens.append(f"aggregator {cfg.aggregator!r}")
     if not screens:
         return ()
-    proposers, voters = cfg.chain.roles(cfg.participants)
-    k, seats = blocking_seats(proposers, voters, False)
-    k_committee, committee = blocking_seats(proposers, voters, True)
+    _, _, k, seats = _seats(cfg, False)
+    *_, k_committee, committee = _seats(cfg, True)
     return (
         f"the round's updates are screened ({', '.join(screens)}) and the proposers do not vote: "
         f"colluders in {k} of the {seats} voter seats can vote for a colluding proposer's unscreened "
@@ -74,8 +79,7 @@ def _screen_warnings(cfg: RunConfig) -> tuple[str, ...]:
 def describe(cfg: RunConfig) -> str:
     """One line naming what the run will do, in the terms the README uses."""
     if cfg.protocol == "chain":
-        proposers, voters = cfg.chain.roles(cfg.participants)
-        k, seats = blocking_seats(proposers, voters, cfg.chain.proposers_vote)
+        proposers, voters, k, seats = _seats(cfg, cfg.chain.proposers_vote)
         protocol = (
             f"chain protocol (the contract drives the rounds: {proposers} proposers and {voters} voters "
             f"drawn per round of {cfg.participants} participants"

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from consortium.cli import app as cli_app
 from consortium.dashboard.app import make_app
+from consortium.removal.schedule import PLAN_KEYS
 from consortium.removal.verify import audit_removal
 
 runner = CliRunner()
@@ -55,7 +56,7 @@ def test_the_page_shows_the_removal_record(removed: tuple[Path, dict, dict]) -> 
     assert (m["participants"], m["from_round"], m["method"]) == (["org1"], 1, "recover")
     assert m["source_global_adapter"] == source["global_adapter"]
     schedule = {"exact_rounds": 1, "correct_every": 0, "warmup_rounds": 0, "estimate": "recorded"}
-    assert m["schedule"] == schedule
+    assert m["schedule"] == schedule and tuple(schedule) == PLAN_KEYS  # the page's copy of the keys is whole
     assert m["local_steps"] == rec["cost"]["local_steps"] > 0 and m["rounds_undone"] == [1, 2, 3]
     assert [r["outcome"] for r in s["rounds"]] == KINDS == [r["kind"] for r in rec["rounds"]]
     for shown, replayed, original in zip(s["rounds"], rec["rounds"], source["rounds_detail"], strict=True):
