@@ -345,6 +345,17 @@ def test_audit_catches_an_edited_schedule(recovered: tuple[Path, dict], tmp_path
     assert not found.ok and found.problems == ["round 4: kind 'estimated', the schedule says exact"]
 
 
+def test_audit_names_an_impossible_schedule(recovered: tuple[Path, dict], tmp_path: Path) -> None:
+    def too_many(rec: dict) -> None:
+        rec["removal"]["exact_rounds"] = 99
+
+    found = audit_removal(_edited(recovered, tmp_path, too_many))
+    rem = recovered[1]["removal"]
+    said = (f"removal: schedule exact_rounds=99, correct_every={rem['correct_every']}, "
+            f"warmup_rounds={rem['warmup_rounds']}, estimate={rem['estimate']}: ")  # fmt: skip
+    assert not found.ok and any(p.startswith(said) for p in found.problems), found.problems
+
+
 def test_audit_refuses_a_format_1_calibration_recover(recovered: tuple[Path, dict], tmp_path: Path) -> None:
     def old(rec: dict) -> None:
         rec["format"] = 1

@@ -18,7 +18,7 @@ participant's exact rounds before it (`consortium.removal.curvature`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 
 KINDS = ("reused", "estimated", "exact")
 EXACT_SHARE = 0.3  # default K: this share of the replayed rounds, at least one
@@ -35,7 +35,11 @@ class Plan:
     estimate: str = "recorded"
 
     def args(self) -> tuple[int, int, int, str]:
-        return (self.exact_rounds, self.correct_every, self.warmup_rounds, self.estimate)
+        """The fields in order: `schedule_problem`'s arguments after the round count."""
+        return astuple(self)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
 
 
 PLAN_KEYS = tuple(f.name for f in fields(Plan))

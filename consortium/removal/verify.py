@@ -200,10 +200,7 @@ def _expected_kinds(
     plan = Plan(**{k: rem[k] for k in PLAN_KEYS})
     problem = schedule_problem(len(rounds), *plan.args())
     if problem is not None:
-        out.problems.append(
-            f"removal: schedule exact_rounds={plan.exact_rounds}, correct_every={plan.correct_every}, "
-            f"warmup_rounds={plan.warmup_rounds}, estimate={plan.estimate}: {problem}"
-        )
+        out.problems.append(f"removal: schedule {plan.describe()}: {problem}")
         return [set(KINDS)] * len(rounds)
     kinds = schedule(len(rounds), plan.exact_rounds, plan.correct_every, plan.warmup_rounds)
     return [{kind} for kind in kinds]
