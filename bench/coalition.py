@@ -28,10 +28,13 @@ import argparse
 import concurrent.futures as cf
 import hashlib
 import json
-import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_commit
 
 SHARES = (0.1, 0.2, 0.3, 0.35, 0.4, 0.5)
 
@@ -181,10 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     stem = "coalition" + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    cmd = "python bench/coalition.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    commit = git_commit()
+    cmd = "python bench/coalition.py " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / f"{stem}.json").write_text(json.dumps({"cells": cells, "commit": commit}, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(cells, cmd.strip(), commit))
     print(markdown(cells, cmd.strip(), commit))

@@ -37,7 +37,7 @@ import json
 import math
 import os
 import random
-import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -52,6 +52,9 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_commit
 
 from consortium.config import RunConfig, load_config
 from consortium.defense import AGGREGATORS
@@ -692,17 +695,6 @@ def print_tables(console: Console, results: dict[str, Any]) -> None:
         console.print(results["breakpoint"])
 
 
-def _commit() -> str | None:
-    """The checkout's commit, for the record (None outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=60, help="rounds of the two main scenarios")
@@ -746,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg0 = configs[cells[0].key]
     proposers, voters = cfg0.chain.roles(n)
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = _commit()  # before the runs: the code they import
+    commit = git_commit()  # before the runs: the code they import
 
     t0 = time.perf_counter()
     reports: dict[str, dict[str, Any]] = {}

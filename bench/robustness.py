@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from rich.console import Console
 from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_commit
 
 from consortium.attacks import ATTACK_KINDS
 from consortium.config import RunConfig, _merge, config_digest, preset_dict
@@ -407,6 +411,8 @@ def combine(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             row[metric], row[f"{metric}_sd"], row[f"{metric}_ci"] = interval(vals)
             row[f"{metric}_values"] = vals
+        # the commits its cells ran at (a cell written before cells kept one has none)
+        row["commits"] = dict(sorted(Counter(c["commit"] for c in cells if c.get("commit")).items()))
         out[key] = row
     return out
 
@@ -456,6 +462,14 @@ def markdown(results: dict[str, Any], defenses: list[str], rows: list[tuple[str,
         times = [v["defense_s_per_round"] for k, v in results.items() if k.endswith(f"|{d}")]
         walls = sorted(w for k, v in results.items() if k.endswith(f"|{d}") for w in v["wall_s_values"])
         out.append(f"| {d} | {sum(times) / len(times):.4f} | {walls[len(walls) // 2]:.0f} |")
+    recorded = {k: v["commits"] for k, v in results.items() if v["commits"]}
+    if recorded:
+        out += ["", "## Commits the cells ran at", ""]
+        out += ["Cells older than this record keep no commit; docs/results.md names theirs.", ""]
+        out += ["| attack, fraction, defence | commit (seeds) |", "|---|---|"]
+        for key, commits in recorded.items():
+            ran = ", ".join(f"{c} ({n})" for c, n in commits.items())
+            out.append(f"| {key.replace('|', ', ')} | {ran} |")
     return "\n".join(out) + "\n"
 
 
@@ -773,6 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = []
     elif todo:
         warm_base(args.model)  # build the cached base model once, not in every worker
+    commit = git_commit()  # before the runs: the code their workers import
     with (
         tempfile.TemporaryDirectory() as tmp,
         cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
@@ -787,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for i, fut in enumerate(cf.as_completed(futures), 1):
             seed, key = futures[fut]
-            cell = fut.result() | {"key": key}
+            cell = fut.result() | {"key": key, "commit": commit}
             write_cell(cell_file(cell_dir, key, seed), cell)
             per_seed[seed][key] = cell
             print(

@@ -115,6 +115,11 @@ def test_cells_are_kept_one_file_each_and_a_rerun_resumes_without_running_them(
     assert set(cell["rounds"][0]["weights"]) == {f"org{i}" for i in range(10)}
     assert (tmp_path / "robustness_smoke.md").is_file()
     assert (tmp_path / "robustness_smoke_asr_ci_width.png").is_file()
+    # each cell names the code it ran (this checkout's commit) and the tables say which cells ran where
+    assert cell["commit"] == rb.git_commit()
+    if cell["commit"]:
+        md = (tmp_path / "robustness_smoke.md").read_text()
+        assert f"| backdoor, 0.3, fedavg | {cell['commit']} (1) |" in md
 
     def no_training(*_: object) -> None:
         raise AssertionError("a finished cell was run again")

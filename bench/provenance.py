@@ -1,0 +1,26 @@
+"""The code a benchmark's figures came from, so that a results file can name its commit."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+# what is not code: results, notes and docs change while a grid runs without changing what it computes
+NOT_CODE = (":(exclude)bench/results", ":(exclude)*.md")
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """The short hash of the checkout's HEAD, with `+dirty` when tracked code differs from it (results
+    and Markdown aside): a figure from uncommitted code must not pass for the commit's. None outside a
+    git checkout, or without git."""
+    where = repo or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ".", *NOT_CODE], cwd=where, capture_output=True
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
