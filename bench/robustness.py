@@ -3,11 +3,12 @@
 Every cell is a full simulated run (the same code as `consortium run`) with one attack hitting a
 fraction of the participants and one aggregation rule; the no-attack row gives the clean reference.
 Each finished cell (one attack, fraction, rule and seed) is kept as its own JSON file under
-`<out>/robustness_<model>[_chain|_committee]/`, named by the cell and holding the digest of its config: a
-rerun skips the cells already there, so an interrupted grid resumes, and a cell run under other settings is
-run again. The tables (mean and 95% interval over seeds), heatmaps and targets are rendered from every
-cell in that folder (every seed, whichever this invocation names; probe cells without --probe too), so
-several narrower invocations add up to one grid and none overwrites it with its own few rows.
+`<out>/robustness_<model>[_chain|_committee][_<tag>]/`, named by the cell and holding the digest of its
+config and the commit it ran at: a rerun skips the cells already there, so an interrupted grid resumes,
+and a cell run under other settings is run again. The tables (mean and 95% interval over seeds),
+heatmaps and targets are rendered from every cell in that folder (every seed, whichever this invocation
+names; probe cells without --probe too), so several narrower invocations add up to one grid and none
+overwrites it with its own few rows.
 
     python bench/robustness.py                          # smoke model (tiny-warm), full grid, seed 0
     python bench/robustness.py --model bench --attacks backdoor --fractions 0.3 \
@@ -21,6 +22,12 @@ folder go into every such cell's config, so a cell of another probe is stale and
 `fedavg+probe` is the probe alone. `RULE+step_probe` and `RULE+shadow_probe` are the same behind a
 step- or shadow-level probe: --probe may be given once per level, and each file's level (and the
 evidence settings it was fitted with, which its cells then use) is read from the artifact.
+
+A variant grid changes every cell's config with `--set key=value` (as `consortium run --set`) and names
+itself with `--tag`, which gives its cells and tables a folder of their own beside the default grid's:
+
+    python bench/robustness.py --model bench --attacks backdoor --fractions 0.3 --defenses rlr \
+        --none-defenses rlr --seeds 0,1,2 --set defense.rlr_threshold=4 --tag rlr4
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -51,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import git_commit
 
 from consortium.attacks import ATTACK_KINDS
-from consortium.config import RunConfig, _merge, config_digest, preset_dict
+from consortium.config import RunConfig, _merge, apply_override, config_digest, preset_dict
 from consortium.defense import AGGREGATORS
 from consortium.probe.artifact import LEVEL_EVIDENCE, ProbeError, load_file
 from consortium.sim import Simulation
@@ -215,7 +223,10 @@ def cell_config(
     seed: int,
     protocol: str = "central",
     probes: Mapping[str, ProbeArg] | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> RunConfig:
+    """One cell's run: the model's settings, the rule, the attack at its fraction, and last the --set
+    overrides of a variant grid (they go into the config, so into its digest)."""
     rule, level = split_defense(defense)
     data = _merge(
         settings(model),
@@ -244,6 +255,8 @@ def cell_config(
         }
     # the no-attack cell still measures the backdoor (fraction 0): its ASR is the false positive floor
     data["attacks"] = [{"kind": attack or "backdoor", "fraction": fraction if attack else 0.0}]
+    for assignment in overrides:
+        data = apply_override(data, assignment)
     return RunConfig.model_validate(data)
 
 
@@ -357,6 +370,7 @@ def load_cells(
     seeds: list[int],
     probes: Mapping[str, ProbeArg] | None = None,
     unchecked: bool = False,
+    overrides: tuple[str, ...] = (),
 ) -> tuple[dict[int, dict[str, Any]], list[Path]]:
     """The finished cells of `seeds` whose config digest is the one this code gives them now, and the
     files left aside because their settings differ (they are run again when asked for). A probe cell
@@ -375,9 +389,8 @@ def load_cells(
             if unchecked:
                 per_seed[seed][cell["key"]] = cell
             continue  # a probe cell, and no probe of its level named: not checked
-        cfg = cell_config(
-            model, None if attack == "none" else attack, float(fraction), defense, seed, protocol, probes
-        )
+        kind = None if attack == "none" else attack
+        cfg = cell_config(model, kind, float(fraction), defense, seed, protocol, probes, overrides)
         if cell.get("config_digest") != config_digest(cfg):
             stale.append(path)
             continue
@@ -615,10 +628,10 @@ def _worker_init() -> None:
 
 
 def _cell_job(
-    args: tuple[str, str | None, float, str, int, str, str, Mapping[str, ProbeArg]],
+    args: tuple[str, str | None, float, str, int, str, str, Mapping[str, ProbeArg], tuple[str, ...]],
 ) -> dict[str, Any]:
-    model, attack, frac, defense, seed, protocol, tmp, probes = args
-    cfg = cell_config(model, attack, frac, defense, seed, protocol, probes)
+    model, attack, frac, defense, seed, protocol, tmp, probes, overrides = args
+    cfg = cell_config(model, attack, frac, defense, seed, protocol, probes, overrides)
     return run_cell(cfg, cell_workdir(Path(tmp), args))
 
 
@@ -723,6 +736,16 @@ def main(argv: list[str] | None = None) -> int:
         help="probe file (<sha256>.safetensors), once per level: client for RULE+probe, step for "
         "RULE+step_probe, shadow for RULE+shadow_probe",
     )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="dotted override of every cell's config, e.g. --set defense.rlr_threshold=4 (needs --tag)",
+    )
+    ap.add_argument(
+        "--tag", default=None, help="a variant grid's name: its cells and tables get a folder of their own"
+    )
     args = ap.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a]
     defenses = [d for d in args.defenses.split(",") if d]
@@ -739,8 +762,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown attack/defence: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    # a variant's cells share the default grid's file names; in its folder they would be stale there and
+    # run again over the default's cells
+    if args.overrides and not args.tag:
+        print("--set needs --tag NAME: a variant grid's cells go to a folder of their own", file=sys.stderr)
+        return 2
+    if args.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", args.tag):
+        print(f"--tag {args.tag!r}: lower-case letters, digits, '_' and '-' only", file=sys.stderr)
+        return 2
+    overrides = tuple(args.overrides)
     stem = args.out / (
-        f"robustness_{args.model}" + ("" if args.protocol == "central" else f"_{args.protocol}")
+        f"robustness_{args.model}"
+        + ("" if args.protocol == "central" else f"_{args.protocol}")
+        + (f"_{args.tag}" if args.tag else "")
     )
     cell_dir = stem  # the cells folder; the tables are stem.md, stem.json
     try:
@@ -753,7 +787,9 @@ def main(argv: list[str] | None = None) -> int:
     cells |= {cell_key(a, f, d): (a, f, d) for a in attacks for f in fractions for d in defenses}
     try:
         for a, f, d in cells.values():
-            cell_config(args.model, None if a == "none" else a, f, d, seeds[0], args.protocol, probes)
+            cell_config(
+                args.model, None if a == "none" else a, f, d, seeds[0], args.protocol, probes, overrides
+            )
     except ValueError as e:
         print(" ".join(str(e).split()), file=sys.stderr)  # one line, pydantic's details included
         return 2
@@ -768,7 +804,9 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return 2
     all_seeds = grid_seeds(cell_dir, seeds)
-    per_seed, stale = load_cells(cell_dir, args.model, args.protocol, all_seeds, shown, unchecked=True)
+    per_seed, stale = load_cells(
+        cell_dir, args.model, args.protocol, all_seeds, shown, unchecked=True, overrides=overrides
+    )
     for path in stale:
         print(f"[robustness] {path.name}: run under other settings; left aside (rerun when asked for)")
     keys = list(cells)
@@ -795,14 +833,18 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             pool.submit(
                 _cell_job,
-                (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp, probes),
+                (args.model, None if a == "none" else a, f, d, seed, args.protocol, tmp, probes, overrides),
             ): (seed, key)
             for seed, key in todo
             for a, f, d in [cells[key]]
         }
         for i, fut in enumerate(cf.as_completed(futures), 1):
             seed, key = futures[fut]
-            cell = fut.result() | {"key": key, "commit": commit}
+            cell = (
+                fut.result()
+                | {"key": key, "commit": commit}
+                | ({"overrides": list(overrides)} if overrides else {})
+            )
             write_cell(cell_file(cell_dir, key, seed), cell)
             per_seed[seed][key] = cell
             print(
@@ -823,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     participants = settings(args.model)["participants"]
     title = (
         f"{args.model} model, {participants} participants, seeds {','.join(map(str, all_seeds))}, "
-        f"protocol {args.protocol}"
+        f"protocol {args.protocol}" + "".join(f", --set {o}" for o in overrides)
     )
     order = column_order(stem, defenses, none_defenses, found)
     print(render(per_seed, all_seeds, stem, title, order))

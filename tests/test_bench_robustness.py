@@ -198,6 +198,43 @@ def test_a_run_of_a_few_cells_renders_every_cell_in_the_folder(
     assert "fedavg+probe: shown unchecked" in capsys.readouterr().out
 
 
+def test_a_variant_grid_keeps_its_cells_apart_from_the_default_grid(
+    tmp_path: Path, short_smoke: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--set changes every cell's config, so in the default folder its cells would be stale there and
+    replace the default's; with --tag they go to a folder of their own, and say what they changed."""
+    assert _run(tmp_path) == 0
+    default = tmp_path / "robustness_smoke" / "backdoor_0.3_fedavg_seed0.json"
+    kept = default.read_text()
+    variant = ("--set", "server_lr=0.5", "--tag", "slow-server")
+    assert _run(tmp_path, *variant) == 0
+    assert default.read_text() == kept
+    cell = json.loads((tmp_path / "robustness_smoke_slow-server" / default.name).read_text())
+    assert cell["overrides"] == ["server_lr=0.5"]
+    assert cell["config_digest"] != json.loads(kept)["config_digest"]
+    assert "--set server_lr=0.5" in (tmp_path / "robustness_smoke_slow-server.md").read_text()
+    capsys.readouterr()
+    assert _run(tmp_path, "--render-only", *variant) == 0  # the variant's cells check out as its own
+    assert "left aside" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (("--set", "server_lr=0.5"), "--set needs --tag NAME"),
+        (("--set", "server_lr=0.5", "--tag", "../up"), "--tag '../up'"),
+        (("--set", "server_lr=-1", "--tag", "neg"), "server_lr"),
+        (("--set", "server_lr", "--tag", "bare"), "expected key=value"),
+    ],
+)
+def test_a_bad_variant_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], said: str
+) -> None:
+    assert _run(tmp_path, *extra) == 2
+    assert said in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(tmp_path, "--defenses", "fedavg,nope") == 2
     assert "unknown attack/defence: nope" in capsys.readouterr().err
