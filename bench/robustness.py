@@ -714,7 +714,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attacks", default=",".join(ATTACK_KINDS))
     all_rules = ",".join(sorted(AGGREGATORS, key=lambda n: (n != "fedavg", n)))
     ap.add_argument("--defenses", default=all_rules)
-    ap.add_argument("--none-defenses", default=None, help="rules of the no-attack row (default: --defenses)")
+    ap.add_argument(
+        "--none-defenses", default=None, help="rules of the no-attack row (default: --defenses; '' for none)"
+    )
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", default=None, help="comma list, e.g. 0,1,2: tables give mean ± 95%% CI")
@@ -749,7 +751,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a]
     defenses = [d for d in args.defenses.split(",") if d]
-    none_defenses = [d for d in (args.none_defenses or args.defenses).split(",") if d]
+    # "" is no no-attack row (a variant whose reference is the default grid's)
+    none_defenses = [
+        d for d in (args.defenses if args.none_defenses is None else args.none_defenses).split(",") if d
+    ]
     try:
         fractions = [float(f) for f in args.fractions.split(",") if f]
         seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else [args.seed]

@@ -206,9 +206,11 @@ def test_a_variant_grid_keeps_its_cells_apart_from_the_default_grid(
     assert _run(tmp_path) == 0
     default = tmp_path / "robustness_smoke" / "backdoor_0.3_fedavg_seed0.json"
     kept = default.read_text()
-    variant = ("--set", "server_lr=0.5", "--tag", "slow-server")
+    # its reference is the default grid's no-attack row: '' asks for none of its own
+    variant = ("--set", "server_lr=0.5", "--tag", "slow-server", "--none-defenses", "")
     assert _run(tmp_path, *variant) == 0
     assert default.read_text() == kept
+    assert [p.name for p in (tmp_path / "robustness_smoke_slow-server").iterdir()] == [default.name]
     cell = json.loads((tmp_path / "robustness_smoke_slow-server" / default.name).read_text())
     assert cell["overrides"] == ["server_lr=0.5"]
     assert cell["config_digest"] != json.loads(kept)["config_digest"]
