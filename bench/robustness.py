@@ -24,10 +24,11 @@ step- or shadow-level probe: --probe may be given once per level, and each file'
 evidence settings it was fitted with, which its cells then use) is read from the artifact.
 
 A variant grid changes every cell's config with `--set key=value` (as `consortium run --set`) and names
-itself with `--tag`, which gives its cells and tables a folder of their own beside the default grid's:
+itself with `--tag`, which gives its cells and tables a folder of their own beside the default grid's
+(`--none-defenses ""`: no no-attack row of its own, the default grid's is its reference):
 
     python bench/robustness.py --model bench --attacks backdoor --fractions 0.3 --defenses rlr \
-        --none-defenses rlr --seeds 0,1,2 --set defense.rlr_threshold=4 --tag rlr4
+        --none-defenses "" --seeds 0,1,2,3,4 --set defense.rlr_threshold=4 --tag rlr4
 """
 
 from __future__ import annotations
