@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 # what is not code: results, notes and docs change while a grid runs without changing what it computes
-NOT_CODE = (":(exclude)bench/results", ":(exclude)*.md")
+# (pathspecs from the top of the checkout: git runs in bench/, where a plain one would be bench/bench/...)
+CODE = (":(top)", ":(top,exclude)bench/results", ":(top,exclude)*.md")
 
 
 def git_commit(repo: Path | None = None) -> str | None:
@@ -19,8 +20,12 @@ def git_commit(repo: Path | None = None) -> str | None:
             ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", ".", *NOT_CODE], cwd=where, capture_output=True
-        ).returncode
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return (head + ("+dirty" if dirty else "")) or None
