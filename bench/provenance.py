@@ -10,22 +10,20 @@ from pathlib import Path
 CODE = (":(top)", ":(top,exclude)bench/results", ":(top,exclude)*.md")
 
 
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=where, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def git_commit(repo: Path | None = None) -> str | None:
     """The short hash of the checkout's HEAD, with `+dirty` when tracked code differs from it (results
     and Markdown aside): a figure from uncommitted code must not pass for the commit's. None outside a
     git checkout, or without git."""
     where = repo or Path(__file__).resolve().parent
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = _git(where, "rev-parse", "--short", "HEAD")
+        dirty = _git(where, "status", "--porcelain", "--untracked-files=no", "--", *CODE)
     except (OSError, subprocess.CalledProcessError):
         return None
     return (head + ("+dirty" if dirty else "")) or None

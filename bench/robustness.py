@@ -831,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = []
     elif todo:
         warm_base(args.model)  # build the cached base model once, not in every worker
-    commit = git_commit()  # before the runs: the code their workers import
+    commit = git_commit() if todo else None  # before the runs: the code their workers import
     with (
         tempfile.TemporaryDirectory() as tmp,
         cf.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool,
