@@ -60,8 +60,20 @@ def browser() -> Any:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """`consortium run --dashboard --dashboard-port 0` in its own process: (run dir, dashboard URL)."""
+def watcher() -> Iterator[Any]:
+    """The live test's browser, started before the run: once, in the full suite, Chromium's start-up
+    outlasted the whole 3-round smoke run, and the page opened on a finished run."""
+    drv = browser()
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, watcher: Any) -> Iterator[tuple[Path, str]]:
+    """`consortium run --dashboard --dashboard-port 0` in its own process: (run dir, dashboard URL).
+    It starts once `watcher`, the browser, is up."""
     out = tmp_path_factory.mktemp("runs")
     cmd = [sys.executable, "-m", "consortium.cli", "run", "--preset", "smoke", "--out", str(out), *RUN,
            "--dashboard", "--dashboard-port", "0"]  # fmt: skip
@@ -93,33 +105,28 @@ def _report(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "report.json").read_text())
 
 
-def test_live_run_shows_a_new_round_without_reload(live: tuple[Path, str]) -> None:
+def test_live_run_shows_a_new_round_without_reload(live: tuple[Path, str], watcher: Any) -> None:
     run_dir, url = live
-    drv = browser()
-    try:
-        drv.get(url)
-        WebDriverWait(drv, 60).until(
-            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-version")
-        )
-        drv.execute_script("window.__sameDocument = 'yes'")
-        seen: list[tuple[int, int | None, str]] = []  # (rounds shown, round marked in progress, status)
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            shown, marked, status = drv.execute_script(OBSERVE)  # one read: the DOM changes under us
-            seen.append((shown, marked, status))
-            if status == "complete":
-                break
-            time.sleep(0.25)
-        assert drv.execute_script("return window.__sameDocument") == "yes"  # never reloaded
-        counts = [s[0] for s in seen]
-        assert seen[-1][2] == "complete" and counts[-1] == ROUNDS, seen[-5:]
-        assert len(set(counts)) >= 2, "no round appeared while the page was open"
-        assert counts == sorted(counts)
-        marks = [(n, m) for n, m, status in seen if m is not None]
-        assert marks and all(m == n + 1 for n, m in marks)  # the round in progress is the next one
-        assert _report(run_dir)["rounds_completed"] == ROUNDS
-    finally:
-        drv.quit()
+    drv = watcher
+    drv.get(url)
+    WebDriverWait(drv, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-version"))
+    drv.execute_script("window.__sameDocument = 'yes'")
+    seen: list[tuple[int, int | None, str]] = []  # (rounds shown, round marked in progress, status)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        shown, marked, status = drv.execute_script(OBSERVE)  # one read: the DOM changes under us
+        seen.append((shown, marked, status))
+        if status == "complete":
+            break
+        time.sleep(0.25)
+    assert drv.execute_script("return window.__sameDocument") == "yes"  # never reloaded
+    counts = [s[0] for s in seen]
+    assert seen[-1][2] == "complete" and counts[-1] == ROUNDS, seen[-5:]
+    assert len(set(counts)) >= 2, "no round appeared while the page was open"
+    assert counts == sorted(counts)
+    marks = [(n, m) for n, m, status in seen if m is not None]
+    assert marks and all(m == n + 1 for n, m in marks)  # the round in progress is the next one
+    assert _report(run_dir)["rounds_completed"] == ROUNDS
 
 
 def test_finished_run_page_shows_the_reports_numbers(live: tuple[Path, str]) -> None:
